@@ -1,0 +1,24 @@
+//! galbridge: keeps Microsoft 365 address books in sync across tenants and onto phones.
+//!
+//! The rooms of the crate:
+//! - [`cli`]: the operator's command line (`sync`, `plan`, `status`, `validate`, `serve`, `demo`, `purge`).
+//! - [`config`]: the TOML configuration, its validation and its JSON Schema.
+//! - [`functions`]: the Azure Functions custom-handler protocol (`serve`).
+//! - [`service`]: the boundary between the front doors (CLI, Functions) and the sync engine.
+//! - [`report`]: run reports and status, the JSON every front door prints.
+//! - [`engine`]: one sync run of a link: read, scope, map, diff, plan, apply, checkpoint.
+//! - [`m365`]: thin clients for Graph, Exchange `InvokeCommand`, Key Vault, and token acquisition.
+//! - [`state`]: checkpoints, leases and run records (Azure Table Storage or a local file store).
+//! - [`telemetry`]: tracing setup and the secret type that never prints.
+//! - [`demo`]: the self-contained demo against the local Microsoft 365 simulator.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod functions;
+pub mod m365;
+pub mod report;
+pub mod service;
+pub mod state;
+pub mod telemetry;
