@@ -1,1 +1,10 @@
-//! engine (placeholder)
+//! The sync engine: one run of a link, step by step (design.md, "One sync run of a link"): read the source,
+//! filter the scope, map to entries, diff into a [`plan::Plan`], apply the safety threshold, apply the plan to the
+//! target, checkpoint. Rooms:
+//! - [`entry`]: the normalised person, anchors, content hashes, source attribute bags.
+//! - [`mapping`]: templates from source attributes to entry fields.
+//! - [`scope`]: which source objects flow to the target (and loop prevention).
+
+pub mod entry;
+pub mod mapping;
+pub mod scope;
