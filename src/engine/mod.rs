@@ -4,7 +4,13 @@
 //! - [`entry`]: the normalised person, anchors, content hashes, source attribute bags.
 //! - [`mapping`]: templates from source attributes to entry fields.
 //! - [`scope`]: which source objects flow to the target (and loop prevention).
+//! - [`plan`]: the plan as data (JSON and a human table); [`diff`] computes it; [`names`] keeps target names unique.
+//! - [`safety`]: the deletion threshold and quarantine.
 
+pub mod diff;
 pub mod entry;
 pub mod mapping;
+pub mod names;
+pub mod plan;
+pub mod safety;
 pub mod scope;
