@@ -6,11 +6,21 @@
 //! - [`scope`]: which source objects flow to the target (and loop prevention).
 //! - [`plan`]: the plan as data (JSON and a human table); [`diff`] computes it; [`names`] keeps target names unique.
 //! - [`safety`]: the deletion threshold and quarantine.
+//! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
+//! - [`runner`]: one run of a link.
+//! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
 pub mod diff;
 pub mod entry;
 pub mod mapping;
 pub mod names;
 pub mod plan;
+pub mod ports;
+pub mod records;
+pub mod runner;
 pub mod safety;
 pub mod scope;
+pub mod spec;
+pub mod targets;
+#[cfg(test)]
+pub mod testing;
