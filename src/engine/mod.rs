@@ -6,12 +6,14 @@
 //! - [`scope`]: which source objects flow to the target (and loop prevention).
 //! - [`plan`]: the plan as data (JSON and a human table); [`diff`] computes it; [`names`] keeps target names unique.
 //! - [`safety`]: the deletion threshold and quarantine.
+//! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
 //! - [`runner`]: one run of a link.
 //! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
 pub mod diff;
 pub mod entry;
+pub mod from_config;
 pub mod mapping;
 pub mod names;
 pub mod plan;
