@@ -9,6 +9,7 @@
 //! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
 //! - [`runner`]: one run of a link.
+//! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
 //! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
 pub mod diff;
@@ -22,6 +23,7 @@ pub mod records;
 pub mod runner;
 pub mod safety;
 pub mod scope;
+pub mod service;
 pub mod spec;
 pub mod targets;
 #[cfg(test)]
