@@ -10,8 +10,10 @@
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
 //! - [`runner`]: one run of a link.
 //! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
+//! - [`adapters`]: the ports over the real Graph and Exchange clients.
 //! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
+pub mod adapters;
 pub mod diff;
 pub mod entry;
 pub mod from_config;
