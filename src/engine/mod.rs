@@ -11,6 +11,7 @@
 //! - [`runner`]: one run of a link.
 //! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
+//! - [`purge`]: removing everything a link manages (uninstall).
 //! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
 pub mod adapters;
@@ -21,6 +22,7 @@ pub mod mapping;
 pub mod names;
 pub mod plan;
 pub mod ports;
+pub mod purge;
 pub mod records;
 pub mod runner;
 pub mod safety;

@@ -148,6 +148,28 @@ impl EngineService {
         Ok(port)
     }
 
+    /// `galbridge purge --link NAME`: lists (`execute = false`) or removes every object the link manages.
+    pub async fn purge(&self, link: &str, execute: bool) -> Result<RunReport, ServiceError> {
+        let compiled = self.find(link)?;
+        let spec = compiled
+            .spec
+            .as_ref()
+            .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+        let runner = self.runner(compiled).await?;
+        runner.purge(spec, execute).await.map_err(run_error)
+    }
+
+    async fn runner(&self, link: &CompiledLink) -> Result<Runner, ServiceError> {
+        Ok(Runner {
+            store: self.store.clone(),
+            source: self.source_port(&link.resolved.source_tenant).await?,
+            target: self.target_port(&link.resolved.target_tenant).await?,
+            counters: self.connector.counters(),
+            holder: self.holder.clone(),
+            lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_TTL_SECS),
+        })
+    }
+
     async fn run_compiled(
         &self,
         link: &CompiledLink,
@@ -157,14 +179,7 @@ impl EngineService {
             .spec
             .as_ref()
             .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
-        let runner = Runner {
-            store: self.store.clone(),
-            source: self.source_port(&link.resolved.source_tenant).await?,
-            target: self.target_port(&link.resolved.target_tenant).await?,
-            counters: self.connector.counters(),
-            holder: self.holder.clone(),
-            lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_TTL_SECS),
-        };
+        let runner = self.runner(link).await?;
         runner
             .run(spec, options)
             .await
@@ -188,6 +203,21 @@ impl EngineService {
             .await
             .ok()
             .and_then(|mut runs| runs.pop())
+    }
+}
+
+fn run_error(error: RunError) -> ServiceError {
+    match error {
+        RunError::LeaseHeld {
+            link,
+            holder,
+            until,
+        } => ServiceError::LeaseHeld {
+            link,
+            holder,
+            until,
+        },
+        RunError::State(error) => ServiceError::Internal(format!("state store: {error}")),
     }
 }
 
