@@ -280,10 +280,9 @@ pub(crate) async fn photo(
             "The SMTP address has no mailbox associated with it.",
         );
     }
-    let _permit = match super::contacts::outlook_permit(&state, &caller, &user_id) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    if let Err(r) = super::contacts::outlook_permit(&state, &caller, &user_id) {
+        return r;
+    }
     match photo {
         Some(bytes) => {
             let mut r = Response::new(Body::from(bytes.as_ref().clone()));
