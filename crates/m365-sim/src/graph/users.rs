@@ -107,10 +107,10 @@ pub(crate) async fn list(
         if tracked.visible_from_ms > now {
             continue;
         }
-        if let Some(f) = &filter {
-            if !f.eval(&Value::Object(tracked.value.render_all())) {
-                continue;
-            }
+        if let Some(f) = &filter
+            && !f.eval(&Value::Object(tracked.value.render_all()))
+        {
+            continue;
         }
         if items.len() == top {
             more = true;

@@ -61,6 +61,17 @@ pub async fn spawn_with(tenants: &[(&str, usize)], knobs: Knobs) -> TestSim {
 }
 
 impl TestSim {
+    /// Id of the first seeded user of acme with a REST-enabled user mailbox.
+    pub fn rest_mailbox(&self) -> String {
+        let users = self.sim.control().users("acme").expect("tenant");
+        users
+            .iter()
+            .find(|u| u["mailbox"] == "user" && u["restEnabled"] == true)
+            .and_then(|u| u["id"].as_str())
+            .expect("a REST mailbox")
+            .to_string()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!(
             "{}{}",

@@ -7,24 +7,13 @@ use crate::common::{GRAPH, spawn};
 
 const ANCHOR: &str = "String {00020329-0000-0000-C000-000000000046} Name galbridgeAnchor";
 
-async fn first_mailbox(t: &crate::common::TestSim) -> String {
-    let users = t.sim.control().users("acme").unwrap();
-    users
-        .iter()
-        .find(|u| u["mailbox"] == "user" && u["restEnabled"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn contacts_crud_with_categories_and_extended_properties() {
     // [§3] folders + child folders; contacts with categories; extended property not echoed, read by $expand,
     // found with singleValueExtendedProperties/Any(...).
     let t = spawn(&[("acme", 20)]).await;
     let tok = t.token("acme", GRAPH).await;
-    let user = first_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let (status, folder) = t
         .send_json(
             &tok,
@@ -150,7 +139,7 @@ async fn contact_photos_round_trip_and_refuse_over_4_mb() {
     // [§3] PUT /contacts/{id}/photo/$value image/jpeg ≤ 4 MB.
     let t = spawn(&[("acme", 20)]).await;
     let tok = t.token("acme", GRAPH).await;
-    let user = first_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let (_, c) = t
         .send_json(
             &tok,
@@ -199,7 +188,7 @@ async fn per_folder_contacts_delta_reports_changes_and_deletions() {
     // [§3] GET /contactFolders/{fid}/contacts/delta: full round, then only changes, deletions as @removed.
     let t = spawn(&[("acme", 20)]).await;
     let tok = t.token("acme", GRAPH).await;
-    let user = first_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let (_, folder) = t
         .send_json(
             &tok,
@@ -286,7 +275,7 @@ async fn mailboxes_not_rest_enabled_answer_mailbox_not_enabled_for_rest_api() {
 async fn user_made_contacts_are_listed_and_flagged() {
     // Ownership tests need contacts galbridge did not create.
     let t = spawn(&[("acme", 20)]).await;
-    let user = first_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let id = t
         .sim
         .control()

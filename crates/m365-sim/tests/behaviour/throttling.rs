@@ -8,17 +8,6 @@ use serde_json::{Value, json};
 
 use crate::common::{EXCHANGE, GRAPH, spawn, spawn_with};
 
-async fn a_mailbox(t: &crate::common::TestSim) -> String {
-    let users = t.sim.control().users("acme").unwrap();
-    users
-        .iter()
-        .find(|u| u["mailbox"] == "user" && u["restEnabled"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn outlook_allows_four_concurrent_requests_per_mailbox_then_429_with_retry_after() {
     // [§4] Outlook: 4 concurrent requests per (app, mailbox); beyond that 429 + Retry-After.
@@ -29,7 +18,7 @@ async fn outlook_allows_four_concurrent_requests_per_mailbox_then_429_with_retry
     };
     let t = spawn_with(&[("acme", 20)], knobs).await;
     let tok = t.token("acme", GRAPH).await;
-    let user = a_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let url = t.url(&format!("/v1.0/users/{user}/contactFolders"));
     let responses =
         futures::future::join_all((0..8).map(|_| t.http.get(&url).bearer_auth(&tok).send())).await;
@@ -64,7 +53,7 @@ async fn outlook_ten_thousand_requests_per_ten_minutes_window() {
         .control()
         .update_knobs(|k| k.outlook_requests_per_10_min = 3);
     let tok = t.token("acme", GRAPH).await;
-    let user = a_mailbox(&t).await;
+    let user = t.rest_mailbox();
     for _ in 0..3 {
         assert_eq!(
             t.get(&tok, &format!("/v1.0/users/{user}/contacts")).await.0,
@@ -88,7 +77,7 @@ async fn batch_limits_depends_on_and_failed_dependency() {
     // [§4] $batch ≤ 20; dependsOn orders; a failed dependency gives 424; the outer status stays 200.
     let t = spawn(&[("acme", 20)]).await;
     let tok = t.token("acme", GRAPH).await;
-    let user = a_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let too_many: Vec<Value> = (0..21)
         .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users?$top=1"}))
         .collect();
@@ -141,15 +130,17 @@ async fn batch_limits_depends_on_and_failed_dependency() {
 async fn batch_inner_requests_are_throttled_on_their_own() {
     // [§4] Each inner request is throttled on its own: with 20 writes to one mailbox and a concurrency of 2,
     // some inner requests get 429 (with Retry-After) while the others land.
-    let mut knobs = m365_sim::Knobs::default();
-    knobs.outlook_concurrency_per_mailbox = 2;
+    let mut knobs = m365_sim::Knobs {
+        outlook_concurrency_per_mailbox: 2,
+        ..Default::default()
+    };
     knobs.latency.graph = m365_sim::Latency {
         fixed_ms: 30,
         jitter_ms: 0,
     };
     let t = spawn_with(&[("acme", 20)], knobs).await;
     let tok = t.token("acme", GRAPH).await;
-    let user = a_mailbox(&t).await;
+    let user = t.rest_mailbox();
     let requests: Vec<Value> = (0..20)
         .map(|i| json!({"id": i.to_string(), "method": "POST", "url": format!("/users/{user}/contacts"), "headers": {"Content-Type": "application/json"}, "body": {"displayName": format!("B{i}")}}))
         .collect();
