@@ -13,6 +13,9 @@
 //! # Ok(()) }
 //! ```
 
+// Handlers return `Result<_, Response>`: the error *is* the HTTP answer, built once and sent as is.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 mod clock;
 pub mod control;
@@ -337,12 +340,8 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let router = router(Arc::clone(&state));
     let _ = state.router.set(router.clone());
 
-    // App certificates (RSA) are generated in the background so start-up stays fast; first use awaits them.
-    for t in state.tenants.clone() {
-        tokio::spawn(async move {
-            let _ = control::app_certificate(&t).await;
-        });
-    }
+    // App certificates (RSA) are generated lazily, on first use (Key Vault read or client assertion), so start-up
+    // stays fast and test runs that never need them never pay for RSA key generation.
 
     let (shutdown, rx) = watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&material.server_config));

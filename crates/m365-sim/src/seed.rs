@@ -48,7 +48,10 @@ impl Default for TenantSeed {
 }
 
 /// (native given, native surname, latin given, latin surname) per script.
-const NAMES: &[(&[(&str, &str)], &[(&str, &str)])] = &[
+/// A name written natively and in Latin letters (for mail aliases).
+type Spelled = (&'static str, &'static str);
+
+const NAMES: &[(&[Spelled], &[Spelled])] = &[
     (
         &[
             ("Ada", "ada"),

@@ -2,6 +2,7 @@
 //! One HTTPS listener serves all services (their real paths never collide); a plain-HTTP one serves the managed
 //! identity endpoint, as App Service does on http://localhost.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,18 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::knobs::{Fault, Service};
+use crate::limits::MailboxPermit;
 use crate::respond::{DropConnection, EndpointLabel, graph_error, throttled};
 use crate::state::SimState;
+
+tokio::task_local! {
+    static HELD_PERMITS: RefCell<Vec<MailboxPermit>>;
+}
+
+/// Keeps an Outlook slot until the current request's response is ready (dropped at once outside a request).
+pub(crate) fn hold_permit(permit: MailboxPermit) {
+    let _ = HELD_PERMITS.try_with(|held| held.borrow_mut().push(permit));
+}
 
 /// Latency, faults and counting, applied to every routed request (inner `$batch` requests included).
 pub(crate) async fn pipeline(
@@ -39,17 +50,17 @@ pub(crate) async fn pipeline(
         .get::<crate::graph::batch::InnerRequest>()
         .is_some();
 
-    if service != Service::Control {
-        let latency = state.knobs.read().latency.for_service(service);
-        let jitter = if latency.jitter_ms > 0 {
-            rand::rng().random_range(0..=latency.jitter_ms)
-        } else {
-            0
-        };
-        if latency.fixed_ms + jitter > 0 {
-            tokio::time::sleep(Duration::from_millis(latency.fixed_ms + jitter)).await;
-        }
-    }
+    let latency = if service == Service::Control {
+        crate::knobs::Latency::default()
+    } else {
+        state.knobs.read().latency.for_service(service)
+    };
+    let jitter = if latency.jitter_ms > 0 {
+        rand::rng().random_range(0..=latency.jitter_ms)
+    } else {
+        0
+    };
+    let delay = Duration::from_millis(latency.fixed_ms + jitter);
 
     // Exchange picks its faults by cmdlet name, inside the handler.
     let fault = if matches!(service, Service::Control | Service::Exchange) {
@@ -95,7 +106,18 @@ pub(crate) async fn pipeline(
             let cut = bytes.len() / 2;
             Response::from_parts(parts, Body::from(bytes.slice(..cut)))
         }
-        _ => next.run(req).await,
+        _ => {
+            // The handler's Outlook slots stay held while the modelled service time elapses.
+            HELD_PERMITS
+                .scope(RefCell::new(Vec::new()), async move {
+                    let response = next.run(req).await;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    response
+                })
+                .await
+        }
     };
 
     let endpoint = match response.extensions().get::<EndpointLabel>() {

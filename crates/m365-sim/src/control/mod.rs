@@ -125,11 +125,12 @@ impl Control {
                 .map(str::to_string)
                 .collect();
         }
-        if let Some(m) = patch.get("mail").and_then(Value::as_str) {
-            if !user
+        if let Some(m) = patch.get("mail").and_then(Value::as_str)
+            && !user
                 .proxy_addresses
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(&format!("smtp:{m}")))
+        {
             {
                 user.proxy_addresses.insert(0, format!("SMTP:{m}"));
                 user.proxy_addresses.retain(|p| {
@@ -137,8 +138,10 @@ impl Control {
                 });
             }
         }
-        if let Some(photo) = patch.remove("photo") {
-            if photo.as_bool() == Some(true) {
+        if let Some(photo) = patch.remove("photo")
+            && photo.as_bool() == Some(true)
+        {
+            {
                 user.photo = Some(Arc::new(crate::jpeg::tiny_jpeg(
                     rand::random(),
                     user.id.as_bytes(),

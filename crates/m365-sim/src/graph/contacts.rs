@@ -18,7 +18,6 @@ use super::delta::{
 };
 use super::odata::{Expr, parse_filter, query_options};
 use super::{Caller, bad_request, caller, collection, page_size};
-use crate::limits::MailboxPermit;
 use crate::model::mailbox::{ContactFolder, Mailbox, PersonalContact};
 use crate::model::user::MailboxKind;
 use crate::model::{Tombstone, Tracked};
@@ -35,12 +34,13 @@ fn item_not_found() -> Response {
     )
 }
 
-/// Takes an Outlook concurrency slot for (app, mailbox) or answers 429 with Retry-After.
+/// Takes an Outlook concurrency slot for (app, mailbox) or answers 429 with Retry-After. The slot is held by the
+/// request pipeline until the response is ready (modelled service time included), as a real request occupies it.
 pub(crate) fn outlook_permit(
     state: &SimState,
     caller: &Caller,
     mailbox_id: &str,
-) -> Result<MailboxPermit, Response> {
+) -> Result<(), Response> {
     let k = state.knobs.read();
     let (max, per10, retry) = (
         k.outlook_concurrency_per_mailbox,
@@ -58,6 +58,7 @@ pub(crate) fn outlook_permit(
             per10,
             retry,
         )
+        .map(crate::server::hold_permit)
         .map_err(|t| throttled(t.retry_after_secs, "Mailbox"))
 }
 
@@ -66,7 +67,7 @@ fn open(
     state: &SimState,
     headers: &HeaderMap,
     user_key: &str,
-) -> Result<(Arc<RwLock<Mailbox>>, MailboxPermit), Response> {
+) -> Result<Arc<RwLock<Mailbox>>, Response> {
     let caller = caller(state, headers)?;
     caller.require(&["Contacts.ReadWrite", "Contacts.Read"])?;
     let (user_id, kind, rest) = {
@@ -95,8 +96,8 @@ fn open(
             "REST API is not yet supported for this mailbox.",
         ));
     }
-    let permit = outlook_permit(state, &caller, &user_id)?;
-    Ok((caller.tenant.ensure_mailbox(&user_id), permit))
+    outlook_permit(state, &caller, &user_id)?;
+    Ok(caller.tenant.ensure_mailbox(&user_id))
 }
 
 fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
@@ -115,7 +116,7 @@ pub(crate) async fn list_folders(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -137,7 +138,7 @@ pub(crate) async fn list_child_folders(
     headers: HeaderMap,
     Path((user, fid)): Path<(String, String)>,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -167,7 +168,7 @@ pub(crate) async fn get_folder(
     headers: HeaderMap,
     Path((user, fid)): Path<(String, String)>,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -193,7 +194,7 @@ fn make_folder(
     parent: Option<&str>,
     body: &Bytes,
 ) -> Response {
-    let (mb, _permit) = match open(state, headers, user) {
+    let mb = match open(state, headers, user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -265,7 +266,7 @@ pub(crate) async fn delete_folder(
     headers: HeaderMap,
     Path((user, fid)): Path<(String, String)>,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -346,7 +347,7 @@ fn create(
     folder: Option<&str>,
     body: &Bytes,
 ) -> Response {
-    let (mb, _permit) = match open(state, headers, user) {
+    let mb = match open(state, headers, user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -449,7 +450,7 @@ fn list(
     folder: Option<&str>,
     raw: Option<&str>,
 ) -> Response {
-    let (mb, _permit) = match open(state, headers, user) {
+    let mb = match open(state, headers, user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -550,7 +551,7 @@ fn get(
     cid: &str,
     raw: Option<&str>,
 ) -> Response {
-    let (mb, _permit) = match open(state, headers, user) {
+    let mb = match open(state, headers, user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -584,7 +585,7 @@ pub(crate) async fn get_contact_in_folder(
 }
 
 fn patch(state: &SimState, headers: &HeaderMap, user: &str, cid: &str, body: &Bytes) -> Response {
-    let (mb, _permit) = match open(state, headers, user) {
+    let mb = match open(state, headers, user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -630,7 +631,7 @@ pub(crate) async fn patch_contact_in_folder(
 }
 
 fn delete(state: &SimState, headers: &HeaderMap, user: &str, cid: &str) -> Response {
-    let (mb, _permit) = match open(state, headers, user) {
+    let mb = match open(state, headers, user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -663,7 +664,7 @@ pub(crate) async fn put_photo(
     Path((user, cid)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -709,7 +710,7 @@ pub(crate) async fn get_photo(
     headers: HeaderMap,
     Path((user, cid)): Path<(String, String)>,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -738,7 +739,7 @@ pub(crate) async fn folder_delta(
     Path((user, fid)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let (mb, _permit) = match open(&state, &headers, &user) {
+    let mb = match open(&state, &headers, &user) {
         Ok(x) => x,
         Err(r) => return r,
     };

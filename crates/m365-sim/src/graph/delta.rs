@@ -302,10 +302,10 @@ pub(crate) async fn users_delta(
         |_| true,
     );
     let mut values = Vec::with_capacity(entries.len() + 1);
-    if knobs.delta_replays {
-        if let Some(t) = cursor.replay.as_ref().and_then(|id| dir.users.get(id)) {
-            values.push(Value::Object(t.value.render(&select)));
-        }
+    if knobs.delta_replays
+        && let Some(t) = cursor.replay.as_ref().and_then(|id| dir.users.get(id))
+    {
+        values.push(Value::Object(t.value.render(&select)));
     }
     let mut last_live = None;
     for e in entries {

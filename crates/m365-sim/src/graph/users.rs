@@ -107,10 +107,10 @@ pub(crate) async fn list(
         if tracked.visible_from_ms > now {
             continue;
         }
-        if let Some(f) = &filter {
-            if !f.eval(&Value::Object(tracked.value.render_all())) {
-                continue;
-            }
+        if let Some(f) = &filter
+            && !f.eval(&Value::Object(tracked.value.render_all()))
+        {
+            continue;
         }
         if items.len() == top {
             more = true;
@@ -280,10 +280,9 @@ pub(crate) async fn photo(
             "The SMTP address has no mailbox associated with it.",
         );
     }
-    let _permit = match super::contacts::outlook_permit(&state, &caller, &user_id) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    if let Err(r) = super::contacts::outlook_permit(&state, &caller, &user_id) {
+        return r;
+    }
     match photo {
         Some(bytes) => {
             let mut r = Response::new(Body::from(bytes.as_ref().clone()));

@@ -121,19 +121,14 @@ impl PersonalContact {
         let mut m = self.render();
         m.insert(
             "singleValueExtendedProperties".into(),
-            self.extended_json(None),
+            Value::Array(
+                self.extended
+                    .iter()
+                    .map(|(id, value)| json!({"id": id, "value": value}))
+                    .collect(),
+            ),
         );
         m
-    }
-
-    pub(crate) fn extended_json(&self, only: Option<&dyn Fn(&str, &str) -> bool>) -> Value {
-        Value::Array(
-            self.extended
-                .iter()
-                .filter(|(id, value)| only.is_none_or(|f| f(id, value)))
-                .map(|(id, value)| json!({"id": id, "value": value}))
-                .collect(),
-        )
     }
 
     /// Validates and applies a create/PATCH body; returns an error message in Graph's words.
