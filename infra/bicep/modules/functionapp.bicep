@@ -66,6 +66,8 @@ var appSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   AZURE_CLIENT_ID: identityClientId
+  // The name galbridge's configuration loader reads for the identity to use (src/config/mod.rs).
+  GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID: identityClientId
   GALBRIDGE_CONFIG: configPath
   GALBRIDGE_SCHEDULE: schedule
   GALBRIDGE_KEY_VAULT_URL: keyVaultUri
