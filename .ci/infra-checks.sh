@@ -39,9 +39,20 @@ record $? "infra/check_parity.py"
 for framework in terraform bicep; do
     step "checkov ($framework) over infra/"
     # --skip-download: no calls to the Prisma Cloud API (guidelines, severities); checks run offline.
-    (cd "$ROOT" && "$VENV/bin/checkov" --directory infra --framework "$framework" \
-        --skip-download --compact --quiet)
-    record $? "checkov $framework"
+    output=$(cd "$ROOT" && "$VENV/bin/checkov" --directory infra --framework "$framework" \
+        --skip-download --compact --quiet 2>&1)
+    status=$?
+    echo "$output"
+    # checkov leaves a file it cannot parse out and still exits 0: treat that as a failure, and
+    # demand that checks actually ran.
+    if grep -Eq "Parsing errors: [1-9]" <<<"$output"; then
+        echo "checkov could not parse part of infra/ ($framework)"
+        status=1
+    elif [ "$status" -eq 0 ] && ! grep -Eq "Passed checks: [1-9]" <<<"$output"; then
+        echo "checkov ran no $framework check"
+        status=1
+    fi
+    record "$status" "checkov $framework"
 done
 set -e
 
