@@ -97,7 +97,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption apps (no always-on instances to probe); Status reports each link's health.
   name: functionAppName
   location: location
-  // azd finds the deployment target by this tag (azure.yaml service "galbridge").
+  // The azd convention for a service's deployment target (azure.yaml deploys through its hook today).
   tags: union(tags, { 'azd-service-name': 'galbridge' })
   kind: 'functionapp,linux'
   identity: {
