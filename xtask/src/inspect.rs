@@ -150,7 +150,7 @@ pub fn check_package(path: &Path) -> Result<PackageReport, InspectError> {
 
     let executable = archive.by_name(&host.executable).map_err(zip_error)?;
     // No mode means the zip was made without Unix attributes (e.g. on Windows): no run bit.
-    let executable_mode = executable.unix_mode().unwrap_or(0);
+    let executable_mode = executable.unix_mode().unwrap_or(0) & 0o7777;
     let executable_size = executable.size();
     drop(executable);
     if executable_mode & 0o111 == 0 {

@@ -40,8 +40,7 @@ const STATUS: &str = r#"{ "bindings": [
   { "type": "http", "direction": "out", "name": "res" }
 ] }"#;
 
-const CONFIG: &str =
-    "# operator configuration\n[tenants.contoso]\nid = \"contoso.onmicrosoft.com\"\n";
+const CONFIG: &str = "# operator configuration\n[state]\nkind = \"table\"\n\n[tenants.contoso]\nid = \"contoso.onmicrosoft.com\"\n";
 
 /// A checkout with galbridge's layout in a temp dir, plus a stand-in static executable.
 struct Fixture {
@@ -321,16 +320,30 @@ fn a_config_that_is_not_toml_is_refused() {
     assert!(matches!(error, PackageError::Config { .. }), "{error}");
 }
 
+#[test]
+fn a_config_keeping_state_in_a_local_folder_is_refused() {
+    let fixture = Fixture::new();
+    fixture.write("galbridge.toml", "[state]\nkind = \"file\"\n");
+
+    let error = write_package(&fixture.inputs()).unwrap_err();
+
+    assert!(matches!(error, PackageError::Config { .. }), "{error}");
+    assert!(error.to_string().contains("kind = \"table\""), "{error}");
+    fixture.write("galbridge.toml", "[tenants.contoso]\n");
+    let unset = write_package(&fixture.inputs()).unwrap_err().to_string();
+    assert!(unset.contains("not set"), "{unset}");
+}
+
 /// Writes a zip by hand, as another tool might, for the checker to judge.
 fn hand_made_zip(path: &Path, entries: &[(&str, u32, &[u8])]) {
-    let mut writer = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let mut writer = zip::ZipWriter::new(fs::File::create(path).expect("zip file"));
     for (name, mode, bytes) in entries {
         writer
             .start_file(*name, SimpleFileOptions::default().unix_permissions(*mode))
-            .unwrap();
-        writer.write_all(bytes).unwrap();
+            .expect("zip entry");
+        writer.write_all(bytes).expect("zip entry bytes");
     }
-    writer.finish().unwrap();
+    writer.finish().expect("zip finished");
 }
 
 #[test]
@@ -419,11 +432,8 @@ fn this_repository_host_json_and_functions_make_a_valid_package() {
         return;
     }
     let fixture = Fixture::new();
-    let config = ["galbridge.toml", "examples/galbridge.toml"]
-        .iter()
-        .map(|name| repo.join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| fixture.path("galbridge.toml"));
+    // The package test is about host.json and functions/; the configuration is the fixture's.
+    let config = fixture.path("galbridge.toml");
 
     let report = write_package(&PackageInputs {
         app_root: repo,
