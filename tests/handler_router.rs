@@ -64,7 +64,10 @@ struct FakeService {
 
 impl SyncService for FakeService {
     async fn run_link(&self, link: &str, options: RunOptions) -> Result<RunReport, ServiceError> {
-        self.calls.lock().unwrap().push((link.to_owned(), options));
+        self.calls
+            .lock()
+            .expect("the calls lock is never poisoned")
+            .push((link.to_owned(), options));
         match link {
             "a-to-b" => Ok(report(link, RunOutcome::Succeeded)),
             "quarantined" => Ok(report(link, RunOutcome::Quarantined)),
@@ -85,7 +88,10 @@ impl SyncService for FakeService {
     }
 
     async fn run_all(&self, options: RunOptions) -> Vec<Result<RunReport, ServiceError>> {
-        self.calls.lock().unwrap().push(("*".to_owned(), options));
+        self.calls
+            .lock()
+            .expect("the calls lock is never poisoned")
+            .push(("*".to_owned(), options));
         vec![
             Ok(report("a-to-b", RunOutcome::Succeeded)),
             Ok(report("quarantined", RunOutcome::Quarantined)),
@@ -131,7 +137,7 @@ impl Answer {
                 .as_str()
                 .expect("a string body"),
         )
-        .unwrap()
+        .expect("the body is JSON")
     }
 }
 
@@ -140,18 +146,18 @@ async fn invoke(service: Arc<FakeService>, function: &str, payload: Value) -> An
         .header("X-Azure-Functions-InvocationId", "0f3e2c1a-invocation")
         .header("content-type", "application/json")
         .body(Body::from(payload.to_string()))
-        .unwrap();
+        .expect("a valid request");
     let response = router(service, Arc::new(InFlight::default()))
         .oneshot(request)
         .await
-        .unwrap();
+        .expect("the router never fails");
     let host_status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
-        .unwrap();
+        .expect("the body is readable");
     Answer {
         host_status,
-        envelope: serde_json::from_slice(&bytes).unwrap(),
+        envelope: serde_json::from_slice(&bytes).expect("the envelope is JSON"),
     }
 }
 
