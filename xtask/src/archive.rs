@@ -178,16 +178,22 @@ pub fn write_package(inputs: &PackageInputs) -> Result<PackageReport, PackageErr
         writer
             .start_file(name, options.unix_permissions(mode))
             .map_err(zip_error)?;
-        writer.write_all(bytes).map_err(|source| PackageError::Write {
-            path: inputs.output.clone(),
-            source,
-        })
+        writer
+            .write_all(bytes)
+            .map_err(|source| PackageError::Write {
+                path: inputs.output.clone(),
+                source,
+            })
     };
     add("host.json", 0o644, host_json.as_bytes())?;
     add(&host.executable, 0o755, &binary)?;
     add(CONFIG_NAME, 0o644, config.as_bytes())?;
     for function in &functions {
-        add(&format!("{}/function.json", function.spec.name), 0o644, function.json.as_bytes())?;
+        add(
+            &format!("{}/function.json", function.spec.name),
+            0o644,
+            function.json.as_bytes(),
+        )?;
     }
     writer.finish().map_err(zip_error)?;
 

@@ -41,7 +41,11 @@ fn from_cwd(path: &str) -> PathBuf {
 }
 
 fn print_report(report: &PackageReport) {
-    println!("package  {} ({} bytes)", report.path.display(), report.zip_size);
+    println!(
+        "package  {} ({} bytes)",
+        report.path.display(),
+        report.zip_size
+    );
     println!(
         "executable  {} (mode {:o}, {} bytes) started as: {} {}",
         report.host.executable,
@@ -90,7 +94,11 @@ fn package(args: &[String]) -> Result<(), String> {
         None => {
             eprintln!("building galbridge for {target} (release)…");
             let built = build_release_binary(&root, &target).map_err(|e| e.to_string())?;
-            eprintln!("built {} in {:.1} s", built.path.display(), built.elapsed.as_secs_f64());
+            eprintln!(
+                "built {} in {:.1} s",
+                built.path.display(),
+                built.elapsed.as_secs_f64()
+            );
             built.path
         }
     };
