@@ -353,7 +353,10 @@ fn missing_file() {
 
 #[test]
 fn unknown_key_inside_a_target_kind() {
-    let text = link("").replace("kind = \"mail_contact\"", "kind = \"mail_contact\"\nanchor_atribute = 3");
+    let text = link("").replace(
+        "kind = \"mail_contact\"",
+        "kind = \"mail_contact\"\nanchor_atribute = 3",
+    );
     assert_eq!(
         error_of(&text),
         "galbridge.toml: links[0].target: unknown field `anchor_atribute`, expected one of `tenant`, \
