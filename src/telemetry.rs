@@ -4,6 +4,8 @@
 //! output. Never log a secret, token or `Authorization` header: secrets travel in [`Secret`], which prints
 //! `[redacted]`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub use crate::config::Secret;
@@ -46,6 +48,10 @@ pub fn init(format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Human => builder.with_target(false).compact().try_init(),
+        LogFormat::Human => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .compact()
+            .try_init(),
     };
 }

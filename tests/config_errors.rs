@@ -350,3 +350,25 @@ fn missing_file() {
         "{error}"
     );
 }
+
+#[test]
+fn unknown_key_inside_a_target_kind() {
+    let text = link("").replace(
+        "kind = \"mail_contact\"",
+        "kind = \"mail_contact\"\nanchor_atribute = 3",
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].target: unknown field `anchor_atribute`, expected one of `tenant`, \
+         `anchor_attribute`, `on_delete`, `adopt_existing`"
+    );
+}
+
+#[test]
+fn unknown_target_kind() {
+    let text = link("").replace("kind = \"mail_contact\"", "kind = \"guest\"");
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].target.kind: unknown variant `guest`, expected `mail_contact` or `personal_contacts`"
+    );
+}

@@ -11,6 +11,7 @@
 
 mod file;
 mod link;
+mod names;
 mod resolve;
 mod secret;
 mod template;
@@ -29,6 +30,7 @@ pub use link::{
     MeshConfig, OnDelete, OnMailboxLeave, OverrideConfig, PersonalContactsTargetConfig,
     SafetyConfig, SourceConfig, TargetConfig,
 };
+pub use names::did_you_mean;
 pub use resolve::{
     AttributeFilter, Cadence, FilterTest, MailContactOptions, Mailboxes, Mapping, NamedTenant,
     ObjectOverride, PersonalContactsOptions, ResolvedLink, Safety, SourceScope, TargetOptions,
@@ -37,7 +39,7 @@ pub use resolve::{
 pub use secret::Secret;
 pub use template::{EntryField, SOURCE_ATTRIBUTES, SOURCE_TENANT_VARIABLE, Template, TemplatePart};
 pub use validate::ConfigIssue;
-pub use values::{CronSchedule, Duration, EndpointUrl, Guid, Pattern, TenantId, did_you_mean};
+pub use values::{CronSchedule, Duration, EndpointUrl, Guid, Pattern, TenantId};
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "GALBRIDGE_CONFIG";

@@ -8,7 +8,7 @@ use std::fmt;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::values::suggestion_suffix;
+use super::names::suggestion_suffix;
 
 /// The variable that names the source tenant (its name in this file), besides the Graph attributes.
 pub const SOURCE_TENANT_VARIABLE: &str = "sourceTenant";

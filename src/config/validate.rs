@@ -8,9 +8,10 @@ use super::file::{ConfigFile, Credential, StateSettings, TableAuth};
 use super::link::{
     FilterRule, MailboxSelection, MeshConfig, OnDelete, OverrideConfig, SourceConfig, TargetConfig,
 };
+use super::names::{is_valid_name, suggestion_suffix};
 use super::resolve::{mesh_link_name, mesh_pairs};
 use super::template::SOURCE_ATTRIBUTES;
-use super::values::{is_domain_name, is_valid_name, suggestion_suffix};
+use super::values::is_domain_name;
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
