@@ -201,7 +201,7 @@ async fn oversize_records_are_refused_before_anything_is_written() {
         "nothing of a refused call is written"
     );
     store
-        .put_objects("link", "mbx", &[fine.clone()])
+        .put_objects("link", "mbx", std::slice::from_ref(&fine))
         .await
         .unwrap();
     assert_eq!(store.list_objects("link", "mbx").await.unwrap(), vec![fine]);
