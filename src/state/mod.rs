@@ -22,7 +22,7 @@ pub mod table;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
-pub use table::{TableAuth, TableStore, TableStoreConfig};
+pub use table::{RetryPolicy, TableAuth, TableStore, TableStoreConfig};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

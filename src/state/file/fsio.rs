@@ -157,7 +157,7 @@ pub(super) fn encode_name(name: &str) -> String {
                 out.push('^');
                 out.push(byte.to_ascii_lowercase() as char);
             }
-            _ => out.push_str(&format!("%{byte:02X}")),
+            _ => out.push_str(&format!("%{byte:02x}")),
         }
     }
     if out.len() > MAX_ENCODED_NAME {
