@@ -118,7 +118,8 @@ fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> 
         .next()
         .expect("a certificate in the PEM")
         .expect("certificate PEM parses");
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).expect("test key material is valid");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+        .expect("test key material is valid");
     let thumb = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t#S256": b64(thumb.as_ref())});
     let now = chrono::Utc::now().timestamp();
@@ -128,7 +129,8 @@ fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> 
         b64(header.to_string().as_bytes()),
         b64(claims.to_string().as_bytes())
     );
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der()).expect("test key material is valid");
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der())
+        .expect("test key material is valid");
     let mut sig = vec![0u8; pair.public().modulus_len()];
     pair.sign(
         &ring::signature::RSA_PKCS1_SHA256,
