@@ -190,7 +190,9 @@ impl PersonalContact {
                 fields.insert((*prop).to_string(), value.clone());
             }
         }
-        self.fields = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".into()).into_boxed_str();
+        self.fields = serde_json::to_string(&fields)
+            .unwrap_or_else(|_| "{}".into())
+            .into_boxed_str();
         Ok(())
     }
 }
