@@ -55,6 +55,8 @@ resource "azurerm_function_app_flex_consumption" "galbridge" {
     AzureWebJobsStorage__clientId             = azurerm_user_assigned_identity.galbridge.client_id
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${azurerm_user_assigned_identity.galbridge.client_id};Authorization=AAD"
     AZURE_CLIENT_ID                           = azurerm_user_assigned_identity.galbridge.client_id
+    # The name galbridge's configuration loader reads for the identity to use (src/config/mod.rs).
+    GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID      = azurerm_user_assigned_identity.galbridge.client_id
     GALBRIDGE_CONFIG                          = var.config_path
     GALBRIDGE_SCHEDULE                        = var.schedule
     GALBRIDGE_KEY_VAULT_URL                   = azurerm_key_vault.galbridge.vault_uri

@@ -261,7 +261,7 @@ impl JsonSchema for Duration {
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     text: String,
-    cron: croner::Cron,
+    cron: std::sync::Arc<croner::Cron>,
 }
 
 impl CronSchedule {
@@ -302,7 +302,7 @@ impl FromStr for CronSchedule {
             .map_err(|error| format!("{text:?} is not a valid cron schedule: {error}"))?;
         Ok(Self {
             text: text.to_owned(),
-            cron,
+            cron: std::sync::Arc::new(cron),
         })
     }
 }

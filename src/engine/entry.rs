@@ -301,8 +301,19 @@ impl SourceObject {
 
     /// An attribute rendered as text for templates and filters: strings as is, the first non-empty element of an
     /// array (`businessPhones`), booleans and numbers as JSON text; `None` when absent or blank.
+    /// `extensionAttributeN` reads `onPremisesExtensionAttributes.extensionAttributeN` (the config's short form).
     pub fn text(&self, attribute: &str) -> Option<String> {
-        let value = lookup_attribute(&self.attributes, attribute)?;
+        let value = lookup_attribute(&self.attributes, attribute).or_else(|| {
+            attribute
+                .starts_with("extensionAttribute")
+                .then(|| {
+                    lookup_attribute(
+                        &self.attributes,
+                        &format!("onPremisesExtensionAttributes.{attribute}"),
+                    )
+                })
+                .flatten()
+        })?;
         render_value(value)
     }
 

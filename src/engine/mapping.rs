@@ -50,7 +50,7 @@ pub fn known_variables() -> &'static [&'static str] {
 
 /// Whether a template variable is known (see [`known_variables`]).
 pub fn is_known_variable(name: &str) -> bool {
-    if known_variables().contains(&name) {
+    if known_variables().contains(&name) || crate::config::SOURCE_ATTRIBUTES.contains(&name) {
         return true;
     }
     name.strip_prefix("onPremisesExtensionAttributes.extensionAttribute")
@@ -77,7 +77,11 @@ pub fn graph_select_for(mapping: &Mapping, filter_attributes: &[String]) -> Vec<
     .collect();
     let variables = mapping.templates.values().flat_map(Template::variables);
     for name in variables.chain(filter_attributes.iter().map(String::as_str)) {
-        let top = name.split('.').next().unwrap_or(name);
+        let top = if name.starts_with("extensionAttribute") {
+            "onPremisesExtensionAttributes"
+        } else {
+            name.split('.').next().unwrap_or(name)
+        };
         if top != SOURCE_TENANT_VARIABLE && !select.iter().any(|s| s == top) {
             select.push(top.to_owned());
         }
@@ -290,6 +294,18 @@ impl Mapping {
             templates.insert(field, Template::compile(field.as_str(), &source)?);
         }
         Ok(Mapping { templates })
+    }
+
+    /// A mapping from complete field templates (as the configuration resolves them, defaults included).
+    pub fn from_templates<'t>(
+        templates: impl IntoIterator<Item = (Field, &'t str)>,
+    ) -> Result<Mapping, MappingError> {
+        Mapping::from_sources(
+            templates
+                .into_iter()
+                .map(|(field, source)| (field, source.to_owned()))
+                .collect(),
+        )
     }
 
     /// This mapping with per-object overrides on top.

@@ -6,20 +6,28 @@
 //! - [`scope`]: which source objects flow to the target (and loop prevention).
 //! - [`plan`]: the plan as data (JSON and a human table); [`diff`] computes it; [`names`] keeps target names unique.
 //! - [`safety`]: the deletion threshold and quarantine.
+//! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
 //! - [`runner`]: one run of a link.
+//! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
+//! - [`adapters`]: the ports over the real Graph and Exchange clients.
+//! - [`purge`]: removing everything a link manages (uninstall).
 //! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
+pub mod adapters;
 pub mod diff;
 pub mod entry;
+pub mod from_config;
 pub mod mapping;
 pub mod names;
 pub mod plan;
 pub mod ports;
+pub mod purge;
 pub mod records;
 pub mod runner;
 pub mod safety;
 pub mod scope;
+pub mod service;
 pub mod spec;
 pub mod targets;
 #[cfg(test)]

@@ -445,7 +445,7 @@ impl Runner {
     }
 }
 
-async fn renew_lease(
+pub(super) async fn renew_lease(
     store: Arc<dyn StateStore>,
     lease: Arc<Mutex<Lease>>,
     cancelled: Arc<AtomicBool>,

@@ -519,3 +519,29 @@ async fn group_scope_changes_are_noticed() {
     assert!(w.target.by_address("carol@acme.com").is_some());
     assert!(w.target.by_address("bob@acme.com").is_none());
 }
+
+#[tokio::test]
+async fn purge_lists_then_removes_only_what_the_link_manages() {
+    let w = world();
+    w.run().await;
+    let manual = w.target.add_manual("Zed Manual", "zed@partner.com");
+    let preview = w.runner.purge(&w.link, false).await.unwrap();
+    assert_eq!(preview.outcome, RunOutcome::Planned);
+    assert_eq!(preview.planned.deletes, 3);
+    assert_eq!(w.target.contacts().len(), 4, "a dry run removes nothing");
+
+    let purged = w.runner.purge(&w.link, true).await.unwrap();
+    assert_eq!(purged.outcome, RunOutcome::Succeeded, "{purged:?}");
+    let left = w.target.contacts();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, manual);
+    assert!(w.store.objects(&w.link.name).is_empty());
+    assert!(
+        w.store
+            .load_checkpoint(&w.link.name)
+            .await
+            .unwrap()
+            .delta_link
+            .is_none()
+    );
+}

@@ -127,6 +127,27 @@ fn read_functions(app_root: &Path) -> Result<Vec<FunctionSource>, PackageError> 
     Ok(functions)
 }
 
+/// The package runs from a read-only mount on Flex Consumption, and instances come and go: the
+/// state must live in Table Storage (`[state] kind = "table"`), not in the default local folder.
+fn check_state_kind(config: &toml::Table) -> Result<(), String> {
+    let kind = config
+        .get("state")
+        .and_then(toml::Value::as_table)
+        .and_then(|state| state.get("kind"))
+        .and_then(toml::Value::as_str);
+    match kind {
+        Some("table") => Ok(()),
+        other => Err(format!(
+            "[state] kind is {}, but a Functions deployment keeps its state in Table Storage: \
+             set [state] kind = \"table\" (the endpoint and table come from the app settings)",
+            other.map_or_else(
+                || "not set (the local-folder default)".to_owned(),
+                |k| format!("\"{k}\"")
+            )
+        )),
+    }
+}
+
 /// Checks the inputs, writes the zip, reads it back and returns what it holds.
 pub fn write_package(inputs: &PackageInputs) -> Result<PackageReport, PackageError> {
     // Arrange every entry first: a bad input leaves no half-written package behind.
@@ -148,13 +169,20 @@ pub fn write_package(inputs: &PackageInputs) -> Result<PackageReport, PackageErr
     })?;
 
     let config = read_text(&inputs.config)?;
-    // Syntax only: the schema belongs to the binary (`galbridge validate`).
-    config
+    // Syntax, plus the one setting a Functions deployment cannot do without; the schema belongs
+    // to the binary (`galbridge validate`).
+    let parsed = config
         .parse::<toml::Table>()
         .map_err(|error| PackageError::Config {
             path: inputs.config.clone(),
             reason: error.to_string(),
         })?;
+    if inputs.enforce_galbridge_contract {
+        check_state_kind(&parsed).map_err(|reason| PackageError::Config {
+            path: inputs.config.clone(),
+            reason,
+        })?;
+    }
 
     if let Some(parent) = inputs.output.parent() {
         fs::create_dir_all(parent).map_err(|source| PackageError::Write {
@@ -178,16 +206,22 @@ pub fn write_package(inputs: &PackageInputs) -> Result<PackageReport, PackageErr
         writer
             .start_file(name, options.unix_permissions(mode))
             .map_err(zip_error)?;
-        writer.write_all(bytes).map_err(|source| PackageError::Write {
-            path: inputs.output.clone(),
-            source,
-        })
+        writer
+            .write_all(bytes)
+            .map_err(|source| PackageError::Write {
+                path: inputs.output.clone(),
+                source,
+            })
     };
     add("host.json", 0o644, host_json.as_bytes())?;
     add(&host.executable, 0o755, &binary)?;
     add(CONFIG_NAME, 0o644, config.as_bytes())?;
     for function in &functions {
-        add(&format!("{}/function.json", function.spec.name), 0o644, function.json.as_bytes())?;
+        add(
+            &format!("{}/function.json", function.spec.name),
+            0o644,
+            function.json.as_bytes(),
+        )?;
     }
     writer.finish().map_err(zip_error)?;
 

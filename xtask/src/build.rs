@@ -21,7 +21,10 @@ pub enum BuildError {
         "cargo build --target {target} failed ({status}). If the target is missing: `rustup target add {target}`; \
          if a C compiler for musl is missing (ring): `apt-get install musl-tools`"
     )]
-    Failed { target: String, status: std::process::ExitStatus },
+    Failed {
+        target: String,
+        status: std::process::ExitStatus,
+    },
     #[error("cargo reported no executable for the galbridge binary")]
     NoExecutable,
 }
@@ -35,12 +38,24 @@ pub struct BuiltBinary {
 
 /// Runs the release build of `galbridge` for `target` in the workspace at `workspace_root`.
 /// Cargo's human diagnostics go to this process's stderr as the build runs.
-pub fn build_release_binary(workspace_root: &Path, target: &str) -> Result<BuiltBinary, BuildError> {
+pub fn build_release_binary(
+    workspace_root: &Path,
+    target: &str,
+) -> Result<BuiltBinary, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = Instant::now();
     let mut child = Command::new(cargo)
         .current_dir(workspace_root)
-        .args(["build", "--release", "--target", target, "--package", "galbridge", "--bin", "galbridge"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            target,
+            "--package",
+            "galbridge",
+            "--bin",
+            "galbridge",
+        ])
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -100,11 +115,16 @@ mod tests {
         let other = r#"{"reason":"compiler-artifact","target":{"name":"m365-sim","kind":["bin"]},"executable":"/t/m365-sim"}"#;
         assert_eq!(executable_from_message(library), None);
         assert_eq!(executable_from_message(other), None);
-        assert_eq!(executable_from_message(r#"{"reason":"build-finished","success":true}"#), None);
+        assert_eq!(
+            executable_from_message(r#"{"reason":"build-finished","success":true}"#),
+            None
+        );
         assert_eq!(executable_from_message("not json"), None);
         assert_eq!(
             executable_from_message(binary),
-            Some(PathBuf::from("/t/x86_64-unknown-linux-musl/release/galbridge"))
+            Some(PathBuf::from(
+                "/t/x86_64-unknown-linux-musl/release/galbridge"
+            ))
         );
     }
 }

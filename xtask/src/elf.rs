@@ -13,7 +13,9 @@ pub enum ElfError {
     NotElf,
     #[error("not a 64-bit little-endian ELF file")]
     WrongClass,
-    #[error("built for ELF machine {0:#x}, not x86-64 (0x3e): build with --target x86_64-unknown-linux-musl")]
+    #[error(
+        "built for ELF machine {0:#x}, not x86-64 (0x3e): build with --target x86_64-unknown-linux-musl"
+    )]
     WrongMachine(u16),
     #[error(
         "dynamically linked (has a program interpreter): build with --target x86_64-unknown-linux-musl for a static binary"
@@ -104,7 +106,10 @@ mod tests {
 
     #[test]
     fn static_executable_passes_and_an_interpreter_is_refused() {
-        assert_eq!(check_static_x86_64(&synthetic_executable(&[PT_LOAD, PT_LOAD])), Ok(()));
+        assert_eq!(
+            check_static_x86_64(&synthetic_executable(&[PT_LOAD, PT_LOAD])),
+            Ok(())
+        );
         assert_eq!(
             check_static_x86_64(&synthetic_executable(&[PT_LOAD, PT_INTERP])),
             Err(ElfError::Dynamic)
@@ -113,7 +118,10 @@ mod tests {
 
     #[test]
     fn scripts_other_machines_and_truncated_files_are_refused() {
-        assert_eq!(check_static_x86_64(b"#!/bin/sh\necho hi\n"), Err(ElfError::NotElf));
+        assert_eq!(
+            check_static_x86_64(b"#!/bin/sh\necho hi\n"),
+            Err(ElfError::NotElf)
+        );
         let mut arm = synthetic_executable(&[PT_LOAD]);
         arm[18..20].copy_from_slice(&0xb7u16.to_le_bytes()); // aarch64
         assert_eq!(check_static_x86_64(&arm), Err(ElfError::WrongMachine(0xb7)));
@@ -125,7 +133,11 @@ mod tests {
     fn the_test_runner_itself_is_dynamic_on_a_gnu_host() {
         // The test binary is linked like any host build: against glibc when the host is *-linux-gnu.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        if cfg!(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")) {
+        if cfg!(all(
+            target_os = "linux",
+            target_arch = "x86_64",
+            target_env = "gnu"
+        )) {
             assert_eq!(check_static_x86_64(&me), Err(ElfError::Dynamic));
         }
     }

@@ -48,8 +48,14 @@ pub enum InspectError {
     Missing { path: PathBuf, entry: String },
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("{path}: the executable {entry} has mode {mode:o} without a run bit: the host cannot start it")]
-    NotExecutable { path: PathBuf, entry: String, mode: u32 },
+    #[error(
+        "{path}: the executable {entry} has mode {mode:o} without a run bit: the host cannot start it"
+    )]
+    NotExecutable {
+        path: PathBuf,
+        entry: String,
+        mode: u32,
+    },
     #[error("{path}: the executable {entry}: {source}")]
     Executable {
         path: PathBuf,
@@ -57,7 +63,9 @@ pub enum InspectError {
         #[source]
         source: elf::ElfError,
     },
-    #[error("{path}: {entry} is misplaced: each function.json sits in a function folder at the root ({{Function}}/function.json)")]
+    #[error(
+        "{path}: {entry} is misplaced: each function.json sits in a function folder at the root ({{Function}}/function.json)"
+    )]
     NestedFunction { path: PathBuf, entry: String },
     #[error("{path}: no function folders ({{Function}}/function.json)")]
     NoFunctions { path: PathBuf },
@@ -116,7 +124,10 @@ pub fn check_package(path: &Path) -> Result<PackageReport, InspectError> {
     }
 
     let mut functions = Vec::new();
-    for name in entries.iter().filter(|n| n.ends_with("/function.json") || *n == "function.json") {
+    for name in entries
+        .iter()
+        .filter(|n| n.ends_with("/function.json") || *n == "function.json")
+    {
         let parts: Vec<&str> = name.split('/').collect();
         if parts.len() != 2 {
             return Err(InspectError::NestedFunction {
@@ -125,15 +136,21 @@ pub fn check_package(path: &Path) -> Result<PackageReport, InspectError> {
             });
         }
         let text = String::from_utf8_lossy(&read_entry(name)?).into_owned();
-        functions.push(layout::parse_function_json(parts[0], &format!("{name} (in the package)"), &text)?);
+        functions.push(layout::parse_function_json(
+            parts[0],
+            &format!("{name} (in the package)"),
+            &text,
+        )?);
     }
     if functions.is_empty() {
-        return Err(InspectError::NoFunctions { path: path.to_owned() });
+        return Err(InspectError::NoFunctions {
+            path: path.to_owned(),
+        });
     }
 
     let executable = archive.by_name(&host.executable).map_err(zip_error)?;
     // No mode means the zip was made without Unix attributes (e.g. on Windows): no run bit.
-    let executable_mode = executable.unix_mode().unwrap_or(0);
+    let executable_mode = executable.unix_mode().unwrap_or(0) & 0o7777;
     let executable_size = executable.size();
     drop(executable);
     if executable_mode & 0o111 == 0 {

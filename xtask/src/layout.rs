@@ -49,11 +49,17 @@ pub fn parse_host_json(file: &str, text: &str) -> Result<HostSettings, LayoutErr
         source,
     })?;
     if root.get("version").and_then(Value::as_str) != Some("2.0") {
-        return Err(invalid(file, "\"version\" must be \"2.0\" (Functions runtime 4.x)"));
+        return Err(invalid(
+            file,
+            "\"version\" must be \"2.0\" (Functions runtime 4.x)",
+        ));
     }
-    let handler = root
-        .get("customHandler")
-        .ok_or_else(|| invalid(file, "no \"customHandler\" section: the host would not start galbridge"))?;
+    let handler = root.get("customHandler").ok_or_else(|| {
+        invalid(
+            file,
+            "no \"customHandler\" section: the host would not start galbridge",
+        )
+    })?;
     let description = handler
         .get("description")
         .ok_or_else(|| invalid(file, "no \"customHandler.description\""))?;
@@ -61,23 +67,40 @@ pub fn parse_host_json(file: &str, text: &str) -> Result<HostSettings, LayoutErr
         .get("defaultExecutablePath")
         .and_then(Value::as_str)
         .filter(|path| !path.trim().is_empty())
-        .ok_or_else(|| invalid(file, "no \"customHandler.description.defaultExecutablePath\""))?
+        .ok_or_else(|| {
+            invalid(
+                file,
+                "no \"customHandler.description.defaultExecutablePath\"",
+            )
+        })?
         .to_owned();
     let arguments = match description.get("arguments") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
-                item.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(file, "\"customHandler.description.arguments\" must hold strings"))
+                item.as_str().map(str::to_owned).ok_or_else(|| {
+                    invalid(
+                        file,
+                        "\"customHandler.description.arguments\" must hold strings",
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid(file, "\"customHandler.description.arguments\" must be an array")),
+        Some(_) => {
+            return Err(invalid(
+                file,
+                "\"customHandler.description.arguments\" must be an array",
+            ));
+        }
     };
     // With forwarding on, the host passes HTTP requests through raw instead of as invocation payloads,
     // which galbridge's handler does not expect (microsoft-apis.md §7 uses `false`).
-    if handler.get("enableForwardingHttpRequest").and_then(Value::as_bool) == Some(true) {
+    if handler
+        .get("enableForwardingHttpRequest")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         return Err(invalid(
             file,
             "\"customHandler.enableForwardingHttpRequest\" must be false: galbridge reads invocation payloads",
@@ -95,7 +118,10 @@ pub fn parse_host_json(file: &str, text: &str) -> Result<HostSettings, LayoutErr
             return Err(invalid(file, "\"extensionBundle.version\" is missing"));
         }
     }
-    Ok(HostSettings { executable, arguments })
+    Ok(HostSettings {
+        executable,
+        arguments,
+    })
 }
 
 /// The trigger of one function, as the host will bind it.
@@ -122,11 +148,17 @@ pub struct FunctionSpec {
     pub http_output: Option<String>,
 }
 
-const HTTP_METHODS: &[&str] = &["get", "post", "put", "patch", "delete", "head", "options", "trace"];
+const HTTP_METHODS: &[&str] = &[
+    "get", "post", "put", "patch", "delete", "head", "options", "trace",
+];
 const AUTH_LEVELS: &[&str] = &["anonymous", "function", "admin"];
 
 /// Parses and checks one `function.json` of the function folder `name`.
-pub fn parse_function_json(name: &str, file: &str, text: &str) -> Result<FunctionSpec, LayoutError> {
+pub fn parse_function_json(
+    name: &str,
+    file: &str,
+    text: &str,
+) -> Result<FunctionSpec, LayoutError> {
     check_function_name(name).map_err(|reason| invalid(file, reason))?;
     let root: Value = serde_json::from_str(text).map_err(|source| LayoutError::Json {
         file: file.to_owned(),
@@ -142,30 +174,48 @@ pub fn parse_function_json(name: &str, file: &str, text: &str) -> Result<Functio
     let mut http_output = None;
     for (index, binding) in bindings.iter().enumerate() {
         let field = |key: &str| binding.get(key).and_then(Value::as_str);
-        let kind = field("type").ok_or_else(|| invalid(file, format!("binding {index} has no \"type\"")))?;
-        let direction =
-            field("direction").ok_or_else(|| invalid(file, format!("binding {index} has no \"direction\"")))?;
-        let binding_name = field("name")
-            .filter(|n| is_identifier(n))
-            .ok_or_else(|| invalid(file, format!("binding {index} needs a \"name\" that is an identifier")))?;
+        let kind = field("type")
+            .ok_or_else(|| invalid(file, format!("binding {index} has no \"type\"")))?;
+        let direction = field("direction")
+            .ok_or_else(|| invalid(file, format!("binding {index} has no \"direction\"")))?;
+        let binding_name = field("name").filter(|n| is_identifier(n)).ok_or_else(|| {
+            invalid(
+                file,
+                format!("binding {index} needs a \"name\" that is an identifier"),
+            )
+        })?;
         match (kind, direction) {
             (k, _) if k.ends_with("Trigger") => {
                 if direction != "in" {
-                    return Err(invalid(file, format!("trigger \"{binding_name}\" must have direction \"in\"")));
+                    return Err(invalid(
+                        file,
+                        format!("trigger \"{binding_name}\" must have direction \"in\""),
+                    ));
                 }
                 if trigger.is_some() {
-                    return Err(invalid(file, "a function has exactly one trigger binding; found two"));
+                    return Err(invalid(
+                        file,
+                        "a function has exactly one trigger binding; found two",
+                    ));
                 }
                 trigger = Some(parse_trigger(file, k, binding)?);
             }
             ("http", "out") => http_output = Some(binding_name.to_owned()),
             (_, "in" | "out" | "inout") => {}
             (_, other) => {
-                return Err(invalid(file, format!("binding \"{binding_name}\" has unknown direction \"{other}\"")));
+                return Err(invalid(
+                    file,
+                    format!("binding \"{binding_name}\" has unknown direction \"{other}\""),
+                ));
             }
         }
     }
-    let trigger = trigger.ok_or_else(|| invalid(file, "no trigger binding (type \"…Trigger\", direction \"in\")"))?;
+    let trigger = trigger.ok_or_else(|| {
+        invalid(
+            file,
+            "no trigger binding (type \"…Trigger\", direction \"in\")",
+        )
+    })?;
     if matches!(trigger, Trigger::Http { .. }) && http_output.is_none() {
         return Err(invalid(
             file,
@@ -198,7 +248,12 @@ fn parse_trigger(file: &str, kind: &str, binding: &Value) -> Result<Trigger, Lay
                 .and_then(Value::as_str)
                 .map(str::to_ascii_lowercase)
                 .filter(|level| AUTH_LEVELS.contains(&level.as_str()))
-                .ok_or_else(|| invalid(file, "httpTrigger needs \"authLevel\": anonymous, function or admin"))?;
+                .ok_or_else(|| {
+                    invalid(
+                        file,
+                        "httpTrigger needs \"authLevel\": anonymous, function or admin",
+                    )
+                })?;
             let methods = match binding.get("methods") {
                 None => Vec::new(),
                 Some(Value::Array(items)) => items
@@ -210,7 +265,12 @@ fn parse_trigger(file: &str, kind: &str, binding: &Value) -> Result<Trigger, Lay
                             .ok_or_else(|| invalid(file, format!("unknown HTTP method {item}")))
                     })
                     .collect::<Result<_, _>>()?,
-                Some(_) => return Err(invalid(file, "\"methods\" must be an array of HTTP methods")),
+                Some(_) => {
+                    return Err(invalid(
+                        file,
+                        "\"methods\" must be an array of HTTP methods",
+                    ));
+                }
             };
             let route = match binding.get("route") {
                 None => None,
@@ -218,7 +278,10 @@ fn parse_trigger(file: &str, kind: &str, binding: &Value) -> Result<Trigger, Lay
                     // Routes are relative to the `api/` prefix; a leading slash or a repeated prefix
                     // gives URLs nobody calls.
                     if route.starts_with('/') || route.starts_with("api/") {
-                        return Err(invalid(file, format!("route \"{route}\" must not start with \"/\" or \"api/\"")));
+                        return Err(invalid(
+                            file,
+                            format!("route \"{route}\" must not start with \"/\" or \"api/\""),
+                        ));
                     }
                     Some(route.clone())
                 }
@@ -232,14 +295,18 @@ fn parse_trigger(file: &str, kind: &str, binding: &Value) -> Result<Trigger, Lay
         }
         other => Err(invalid(
             file,
-            format!("trigger type \"{other}\" is not one galbridge's package knows (timerTrigger, httpTrigger)"),
+            format!(
+                "trigger type \"{other}\" is not one galbridge's package knows (timerTrigger, httpTrigger)"
+            ),
         )),
     }
 }
 
 fn is_identifier(text: &str) -> bool {
     let mut chars = text.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -261,10 +328,16 @@ fn check_function_name(name: &str) -> Result<(), String> {
 /// `hh:mm:ss` TimeSpan form, so neither do we.
 pub fn check_schedule(schedule: &str) -> Result<(), String> {
     if let Some(setting) = schedule.strip_prefix('%').and_then(|s| s.strip_suffix('%')) {
-        return if !setting.is_empty() && setting.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return if !setting.is_empty()
+            && setting
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             Ok(())
         } else {
-            Err(format!("schedule \"{schedule}\" is not a valid %APP_SETTING% reference"))
+            Err(format!(
+                "schedule \"{schedule}\" is not a valid %APP_SETTING% reference"
+            ))
         };
     }
     check_ncrontab(schedule)
@@ -296,7 +369,11 @@ pub fn check_ncrontab(expression: &str) -> Result<(), String> {
             if let Some(step) = step {
                 match step.parse::<u32>() {
                     Ok(n) if n >= 1 => {}
-                    _ => return Err(format!("schedule \"{expression}\": bad step \"{step}\" in the {label} field")),
+                    _ => {
+                        return Err(format!(
+                            "schedule \"{expression}\": bad step \"{step}\" in the {label} field"
+                        ));
+                    }
                 }
             }
             if range == "*" {
@@ -334,7 +411,10 @@ pub fn check_galbridge_host(host: &HostSettings) -> Result<(), String> {
         ));
     }
     if host.arguments.first().map(String::as_str) != Some("serve") {
-        return Err(format!("host.json must start the executable with [\"serve\"], not {:?}", host.arguments));
+        return Err(format!(
+            "host.json must start the executable with [\"serve\"], not {:?}",
+            host.arguments
+        ));
     }
     Ok(())
 }
@@ -352,9 +432,16 @@ pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), Strin
     let timer = find("SyncTimer")?;
     match &timer.trigger {
         Trigger::Timer { schedule } if schedule == "%GALBRIDGE_SCHEDULE%" => {}
-        other => return Err(format!("SyncTimer must be a timer on %GALBRIDGE_SCHEDULE%, found {other:?}")),
+        other => {
+            return Err(format!(
+                "SyncTimer must be a timer on %GALBRIDGE_SCHEDULE%, found {other:?}"
+            ));
+        }
     }
-    let http_expectations = [("SyncHttp", "post", "sync/{link?}"), ("Status", "get", "status")];
+    let http_expectations = [
+        ("SyncHttp", "post", "sync/{link?}"),
+        ("Status", "get", "status"),
+    ];
     for (name, method, route) in http_expectations {
         let function = find(name)?;
         match &function.trigger {
@@ -362,7 +449,9 @@ pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), Strin
                 auth_level,
                 methods,
                 route: Some(actual_route),
-            } if auth_level == "function" && methods == &[method.to_owned()] && actual_route == route => {}
+            } if auth_level == "function"
+                && methods == &[method.to_owned()]
+                && actual_route == route => {}
             other => {
                 return Err(format!(
                     "{name} must be an HTTP trigger (authLevel function, methods [{method}], route {route}), found {other:?}"
@@ -370,7 +459,9 @@ pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), Strin
             }
         }
         if function.http_output.as_deref() != Some("res") {
-            return Err(format!("{name} must answer through the http output binding \"res\""));
+            return Err(format!(
+                "{name} must answer through the http output binding \"res\""
+            ));
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `cargo xtask`: the command line of the repository tasks (see the library's module doc).
 //!
 //! ```text
-//! cargo xtask package [--binary PATH] [--config PATH] [--out PATH] [--target TRIPLE] [--no-contract]
+//! cargo xtask package [--binary PATH] [--config PATH] [--out PATH] [--target TRIPLE] [--app-root PATH] [--no-contract]
 //! cargo xtask check-package [PATH]
 //! ```
 
@@ -20,6 +20,7 @@ usage:
       --config PATH     the operator's configuration (default: ./galbridge.toml)
       --out PATH        where to write the zip (default: dist/galbridge.zip)
       --target TRIPLE   build target (default: x86_64-unknown-linux-musl)
+      --app-root PATH   folder holding host.json and functions/ (default: the repository root)
       --no-contract     do not hold functions/ to galbridge's SyncTimer/SyncHttp/Status contract
   cargo xtask check-package [PATH] check an existing package (default: dist/galbridge.zip)";
 
@@ -41,7 +42,11 @@ fn from_cwd(path: &str) -> PathBuf {
 }
 
 fn print_report(report: &PackageReport) {
-    println!("package  {} ({} bytes)", report.path.display(), report.zip_size);
+    println!(
+        "package  {} ({} bytes)",
+        report.path.display(),
+        report.zip_size
+    );
     println!(
         "executable  {} (mode {:o}, {} bytes) started as: {} {}",
         report.host.executable,
@@ -63,6 +68,7 @@ fn package(args: &[String]) -> Result<(), String> {
     let mut output = root.join("dist").join("galbridge.zip");
     let mut target = MUSL_TARGET.to_owned();
     let mut enforce_contract = true;
+    let mut app_root = root.clone();
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -75,6 +81,7 @@ fn package(args: &[String]) -> Result<(), String> {
             "--config" => config = from_cwd(&value()?),
             "--out" => output = from_cwd(&value()?),
             "--target" => target = value()?,
+            "--app-root" => app_root = from_cwd(&value()?),
             "--no-contract" => enforce_contract = false,
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -90,12 +97,16 @@ fn package(args: &[String]) -> Result<(), String> {
         None => {
             eprintln!("building galbridge for {target} (release)…");
             let built = build_release_binary(&root, &target).map_err(|e| e.to_string())?;
-            eprintln!("built {} in {:.1} s", built.path.display(), built.elapsed.as_secs_f64());
+            eprintln!(
+                "built {} in {:.1} s",
+                built.path.display(),
+                built.elapsed.as_secs_f64()
+            );
             built.path
         }
     };
     let report = write_package(&PackageInputs {
-        app_root: root,
+        app_root,
         binary,
         config,
         output,

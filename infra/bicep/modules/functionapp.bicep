@@ -66,6 +66,8 @@ var appSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   AZURE_CLIENT_ID: identityClientId
+  // The name galbridge's configuration loader reads for the identity to use (src/config/mod.rs).
+  GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID: identityClientId
   GALBRIDGE_CONFIG: configPath
   GALBRIDGE_SCHEDULE: schedule
   GALBRIDGE_KEY_VAULT_URL: keyVaultUri
@@ -95,7 +97,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption apps (no always-on instances to probe); Status reports each link's health.
   name: functionAppName
   location: location
-  // azd finds the deployment target by this tag (azure.yaml service "galbridge").
+  // The azd convention for a service's deployment target (azure.yaml deploys through its hook today).
   tags: union(tags, { 'azd-service-name': 'galbridge' })
   kind: 'functionapp,linux'
   identity: {

@@ -16,9 +16,16 @@ param operatorPrincipalId string
 ])
 param operatorPrincipalType string
 
+@description('Storage account holding host storage, the deployment container and the state table.')
 param storageAccountName string
+
+@description('Table holding galbridge\'s sync state: the only table the identity may read and write.')
 param stateTableName string
+
+@description('Key Vault holding the tenants\' credentials.')
 param keyVaultName string
+
+@description('Application Insights component receiving the app\'s telemetry.')
 param appInsightsName string
 
 var roleIds = {

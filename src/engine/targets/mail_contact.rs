@@ -54,6 +54,8 @@ impl ApplyResult {
 }
 
 enum Landed {
+    /// Not started: the lease was lost.
+    Skipped,
     Put(ManagedObject, Kind),
     Forget(String, Kind),
     Failed(Failure),
@@ -106,11 +108,13 @@ impl MailContactApplier<'_> {
         for anchor in &plan.forget {
             recorder.forget(anchor).await;
         }
-        let removals = futures::stream::iter(plan.removals.iter().map(|r| self.remove(r)));
+        // Futures are collected before streaming them: a closure inside the stream type trips rustc's
+        // "FnOnce is not general enough" when the run's future must be `Send`.
+        let removals: Vec<_> = plan.removals.iter().map(|r| self.remove(r)).collect();
         self.drain(removals, &mut recorder, &mut result).await;
-        let updates = futures::stream::iter(plan.updates.iter().map(|u| self.update(u)));
+        let updates: Vec<_> = plan.updates.iter().map(|u| self.update(u)).collect();
         self.drain(updates, &mut recorder, &mut result).await;
-        let adoptions = futures::stream::iter(plan.adoptions.iter().map(|a| self.adopt(a)));
+        let adoptions: Vec<_> = plan.adoptions.iter().map(|a| self.adopt(a)).collect();
         self.drain(adoptions, &mut recorder, &mut result).await;
         for chunk in plan.creates.chunks(CREATE_CHUNK) {
             if self.cancelled.load(Ordering::SeqCst) {
@@ -121,7 +125,7 @@ impl MailContactApplier<'_> {
                 recorder.put(&intent(create)).await;
             }
             recorder.flush().await;
-            let creates = futures::stream::iter(chunk.iter().map(|c| self.create(c)));
+            let creates: Vec<_> = chunk.iter().map(|c| self.create(c)).collect();
             self.drain(creates, &mut recorder, &mut result).await;
         }
         recorder.flush().await;
@@ -151,19 +155,20 @@ impl MailContactApplier<'_> {
         result
     }
 
-    async fn drain<S, F>(&self, changes: S, recorder: &mut Recorder<'_>, result: &mut ApplyResult)
+    async fn drain<F>(&self, changes: Vec<F>, recorder: &mut Recorder<'_>, result: &mut ApplyResult)
     where
-        S: futures::Stream<Item = F>,
         F: Future<Output = Landed>,
     {
-        let cancelled = self.cancelled;
+        let guarded: Vec<_> = changes
+            .into_iter()
+            .map(|change| unless_cancelled(self.cancelled, change))
+            .collect();
         let mut landed = std::pin::pin!(
-            changes
-                .take_while(|_| std::future::ready(!cancelled.load(Ordering::SeqCst)))
-                .buffer_unordered(self.max_concurrency.max(1))
+            futures::stream::iter(guarded).buffer_unordered(self.max_concurrency.max(1))
         );
         while let Some(outcome) = landed.next().await {
             let kind = match outcome {
+                Landed::Skipped => continue,
                 Landed::Put(object, kind) => {
                     recorder.put(&object).await;
                     kind
@@ -545,6 +550,15 @@ impl MailContactApplier<'_> {
             }),
             None => Ok(claimed),
         }
+    }
+}
+
+/// Runs a change unless the lease was lost before it started.
+async fn unless_cancelled<F: Future<Output = Landed>>(cancelled: &AtomicBool, change: F) -> Landed {
+    if cancelled.load(Ordering::SeqCst) {
+        Landed::Skipped
+    } else {
+        change.await
     }
 }
 

@@ -1,0 +1,406 @@
+//! The operator's command line (clap): `serve`, `sync`, `plan`, `status`, `validate`, `config schema`, `purge`,
+//! `demo`. Commands load the configuration, build the [`SyncService`] once, and print either a compact table or
+//! (`--json`) the report types. Exit codes are part of the interface: see [`Exit`].
+
+mod engine_placeholder;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use engine_placeholder::build_service;
+
+use crate::config::{Config, json_schema};
+use crate::functions::{ServeOptions, serve, shutdown_signal};
+use crate::report::{RunOptions, RunOutcome, RunReport};
+use crate::service::{ServiceError, SyncService};
+use crate::telemetry::{LogFormat, init};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every run succeeded (or the check passed)
+  1  a run failed or partially failed, or could not start
+  2  bad input: invalid configuration, unknown link, bad arguments
+  3  a link is quarantined: deletes were held back (release with --allow-deletes)
+
+Configuration: --config FILE, else $GALBRIDGE_CONFIG, else ./galbridge.toml.
+Logs: $GALBRIDGE_LOG (e.g. \"debug\", \"galbridge=trace\"); JSON lines under the Functions host.";
+
+/// Keeps Microsoft 365 address books in sync across tenants and onto phones.
+#[derive(Debug, Parser)]
+#[command(name = "galbridge", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The configuration file [default: $GALBRIDGE_CONFIG, else ./galbridge.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status).
+    Serve(ServeArgs),
+    /// Sync links now: every link, or those named with --link.
+    Sync(SyncArgs),
+    /// Show what a sync would change, without writing anything (a dry run).
+    Plan(PlanArgs),
+    /// Each link's last run, next due time, counts and quarantine.
+    Status(JsonArg),
+    /// Check the configuration file and list the links it defines.
+    Validate,
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Delete everything galbridge created for a link and forget its state.
+    Purge(PurgeArgs),
+    /// Run the self-contained demo against the local Microsoft 365 simulator.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1 (0 = any free port, printed on stdout)
+    #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// After SIGTERM, seconds that in-flight runs get to finish and checkpoint
+    #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+    pub shutdown_grace: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// A link to sync (repeatable); default: every link
+    #[arg(long = "link", value_name = "NAME")]
+    pub links: Vec<String>,
+    /// Plan only: show the changes, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Re-read the whole source and repair drift, instead of reading changes only
+    #[arg(long)]
+    pub full: bool,
+    /// Release a quarantine: apply the deletes that exceeded the safety threshold
+    #[arg(long)]
+    pub allow_deletes: bool,
+    /// Print the run reports as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A link to plan (repeatable); default: every link
+    #[arg(long = "link", value_name = "NAME")]
+    pub links: Vec<String>,
+    /// Plan a full reconcile
+    #[arg(long)]
+    pub full: bool,
+    /// Print the run reports (with the plan) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The link to purge
+    #[arg(long, value_name = "NAME")]
+    pub link: String,
+    /// Confirm: really delete
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Process exit codes (documented in `--help` and the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Ok = 0,
+    Quarantined = 3,
+    RunFailed = 1,
+    BadInput = 2,
+}
+
+impl Exit {
+    /// The more serious of two (bad input > run failed > quarantined > ok).
+    fn worst(self, other: Self) -> Self {
+        let rank = |exit: Self| match exit {
+            Self::Ok => 0,
+            Self::Quarantined => 1,
+            Self::RunFailed => 2,
+            Self::BadInput => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The binary's entry point: parse, set up logging, run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init(LogFormat::detect());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("galbridge: cannot start the async runtime: {error}");
+            return Exit::RunFailed.into();
+        }
+    };
+    runtime.block_on(run(cli)).into()
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Config(ConfigCommand::Schema) => {
+            print!("{}", json_schema());
+            Exit::Ok
+        }
+        Command::Demo => {
+            // PLACEHOLDER: the demo is another room's; the lead wires `crate::demo::run` here.
+            eprintln!("galbridge demo: the demo is not built yet");
+            Exit::RunFailed
+        }
+        command => {
+            let path = Config::locate(cli.config.as_deref());
+            let config = match Config::load(&path) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return Exit::BadInput;
+                }
+            };
+            with_config(command, config).await
+        }
+    }
+}
+
+async fn with_config(command: Command, config: Config) -> Exit {
+    if let Command::Validate = command {
+        return validate(&config);
+    }
+    if let Command::Purge(args) = &command {
+        return purge(&config, args);
+    }
+    let service = match build_service(config.clone()) {
+        Ok(service) => service,
+        Err(error) => {
+            eprintln!("galbridge: {error}");
+            return Exit::RunFailed;
+        }
+    };
+    match command {
+        Command::Serve(args) => {
+            let options = ServeOptions {
+                port: args.port,
+                shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            };
+            match serve(service, options, shutdown_signal()).await {
+                Ok(()) => Exit::Ok,
+                Err(error) => {
+                    eprintln!("galbridge serve: {error}");
+                    Exit::RunFailed
+                }
+            }
+        }
+        Command::Sync(args) => {
+            let options = RunOptions {
+                dry_run: args.dry_run,
+                full: args.full,
+                allow_deletes: args.allow_deletes,
+            };
+            sync(&service, &config, &args.links, options, args.json).await
+        }
+        Command::Plan(args) => {
+            let options = RunOptions {
+                dry_run: true,
+                full: args.full,
+                allow_deletes: false,
+            };
+            sync(&service, &config, &args.links, options, args.json).await
+        }
+        Command::Status(args) => match service.status().await {
+            Ok(status) => {
+                if args.json {
+                    print_json(&status);
+                } else {
+                    print!("{}", output::status_table(&status));
+                }
+                Exit::Ok
+            }
+            Err(error) => {
+                eprintln!("galbridge status: {error}");
+                Exit::RunFailed
+            }
+        },
+        Command::Validate | Command::Purge(_) | Command::Config(_) | Command::Demo => Exit::Ok,
+    }
+}
+
+fn validate(config: &Config) -> Exit {
+    let links = config.links();
+    let from_meshes = links.iter().filter(|link| link.mesh.is_some()).count();
+    println!(
+        "{}: ok: {} tenants, {} links ({from_meshes} from meshes)",
+        config.origin().display(),
+        config.file().tenants.len(),
+        links.len()
+    );
+    for link in links {
+        println!(
+            "  {}: {} -> {} ({}){}",
+            link.name,
+            link.source_tenant.name,
+            link.target_tenant.name,
+            link.target.kind_name(),
+            if link.enabled { "" } else { ", disabled" }
+        );
+    }
+    Exit::Ok
+}
+
+fn purge(config: &Config, args: &PurgeArgs) -> Exit {
+    if config.link(&args.link).is_none() {
+        let suggestion = config
+            .suggest_link(&args.link)
+            .map(|name| format!(" (did you mean {name:?}?)"));
+        eprintln!(
+            "galbridge purge: no link named {:?}{}",
+            args.link,
+            suggestion.unwrap_or_default()
+        );
+        return Exit::BadInput;
+    }
+    if !args.yes {
+        eprintln!(
+            "galbridge purge: this deletes every object galbridge created for link {:?} and forgets its state; \
+             run again with --yes to do it",
+            args.link
+        );
+        return Exit::BadInput;
+    }
+    // PLACEHOLDER: `SyncService` has no purge yet (asked of the lead); refuse rather than pretend.
+    eprintln!(
+        "galbridge purge: not available in this build (the sync service does not offer purge yet)"
+    );
+    Exit::RunFailed
+}
+
+async fn sync<S: SyncService>(
+    service: &S,
+    config: &Config,
+    links: &[String],
+    options: RunOptions,
+    json: bool,
+) -> Exit {
+    // Refuse unknown names before running anything: half a run then an error helps nobody.
+    for name in links {
+        if config.link(name).is_none() {
+            let suggestion = config
+                .suggest_link(name)
+                .map(|name| format!(" (did you mean {name:?}?)"));
+            eprintln!(
+                "galbridge: no link named {name:?}{}",
+                suggestion.unwrap_or_default()
+            );
+            return Exit::BadInput;
+        }
+    }
+    let results = if links.is_empty() {
+        service.run_all(options).await
+    } else {
+        futures::future::join_all(
+            links
+                .iter()
+                .map(|name| service.run_link(name, options.clone())),
+        )
+        .await
+    };
+    let mut exit = Exit::Ok;
+    let mut reports = Vec::new();
+    for result in results {
+        match result {
+            Ok(report) => {
+                exit = exit.worst(exit_for_outcome(&report));
+                reports.push(report);
+            }
+            Err(error) => {
+                eprintln!("galbridge: {error}");
+                exit = exit.worst(exit_for_error(&error));
+            }
+        }
+    }
+    if json {
+        print_json(&reports);
+    } else if !reports.is_empty() {
+        print!("{}", output::run_table(&reports));
+    }
+    exit
+}
+
+fn exit_for_outcome(report: &RunReport) -> Exit {
+    match report.outcome {
+        RunOutcome::Succeeded | RunOutcome::Planned => Exit::Ok,
+        RunOutcome::Quarantined => Exit::Quarantined,
+        RunOutcome::PartiallyFailed | RunOutcome::Failed => Exit::RunFailed,
+    }
+}
+
+fn exit_for_error(error: &ServiceError) -> Exit {
+    match error {
+        ServiceError::UnknownLink { .. } | ServiceError::BadRequest(_) => Exit::BadInput,
+        ServiceError::LeaseHeld { .. } | ServiceError::Internal(_) => Exit::RunFailed,
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => eprintln!("galbridge: cannot print JSON: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn worst_exit_wins() {
+        assert_eq!(Exit::Ok.worst(Exit::Quarantined), Exit::Quarantined);
+        assert_eq!(Exit::Quarantined.worst(Exit::RunFailed), Exit::RunFailed);
+        assert_eq!(Exit::BadInput.worst(Exit::RunFailed), Exit::BadInput);
+    }
+}

@@ -1,0 +1,186 @@
+//! Human output of the CLI: a compact table per run or per link, plus the lines worth reading (failures,
+//! quarantines). `--json` bypasses this and prints the report types of [`crate::report`] as they are.
+
+use std::fmt::Write as _;
+
+use crate::report::{LinkStatus, RunOutcome, RunReport, StatusReport};
+
+fn outcome_name(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::PartiallyFailed => "partially failed",
+        RunOutcome::Quarantined => "quarantined",
+        RunOutcome::Failed => "failed",
+        RunOutcome::Planned => "planned",
+    }
+}
+
+fn mode_name(report: &RunReport) -> &'static str {
+    match report.mode {
+        crate::report::RunMode::Incremental => "incremental",
+        crate::report::RunMode::Full => "full",
+        crate::report::RunMode::DryRun => "dry run",
+    }
+}
+
+fn seconds(duration_ms: u64) -> String {
+    format!("{:.1}s", duration_ms as f64 / 1000.0)
+}
+
+/// Renders rows as left-aligned columns (numbers right-aligned), two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>], numeric: &[bool]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (index, cell) in cells.iter().enumerate() {
+            let width = widths[index];
+            if index > 0 {
+                text.push_str("  ");
+            }
+            if numeric.get(index).copied().unwrap_or(false) {
+                let _ = write!(text, "{cell:>width$}");
+            } else {
+                let _ = write!(text, "{cell:<width$}");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// One line per run, then failures and quarantines.
+pub fn run_table(reports: &[RunReport]) -> String {
+    let header = [
+        "LINK", "OUTCOME", "MODE", "READ", "CREATE", "UPDATE", "DELETE", "CONFLICT", "FAILED",
+        "TIME",
+    ];
+    let numeric = [
+        false, false, false, true, true, true, true, true, true, true,
+    ];
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|report| {
+            // A dry run shows what it would do; a real run what it did.
+            let counts = if report.outcome == RunOutcome::Planned {
+                &report.planned
+            } else {
+                &report.applied
+            };
+            vec![
+                report.link.clone(),
+                outcome_name(report.outcome).to_owned(),
+                mode_name(report).to_owned(),
+                report.source_read.to_string(),
+                counts.creates.to_string(),
+                counts.updates.to_string(),
+                (counts.deletes + counts.hides).to_string(),
+                report.planned.conflicts.to_string(),
+                report.failures.len().to_string(),
+                seconds(report.duration_ms),
+            ]
+        })
+        .collect();
+    let mut out = table(&header, &rows, &numeric);
+    for report in reports {
+        for failure in report.failures.iter().take(10) {
+            let who = failure.anchor.as_deref().unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "  {}: {} {who}: {}",
+                report.link, failure.kind, failure.reason
+            );
+        }
+        if report.failures.len() > 10 {
+            let _ = writeln!(
+                out,
+                "  {}: … {} more (see --json)",
+                report.link,
+                report.failures.len() - 10
+            );
+        }
+        if let Some(quarantine) = &report.quarantine {
+            let _ = writeln!(
+                out,
+                "  {}: quarantined: {} deletes held ({}); {}",
+                report.link, quarantine.held_deletes, quarantine.threshold, quarantine.release_hint
+            );
+        }
+    }
+    out
+}
+
+fn last_run_cell(status: &LinkStatus) -> (String, String) {
+    match &status.last_run {
+        Some(run) => (
+            run.started_at.format("%Y-%m-%d %H:%M").to_string(),
+            outcome_name(run.outcome).to_owned(),
+        ),
+        None => ("never".to_owned(), "-".to_owned()),
+    }
+}
+
+/// One line per link.
+pub fn status_table(status: &StatusReport) -> String {
+    let header = [
+        "LINK", "FROM", "TO", "KIND", "LAST RUN", "OUTCOME", "NEXT DUE", "MANAGED", "STATE",
+    ];
+    let numeric = [false, false, false, false, false, false, false, true, false];
+    let rows: Vec<Vec<String>> = status
+        .links
+        .iter()
+        .map(|link| {
+            let (last, outcome) = last_run_cell(link);
+            let state = match (&link.running, &link.quarantine) {
+                (Some(holder), _) => format!("running ({holder})"),
+                (None, Some(quarantine)) => {
+                    format!("quarantined ({} deletes held)", quarantine.held_deletes)
+                }
+                (None, None) => "ok".to_owned(),
+            };
+            vec![
+                link.link.clone(),
+                link.source_tenant.clone(),
+                link.target_tenant.clone(),
+                link.target_kind.clone(),
+                last,
+                outcome,
+                link.next_due.map_or_else(
+                    || "-".to_owned(),
+                    |due| due.format("%Y-%m-%d %H:%M").to_string(),
+                ),
+                link.managed_objects.to_string(),
+                state,
+            ]
+        })
+        .collect();
+    table(&header, &rows, &numeric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["NAME", "N"],
+            &[
+                vec!["a".into(), "5".into()],
+                vec!["long-name".into(), "12".into()],
+            ],
+            &[false, true],
+        );
+        assert_eq!(text, "NAME        N\na           5\nlong-name  12\n");
+    }
+}

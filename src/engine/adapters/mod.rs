@@ -1,0 +1,9 @@
+//! The runner's ports implemented over HTTP: [`graph::GraphSource`] (the source directory through Graph) and
+//! [`exchange::ExchangeContacts`] (mail contacts through Exchange `InvokeCommand`), both over a
+//! [`transport::JsonTransport`] (the m365 room's `ApiClient` in production: allowlist, tokens, retries, counters).
+//! [`shapes`] holds the pure translations of wire shapes.
+
+pub mod exchange;
+pub mod graph;
+pub mod shapes;
+pub mod transport;

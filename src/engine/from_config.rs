@@ -1,0 +1,214 @@
+//! From the configuration's [`ResolvedLink`] to the engine's [`LinkSpec`]: templates compiled once, scope rules
+//! converted, target options and safety carried over. The configuration room has already validated everything;
+//! errors here mean the two rooms disagree (e.g. a target kind the engine does not run yet).
+
+use std::collections::BTreeMap;
+
+use super::diff::{DiffPolicy, OnDelete};
+use super::entry::Field;
+use super::mapping::{Mapping, MappingError};
+use super::safety::SafetyLimits;
+use super::scope::{AttributeFilter, Matcher, ScopeRules};
+use super::spec::{LinkSpec, MailContactOptions, ObjectOverride};
+use crate::config::{self, Cadence, ResolvedLink, ServiceSettings, TargetOptions};
+
+/// A resolved link the engine cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("link {link:?}: target kind {kind:?} is not supported by this engine yet")]
+    UnsupportedTarget { link: String, kind: &'static str },
+    #[error("link {link:?}: mapping: {source}")]
+    Mapping {
+        link: String,
+        #[source]
+        source: MappingError,
+    },
+}
+
+/// Compiles a configuration mapping (complete: defaults already applied).
+pub fn compile_mapping(mapping: &config::Mapping) -> Result<Mapping, MappingError> {
+    let templates: Vec<(Field, &str)> = mapping
+        .iter()
+        .filter_map(|(field, template)| {
+            Field::parse(field.as_str()).map(|f| (f, template.as_str()))
+        })
+        .collect();
+    Mapping::from_templates(templates)
+}
+
+/// The scope rules of a resolved link.
+pub fn scope_rules(scope: &config::SourceScope) -> ScopeRules {
+    ScopeRules {
+        include_disabled: scope.include_disabled,
+        include_guests: scope.include_guests,
+        include_org_contacts: scope.include_org_contacts,
+        include_hidden: scope.include_hidden,
+        include_domains: scope.include_domains.iter().cloned().collect(),
+        exclude_domains: scope.exclude_domains.iter().cloned().collect(),
+        groups: scope
+            .groups
+            .iter()
+            .map(|g| g.as_str().to_ascii_lowercase())
+            .collect(),
+        exclude_ids: scope
+            .exclude_ids
+            .iter()
+            .map(|g| g.as_str().to_ascii_lowercase())
+            .collect(),
+        filters: scope
+            .filters
+            .iter()
+            .map(|filter| AttributeFilter {
+                attribute: filter.attribute.clone(),
+                matcher: match &filter.test {
+                    config::FilterTest::Equals(text) => Matcher::Equals(text.clone()),
+                    config::FilterTest::StartsWith(text) => Matcher::StartsWith(text.clone()),
+                    config::FilterTest::Matches(pattern) => {
+                        Matcher::Matches(pattern.regex().clone())
+                    }
+                },
+            })
+            .collect(),
+    }
+}
+
+/// The engine's view of a resolved link.
+pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkSpec, SpecError> {
+    let mapping_error = |source| SpecError::Mapping {
+        link: link.name.clone(),
+        source,
+    };
+    let target = match &link.target {
+        TargetOptions::MailContact(options) => MailContactOptions {
+            anchor_attribute: options.anchor_attribute,
+            policy: DiffPolicy {
+                on_delete: match options.on_delete {
+                    config::OnDelete::Delete => OnDelete::Delete,
+                    config::OnDelete::Hide => OnDelete::Hide,
+                    config::OnDelete::Keep => OnDelete::Keep,
+                },
+                adopt_existing: options.adopt_existing,
+            },
+        },
+        other => {
+            return Err(SpecError::UnsupportedTarget {
+                link: link.name.clone(),
+                kind: other.kind_name(),
+            });
+        }
+    };
+    let mut overrides = BTreeMap::new();
+    for (source_id, object_override) in &link.overrides {
+        let engine_override = match object_override {
+            config::ObjectOverride::Exclude => ObjectOverride::Exclude,
+            config::ObjectOverride::Mapping(mapping) => {
+                ObjectOverride::Mapping(compile_mapping(mapping).map_err(mapping_error)?)
+            }
+        };
+        overrides.insert(source_id.as_str().to_ascii_lowercase(), engine_override);
+    }
+    let interval = match &link.cadence {
+        Cadence::Every(every) => every.as_chrono(),
+        Cadence::Cron(_) => service.default_interval.as_chrono(),
+    };
+    Ok(LinkSpec {
+        name: link.name.clone(),
+        source_tenant: link.source_tenant.name.clone(),
+        target_tenant: link.target_tenant.name.clone(),
+        scope: scope_rules(&link.scope),
+        mapping: compile_mapping(&link.mapping).map_err(mapping_error)?,
+        overrides,
+        target,
+        safety: SafetyLimits {
+            max_deletes: link.safety.max_deletes,
+            max_delete_percent: link.safety.max_delete_percent,
+        },
+        interval,
+        full_reconcile_every: link.full_reconcile_every.as_chrono(),
+        max_concurrency: usize::try_from(service.max_concurrency).unwrap_or(8).max(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[tenants.acme]
+tenant_id = "11111111-1111-4111-8111-111111111111"
+client_id = "22222222-2222-4222-8222-222222222222"
+credential = { env = "ACME_SECRET" }
+[tenants.northern]
+tenant_id = "33333333-3333-4333-8333-333333333333"
+client_id = "44444444-4444-4444-8444-444444444444"
+credential = { env = "NORTHERN_SECRET" }
+
+[[links]]
+name = "acme-to-northern"
+[links.source]
+tenant = "acme"
+exclude_domains = ["contractors.acme.com"]
+[[links.source.filters]]
+attribute = "department"
+starts_with = "Sal"
+[links.target]
+kind = "mail_contact"
+tenant = "northern"
+anchor_attribute = 7
+on_delete = "hide"
+[links.safety]
+max_deletes = 5
+[links.mapping]
+display_name = "{displayName} ({companyName})"
+city = ""
+[[links.overrides]]
+source_id = "55555555-5555-4555-8555-555555555555"
+exclude = true
+
+[[meshes]]
+name = "group"
+tenants = ["acme", "northern"]
+[meshes.target]
+kind = "mail_contact"
+"#;
+
+    #[test]
+    fn resolved_links_become_specs() {
+        let config = config::Config::from_toml_str(CONFIG, Path::new("galbridge.toml")).unwrap();
+        let specs: Vec<LinkSpec> = config
+            .links()
+            .iter()
+            .map(|link| link_spec(link, config.service()).unwrap())
+            .collect();
+        assert_eq!(specs.len(), 3, "one link and a mesh of two");
+        let link = specs.iter().find(|s| s.name == "acme-to-northern").unwrap();
+        assert_eq!(link.target.anchor_attribute, 7);
+        assert_eq!(link.target.policy.on_delete, OnDelete::Hide);
+        assert_eq!(link.safety.max_deletes, 5);
+        assert!(!link.mapping.syncs(Field::City));
+        assert_eq!(
+            link.mapping.template(Field::DisplayName).unwrap().source(),
+            "{displayName} ({companyName})"
+        );
+        assert!(matches!(
+            link.overrides.get("55555555-5555-4555-8555-555555555555"),
+            Some(ObjectOverride::Exclude)
+        ));
+        assert_eq!(
+            link.scope.exclude_domains,
+            vec!["contractors.acme.com".to_owned()]
+        );
+        assert!(matches!(link.scope.filters[0].matcher, Matcher::StartsWith(ref p) if p == "Sal"));
+        let mesh: Vec<&LinkSpec> = specs
+            .iter()
+            .filter(|s| s.name.starts_with("group."))
+            .collect();
+        assert_eq!(mesh.len(), 2);
+        assert!(mesh.iter().all(|s| s.source_tenant != s.target_tenant));
+        assert!(
+            mesh.iter().all(|s| s.mapping.syncs(Field::City)),
+            "mesh uses the default mapping"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Uninstalling a link (`galbridge purge --link NAME`): every object the link manages is removed from the target
+//! (whatever its `on_delete` policy), then the link's state is forgotten. A dry run first lists what would go.
+//! Only objects carrying this link's anchors are touched, as everywhere else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+
+use super::diff::OnDelete;
+use super::entry::{Field, anchor_prefix_for};
+use super::plan::{Plan, Removal, RemovalAction};
+use super::records::load_managed;
+use super::runner::{RunError, Runner, renew_lease};
+use super::spec::LinkSpec;
+use super::targets::mail_contact::MailContactApplier;
+use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
+use crate::state::StateError;
+
+impl Runner {
+    /// Removes every object the link manages (`execute`), or reports what would go (dry run).
+    pub async fn purge(&self, link: &LinkSpec, execute: bool) -> Result<RunReport, RunError> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let holder = format!("{}:{run_id}:purge", self.holder);
+        let lease = match self
+            .store
+            .acquire_lease(&link.name, &holder, self.lease_ttl)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(StateError::LeaseHeld {
+                link,
+                holder,
+                until,
+            }) => {
+                return Err(RunError::LeaseHeld {
+                    link,
+                    holder,
+                    until,
+                });
+            }
+            Err(error) => return Err(RunError::State(error)),
+        };
+        let lease = Arc::new(Mutex::new(lease));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let renewal = tokio::spawn(renew_lease(
+            self.store.clone(),
+            lease.clone(),
+            cancelled.clone(),
+            self.lease_ttl,
+        ));
+
+        let outcome = self.purge_leased(link, execute, &cancelled).await;
+
+        renewal.abort();
+        let held = lease.lock().await.clone();
+        let _ = self.store.release_lease(&held).await;
+        let (plan, applied, failures, outcome) = match outcome {
+            Ok(parts) => parts,
+            Err(reason) => (
+                Plan::default(),
+                PlanCounts::default(),
+                vec![Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "purge_failed".into(),
+                    reason,
+                }],
+                RunOutcome::Failed,
+            ),
+        };
+        let planned = plan.counts();
+        let summary = format!(
+            "{}: purge {}: {} managed objects {}",
+            link.name,
+            if execute { "ran" } else { "planned" },
+            planned.deletes,
+            if execute {
+                format!(
+                    "removed ({} removed, {} failed)",
+                    applied.deletes,
+                    failures.len()
+                )
+            } else {
+                "would be removed".into()
+            }
+        );
+        Ok(RunReport {
+            link: link.name.clone(),
+            run_id,
+            mode: if execute {
+                RunMode::Full
+            } else {
+                RunMode::DryRun
+            },
+            outcome,
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            source_read: 0,
+            source_changes: 0,
+            planned,
+            applied,
+            failures,
+            throttled_retries: 0,
+            requests: BTreeMap::new(),
+            quarantine: None,
+            plan: (!execute).then(|| plan.to_json()),
+            summary,
+        })
+    }
+
+    async fn purge_leased(
+        &self,
+        link: &LinkSpec,
+        execute: bool,
+        cancelled: &AtomicBool,
+    ) -> Result<(Plan, PlanCounts, Vec<Failure>, RunOutcome), String> {
+        let tenant_id = self
+            .source
+            .tenant_id()
+            .await
+            .map_err(|e| format!("source tenant: {e}"))?;
+        let prefix = anchor_prefix_for(&tenant_id);
+        let managed = load_managed(self.store.as_ref(), &link.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let contacts = self
+            .target
+            .list_contacts(link.target.anchor_attribute)
+            .await
+            .map_err(|e| format!("target: {e}"))?;
+        let mut plan = Plan {
+            link: link.name.clone(),
+            target_kind: "mail_contact".into(),
+            full: true,
+            ..Plan::default()
+        };
+        for contact in &contacts {
+            let Some(anchor) = contact.anchor.as_deref() else {
+                continue;
+            };
+            if !anchor.starts_with(&prefix) {
+                continue;
+            }
+            plan.removals.push(Removal {
+                anchor: anchor.to_owned(),
+                target_id: contact.id.clone(),
+                display_name: contact
+                    .fields
+                    .get(&Field::DisplayName)
+                    .cloned()
+                    .unwrap_or_else(|| contact.name.clone()),
+                action: RemovalAction::Delete,
+                reason: "purge".into(),
+            });
+        }
+        let in_target: std::collections::HashSet<&str> =
+            plan.removals.iter().map(|r| r.anchor.as_str()).collect();
+        plan.forget = managed
+            .keys()
+            .filter(|anchor| !in_target.contains(anchor.as_str()))
+            .cloned()
+            .collect();
+        if !execute {
+            return Ok((plan, PlanCounts::default(), Vec::new(), RunOutcome::Planned));
+        }
+        let mut options = link.target.clone();
+        options.policy.on_delete = OnDelete::Delete;
+        let applier = MailContactApplier {
+            link: &link.name,
+            target: self.target.as_ref(),
+            store: self.store.as_ref(),
+            options: &options,
+            managed: &managed,
+            max_concurrency: link.max_concurrency,
+            cancelled,
+        };
+        let result = applier.apply(&plan).await;
+        let outcome = if result.hard_failures() == 0 {
+            self.store
+                .delete_link(&link.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            RunOutcome::Succeeded
+        } else {
+            RunOutcome::PartiallyFailed
+        };
+        Ok((plan, result.applied, result.failures, outcome))
+    }
+}

@@ -1,0 +1,466 @@
+//! [`EngineService`]: the engine behind [`crate::service::SyncService`], the boundary the CLI and the Functions
+//! handler talk to. It owns the configuration's links (compiled once), the state store, and a [`Connector`] that
+//! builds the ports to each tenant lazily (clients are created on first use and reused).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+
+use super::from_config::{SpecError, link_spec};
+use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
+use super::runner::{DEFAULT_LEASE_TTL_SECS, RunError, Runner};
+use super::spec::LinkSpec;
+use crate::config::{Config, NamedTenant, ResolvedLink};
+use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
+use crate::service::{ServiceError, SyncService};
+use crate::state::{LINK_SCOPE, StateStore};
+
+/// Builds the ports to a tenant (over the real Graph and Exchange clients in production, doubles in tests).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The tenant's directory as a source.
+    async fn source(&self, tenant: &NamedTenant) -> Result<Arc<dyn SourceDirectory>, PortError>;
+    /// The tenant's mail contacts as a target.
+    async fn mail_contacts(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<Arc<dyn MailContactTarget>, PortError>;
+    /// The request counters shared by the clients (for the run reports).
+    fn counters(&self) -> Option<Arc<dyn RequestCounters>>;
+}
+
+/// Why the service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("state store: {0}")]
+    State(#[from] crate::state::StateError),
+}
+
+struct CompiledLink {
+    resolved: ResolvedLink,
+    /// `Err` for links the engine cannot run (reported on each run request).
+    spec: Result<LinkSpec, String>,
+}
+
+/// The sync engine as a service.
+pub struct EngineService {
+    links: Vec<CompiledLink>,
+    store: Arc<dyn StateStore>,
+    connector: Arc<dyn Connector>,
+    holder: String,
+    sources: Mutex<HashMap<String, Arc<dyn SourceDirectory>>>,
+    targets: Mutex<HashMap<String, Arc<dyn MailContactTarget>>>,
+}
+
+impl EngineService {
+    /// A service over the configuration's links, a state store and a connector. Links of a kind the engine does
+    /// not run yet (personal contacts) are kept for status and refused when run.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn StateStore>,
+        connector: Arc<dyn Connector>,
+    ) -> EngineService {
+        let links = config
+            .links()
+            .iter()
+            .map(|resolved| CompiledLink {
+                resolved: resolved.clone(),
+                spec: link_spec(resolved, config.service()).map_err(|e| e.to_string()),
+            })
+            .collect();
+        let host = std::env::var("HOSTNAME")
+            .or_else(|_| std::env::var("COMPUTERNAME"))
+            .unwrap_or_else(|_| "galbridge".into());
+        EngineService {
+            links,
+            store,
+            connector,
+            holder: format!("{host}:{}", std::process::id()),
+            sources: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state store the service uses.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    fn find(&self, name: &str) -> Result<&CompiledLink, ServiceError> {
+        self.links
+            .iter()
+            .find(|link| link.resolved.name == name)
+            .ok_or_else(|| ServiceError::UnknownLink {
+                name: name.to_owned(),
+                suggestion: self
+                    .links
+                    .iter()
+                    .map(|link| {
+                        (
+                            strsim::jaro_winkler(&link.resolved.name, name),
+                            &link.resolved.name,
+                        )
+                    })
+                    .filter(|(score, _)| *score > 0.8)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, name)| name.clone()),
+            })
+    }
+
+    async fn source_port(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<Arc<dyn SourceDirectory>, ServiceError> {
+        let mut sources = self.sources.lock().await;
+        if let Some(port) = sources.get(&tenant.name) {
+            return Ok(port.clone());
+        }
+        let port = self.connector.source(tenant).await.map_err(|e| {
+            ServiceError::Internal(format!(
+                "cannot connect to tenant {:?} as a source: {e}",
+                tenant.name
+            ))
+        })?;
+        sources.insert(tenant.name.clone(), port.clone());
+        Ok(port)
+    }
+
+    async fn target_port(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<Arc<dyn MailContactTarget>, ServiceError> {
+        let mut targets = self.targets.lock().await;
+        if let Some(port) = targets.get(&tenant.name) {
+            return Ok(port.clone());
+        }
+        let port = self.connector.mail_contacts(tenant).await.map_err(|e| {
+            ServiceError::Internal(format!(
+                "cannot connect to tenant {:?} as a target: {e}",
+                tenant.name
+            ))
+        })?;
+        targets.insert(tenant.name.clone(), port.clone());
+        Ok(port)
+    }
+
+    /// `galbridge purge --link NAME`: lists (`execute = false`) or removes every object the link manages.
+    pub async fn purge(&self, link: &str, execute: bool) -> Result<RunReport, ServiceError> {
+        let compiled = self.find(link)?;
+        let spec = compiled
+            .spec
+            .as_ref()
+            .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+        let runner = self.runner(compiled).await?;
+        runner.purge(spec, execute).await.map_err(run_error)
+    }
+
+    async fn runner(&self, link: &CompiledLink) -> Result<Runner, ServiceError> {
+        Ok(Runner {
+            store: self.store.clone(),
+            source: self.source_port(&link.resolved.source_tenant).await?,
+            target: self.target_port(&link.resolved.target_tenant).await?,
+            counters: self.connector.counters(),
+            holder: self.holder.clone(),
+            lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_TTL_SECS),
+        })
+    }
+
+    async fn run_compiled(
+        &self,
+        link: &CompiledLink,
+        options: &RunOptions,
+    ) -> Result<RunReport, ServiceError> {
+        let spec = link
+            .spec
+            .as_ref()
+            .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+        let runner = self.runner(link).await?;
+        runner
+            .run(spec, options)
+            .await
+            .map_err(|error| match error {
+                RunError::LeaseHeld {
+                    link,
+                    holder,
+                    until,
+                } => ServiceError::LeaseHeld {
+                    link,
+                    holder,
+                    until,
+                },
+                RunError::State(error) => ServiceError::Internal(format!("state store: {error}")),
+            })
+    }
+
+    async fn last_run(&self, link: &str) -> Option<RunReport> {
+        self.store
+            .list_run_records(link, 1)
+            .await
+            .ok()
+            .and_then(|mut runs| runs.pop())
+    }
+}
+
+fn run_error(error: RunError) -> ServiceError {
+    match error {
+        RunError::LeaseHeld {
+            link,
+            holder,
+            until,
+        } => ServiceError::LeaseHeld {
+            link,
+            holder,
+            until,
+        },
+        RunError::State(error) => ServiceError::Internal(format!("state store: {error}")),
+    }
+}
+
+impl SyncService for EngineService {
+    async fn run_link(&self, link: &str, options: RunOptions) -> Result<RunReport, ServiceError> {
+        let compiled = self.find(link)?;
+        self.run_compiled(compiled, &options).await
+    }
+
+    async fn run_all(&self, options: RunOptions) -> Vec<Result<RunReport, ServiceError>> {
+        let mut reports = Vec::new();
+        for link in self.links.iter().filter(|link| link.resolved.enabled) {
+            reports.push(self.run_compiled(link, &options).await);
+        }
+        reports
+    }
+
+    async fn run_due(&self, now: DateTime<Utc>) -> Vec<Result<RunReport, ServiceError>> {
+        let mut reports = Vec::new();
+        for link in self
+            .links
+            .iter()
+            .filter(|link| link.resolved.enabled && link.spec.is_ok())
+        {
+            let last = self.last_run(&link.resolved.name).await;
+            if link
+                .resolved
+                .cadence
+                .is_due(last.map(|run| run.started_at), now)
+            {
+                reports.push(self.run_compiled(link, &RunOptions::default()).await);
+            }
+        }
+        reports
+    }
+
+    async fn status(&self) -> Result<StatusReport, ServiceError> {
+        let internal =
+            |e: crate::state::StateError| ServiceError::Internal(format!("state store: {e}"));
+        let mut links = Vec::new();
+        let now = Utc::now();
+        for link in &self.links {
+            let name = &link.resolved.name;
+            let last_run = self.last_run(name).await;
+            let checkpoint = self.store.load_checkpoint(name).await.map_err(internal)?;
+            let managed = self
+                .store
+                .list_objects(name, LINK_SCOPE)
+                .await
+                .map_err(internal)?
+                .len() as u64;
+            let running = self
+                .store
+                .current_lease(name)
+                .await
+                .map_err(internal)?
+                .map(|lease| lease.holder);
+            links.push(LinkStatus {
+                link: name.clone(),
+                source_tenant: link.resolved.source_tenant.name.clone(),
+                target_tenant: link.resolved.target_tenant.name.clone(),
+                target_kind: link.resolved.target.kind_name().to_owned(),
+                next_due: link.resolved.enabled.then(|| {
+                    link.resolved
+                        .cadence
+                        .next_due(last_run.as_ref().map(|run| run.started_at), now)
+                }),
+                last_run,
+                managed_objects: managed,
+                quarantine: checkpoint.quarantine,
+                running,
+            });
+        }
+        Ok(StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            links,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::{FakeDirectory, FakeExchange, MemStore};
+    use crate::report::RunOutcome;
+    use std::path::Path;
+
+    struct FakeConnector {
+        directories: HashMap<String, Arc<FakeDirectory>>,
+        exchanges: HashMap<String, Arc<FakeExchange>>,
+    }
+
+    #[async_trait]
+    impl Connector for FakeConnector {
+        async fn source(
+            &self,
+            tenant: &NamedTenant,
+        ) -> Result<Arc<dyn SourceDirectory>, PortError> {
+            Ok(self.directories[&tenant.name].clone())
+        }
+        async fn mail_contacts(
+            &self,
+            tenant: &NamedTenant,
+        ) -> Result<Arc<dyn MailContactTarget>, PortError> {
+            Ok(self.exchanges[&tenant.name].clone())
+        }
+        fn counters(&self) -> Option<Arc<dyn RequestCounters>> {
+            None
+        }
+    }
+
+    const CONFIG: &str = r#"
+[tenants.acme]
+tenant_id = "11111111-1111-4111-8111-111111111111"
+client_id = "22222222-2222-4222-8222-222222222222"
+credential = { env = "ACME_SECRET" }
+[tenants.northern]
+tenant_id = "33333333-3333-4333-8333-333333333333"
+client_id = "44444444-4444-4444-8444-444444444444"
+credential = { env = "NORTHERN_SECRET" }
+[[meshes]]
+name = "group"
+tenants = ["acme", "northern"]
+interval = "15m"
+[meshes.target]
+kind = "mail_contact"
+"#;
+
+    fn service() -> (EngineService, FakeConnector) {
+        let config = Config::from_toml_str(CONFIG, Path::new("galbridge.toml")).unwrap();
+        let make = || {
+            let mut directories = HashMap::new();
+            let mut exchanges = HashMap::new();
+            for (name, id, domain) in [
+                ("acme", "11111111-1111-4111-8111-111111111111", "acme.com"),
+                (
+                    "northern",
+                    "33333333-3333-4333-8333-333333333333",
+                    "northern.com",
+                ),
+            ] {
+                let directory = FakeDirectory::new(id);
+                directory.put_user(serde_json::json!({"id": format!("{name}-1"), "displayName": format!("{name} one"),
+                    "mail": format!("one@{domain}"), "accountEnabled": true, "userType": "Member"}));
+                directories.insert(name.to_owned(), Arc::new(directory));
+                exchanges.insert(name.to_owned(), Arc::new(FakeExchange::default()));
+            }
+            FakeConnector {
+                directories,
+                exchanges,
+            }
+        };
+        let connector = make();
+        let shared = FakeConnector {
+            directories: connector.directories.clone(),
+            exchanges: connector.exchanges.clone(),
+        };
+        (
+            EngineService::new(&config, Arc::new(MemStore::default()), Arc::new(shared)),
+            connector,
+        )
+    }
+
+    #[tokio::test]
+    async fn run_all_syncs_both_directions_of_a_mesh() {
+        let (service, world) = service();
+        let reports = service.run_all(RunOptions::default()).await;
+        assert_eq!(reports.len(), 2);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|r| r.outcome == RunOutcome::Succeeded)),
+            "{reports:?}"
+        );
+        assert!(
+            world.exchanges["northern"]
+                .by_address("one@acme.com")
+                .is_some()
+        );
+        assert!(
+            world.exchanges["acme"]
+                .by_address("one@northern.com")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_links_get_a_suggestion() {
+        let (service, _) = service();
+        let error = service
+            .run_link("group.acme-to-northen", RunOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ServiceError::UnknownLink { suggestion: Some(s), .. } if s == "group.acme-to-northern"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_due_runs_only_links_whose_interval_elapsed() {
+        let (service, _) = service();
+        let now = Utc::now();
+        assert_eq!(service.run_due(now).await.len(), 2, "never ran: due");
+        assert_eq!(
+            service
+                .run_due(now + chrono::Duration::minutes(5))
+                .await
+                .len(),
+            0,
+            "ran 5 minutes ago"
+        );
+        assert_eq!(
+            service
+                .run_due(now + chrono::Duration::minutes(16))
+                .await
+                .len(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn status_reports_each_link() {
+        let (service, _) = service();
+        service
+            .run_link("group.acme-to-northern", RunOptions::default())
+            .await
+            .unwrap();
+        let status = service.status().await.unwrap();
+        assert_eq!(status.links.len(), 2);
+        let link = status
+            .links
+            .iter()
+            .find(|l| l.link == "group.acme-to-northern")
+            .unwrap();
+        assert_eq!(link.managed_objects, 1);
+        assert_eq!(link.target_kind, "mail_contact");
+        assert!(link.last_run.is_some() && link.next_due.is_some() && link.running.is_none());
+        let other = status
+            .links
+            .iter()
+            .find(|l| l.link == "group.northern-to-acme")
+            .unwrap();
+        assert!(other.last_run.is_none());
+    }
+}

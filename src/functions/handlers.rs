@@ -1,0 +1,352 @@
+//! What each function does with its invocation: `SyncTimer` runs the due links, `SyncHttp` runs one link or all,
+//! `Status` reports. Every handled outcome is answered to the host with HTTP 200 and the real status in the
+//! `res` output; only payloads the host should never send (malformed JSON, unknown functions) get a non-2xx,
+//! which marks that invocation failed.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use super::envelope::{HttpRequestData, Invocation, InvocationResponse};
+use crate::report::{RunOptions, RunOutcome, RunReport};
+use crate::service::{ServiceError, SyncService};
+
+/// Binding names, as in `functions/*/function.json`.
+pub const TIMER_BINDING: &str = "timer";
+pub const HTTP_BINDING: &str = "req";
+
+/// The functions this handler serves (folder names under `functions/`).
+pub const FUNCTION_NAMES: [&str; 3] = ["SyncTimer", "SyncHttp", "Status"];
+
+/// An answer for the host: the HTTP status *to the host* and the envelope.
+pub struct HostAnswer {
+    pub host_status: u16,
+    pub response: InvocationResponse,
+}
+
+impl HostAnswer {
+    fn handled(response: InvocationResponse) -> Self {
+        Self {
+            host_status: 200,
+            response,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
+}
+
+fn error_body(message: &str) -> ErrorBody<'_> {
+    ErrorBody {
+        error: message,
+        holder: None,
+        until: None,
+    }
+}
+
+/// An invocation payload that could not be parsed: answered with HTTP 400 to the host (a failed invocation; the
+/// host should never send it), still in the envelope shape so any caller sees a clear 400.
+pub fn malformed(function: &str, reason: &str) -> HostAnswer {
+    let message = format!("malformed invocation of {function}: {reason}");
+    warn!(function, reason, "Malformed invocation payload.");
+    HostAnswer {
+        host_status: 400,
+        response: InvocationResponse::http(400, &error_body(&message), &[], vec![message.clone()]),
+    }
+}
+
+/// A function this handler does not serve: HTTP 404 to the host.
+pub fn unknown_function(function: &str) -> HostAnswer {
+    let message = format!(
+        "no function named {function:?}; this handler serves {}",
+        FUNCTION_NAMES.join(", ")
+    );
+    warn!(function, "Invocation of an unknown function.");
+    HostAnswer {
+        host_status: 404,
+        response: InvocationResponse::http(404, &error_body(&message), &[], vec![message.clone()]),
+    }
+}
+
+/// `SyncTimer`: runs every link that is due. The Logs carry one summary line per run.
+pub async fn sync_timer<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
+    let invocation = match Invocation::parse(body) {
+        Ok(invocation) => invocation,
+        Err(reason) => return malformed("SyncTimer", &reason.to_string()),
+    };
+    let timer = match invocation.timer(TIMER_BINDING) {
+        Ok(timer) => timer,
+        Err(reason) => return malformed("SyncTimer", &reason.to_string()),
+    };
+    if timer.is_past_due {
+        info!(last = ?timer.last, "Timer is past due; running what is due now.");
+    }
+    let results = service.run_due(chrono::Utc::now()).await;
+    let mut logs = Vec::new();
+    if results.is_empty() {
+        logs.push("no link is due".to_owned());
+    }
+    for result in &results {
+        match result {
+            Ok(report) => logs.push(report.summary.clone()),
+            Err(error) => logs.push(log_service_error(error)),
+        }
+    }
+    HostAnswer::handled(InvocationResponse::logs_only(logs))
+}
+
+/// `SyncHttp`: `POST /api/sync[/{link}]?dry_run=&full=&allow_deletes=`.
+pub async fn sync_http<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
+    let request = match Invocation::parse(body)
+        .and_then(|invocation| invocation.http_request(HTTP_BINDING))
+    {
+        Ok(request) => request,
+        Err(reason) => return malformed("SyncHttp", &reason.to_string()),
+    };
+    if request.method != "POST" {
+        return method_not_allowed(&request, "POST");
+    }
+    let options = match run_options(&request) {
+        Ok(options) => options,
+        Err(message) => return http_answer(400, &error_body(&message), vec![message.clone()]),
+    };
+    match link_of(&request) {
+        Some(link) => match service.run_link(&link, options).await {
+            Ok(report) => {
+                let status = if report.outcome == RunOutcome::Failed {
+                    500
+                } else {
+                    200
+                };
+                let logs = vec![report.summary.clone()];
+                http_answer(status, &report, logs)
+            }
+            Err(error) => service_error_answer(&error),
+        },
+        None => {
+            let results = service.run_all(options).await;
+            run_all_answer(&results)
+        }
+    }
+}
+
+/// `Status`: `GET /api/status`.
+pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
+    let request = match Invocation::parse(body)
+        .and_then(|invocation| invocation.http_request(HTTP_BINDING))
+    {
+        Ok(request) => request,
+        Err(reason) => return malformed("Status", &reason.to_string()),
+    };
+    if request.method != "GET" {
+        return method_not_allowed(&request, "GET");
+    }
+    match service.status().await {
+        Ok(report) => {
+            let line = format!("status of {} links", report.links.len());
+            http_answer(200, &report, vec![line])
+        }
+        Err(error) => service_error_answer(&error),
+    }
+}
+
+fn http_answer(status: u16, body: &impl Serialize, logs: Vec<String>) -> HostAnswer {
+    HostAnswer::handled(InvocationResponse::http(status, body, &[], logs))
+}
+
+fn method_not_allowed(request: &HttpRequestData, allowed: &str) -> HostAnswer {
+    let message = format!(
+        "method {} is not allowed here; use {allowed}",
+        request.method
+    );
+    HostAnswer::handled(InvocationResponse::http(
+        405,
+        &error_body(&message),
+        &[("Allow", allowed)],
+        vec![message.clone()],
+    ))
+}
+
+/// The link named by the route: `Params.link`, else the last segment of `/api/sync/{link}` in `Url`.
+fn link_of(request: &HttpRequestData) -> Option<String> {
+    if let Some(link) = request.params.get("link").filter(|link| !link.is_empty()) {
+        return Some(link.clone());
+    }
+    let path = request.path();
+    let rest = path.trim_end_matches('/').split("/sync/").nth(1)?;
+    let decoded = percent_encoding::percent_decode_str(rest)
+        .decode_utf8_lossy()
+        .into_owned();
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+/// Query options. Unknown parameters are refused (a typo such as `dryrun=true` must not turn into a real run);
+/// `code` is the function key the host already checked, and is ignored (never echoed).
+fn run_options(request: &HttpRequestData) -> Result<RunOptions, String> {
+    let mut options = RunOptions::default();
+    for (name, value) in &request.query {
+        let flag = match name.as_str() {
+            "dry_run" => &mut options.dry_run,
+            "full" => &mut options.full,
+            "allow_deletes" => &mut options.allow_deletes,
+            "code" => continue,
+            other => {
+                return Err(format!(
+                    "unknown query parameter {other:?}; expected dry_run, full or allow_deletes"
+                ));
+            }
+        };
+        *flag = match value.to_ascii_lowercase().as_str() {
+            "" | "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(format!(
+                    "query parameter {name} must be true or false; got {value:?}"
+                ));
+            }
+        };
+    }
+    Ok(options)
+}
+
+fn service_error_answer(error: &ServiceError) -> HostAnswer {
+    let line = log_service_error(error);
+    match error {
+        ServiceError::UnknownLink { .. } => {
+            http_answer(404, &error_body(&error.to_string()), vec![line])
+        }
+        ServiceError::LeaseHeld { holder, until, .. } => {
+            let body = ErrorBody {
+                error: &error.to_string(),
+                holder: Some(holder),
+                until: Some(until.to_rfc3339()),
+            };
+            http_answer(409, &body, vec![line])
+        }
+        ServiceError::BadRequest(_) => {
+            http_answer(400, &error_body(&error.to_string()), vec![line])
+        }
+        ServiceError::Internal(_) => {
+            // The cause is in the log (and Logs); the HTTP caller gets an opaque message.
+            http_answer(
+                500,
+                &error_body("internal error; see the function app's logs"),
+                vec![line],
+            )
+        }
+    }
+}
+
+fn log_service_error(error: &ServiceError) -> String {
+    match error {
+        ServiceError::Internal(_) => error!(error = %error, "Run failed to start."),
+        _ => warn!(error = %error, "Run refused."),
+    }
+    error.to_string()
+}
+
+#[derive(Serialize)]
+struct RunAllBody<'a> {
+    reports: Vec<&'a RunReport>,
+    errors: Vec<ErrorBody<'a>>,
+}
+
+fn run_all_answer(results: &[Result<RunReport, ServiceError>]) -> HostAnswer {
+    let mut logs = Vec::new();
+    let mut failed = false;
+    let mut error_texts = Vec::new();
+    for result in results {
+        match result {
+            Ok(report) => {
+                failed |= report.outcome == RunOutcome::Failed;
+                logs.push(report.summary.clone());
+            }
+            Err(error) => {
+                failed |= matches!(error, ServiceError::Internal(_));
+                logs.push(log_service_error(error));
+                error_texts.push(error.to_string());
+            }
+        }
+    }
+    let body = RunAllBody {
+        reports: results
+            .iter()
+            .filter_map(|result| result.as_ref().ok())
+            .collect(),
+        errors: error_texts.iter().map(|text| error_body(text)).collect(),
+    };
+    http_answer(if failed { 500 } else { 200 }, &body, logs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(url: &str, params: &[(&str, &str)], query: &[(&str, &str)]) -> HttpRequestData {
+        HttpRequestData {
+            url: url.to_owned(),
+            method: "POST".to_owned(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..HttpRequestData::default()
+        }
+    }
+
+    #[test]
+    fn link_comes_from_params_then_from_the_url() {
+        assert_eq!(
+            link_of(&request("https://x/api/sync/other", &[("link", "a")], &[])).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            link_of(&request("https://x/api/sync/acme-to-b?full=true", &[], &[])).as_deref(),
+            Some("acme-to-b")
+        );
+        assert_eq!(
+            link_of(&request(
+                "https://x/api/sync/m.a-to-b/",
+                &[("link", "")],
+                &[]
+            ))
+            .as_deref(),
+            Some("m.a-to-b")
+        );
+        assert_eq!(link_of(&request("https://x/api/sync", &[], &[])), None);
+    }
+
+    #[test]
+    fn query_options_are_strict_booleans_and_ignore_the_function_key() {
+        let options = run_options(&request(
+            "",
+            &[],
+            &[("dry_run", "true"), ("full", "0"), ("code", "k3y")],
+        ))
+        .unwrap();
+        assert_eq!(
+            options,
+            RunOptions {
+                dry_run: true,
+                full: false,
+                allow_deletes: false
+            }
+        );
+        assert_eq!(
+            run_options(&request("", &[], &[("dry_run", "maybe")])).unwrap_err(),
+            "query parameter dry_run must be true or false; got \"maybe\""
+        );
+        assert!(run_options(&request("", &[], &[("dryrun", "true")])).is_err());
+    }
+}
