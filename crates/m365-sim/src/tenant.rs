@@ -166,6 +166,9 @@ impl Directory {
         let tracked = self.users.get_mut(id).ok_or(PatchError::NotFound)?;
         let mut updated = tracked.value.clone();
         let changed = updated.apply_patch(patch).map_err(PatchError::Invalid)?;
+        // Sim-only fields (mailbox kind, hidden flag, manager) change the object without a Graph property.
+        let touched = updated != tracked.value;
+        let manager_changed = updated.manager_id != tracked.value.manager_id;
         let old_addresses = user_addresses(&tracked.value);
         let new_addresses = user_addresses(&updated);
         for a in &new_addresses {
@@ -181,11 +184,14 @@ impl Directory {
             return Err(PatchError::NotFound);
         };
         tracked.value = updated;
-        if !changed.is_empty() || tracked.value.manager_id.is_some() {
+        if touched {
             tracked.version = version;
         }
         for p in &changed {
             tracked.prop_versions.insert(p, version);
+        }
+        if manager_changed {
+            tracked.prop_versions.insert("manager", version);
         }
         for a in old_addresses {
             self.addresses.remove(&a);

@@ -116,7 +116,8 @@ async fn token(
         nbf: now,
         exp: now + lifetime,
         idtyp: "app".into(),
-        roles: tenant.app.permissions.read().iter().cloned().collect(),
+        // Permissions are checked live against the app's consent (see README), so tokens stay small.
+        roles: Vec::new(),
     };
     json_response(
         StatusCode::OK,

@@ -18,7 +18,7 @@ pub(crate) struct Claims {
     pub(crate) nbf: i64,
     pub(crate) exp: i64,
     pub(crate) idtyp: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) roles: Vec<String>,
 }
 

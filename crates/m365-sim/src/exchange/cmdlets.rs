@@ -380,9 +380,7 @@ fn new_mail_contact(
     let mut dir = tenant.dir.write();
     if dir.contact_by_name(&name).is_some()
         || dir.users.values().any(|t| {
-            t.value.display_name.eq_ignore_ascii_case(&name)
-                && t.value.mailbox != MailboxKind::None
-                && t.value.mail_nickname.eq_ignore_ascii_case(&name)
+            user_recipient(&t.value).is_some() && t.value.mail_nickname.eq_ignore_ascii_case(&name)
         })
     {
         return Err(CmdletError::bad(
@@ -695,6 +693,28 @@ fn get_recipients(
         .concat(),
     )?;
     let dir = tenant.dir.read();
+    // Fast path: an address names its owner through the address index (galbridge's conflict lookups).
+    if let Some(identity) = param_str(params, "Identity") {
+        let owner = match dir.address_owner(&identity) {
+            Some(AddressOwner::User(id)) => {
+                dir.users.get(id).and_then(|t| user_recipient(&t.value))
+            }
+            Some(AddressOwner::MailContact(id)) if only.is_none() => dir
+                .contacts
+                .get(id)
+                .map(|t| t.value.render_mail_contact(&tenant.initial_domain)),
+            _ => None,
+        };
+        let kind_ok = |m: &Map<String, Value>| {
+            only.is_none_or(|k| m.get("RecipientType").and_then(Value::as_str) == Some(k))
+        };
+        if let Some(m) = owner.filter(|m| kind_ok(m)) {
+            return Ok(Output {
+                values: vec![Value::Object(m)],
+                next_skip: None,
+            });
+        }
+    }
     let mut all: Vec<(String, Map<String, Value>)> = dir
         .users
         .iter()

@@ -285,10 +285,24 @@ pub(crate) async fn users_delta(
             }
         }
     };
+    // `manager` is a navigation property: users delta tracks it as `manager@delta` when selected.
+    let with_manager = cursor
+        .select
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|p| p.eq_ignore_ascii_case("manager")));
     let select_opts: std::collections::HashMap<String, String> = cursor
         .select
         .as_ref()
-        .map(|s| [("select".to_string(), s.join(","))].into_iter().collect())
+        .map(|s| {
+            let plain: Vec<&str> = s
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !p.eq_ignore_ascii_case("manager"))
+                .collect();
+            [("select".to_string(), plain.join(","))]
+                .into_iter()
+                .collect()
+        })
         .unwrap_or_default();
     let select = match user_select(&select_opts) {
         Ok(s) => s,
@@ -321,7 +335,22 @@ pub(crate) async fn users_delta(
                 } else {
                     select.clone()
                 };
-                Value::Object(t.value.render(&props))
+                let mut obj = t.value.render(&props);
+                let manager_news = !minimal
+                    || t.created_version > cursor.from
+                    || t.prop_versions
+                        .get("manager")
+                        .is_some_and(|v| *v > cursor.from);
+                if with_manager && manager_news {
+                    let link: Vec<Value> = t
+                        .value
+                        .manager_id
+                        .iter()
+                        .map(|m| json!({"@odata.type": "#microsoft.graph.user", "id": m}))
+                        .collect();
+                    obj.insert("manager@delta".into(), Value::Array(link));
+                }
+                Value::Object(obj)
             }
             DeltaEntry::Removed(id, reason) => json!({"id": id, "@removed": {"reason": reason}}),
         });

@@ -40,6 +40,54 @@ pub(crate) fn user_select(opts: &HashMap<String, String>) -> Result<Vec<&'static
     }
 }
 
+/// `$expand=manager` / `$expand=manager($select=id,displayName)`: the manager properties to inline, if asked.
+pub(crate) fn manager_expand(
+    opts: &HashMap<String, String>,
+) -> Result<Option<Vec<&'static str>>, Response> {
+    let Some(expand) = opts.get("expand") else {
+        return Ok(None);
+    };
+    let unsupported = || {
+        graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            &format!("Unsupported $expand: {expand}"),
+        )
+    };
+    let Some(rest) = expand.strip_prefix("manager") else {
+        return Err(unsupported());
+    };
+    if rest.is_empty() {
+        return Ok(Some(vec!["id", "displayName"]));
+    }
+    let inner = rest
+        .strip_prefix("($select=")
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(unsupported)?;
+    let props = inner
+        .split(',')
+        .map(|p| canonical_user_prop(p.trim()).ok_or_else(unsupported))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(props))
+}
+
+/// Inlines the manager (Graph omits the property when there is none).
+pub(crate) fn inline_manager(
+    dir: &Directory,
+    user: &User,
+    props: &[&'static str],
+    out: &mut Map<String, Value>,
+) {
+    if let Some(m) = user.manager_id.as_ref().and_then(|m| dir.users.get(m)) {
+        let mut obj = m.value.render(props);
+        obj.insert(
+            "@odata.type".into(),
+            Value::String("#microsoft.graph.user".into()),
+        );
+        out.insert("manager".into(), Value::Object(obj));
+    }
+}
+
 /// A user's id from an id or a userPrincipalName.
 pub(crate) fn find_user<'a>(dir: &'a Directory, key: &str) -> Option<&'a User> {
     if let Some(t) = dir.users.get(key) {
@@ -70,6 +118,10 @@ pub(crate) async fn list(
     };
     let top = match page_size(&state, &opts, &headers, 999) {
         Ok(n) => n,
+        Err(r) => return r,
+    };
+    let expand = match manager_expand(&opts) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let filter = match opts.get("filter").map(|f| parse_filter(f)) {
@@ -116,7 +168,11 @@ pub(crate) async fn list(
             more = true;
             break;
         }
-        items.push(Value::Object(tracked.value.render(&select)));
+        let mut obj = tracked.value.render(&select);
+        if let Some(props) = &expand {
+            inline_manager(&dir, &tracked.value, props, &mut obj);
+        }
+        items.push(Value::Object(obj));
         last = Some(id.clone());
     }
     drop(dir);
@@ -149,14 +205,22 @@ pub(crate) async fn get_one(
     if let Err(r) = caller.require(&["User.Read.All", "User.ReadWrite.All"]) {
         return r;
     }
-    let select = match user_select(&query_options(raw.as_deref())) {
+    let opts = query_options(raw.as_deref());
+    let select = match user_select(&opts) {
         Ok(s) => s,
+        Err(r) => return r,
+    };
+    let expand = match manager_expand(&opts) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let dir = caller.tenant.dir.read();
     match find_user(&dir, &id) {
         Some(u) => {
             let mut body = u.render(&select);
+            if let Some(props) = &expand {
+                inline_manager(&dir, u, props, &mut body);
+            }
             body.insert(
                 "@odata.context".into(),
                 Value::String(state.url("/v1.0/$metadata#users/$entity")),

@@ -76,7 +76,9 @@ impl ContactFolder {
 pub(crate) struct PersonalContact {
     pub(crate) id: String,
     pub(crate) parent_folder_id: String,
-    pub(crate) fields: Map<String, Value>,
+    /// The properties that are set, as compact JSON (canonical names). Kept serialized: a mailbox may hold
+    /// thousands of contacts and a parsed map costs several times the bytes.
+    pub(crate) fields: Box<str>,
     /// Single-value extended properties: id as the client spelled it → value.
     pub(crate) extended: Vec<(String, String)>,
     pub(crate) photo: Option<Arc<Vec<u8>>>,
@@ -101,8 +103,9 @@ impl PersonalContact {
             json!(format!("CQAAAB{:08}", self.change_key)),
         );
         m.insert("parentFolderId".into(), json!(self.parent_folder_id));
+        let mut fields = self.field_map();
         for p in CONTACT_PROPS {
-            let v = self.fields.get(*p).cloned().unwrap_or_else(|| {
+            let v = fields.remove(*p).unwrap_or_else(|| {
                 if LIST_PROPS.contains(p) {
                     json!([])
                 } else if ADDRESS_PROPS.contains(p) {
@@ -114,6 +117,11 @@ impl PersonalContact {
             m.insert((*p).to_string(), v);
         }
         m
+    }
+
+    /// The properties that are set, parsed.
+    pub(crate) fn field_map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.fields).unwrap_or_default()
     }
 
     /// The rendering a filter sees: every property plus the extended properties.
@@ -133,6 +141,7 @@ impl PersonalContact {
 
     /// Validates and applies a create/PATCH body; returns an error message in Graph's words.
     pub(crate) fn apply(&mut self, body: &Map<String, Value>) -> Result<(), String> {
+        let mut fields = self.field_map();
         for (key, value) in body {
             if key == "singleValueExtendedProperties" {
                 let items = value
@@ -176,11 +185,14 @@ impl PersonalContact {
                 return Err("A contact can have at most 3 email addresses.".into());
             }
             if value.is_null() {
-                self.fields.remove(*prop);
+                fields.remove(*prop);
             } else {
-                self.fields.insert((*prop).to_string(), value.clone());
+                fields.insert((*prop).to_string(), value.clone());
             }
         }
+        self.fields = serde_json::to_string(&fields)
+            .unwrap_or_else(|_| "{}".into())
+            .into_boxed_str();
         Ok(())
     }
 }

@@ -399,3 +399,28 @@ async fn invitations_make_guests_and_collide_with_mail_contacts() {
         "galbridge:x"
     );
 }
+
+#[tokio::test]
+async fn manager_is_expandable_and_tracked_by_delta() {
+    // [§2] users delta tracks the manager navigation property as manager@delta when selected; lists take
+    // $expand=manager($select=…), omitted when a user has no manager.
+    let t = spawn(&[("acme", 40)]).await;
+    let token = t.token("acme", GRAPH).await;
+    let control = t.sim.control();
+    let users = control.users("acme").unwrap();
+    let managed = users.iter().find(|u| u["manager"].is_string()).unwrap();
+    let (status, body, _) = t
+        .get(&token, &format!("/v1.0/users/{}?$select=id&$expand=manager($select=id,displayName)", managed["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["manager"]["id"], managed["manager"]);
+
+    let (all, last) = t.get_all(&token, &t.url("/v1.0/users/delta?$select=id,displayName,manager"), &[]).await;
+    let entry = all.iter().find(|u| u["id"] == managed["id"]).unwrap();
+    assert_eq!(entry["manager@delta"][0]["id"], managed["manager"]);
+    let other = users.iter().find(|u| u["id"] != managed["manager"] && u["id"] != managed["id"]).unwrap();
+    control.update_user("acme", managed["id"].as_str().unwrap(), json!({"manager": other["id"]})).unwrap();
+    let (changes, _) = t.get_all(&token, last["@odata.deltaLink"].as_str().unwrap(), &[("Prefer", "return=minimal")]).await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["manager@delta"][0]["id"], other["id"]);
+}
