@@ -11,9 +11,16 @@ use crate::report::{RunOptions, RunReport, StatusReport};
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("no link named {name:?}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
-    UnknownLink { name: String, suggestion: Option<String> },
+    UnknownLink {
+        name: String,
+        suggestion: Option<String>,
+    },
     #[error("link {link:?} is already running (lease held by {holder} until {until})")]
-    LeaseHeld { link: String, holder: String, until: DateTime<Utc> },
+    LeaseHeld {
+        link: String,
+        holder: String,
+        until: DateTime<Utc>,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("internal error: {0}")]
@@ -36,7 +43,10 @@ pub trait SyncService: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<RunReport, ServiceError>>> + Send;
 
     /// Runs the links whose interval has elapsed at `now` (the timer trigger).
-    fn run_due(&self, now: DateTime<Utc>) -> impl Future<Output = Vec<Result<RunReport, ServiceError>>> + Send;
+    fn run_due(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Vec<Result<RunReport, ServiceError>>> + Send;
 
     /// Each link's last run, next due time, counts, errors and quarantine.
     fn status(&self) -> impl Future<Output = Result<StatusReport, ServiceError>> + Send;

@@ -62,7 +62,11 @@ pub struct ObjectRecord {
 pub enum StateError {
     /// Another holder has the lease and it has not expired.
     #[error("lease on link {link:?} is held by {holder} until {until}")]
-    LeaseHeld { link: String, holder: String, until: DateTime<Utc> },
+    LeaseHeld {
+        link: String,
+        holder: String,
+        until: DateTime<Utc>,
+    },
     /// The lease was lost (expired and taken by someone else, or released).
     #[error("lease on link {link:?} was lost")]
     LeaseLost { link: String },
@@ -80,7 +84,12 @@ pub enum StateError {
 pub trait StateStore: Send + Sync {
     /// Takes the link's lease for `ttl`, or fails with [`StateError::LeaseHeld`] while someone else holds it.
     /// An expired lease can be taken over. Compare-and-swap: two callers racing get one winner.
-    async fn acquire_lease(&self, link: &str, holder: &str, ttl: chrono::Duration) -> Result<Lease, StateError>;
+    async fn acquire_lease(
+        &self,
+        link: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<Lease, StateError>;
     /// Extends a held lease; [`StateError::LeaseLost`] if it is no longer ours.
     async fn renew_lease(&self, lease: &Lease, ttl: chrono::Duration) -> Result<Lease, StateError>;
     /// Gives the lease up (idempotent).
@@ -89,21 +98,39 @@ pub trait StateStore: Send + Sync {
     async fn current_lease(&self, link: &str) -> Result<Option<Lease>, StateError>;
 
     async fn load_checkpoint(&self, link: &str) -> Result<LinkCheckpoint, StateError>;
-    async fn save_checkpoint(&self, link: &str, checkpoint: &LinkCheckpoint) -> Result<(), StateError>;
+    async fn save_checkpoint(
+        &self,
+        link: &str,
+        checkpoint: &LinkCheckpoint,
+    ) -> Result<(), StateError>;
 
     /// Every record of a (link, scope); order unspecified.
     async fn list_objects(&self, link: &str, scope: &str) -> Result<Vec<ObjectRecord>, StateError>;
     /// Inserts or replaces records (by anchor), atomically per call where the store allows (batches of ≤100).
-    async fn put_objects(&self, link: &str, scope: &str, records: &[ObjectRecord]) -> Result<(), StateError>;
+    async fn put_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        records: &[ObjectRecord],
+    ) -> Result<(), StateError>;
     /// Removes records by anchor (missing ones are ignored).
-    async fn delete_objects(&self, link: &str, scope: &str, anchors: &[String]) -> Result<(), StateError>;
+    async fn delete_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<(), StateError>;
     /// The scopes that hold records for a link (e.g. every mailbox served), excluding [`LINK_SCOPE`].
     async fn list_scopes(&self, link: &str) -> Result<Vec<String>, StateError>;
 
     /// Stores a finished run's report; keeps at least the last 50 per link.
     async fn put_run_record(&self, report: &RunReport) -> Result<(), StateError>;
     /// The newest `limit` run records of a link, newest first.
-    async fn list_run_records(&self, link: &str, limit: usize) -> Result<Vec<RunReport>, StateError>;
+    async fn list_run_records(
+        &self,
+        link: &str,
+        limit: usize,
+    ) -> Result<Vec<RunReport>, StateError>;
 
     /// Forgets everything about a link (after `purge`).
     async fn delete_link(&self, link: &str) -> Result<(), StateError>;
