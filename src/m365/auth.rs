@@ -314,7 +314,6 @@ impl TokenProvider {
                                     &self.inner.counters,
                                     Service::ManagedIdentity,
                                 ),
-                                ..ManagedIdentityCredentialOptions::default()
                             };
                             let credential: Arc<dyn TokenCredential> =
                                 ManagedIdentityCredential::new(Some(options)).map_err(|error| {

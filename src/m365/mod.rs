@@ -13,16 +13,23 @@
 
 pub mod assertion;
 pub mod auth;
+pub mod batch;
 pub mod counters;
+pub mod exchange;
+pub mod graph;
 pub mod http;
 pub mod keyvault;
 pub mod limiter;
+pub mod mailbox;
 pub mod retry;
 pub mod sdk;
 pub mod secret;
 
 pub use auth::{AuthError, CredentialSource, PlatformIdentity, TenantAuth, TokenProvider};
+pub use batch::{BatchRequest, BatchResponse};
 pub use counters::{RequestCounters, Service};
+pub use exchange::{ExchangeClient, ExchangeError, ExchangeErrorKind};
+pub use graph::{DeltaStart, GraphClient, GraphError, Page, PageStream};
 pub use http::{
     ApiClient, ApiRequest, ApiResponse, HttpError, HttpSettings, TokenSource, build_http_client,
 };
