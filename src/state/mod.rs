@@ -8,6 +8,21 @@
 //!
 //! Writes of object records happen as changes land, so a crash loses at most the batch in flight, and the
 //! delta link is only stored once the whole plan applied (the engine's job; the store just persists atomically).
+//!
+//! The stores:
+//! - [`FileStore`] ([`file`]): a directory on local disk, the embedded default of the CLI.
+//! - [`TableStore`] ([`table`]): Azure Table Storage through a small REST client of our own, for the Functions app.
+//! - [`MemoryStore`] ([`memory`]): in-process, for fast engine tests.
+//!
+//! All three pass the same conformance suite (`tests/state_conformance.rs`).
+
+pub mod file;
+pub mod memory;
+pub mod table;
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+pub use table::{TableAuth, TableStore, TableStoreConfig};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,6 +31,9 @@ use crate::report::{QuarantineInfo, RunReport};
 
 /// The scope of link-wide object maps (as opposed to one mailbox's).
 pub const LINK_SCOPE: &str = "";
+
+/// How many run records every store keeps per link (older ones are dropped as new ones arrive).
+pub const RUN_RECORDS_KEPT: usize = 50;
 
 /// A held lease on a link. Renew it while running; release it when done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +93,25 @@ pub enum StateError {
     Conflict { what: String },
     #[error("state store I/O error: {0}")]
     Io(String),
+    /// Stored data that cannot be read back (a damaged file, a foreign entity). Never silently reset: the operator
+    /// decides (restore, or delete the named file/entity and let the next full run rebuild it).
     #[error("state store data is corrupt at {what}: {reason}")]
     Corrupt { what: String, reason: String },
+    /// A record too large for the store (Table Storage: 1 MiB per entity); refused before anything is written.
+    #[error("{what} is too large for the state store: {size} bytes, limit {limit}")]
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
+    /// The store refused the request (authentication, permissions, bad request) after retries.
+    #[error("state store refused {operation}: HTTP {status} {code}: {message}")]
+    Service {
+        operation: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 /// The sync state of every link. Implementations must be safe to share between concurrent runs of different links.
@@ -104,7 +139,7 @@ pub trait StateStore: Send + Sync {
         checkpoint: &LinkCheckpoint,
     ) -> Result<(), StateError>;
 
-    /// Every record of a (link, scope); order unspecified.
+    /// Every record of a (link, scope), sorted by anchor.
     async fn list_objects(&self, link: &str, scope: &str) -> Result<Vec<ObjectRecord>, StateError>;
     /// Inserts or replaces records (by anchor), atomically per call where the store allows (batches of ≤100).
     async fn put_objects(
@@ -123,7 +158,8 @@ pub trait StateStore: Send + Sync {
     /// The scopes that hold records for a link (e.g. every mailbox served), excluding [`LINK_SCOPE`].
     async fn list_scopes(&self, link: &str) -> Result<Vec<String>, StateError>;
 
-    /// Stores a finished run's report; keeps at least the last 50 per link.
+    /// Stores a finished run's report; keeps the last [`RUN_RECORDS_KEPT`] per link (newest by `started_at`).
+    /// Storing a report with the same `run_id` again replaces it.
     async fn put_run_record(&self, report: &RunReport) -> Result<(), StateError>;
     /// The newest `limit` run records of a link, newest first.
     async fn list_run_records(

@@ -1,0 +1,251 @@
+//! m365-sim throughput and footprint, in release: `cargo bench -p m365-sim --bench throughput`.
+//! Prints simple Graph GETs per second, `$batch` contact writes per second, and the resident memory of a large
+//! seeded tenant with mailboxes full of contacts. Scale with M365SIM_BENCH_USERS / _MAILBOXES / _CONTACTS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use m365_sim::{SimConfig, SimHandle, TenantSeed};
+use serde_json::{Value, json};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn client(sim: &SimHandle) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(sim.ca_pem_path()).expect("CA PEM");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("PEM")).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
+}
+
+async fn token(http: &reqwest::Client, sim: &SimHandle, scope: &str) -> String {
+    let t = sim.tenant("acme").expect("acme");
+    let body: Value = http
+        .post(t.token_url.clone())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &t.client_id),
+            ("client_secret", &t.client_secret),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    body["access_token"].as_str().expect("token").to_string()
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn simple_gets(
+    sim: &SimHandle,
+    http: &reqwest::Client,
+    tok: &str,
+    ids: &[String],
+    workers: usize,
+    secs: u64,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let ids = Arc::new(ids.to_vec());
+    let base = sim.base_url().as_str().trim_end_matches('/').to_string();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (http, tok, ids, done, errors, base) = (
+            http.clone(),
+            tok.to_string(),
+            Arc::clone(&ids),
+            Arc::clone(&done),
+            Arc::clone(&errors),
+            base.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while Instant::now() < deadline {
+                let id = &ids[i % ids.len()];
+                i += workers;
+                match http
+                    .get(format!(
+                        "{base}/v1.0/users/{id}?$select=id,displayName,mail"
+                    ))
+                    .bearer_auth(&tok)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "  ({n} ok, {} errors, {workers} connections)",
+        errors.load(Ordering::Relaxed)
+    );
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn batch_writes(
+    sim: &SimHandle,
+    http: &reqwest::Client,
+    tok: &str,
+    mailboxes: &[String],
+    batches_per_mailbox: usize,
+) -> (f64, u64) {
+    let base = sim.base_url().as_str().trim_end_matches('/').to_string();
+    let start = Instant::now();
+    let created = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // One worker per mailbox: a mailbox takes 4 concurrent requests, which one batch already uses.
+    for (m, mailbox) in mailboxes.iter().enumerate() {
+        let (http, tok, base, mailbox, created) = (
+            http.clone(),
+            tok.to_string(),
+            base.clone(),
+            mailbox.clone(),
+            Arc::clone(&created),
+        );
+        tasks.push(tokio::spawn(async move {
+            for b in 0..batches_per_mailbox {
+                let requests: Vec<Value> = (0..20)
+                    .map(|i| json!({"id": i.to_string(), "method": "POST", "url": format!("/users/{mailbox}/contacts"), "headers": {"Content-Type": "application/json"},
+                        "body": {"displayName": format!("Bench {m}-{b}-{i}"), "emailAddresses": [{"address": format!("b{m}.{b}.{i}@bench.example")}], "categories": ["Bench"]}}))
+                    .collect();
+                let resp: Value = http.post(format!("{base}/v1.0/$batch")).bearer_auth(&tok).json(&json!({"requests": requests})).send().await.expect("batch").json().await.expect("json");
+                let ok = resp["responses"].as_array().map_or(0, |r| r.iter().filter(|x| x["status"] == 201).count());
+                created.fetch_add(ok as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = created.load(Ordering::Relaxed);
+    (n as f64 / start.elapsed().as_secs_f64(), n)
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let secs = env_usize("M365SIM_BENCH_SECS", 5) as u64;
+    let sim = m365_sim::start(SimConfig {
+        tenants: vec![TenantSeed::new("acme", 2_000)],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start");
+    let http = client(&sim);
+    let graph = token(&http, &sim, "https://graph.microsoft.com/.default").await;
+    let users = sim.control().users("acme").expect("users");
+    let ids: Vec<String> = users
+        .iter()
+        .filter_map(|u| u["id"].as_str().map(str::to_string))
+        .collect();
+    println!("m365-sim throughput (client and server share this machine's cores)");
+    let rate = simple_gets(&sim, &http, &graph, &ids, 64, secs).await;
+    println!("simple Graph GET /v1.0/users/{{id}}: {rate:.0} req/s");
+
+    let mailboxes: Vec<String> = users
+        .iter()
+        .filter(|u| u["mailbox"] == "user" && u["restEnabled"] == true)
+        .filter_map(|u| u["id"].as_str().map(str::to_string))
+        .take(32)
+        .collect();
+    let (rate, n) = batch_writes(&sim, &http, &graph, &mailboxes, 10).await;
+    println!(
+        "$batch contact creates: {rate:.0} contacts/s ({n} created, batches of 20, {} mailboxes in parallel)",
+        mailboxes.len()
+    );
+    let throttled = sim.control().throttled_count();
+    println!("429s sent during the run: {throttled}");
+    sim.shutdown().await;
+
+    let users_n = env_usize("M365SIM_BENCH_USERS", 100_000);
+    let mailboxes_n = env_usize("M365SIM_BENCH_MAILBOXES", 1_000);
+    let contacts_n = env_usize("M365SIM_BENCH_CONTACTS", 1_000);
+    let before = rss_mib();
+    let started = Instant::now();
+    let big = m365_sim::start(SimConfig {
+        tenants: vec![TenantSeed {
+            photo_rate: 0.6,
+            ..TenantSeed::new("acme", users_n)
+        }],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start");
+    let seeded = started.elapsed();
+    let after_users = rss_mib();
+    let control = big.control();
+    let owners: Vec<String> = control
+        .users("acme")
+        .expect("users")
+        .iter()
+        .filter(|u| u["mailbox"] == "user")
+        .filter_map(|u| u["id"].as_str().map(str::to_string))
+        .take(mailboxes_n)
+        .collect();
+    for owner in &owners {
+        for c in 0..contacts_n {
+            let fields = json!({"givenName": "Ada", "surname": format!("Lovelace{c}"), "displayName": format!("Ada Lovelace{c}"), "emailAddresses": [{"name": "Ada", "address": format!("ada{c}@northern.example")}],
+                "businessPhones": ["+44 20 7946 0000"], "mobilePhone": "+44 7700 900000", "jobTitle": "Analyst", "companyName": "Northern", "department": "Research",
+                "businessAddress": {"street": "1 Main St", "city": "London", "postalCode": "EC1", "countryOrRegion": "UK"}, "categories": ["Northern Directory"]});
+            control
+                .create_user_made_contact("acme", owner, None, fields)
+                .expect("contact");
+        }
+    }
+    let after_contacts = rss_mib();
+    let total = owners.len() * contacts_n;
+    println!(
+        "footprint: {users_n} users seeded in {:.1}s, +{:.0} MiB; {} mailboxes x {contacts_n} contacts = {total} contacts, +{:.0} MiB ({:.0} bytes/contact); RSS {:.0} MiB",
+        seeded.as_secs_f64(),
+        after_users - before,
+        owners.len(),
+        after_contacts - after_users,
+        (after_contacts - after_users) * 1024.0 * 1024.0 / total.max(1) as f64,
+        after_contacts
+    );
+    big.shutdown().await;
+}

@@ -1,0 +1,834 @@
+//! The cmdlets galbridge runs: Get-/New-/Set-/Remove-MailContact, Set-/Get-Contact, Get-Recipient,
+//! Get-/Set-MailUser. Enforces Exchange's rules: Name unique and ≤ 64 chars, ExternalEmailAddress not any other
+//! recipient's proxy address, CustomAttributeN ≤ 1024 chars, unknown parameters refused.
+
+use serde_json::{Map, Value, json};
+
+use super::opath::{self, OPath};
+use super::{CmdletError, Output};
+use crate::graph::{decode_token, encode_token};
+use crate::model::mail_contact::{MailContact, bare_address};
+use crate::model::user::{MailboxKind, User};
+use crate::state::SimState;
+use crate::tenant::{AddressOwner, Directory, Tenant};
+
+const RECIPIENT_TASK: &str = "Microsoft.Exchange.Management.Tasks.RecipientTaskException";
+const VALIDATION: &str = "Microsoft.Exchange.Data.DataValidationException";
+const PARAMETER_BINDING: &str = "System.Management.Automation.ParameterBindingException";
+
+fn param<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+fn param_str(params: &Map<String, Value>, name: &str) -> Option<String> {
+    param(params, name).map(|v| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+fn param_bool(params: &Map<String, Value>, name: &str) -> Result<Option<bool>, CmdletError> {
+    match param(params, name) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => match s.trim_start_matches('$').to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(CmdletError::bad(
+                PARAMETER_BINDING,
+                format!("Cannot convert value \"{s}\" to type \"System.Boolean\"."),
+            )),
+        },
+        Some(other) => Err(CmdletError::bad(
+            PARAMETER_BINDING,
+            format!("Cannot convert value \"{other}\" to type \"System.Boolean\"."),
+        )),
+    }
+}
+
+fn check_known(
+    cmdlet: &str,
+    params: &Map<String, Value>,
+    known: &[&str],
+) -> Result<(), CmdletError> {
+    for key in params.keys() {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            return Err(CmdletError::bad(
+                PARAMETER_BINDING,
+                format!(
+                    "A parameter cannot be found that matches parameter name '{key}' of cmdlet '{cmdlet}'."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const COMMON: &[&str] = &[
+    "ErrorAction",
+    "WarningAction",
+    "Confirm",
+    "WhatIf",
+    "Verbose",
+    "DomainController",
+];
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Skip {
+    after: String,
+    remaining: Option<usize>,
+}
+
+pub(crate) fn dispatch(
+    state: &SimState,
+    tenant: &Tenant,
+    cmdlet: &str,
+    params: &Map<String, Value>,
+    page_size: usize,
+    skip: Option<&str>,
+) -> Result<Output, CmdletError> {
+    match cmdlet.to_ascii_lowercase().as_str() {
+        "get-mailcontact" => get_mail_contacts(state, tenant, params, page_size, skip, false),
+        "get-contact" => get_mail_contacts(state, tenant, params, page_size, skip, true),
+        "new-mailcontact" => new_mail_contact(state, tenant, params).map(|v| Output {
+            values: vec![v],
+            next_skip: None,
+        }),
+        "set-mailcontact" => set_mail_contact(tenant, params, false).map(|_| Output {
+            values: Vec::new(),
+            next_skip: None,
+        }),
+        "set-contact" => set_mail_contact(tenant, params, true).map(|_| Output {
+            values: Vec::new(),
+            next_skip: None,
+        }),
+        "remove-mailcontact" => remove_mail_contact(tenant, params).map(|_| Output {
+            values: Vec::new(),
+            next_skip: None,
+        }),
+        "get-recipient" => get_recipients(state, tenant, params, page_size, skip, None),
+        "get-mailuser" => get_recipients(state, tenant, params, page_size, skip, Some("MailUser")),
+        "set-mailuser" => set_mail_user(tenant, params).map(|_| Output {
+            values: Vec::new(),
+            next_skip: None,
+        }),
+        _ => Err(CmdletError::bad(
+            "System.Management.Automation.CommandNotFoundException",
+            format!(
+                "The term '{cmdlet}' is not recognized as a name of a cmdlet, or the cmdlet is not available to the application's role."
+            ),
+        )),
+    }
+}
+
+/// Finds a mail contact by any identity Exchange accepts: Name, Alias, ExternalDirectoryObjectId, Guid,
+/// primary SMTP address or DistinguishedName.
+fn resolve_contact<'a>(
+    dir: &'a Directory,
+    tenant: &Tenant,
+    identity: &str,
+) -> Option<&'a MailContact> {
+    if let Some(t) = dir.contacts.get(identity) {
+        return Some(&t.value);
+    }
+    if let Some(id) = dir.contact_by_name(identity) {
+        return dir.contacts.get(id).map(|t| &t.value);
+    }
+    if let Some(AddressOwner::MailContact(id)) = dir.address_owner(identity) {
+        return dir.contacts.get(id).map(|t| &t.value);
+    }
+    dir.contacts.values().map(|t| &t.value).find(|c| {
+        c.alias.eq_ignore_ascii_case(identity)
+            || c.guid.eq_ignore_ascii_case(identity)
+            || c.distinguished_name(&tenant.initial_domain)
+                .eq_ignore_ascii_case(identity)
+    })
+}
+
+fn result_size(params: &Map<String, Value>) -> Result<Option<usize>, CmdletError> {
+    match param_str(params, "ResultSize") {
+        None => Ok(Some(1000)),
+        Some(s) if s.eq_ignore_ascii_case("unlimited") => Ok(None),
+        Some(s) => s.parse::<usize>().map(Some).map_err(|_| {
+            CmdletError::bad(
+                PARAMETER_BINDING,
+                format!("Cannot bind parameter 'ResultSize'. Cannot convert value \"{s}\"."),
+            )
+        }),
+    }
+}
+
+fn parse_filter(params: &Map<String, Value>) -> Result<Option<OPath>, CmdletError> {
+    param_str(params, "Filter")
+        .map(|f| {
+            opath::parse(&f).map_err(|e| {
+                CmdletError::bad(
+                    "Microsoft.Exchange.Management.Tasks.TaskInvalidFilterException",
+                    format!("Cannot bind parameter 'Filter' to the target. {e} \"{f}\""),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn paged(items: Vec<(String, Value)>, page_size: usize, remaining: Option<usize>) -> Output {
+    let cap = remaining.map_or(page_size, |r| r.min(page_size));
+    let total = items.len();
+    let mut values = Vec::with_capacity(cap.min(total));
+    let mut last = None;
+    for (id, v) in items.into_iter().take(cap) {
+        last = Some(id);
+        values.push(v);
+    }
+    let left = remaining.map(|r| r - values.len());
+    let next_skip = match (last, total > values.len(), left) {
+        (Some(after), true, None) => Some(encode_token(&Skip {
+            after,
+            remaining: None,
+        })),
+        (Some(after), true, Some(l)) if l > 0 => Some(encode_token(&Skip {
+            after,
+            remaining: Some(l),
+        })),
+        _ => None,
+    };
+    Output { values, next_skip }
+}
+
+fn get_mail_contacts(
+    state: &SimState,
+    tenant: &Tenant,
+    params: &Map<String, Value>,
+    page_size: usize,
+    skip: Option<&str>,
+    contact_view: bool,
+) -> Result<Output, CmdletError> {
+    let name = if contact_view {
+        "Get-Contact"
+    } else {
+        "Get-MailContact"
+    };
+    check_known(
+        name,
+        params,
+        &[
+            COMMON,
+            &[
+                "Identity",
+                "Filter",
+                "ResultSize",
+                "RecipientTypeDetails",
+                "SortBy",
+            ],
+        ]
+        .concat(),
+    )?;
+    let dir = tenant.dir.read();
+    let render = |c: &MailContact| {
+        Value::Object(if contact_view {
+            c.render_contact(&tenant.initial_domain)
+        } else {
+            c.render_mail_contact(&tenant.initial_domain)
+        })
+    };
+    if let Some(identity) = param_str(params, "Identity") {
+        return match resolve_contact(&dir, tenant, &identity) {
+            Some(c) => Ok(Output {
+                values: vec![render(c)],
+                next_skip: None,
+            }),
+            None => Err(CmdletError::not_found(&identity, tenant)),
+        };
+    }
+    let filter = parse_filter(params)?;
+    let (after, remaining) = match skip.and_then(decode_token::<Skip>) {
+        Some(s) => (Some(s.after), s.remaining),
+        None => (None, result_size(params)?),
+    };
+    let now = state.clock.now_ms();
+    let fast = filter.as_ref().and_then(|f| f.as_custom_attribute_eq());
+    let mut items = Vec::new();
+    let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    for (id, t) in dir.contacts.range((start, std::ops::Bound::Unbounded)) {
+        // Eventual consistency: a fresh contact is missing from filtered/listed results for a while.
+        if t.visible_from_ms > now {
+            continue;
+        }
+        let keep = match (&filter, fast) {
+            (_, Some((n, v))) => t.value.custom_attributes[n - 1].eq_ignore_ascii_case(v),
+            (Some(f), None) => f.eval(&t.value.render_all(&tenant.initial_domain)),
+            (None, None) => true,
+        };
+        if keep {
+            items.push((id.clone(), render(&t.value)));
+            if items.len() > page_size.min(remaining.unwrap_or(usize::MAX)) {
+                break;
+            }
+        }
+    }
+    Ok(paged(items, page_size, remaining))
+}
+
+fn alias_from(name: &str) -> String {
+    let a: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-' || *c == '_')
+        .collect();
+    if a.is_empty() {
+        "contact".into()
+    } else {
+        a.chars().take(64).collect()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), CmdletError> {
+    let len = name.chars().count();
+    if name.trim().is_empty() {
+        return Err(CmdletError::bad(
+            VALIDATION,
+            "The Name property can't be empty.",
+        ));
+    }
+    if len > 64 {
+        return Err(CmdletError::bad(
+            VALIDATION,
+            format!(
+                "The length of the property is too long. The maximum length is 64 and the length of the value provided is {len}."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn address_conflict(
+    dir: &Directory,
+    tenant: &Tenant,
+    address: &str,
+    own_id: Option<&str>,
+) -> Result<(), CmdletError> {
+    let owner = dir.address_owner(address);
+    let owner_name = match owner {
+        None => return Ok(()),
+        Some(AddressOwner::MailContact(id)) if Some(id.as_str()) == own_id => return Ok(()),
+        Some(AddressOwner::MailContact(id)) => dir
+            .contacts
+            .get(id)
+            .map(|t| t.value.name.clone())
+            .unwrap_or_default(),
+        Some(AddressOwner::User(id)) => dir
+            .users
+            .get(id)
+            .map(|t| t.value.display_name.clone())
+            .unwrap_or_default(),
+    };
+    let _ = tenant;
+    Err(CmdletError::bad(
+        "Microsoft.Exchange.Data.Directory.ProxyAddressExistsException",
+        format!(
+            "The proxy address \"SMTP:{}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{owner_name}\". Please choose another proxy address.",
+            bare_address(address)
+        ),
+    ))
+}
+
+fn new_mail_contact(
+    state: &SimState,
+    tenant: &Tenant,
+    params: &Map<String, Value>,
+) -> Result<Value, CmdletError> {
+    check_known(
+        "New-MailContact",
+        params,
+        &[
+            COMMON,
+            &[
+                "Name",
+                "ExternalEmailAddress",
+                "Alias",
+                "DisplayName",
+                "FirstName",
+                "LastName",
+                "Initials",
+                "OrganizationalUnit",
+            ],
+        ]
+        .concat(),
+    )?;
+    let name = param_str(params, "Name").ok_or_else(|| {
+        CmdletError::bad(
+            PARAMETER_BINDING,
+            "Cannot process command because of one or more missing mandatory parameters: Name.",
+        )
+    })?;
+    let external = param_str(params, "ExternalEmailAddress")
+        .ok_or_else(|| CmdletError::bad(PARAMETER_BINDING, "Cannot process command because of one or more missing mandatory parameters: ExternalEmailAddress."))?;
+    check_name(&name)?;
+    let address = bare_address(&external).to_string();
+    if !address.contains('@') || address.starts_with('@') || address.ends_with('@') {
+        return Err(CmdletError::bad(
+            VALIDATION,
+            format!("\"{external}\" isn't a valid SMTP address."),
+        ));
+    }
+    let knobs = state.knobs();
+    let now = state.clock.now();
+    let now_ms = now.timestamp_millis();
+    let mut dir = tenant.dir.write();
+    if dir.contact_by_name(&name).is_some()
+        || dir.users.values().any(|t| {
+            user_recipient(&t.value).is_some() && t.value.mail_nickname.eq_ignore_ascii_case(&name)
+        })
+    {
+        return Err(CmdletError::bad(
+            "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
+            format!("The name \"{name}\" is already being used. Please try another name."),
+        ));
+    }
+    address_conflict(&dir, tenant, &address, None)?;
+    let mut alias = param_str(params, "Alias").unwrap_or_else(|| alias_from(&name));
+    let base_alias = alias.clone();
+    let mut n = 1;
+    while dir
+        .contacts
+        .values()
+        .any(|t| t.value.alias.eq_ignore_ascii_case(&alias))
+    {
+        n += 1;
+        alias = format!("{base_alias}{n}");
+    }
+    let stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let id = uuid::Uuid::new_v4().to_string();
+    let contact = MailContact {
+        external_directory_object_id: id.clone(),
+        guid: uuid::Uuid::new_v4().to_string(),
+        display_name: param_str(params, "DisplayName").unwrap_or_else(|| name.clone()),
+        name,
+        alias,
+        external_email_address: format!("SMTP:{address}"),
+        email_addresses: vec![format!("SMTP:{address}")],
+        first_name: param_str(params, "FirstName").unwrap_or_default(),
+        last_name: param_str(params, "LastName").unwrap_or_default(),
+        initials: param_str(params, "Initials").unwrap_or_default(),
+        when_created_utc: stamp.clone(),
+        when_changed_utc: stamp,
+        ..MailContact::default()
+    };
+    let rendered = Value::Object(contact.render_mail_contact(&tenant.initial_domain));
+    let visible = now_ms + i64::try_from(knobs.consistency_delay_ms).unwrap_or(0);
+    let replicated = now_ms + i64::try_from(knobs.replication_delay_ms).unwrap_or(0);
+    dir.insert_contact(contact, visible, replicated);
+    Ok(rendered)
+}
+
+const SET_MAIL_CONTACT: &[&str] = &[
+    "Identity",
+    "Name",
+    "DisplayName",
+    "Alias",
+    "ExternalEmailAddress",
+    "EmailAddresses",
+    "HiddenFromAddressListsEnabled",
+    "CustomAttribute1",
+    "CustomAttribute2",
+    "CustomAttribute3",
+    "CustomAttribute4",
+    "CustomAttribute5",
+    "CustomAttribute6",
+    "CustomAttribute7",
+    "CustomAttribute8",
+    "CustomAttribute9",
+    "CustomAttribute10",
+    "CustomAttribute11",
+    "CustomAttribute12",
+    "CustomAttribute13",
+    "CustomAttribute14",
+    "CustomAttribute15",
+];
+const SET_CONTACT: &[&str] = &[
+    "Identity",
+    "Title",
+    "Department",
+    "Company",
+    "Office",
+    "Phone",
+    "MobilePhone",
+    "HomePhone",
+    "Fax",
+    "StreetAddress",
+    "City",
+    "StateOrProvince",
+    "PostalCode",
+    "CountryOrRegion",
+    "Notes",
+    "FirstName",
+    "LastName",
+    "Initials",
+    "WebPage",
+    "Manager",
+    "DisplayName",
+    "Name",
+];
+
+fn set_mail_contact(
+    tenant: &Tenant,
+    params: &Map<String, Value>,
+    contact_view: bool,
+) -> Result<(), CmdletError> {
+    let cmdlet = if contact_view {
+        "Set-Contact"
+    } else {
+        "Set-MailContact"
+    };
+    check_known(
+        cmdlet,
+        params,
+        &[
+            COMMON,
+            if contact_view {
+                SET_CONTACT
+            } else {
+                SET_MAIL_CONTACT
+            },
+        ]
+        .concat(),
+    )?;
+    let identity = param_str(params, "Identity").ok_or_else(|| {
+        CmdletError::bad(
+            PARAMETER_BINDING,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        )
+    })?;
+    let mut dir = tenant.dir.write();
+    let mut c = resolve_contact(&dir, tenant, &identity)
+        .cloned()
+        .ok_or_else(|| CmdletError::not_found(&identity, tenant))?;
+    for (key, value) in params {
+        let text = || match value {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let k = key.to_ascii_lowercase();
+        match k.as_str() {
+            "identity" | "confirm" | "erroraction" | "warningaction" | "whatif" | "verbose"
+            | "domaincontroller" => {}
+            "name" => {
+                let name = text();
+                check_name(&name)?;
+                if dir
+                    .contact_by_name(&name)
+                    .is_some_and(|id| *id != c.external_directory_object_id)
+                {
+                    return Err(CmdletError::bad(
+                        "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
+                        format!(
+                            "The name \"{name}\" is already being used. Please try another name."
+                        ),
+                    ));
+                }
+                c.name = name;
+            }
+            "displayname" => c.display_name = text(),
+            "alias" => c.alias = text(),
+            "externalemailaddress" => {
+                let a = bare_address(&text()).to_string();
+                address_conflict(&dir, tenant, &a, Some(&c.external_directory_object_id))?;
+                let old_primary = c.primary_smtp().to_string();
+                c.email_addresses
+                    .retain(|e| !bare_address(e).eq_ignore_ascii_case(&old_primary));
+                c.external_email_address = format!("SMTP:{a}");
+                c.email_addresses.insert(0, format!("SMTP:{a}"));
+            }
+            "emailaddresses" => {
+                let list: Vec<String> = match value {
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                    Value::String(s) => s.split(',').map(|x| x.trim().to_string()).collect(),
+                    _ => Vec::new(),
+                };
+                for a in &list {
+                    address_conflict(&dir, tenant, a, Some(&c.external_directory_object_id))?;
+                }
+                c.email_addresses = list;
+            }
+            "hiddenfromaddresslistsenabled" => {
+                c.hidden_from_address_lists_enabled = param_bool(params, key)?.unwrap_or(false)
+            }
+            k if k.starts_with("customattribute") => {
+                let n: usize = k["customattribute".len()..].parse().unwrap_or(0);
+                let v = text();
+                if v.chars().count() > 1024 {
+                    return Err(CmdletError::bad(
+                        VALIDATION,
+                        format!(
+                            "The length of the property is too long. The maximum length is 1024 and the length of the value provided is {}.",
+                            v.chars().count()
+                        ),
+                    ));
+                }
+                c.custom_attributes[n - 1] = v;
+            }
+            "title" => c.title = text(),
+            "department" => c.department = text(),
+            "company" => c.company = text(),
+            "office" => c.office = text(),
+            "phone" => c.phone = text(),
+            "mobilephone" => c.mobile_phone = text(),
+            "homephone" => c.home_phone = text(),
+            "fax" => c.fax = text(),
+            "streetaddress" => c.street_address = text(),
+            "city" => c.city = text(),
+            "stateorprovince" => c.state_or_province = text(),
+            "postalcode" => c.postal_code = text(),
+            "countryorregion" => c.country_or_region = text(),
+            "notes" => c.notes = text(),
+            "firstname" => c.first_name = text(),
+            "lastname" => c.last_name = text(),
+            "initials" => c.initials = text(),
+            "webpage" => c.web_page = text(),
+            "manager" => c.manager = text(),
+            _ => {}
+        }
+    }
+    c.when_changed_utc = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    dir.replace_contact(c);
+    Ok(())
+}
+
+fn remove_mail_contact(tenant: &Tenant, params: &Map<String, Value>) -> Result<(), CmdletError> {
+    check_known(
+        "Remove-MailContact",
+        params,
+        &[COMMON, &["Identity"]].concat(),
+    )?;
+    let identity = param_str(params, "Identity").ok_or_else(|| {
+        CmdletError::bad(
+            PARAMETER_BINDING,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        )
+    })?;
+    let mut dir = tenant.dir.write();
+    let id = resolve_contact(&dir, tenant, &identity)
+        .map(|c| c.external_directory_object_id.clone())
+        .ok_or_else(|| CmdletError::not_found(&identity, tenant))?;
+    dir.remove_contact(&id);
+    Ok(())
+}
+
+/// A user as Exchange lists it as a recipient (None for users Exchange does not know: no mailbox and no mail).
+fn user_recipient(u: &User) -> Option<Map<String, Value>> {
+    let (kind, details) = match (u.mailbox, u.user_type.as_str()) {
+        (MailboxKind::User, _) => ("UserMailbox", "UserMailbox"),
+        (MailboxKind::Shared, _) => ("UserMailbox", "SharedMailbox"),
+        (MailboxKind::None, "Guest") if u.mail.is_some() => ("MailUser", "GuestMailUser"),
+        _ => return None,
+    };
+    let mut m = Map::new();
+    m.insert("Identity".into(), json!(u.mail_nickname));
+    m.insert("Name".into(), json!(u.mail_nickname));
+    m.insert("Alias".into(), json!(u.mail_nickname));
+    m.insert("DisplayName".into(), json!(u.display_name));
+    m.insert(
+        "PrimarySmtpAddress".into(),
+        json!(u.mail.clone().unwrap_or_default()),
+    );
+    m.insert("EmailAddresses".into(), json!(u.proxy_addresses));
+    m.insert(
+        "ExternalEmailAddress".into(),
+        if kind == "MailUser" {
+            json!(format!("SMTP:{}", u.mail.clone().unwrap_or_default()))
+        } else {
+            Value::Null
+        },
+    );
+    m.insert("RecipientType".into(), json!(kind));
+    m.insert("RecipientTypeDetails".into(), json!(details));
+    m.insert("ExternalDirectoryObjectId".into(), json!(u.id));
+    m.insert(
+        "HiddenFromAddressListsEnabled".into(),
+        json!(u.hidden_from_address_lists),
+    );
+    for (i, v) in u.extension_attributes.iter().enumerate() {
+        m.insert(
+            format!("CustomAttribute{}", i + 1),
+            json!(v.clone().unwrap_or_default()),
+        );
+    }
+    Some(m)
+}
+
+fn get_recipients(
+    state: &SimState,
+    tenant: &Tenant,
+    params: &Map<String, Value>,
+    page_size: usize,
+    skip: Option<&str>,
+    only: Option<&str>,
+) -> Result<Output, CmdletError> {
+    let cmdlet = if only.is_some() {
+        "Get-MailUser"
+    } else {
+        "Get-Recipient"
+    };
+    check_known(
+        cmdlet,
+        params,
+        &[
+            COMMON,
+            &[
+                "Identity",
+                "Filter",
+                "ResultSize",
+                "RecipientTypeDetails",
+                "RecipientType",
+            ],
+        ]
+        .concat(),
+    )?;
+    let dir = tenant.dir.read();
+    // Fast path: an address names its owner through the address index (galbridge's conflict lookups).
+    if let Some(identity) = param_str(params, "Identity") {
+        let owner = match dir.address_owner(&identity) {
+            Some(AddressOwner::User(id)) => {
+                dir.users.get(id).and_then(|t| user_recipient(&t.value))
+            }
+            Some(AddressOwner::MailContact(id)) if only.is_none() => dir
+                .contacts
+                .get(id)
+                .map(|t| t.value.render_mail_contact(&tenant.initial_domain)),
+            _ => None,
+        };
+        let kind_ok = |m: &Map<String, Value>| {
+            only.is_none_or(|k| m.get("RecipientType").and_then(Value::as_str) == Some(k))
+        };
+        if let Some(m) = owner.filter(|m| kind_ok(m)) {
+            return Ok(Output {
+                values: vec![Value::Object(m)],
+                next_skip: None,
+            });
+        }
+    }
+    let mut all: Vec<(String, Map<String, Value>)> = dir
+        .users
+        .iter()
+        .filter_map(|(id, t)| user_recipient(&t.value).map(|m| (format!("u{id}"), m)))
+        .collect();
+    if only.is_none() {
+        let now = state.clock.now_ms();
+        all.extend(
+            dir.contacts
+                .iter()
+                .filter(|(_, t)| t.visible_from_ms <= now)
+                .map(|(id, t)| {
+                    (
+                        format!("c{id}"),
+                        t.value.render_mail_contact(&tenant.initial_domain),
+                    )
+                }),
+        );
+    }
+    if let Some(kind) = only {
+        all.retain(|(_, m)| m.get("RecipientType").and_then(Value::as_str) == Some(kind));
+    }
+    if let Some(identity) = param_str(params, "Identity") {
+        let lower = identity.to_lowercase();
+        let hit = all.into_iter().find(|(_, m)| {
+            [
+                "Identity",
+                "Name",
+                "Alias",
+                "PrimarySmtpAddress",
+                "ExternalDirectoryObjectId",
+                "DisplayName",
+            ]
+            .iter()
+            .any(|k| {
+                m.get(*k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.to_lowercase() == lower)
+            }) || m
+                .get("EmailAddresses")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .any(|e| bare_address(e).eq_ignore_ascii_case(bare_address(&identity)))
+                })
+        });
+        return match hit {
+            Some((_, m)) => Ok(Output {
+                values: vec![Value::Object(m)],
+                next_skip: None,
+            }),
+            None => Err(CmdletError::not_found(&identity, tenant)),
+        };
+    }
+    let filter = parse_filter(params)?;
+    let details = param_str(params, "RecipientTypeDetails");
+    let (after, remaining) = match skip.and_then(decode_token::<Skip>) {
+        Some(s) => (Some(s.after), s.remaining),
+        None => (None, result_size(params)?),
+    };
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let items: Vec<(String, Value)> = all
+        .into_iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+        .filter(|(_, m)| filter.as_ref().is_none_or(|f| f.eval(m)))
+        .filter(|(_, m)| {
+            details.as_ref().is_none_or(|d| {
+                m.get("RecipientTypeDetails")
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| d.split(',').any(|x| x.trim().eq_ignore_ascii_case(v)))
+            })
+        })
+        .map(|(k, m)| (k, Value::Object(m)))
+        .collect();
+    Ok(paged(items, page_size, remaining))
+}
+
+fn set_mail_user(tenant: &Tenant, params: &Map<String, Value>) -> Result<(), CmdletError> {
+    check_known(
+        "Set-MailUser",
+        params,
+        &[COMMON, &["Identity", "HiddenFromAddressListsEnabled"]].concat(),
+    )?;
+    let identity = param_str(params, "Identity").ok_or_else(|| {
+        CmdletError::bad(
+            PARAMETER_BINDING,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        )
+    })?;
+    let hidden = param_bool(params, "HiddenFromAddressListsEnabled")?;
+    let mut dir = tenant.dir.write();
+    let lower = identity.to_lowercase();
+    let id = dir
+        .users
+        .values()
+        .map(|t| &t.value)
+        .filter(|u| {
+            user_recipient(u)
+                .is_some_and(|m| m.get("RecipientType").and_then(Value::as_str) == Some("MailUser"))
+        })
+        .find(|u| {
+            u.id == identity
+                || u.mail_nickname.to_lowercase() == lower
+                || u.mail.as_deref().is_some_and(|m| m.to_lowercase() == lower)
+                || u.user_principal_name.to_lowercase() == lower
+        })
+        .map(|u| u.id.clone())
+        .ok_or_else(|| CmdletError::not_found(&identity, tenant))?;
+    if let Some(h) = hidden {
+        let mut patch = Map::new();
+        patch.insert("hiddenFromAddressLists".into(), Value::Bool(h));
+        dir.patch_user(&id, &patch)
+            .map_err(|e| CmdletError::bad(RECIPIENT_TASK, e.to_string()))?;
+    }
+    Ok(())
+}

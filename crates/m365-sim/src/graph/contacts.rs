@@ -1,0 +1,822 @@
+//! Personal contacts in mailboxes: contact folders and child folders, contacts CRUD with categories and
+//! single-value extended properties (`$expand=singleValueExtendedProperties($filter=id eq '…')`, `Any()` filters),
+//! contact photos (≤ 4 MB), per-folder contacts delta. Every request takes an Outlook slot for (app, mailbox):
+//! 4 concurrent, 10,000 per 10 minutes (microsoft-apis.md §4). Mailboxes that are not REST-enabled answer
+//! `MailboxNotEnabledForRESTAPI`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use parking_lot::RwLock;
+use serde_json::{Map, Value, json};
+
+use super::delta::{
+    DeltaCursor, DeltaEntry, Start, delta_body, expired, page, round_end, start_of,
+};
+use super::odata::{Expr, parse_filter, query_options};
+use super::{Caller, bad_request, caller, collection, page_size};
+use crate::model::mailbox::{ContactFolder, Mailbox, PersonalContact};
+use crate::model::user::MailboxKind;
+use crate::model::{Tombstone, Tracked};
+use crate::respond::{graph_error, json_response, no_content, throttled};
+use crate::state::SimState;
+
+const MAX_PHOTO_BYTES: usize = 4 * 1024 * 1024;
+
+fn item_not_found() -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
+}
+
+/// Takes an Outlook concurrency slot for (app, mailbox) or answers 429 with Retry-After. The slot is held by the
+/// request pipeline until the response is ready (modelled service time included), as a real request occupies it.
+pub(crate) fn outlook_permit(
+    state: &SimState,
+    caller: &Caller,
+    mailbox_id: &str,
+) -> Result<(), Response> {
+    let k = state.knobs.read();
+    let (max, per10, retry) = (
+        k.outlook_concurrency_per_mailbox,
+        k.outlook_requests_per_10_min,
+        k.retry_after_secs,
+    );
+    drop(k);
+    state
+        .limits
+        .acquire_mailbox(
+            &caller.app_id,
+            mailbox_id,
+            state.clock.now_ms(),
+            max,
+            per10,
+            retry,
+        )
+        .map(crate::server::hold_permit)
+        .map_err(|t| throttled(t.retry_after_secs, "Mailbox"))
+}
+
+/// Authenticates, checks Contacts.ReadWrite, resolves the mailbox and takes its Outlook slot.
+fn open(
+    state: &SimState,
+    headers: &HeaderMap,
+    user_key: &str,
+) -> Result<Arc<RwLock<Mailbox>>, Response> {
+    let caller = caller(state, headers)?;
+    caller.require(&["Contacts.ReadWrite", "Contacts.Read"])?;
+    let (user_id, kind, rest) = {
+        let dir = caller.tenant.dir.read();
+        let u = super::users::find_user(&dir, user_key).ok_or_else(|| {
+            graph_error(
+                StatusCode::NOT_FOUND,
+                "ErrorInvalidUser",
+                &format!("The requested user '{user_key}' is invalid."),
+            )
+        })?;
+        (u.id.clone(), u.mailbox, u.rest_enabled)
+    };
+    if kind == MailboxKind::None {
+        return Err(graph_error(
+            StatusCode::NOT_FOUND,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        ));
+    }
+    if !rest {
+        // Quirk: some mailboxes answer MailboxNotEnabledForRESTAPI; galbridge must skip and report them (§3).
+        return Err(graph_error(
+            StatusCode::NOT_FOUND,
+            "MailboxNotEnabledForRESTAPI",
+            "REST API is not yet supported for this mailbox.",
+        ));
+    }
+    outlook_permit(state, &caller, &user_id)?;
+    Ok(caller.tenant.ensure_mailbox(&user_id))
+}
+
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(graph_error(
+            StatusCode::BAD_REQUEST,
+            "RequestBodyRead",
+            "Cannot read the request body: it must be a JSON object.",
+        )),
+    }
+}
+
+pub(crate) async fn list_folders(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mb = mb.read();
+    let items = mb
+        .folders
+        .values()
+        .filter(|f| f.parent_folder_id == mb.root_folder_id)
+        .map(|f| Value::Object(f.render()))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &collection(&state, "users('x')/contactFolders", items, None),
+    )
+}
+
+pub(crate) async fn list_child_folders(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mb = mb.read();
+    if !mb.folders.contains_key(&fid) {
+        return item_not_found();
+    }
+    let items = mb
+        .folders
+        .values()
+        .filter(|f| f.parent_folder_id == fid)
+        .map(|f| Value::Object(f.render()))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &collection(
+            &state,
+            "users('x')/contactFolders('x')/childFolders",
+            items,
+            None,
+        ),
+    )
+}
+
+pub(crate) async fn get_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mb = mb.read();
+    match resolve_folder(&mb, &fid).and_then(|id| mb.folders.get(&id)) {
+        Some(f) => json_response(StatusCode::OK, &Value::Object(f.render())),
+        None => item_not_found(),
+    }
+}
+
+fn resolve_folder(mb: &Mailbox, fid: &str) -> Option<String> {
+    // Quirk: the well-known name "contacts" addresses the default folder.
+    if fid.eq_ignore_ascii_case("contacts") {
+        return Some(mb.default_folder_id.clone());
+    }
+    mb.folders.contains_key(fid).then(|| fid.to_string())
+}
+
+fn make_folder(
+    state: &SimState,
+    headers: &HeaderMap,
+    user: &str,
+    parent: Option<&str>,
+    body: &Bytes,
+) -> Response {
+    let mb = match open(state, headers, user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = match body_object(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(name) = body
+        .get("displayName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+    else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "The folder displayName is required.",
+        );
+    };
+    let mut mb = mb.write();
+    let parent_id = match parent {
+        None => mb.root_folder_id.clone(),
+        Some(p) => match resolve_folder(&mb, p) {
+            Some(id) => id,
+            None => return item_not_found(),
+        },
+    };
+    if mb
+        .folders
+        .values()
+        .any(|f| f.parent_folder_id == parent_id && f.display_name.eq_ignore_ascii_case(name))
+    {
+        return graph_error(
+            StatusCode::CONFLICT,
+            "ErrorFolderExists",
+            "A folder with the specified name already exists.",
+        );
+    }
+    let id = mb.new_id("AQMk");
+    let folder = ContactFolder {
+        id: id.clone(),
+        display_name: name.to_string(),
+        parent_folder_id: parent_id,
+    };
+    let rendered = folder.render();
+    mb.folders.insert(id, folder);
+    json_response(StatusCode::CREATED, &Value::Object(rendered))
+}
+
+pub(crate) async fn create_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Response {
+    make_folder(&state, &headers, &user, None, &body)
+}
+
+pub(crate) async fn create_child_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    make_folder(&state, &headers, &user, Some(&fid), &body)
+}
+
+pub(crate) async fn delete_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut mb = mb.write();
+    if fid == mb.default_folder_id || !mb.folders.contains_key(&fid) {
+        return item_not_found();
+    }
+    mb.folders.remove(&fid);
+    let doomed: Vec<String> = mb
+        .contacts
+        .iter()
+        .filter(|(_, t)| t.value.parent_folder_id == fid)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in doomed {
+        remove_contact(&mut mb, &id);
+    }
+    no_content()
+}
+
+/// Inserts a contact into a folder (shared by Graph and the control API).
+pub(crate) fn insert_contact(
+    mb: &mut Mailbox,
+    folder_id: &str,
+    body: &Map<String, Value>,
+    now: &str,
+    visible_from_ms: i64,
+    user_made: bool,
+) -> Result<Map<String, Value>, String> {
+    let id = mb.new_id("AAMk");
+    let mut c = PersonalContact {
+        id: id.clone(),
+        parent_folder_id: folder_id.to_string(),
+        created: now.into(),
+        modified: now.into(),
+        user_made,
+        change_key: 1,
+        ..PersonalContact::default()
+    };
+    c.apply(body)?;
+    let rendered = c.render();
+    let version = mb.bump();
+    mb.contacts.insert(
+        id,
+        Tracked {
+            value: c,
+            version,
+            created_version: version,
+            prop_versions: Default::default(),
+            visible_from_ms,
+        },
+    );
+    Ok(rendered)
+}
+
+pub(crate) fn remove_contact(mb: &mut Mailbox, id: &str) -> bool {
+    let Some(t) = mb.contacts.remove(id) else {
+        return false;
+    };
+    let version = mb.bump();
+    mb.tombstones.insert(
+        id.to_string(),
+        (
+            t.value.parent_folder_id,
+            Tombstone {
+                version,
+                reason: "deleted",
+            },
+        ),
+    );
+    true
+}
+
+fn create(
+    state: &SimState,
+    headers: &HeaderMap,
+    user: &str,
+    folder: Option<&str>,
+    body: &Bytes,
+) -> Response {
+    let mb = match open(state, headers, user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = match body_object(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = state.clock.now();
+    let visible = now.timestamp_millis()
+        + i64::try_from(state.knobs.read().consistency_delay_ms).unwrap_or(0);
+    let mut mb = mb.write();
+    let folder_id = match folder {
+        None => mb.default_folder_id.clone(),
+        Some(f) => match resolve_folder(&mb, f) {
+            Some(id) => id,
+            None => return item_not_found(),
+        },
+    };
+    match insert_contact(
+        &mut mb,
+        &folder_id,
+        &body,
+        &now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        visible,
+        false,
+    ) {
+        Ok(rendered) => json_response(StatusCode::CREATED, &Value::Object(rendered)),
+        Err(msg) => graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidProperty", &msg),
+    }
+}
+
+pub(crate) async fn create_default(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Response {
+    create(&state, &headers, &user, None, &body)
+}
+
+pub(crate) async fn create_in_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    create(&state, &headers, &user, Some(&fid), &body)
+}
+
+/// `$expand=singleValueExtendedProperties($filter=id eq '…')` → the id asked for (or all when no filter).
+fn expand_filter(
+    opts: &std::collections::HashMap<String, String>,
+) -> Result<Option<Option<Expr>>, Response> {
+    let Some(expand) = opts.get("expand") else {
+        return Ok(None);
+    };
+    let lower = expand.to_ascii_lowercase();
+    if !lower.starts_with("singlevalueextendedproperties") {
+        return Err(bad_request(&format!("Unsupported $expand: {expand}")));
+    }
+    let inner = expand
+        .find('(')
+        .map(|i| &expand[i + 1..expand.len().saturating_sub(1)]);
+    match inner {
+        None => Ok(Some(None)),
+        Some(inner) => {
+            let f = inner
+                .trim()
+                .strip_prefix("$filter=")
+                .or_else(|| inner.trim().strip_prefix("$Filter="))
+                .ok_or_else(|| bad_request("Unsupported $expand options"))?;
+            parse_filter(f)
+                .map(|e| Some(Some(e)))
+                .map_err(|e| bad_request(&format!("Invalid $expand filter: {e}")))
+        }
+    }
+}
+
+fn render_with_expand(c: &PersonalContact, expand: &Option<Option<Expr>>) -> Value {
+    let mut m = c.render();
+    if let Some(filter) = expand {
+        let items: Vec<Value> = c
+            .extended
+            .iter()
+            .map(|(id, value)| json!({"id": id, "value": value}))
+            .filter(|ep| filter.as_ref().is_none_or(|f| f.eval(ep)))
+            .collect();
+        // Quirk: Graph omits the property entirely when no extended property matches.
+        if !items.is_empty() {
+            m.insert("singleValueExtendedProperties".into(), Value::Array(items));
+        }
+    }
+    Value::Object(m)
+}
+
+fn list(
+    state: &SimState,
+    headers: &HeaderMap,
+    user: &str,
+    folder: Option<&str>,
+    raw: Option<&str>,
+) -> Response {
+    let mb = match open(state, headers, user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let opts = query_options(raw);
+    let top = match page_size(state, &opts, headers, 1000) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let expand = match expand_filter(&opts) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let filter = match opts.get("filter").map(|f| parse_filter(f)) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorInvalidUrlQueryFilter",
+                &format!("The filter expression is invalid: {e}"),
+            );
+        }
+    };
+    let skip: usize = opts.get("skip").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let now = state.clock.now_ms();
+    let mb = mb.read();
+    let folder_id = match folder {
+        None => None,
+        Some(f) => match resolve_folder(&mb, f) {
+            Some(id) => Some(id),
+            None => return item_not_found(),
+        },
+    };
+    let mut matched = mb
+        .contacts
+        .values()
+        .filter(|t| t.visible_from_ms <= now)
+        .filter(|t| {
+            folder_id
+                .as_ref()
+                .is_none_or(|f| t.value.parent_folder_id == *f)
+        })
+        .filter(|t| {
+            filter
+                .as_ref()
+                .is_none_or(|f| f.eval(&Value::Object(t.value.render_for_filter())))
+        });
+    let items: Vec<Value> = matched
+        .by_ref()
+        .skip(skip)
+        .take(top)
+        .map(|t| render_with_expand(&t.value, &expand))
+        .collect();
+    let more = matched.next().is_some();
+    let next = more.then(|| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &opts {
+            if k != "skip" && k != "top" {
+                q.append_pair(&format!("${k}"), v);
+            }
+        }
+        q.append_pair("$top", &top.to_string());
+        q.append_pair("$skip", &(skip + top).to_string());
+        let path = match folder {
+            Some(f) => format!("/v1.0/users/{user}/contactFolders/{f}/contacts"),
+            None => format!("/v1.0/users/{user}/contacts"),
+        };
+        state.url(&format!("{path}?{}", q.finish()))
+    });
+    json_response(
+        StatusCode::OK,
+        &collection(state, "users('x')/contacts", items, next),
+    )
+}
+
+pub(crate) async fn list_default(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    list(&state, &headers, &user, None, raw.as_deref())
+}
+
+pub(crate) async fn list_in_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    list(&state, &headers, &user, Some(&fid), raw.as_deref())
+}
+
+fn get(
+    state: &SimState,
+    headers: &HeaderMap,
+    user: &str,
+    cid: &str,
+    raw: Option<&str>,
+) -> Response {
+    let mb = match open(state, headers, user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let expand = match expand_filter(&query_options(raw)) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mb = mb.read();
+    match mb.contacts.get(cid) {
+        Some(t) => json_response(StatusCode::OK, &render_with_expand(&t.value, &expand)),
+        None => item_not_found(),
+    }
+}
+
+pub(crate) async fn get_contact(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, cid)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    get(&state, &headers, &user, &cid, raw.as_deref())
+}
+
+pub(crate) async fn get_contact_in_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, _fid, cid)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    get(&state, &headers, &user, &cid, raw.as_deref())
+}
+
+fn patch(state: &SimState, headers: &HeaderMap, user: &str, cid: &str, body: &Bytes) -> Response {
+    let mb = match open(state, headers, user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = match body_object(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = state.clock.now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut mb = mb.write();
+    let version = mb.seq + 1;
+    let Some(t) = mb.contacts.get_mut(cid) else {
+        return item_not_found();
+    };
+    let mut updated = t.value.clone();
+    if let Err(msg) = updated.apply(&body) {
+        return graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidProperty", &msg);
+    }
+    updated.change_key += 1;
+    updated.modified = now;
+    let rendered = updated.render();
+    t.value = updated;
+    t.version = version;
+    mb.seq = version;
+    json_response(StatusCode::OK, &Value::Object(rendered))
+}
+
+pub(crate) async fn patch_contact(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, cid)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    patch(&state, &headers, &user, &cid, &body)
+}
+
+pub(crate) async fn patch_contact_in_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, _fid, cid)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    patch(&state, &headers, &user, &cid, &body)
+}
+
+fn delete(state: &SimState, headers: &HeaderMap, user: &str, cid: &str) -> Response {
+    let mb = match open(state, headers, user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if remove_contact(&mut mb.write(), cid) {
+        no_content()
+    } else {
+        item_not_found()
+    }
+}
+
+pub(crate) async fn delete_contact(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, cid)): Path<(String, String)>,
+) -> Response {
+    delete(&state, &headers, &user, &cid)
+}
+
+pub(crate) async fn delete_contact_in_folder(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, _fid, cid)): Path<(String, String, String)>,
+) -> Response {
+    delete(&state, &headers, &user, &cid)
+}
+
+pub(crate) async fn put_photo(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, cid)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("image/") {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "The photo must be sent with an image Content-Type (image/jpeg).",
+        );
+    }
+    if body.len() > MAX_PHOTO_BYTES {
+        return graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ErrorRequestEntityTooLarge",
+            "The photo is larger than 4 MB.",
+        );
+    }
+    if body.len() < 4 || body[..2] != [0xFF, 0xD8] {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidImage",
+            "The image data is not a valid JPEG.",
+        );
+    }
+    let mut mb = mb.write();
+    let version = mb.seq + 1;
+    let Some(t) = mb.contacts.get_mut(&cid) else {
+        return item_not_found();
+    };
+    t.value.photo = Some(Arc::new(body.to_vec()));
+    t.value.change_key += 1;
+    t.version = version;
+    mb.seq = version;
+    no_content()
+}
+
+pub(crate) async fn get_photo(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, cid)): Path<(String, String)>,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mb = mb.read();
+    let Some(t) = mb.contacts.get(&cid) else {
+        return item_not_found();
+    };
+    match &t.value.photo {
+        Some(p) => {
+            let mut r = Response::new(Body::from(p.as_ref().clone()));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            r
+        }
+        None => graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The photo wasn't found.",
+        ),
+    }
+}
+
+pub(crate) async fn folder_delta(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((user, fid)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mb = match open(&state, &headers, &user) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let opts = query_options(raw.as_deref());
+    let size = super::prefer_value(&headers, "odata.maxpagesize")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(state.knobs.read().default_page_size)
+        .clamp(1, 1000);
+    let now = state.clock.now_ms();
+    let mb = mb.read();
+    let Some(folder_id) = resolve_folder(&mb, &fid) else {
+        return item_not_found();
+    };
+    let path = format!("/v1.0/users/{user}/contactFolders/{fid}/contacts/delta");
+    let visible = |_: &str, t: &Tracked<PersonalContact>| t.visible_from_ms <= now;
+    let cursor = match start_of(&opts) {
+        Start::Invalid => return bad_request("The delta token is not valid."),
+        Start::Latest | Start::Fresh => DeltaCursor {
+            from: 0,
+            to: round_end(mb.seq, 0, &mb.contacts, visible),
+            after: None,
+            generation: mb.delta_generation,
+            issued_ms: now,
+            select: None,
+            replay: None,
+        },
+        Start::Continue(c, is_delta) => {
+            if c.generation != mb.delta_generation {
+                return expired(&state, &path);
+            }
+            if is_delta {
+                DeltaCursor {
+                    from: c.to,
+                    to: round_end(mb.seq, c.to, &mb.contacts, visible),
+                    after: None,
+                    issued_ms: now,
+                    ..c
+                }
+            } else {
+                c
+            }
+        }
+    };
+    let tombs = mb
+        .tombstones
+        .iter()
+        .filter(|(_, (f, _))| *f == folder_id)
+        .map(|(id, (_, t))| (id, *t));
+    let (entries, last) = page(&mb.contacts, tombs, &cursor, size, |c| {
+        c.parent_folder_id == folder_id
+    });
+    let values: Vec<Value> = entries
+        .into_iter()
+        .map(|e| match e {
+            DeltaEntry::Live(t) => Value::Object(t.value.render()),
+            DeltaEntry::Removed(id, reason) => json!({"id": id, "@removed": {"reason": reason}}),
+        })
+        .collect();
+    let (next, delta) = match last {
+        Some(after) => (
+            Some(DeltaCursor {
+                after: Some(after),
+                ..cursor
+            }),
+            None,
+        ),
+        None => (
+            None,
+            Some(DeltaCursor {
+                from: cursor.to,
+                after: None,
+                ..cursor
+            }),
+        ),
+    };
+    json_response(
+        StatusCode::OK,
+        &delta_body(&state, "Collection(contact)", &path, values, next, delta),
+    )
+}

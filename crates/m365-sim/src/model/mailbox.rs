@@ -1,0 +1,271 @@
+//! A mailbox's contact folders and personal contacts (Outlook data reached through Graph), with the bookkeeping
+//! that per-folder contacts delta needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::{Tombstone, Tracked};
+
+/// Contact properties Graph accepts on create/PATCH (microsoft.graph.contact, v1.0).
+pub(crate) const CONTACT_PROPS: &[&str] = &[
+    "givenName",
+    "surname",
+    "middleName",
+    "displayName",
+    "fileAs",
+    "nickName",
+    "title",
+    "initials",
+    "generation",
+    "emailAddresses",
+    "imAddresses",
+    "businessPhones",
+    "homePhones",
+    "mobilePhone",
+    "jobTitle",
+    "companyName",
+    "department",
+    "officeLocation",
+    "profession",
+    "businessHomePage",
+    "assistantName",
+    "manager",
+    "homeAddress",
+    "businessAddress",
+    "otherAddress",
+    "personalNotes",
+    "birthday",
+    "spouseName",
+    "children",
+    "categories",
+    "yomiGivenName",
+    "yomiSurname",
+    "yomiCompanyName",
+];
+
+const LIST_PROPS: &[&str] = &[
+    "emailAddresses",
+    "imAddresses",
+    "businessPhones",
+    "homePhones",
+    "children",
+    "categories",
+];
+const ADDRESS_PROPS: &[&str] = &["homeAddress", "businessAddress", "otherAddress"];
+
+#[derive(Clone, Debug)]
+pub(crate) struct ContactFolder {
+    pub(crate) id: String,
+    pub(crate) display_name: String,
+    pub(crate) parent_folder_id: String,
+}
+
+impl ContactFolder {
+    pub(crate) fn render(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        m.insert("displayName".into(), json!(self.display_name));
+        m.insert("parentFolderId".into(), json!(self.parent_folder_id));
+        m
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PersonalContact {
+    pub(crate) id: String,
+    pub(crate) parent_folder_id: String,
+    /// The properties that are set, as compact JSON (canonical names). Kept serialized: a mailbox may hold
+    /// thousands of contacts and a parsed map costs several times the bytes.
+    pub(crate) fields: Box<str>,
+    /// Single-value extended properties: id as the client spelled it → value.
+    pub(crate) extended: Vec<(String, String)>,
+    pub(crate) photo: Option<Arc<Vec<u8>>>,
+    pub(crate) change_key: u64,
+    pub(crate) created: String,
+    pub(crate) modified: String,
+    pub(crate) user_made: bool,
+}
+
+impl PersonalContact {
+    pub(crate) fn render(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert(
+            "@odata.etag".into(),
+            json!(format!("W/\"CQAAAB{:08}\"", self.change_key)),
+        );
+        m.insert("id".into(), json!(self.id));
+        m.insert("createdDateTime".into(), json!(self.created));
+        m.insert("lastModifiedDateTime".into(), json!(self.modified));
+        m.insert(
+            "changeKey".into(),
+            json!(format!("CQAAAB{:08}", self.change_key)),
+        );
+        m.insert("parentFolderId".into(), json!(self.parent_folder_id));
+        let mut fields = self.field_map();
+        for p in CONTACT_PROPS {
+            let v = fields.remove(*p).unwrap_or_else(|| {
+                if LIST_PROPS.contains(p) {
+                    json!([])
+                } else if ADDRESS_PROPS.contains(p) {
+                    json!({})
+                } else {
+                    Value::Null
+                }
+            });
+            m.insert((*p).to_string(), v);
+        }
+        m
+    }
+
+    /// The properties that are set, parsed.
+    pub(crate) fn field_map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.fields).unwrap_or_default()
+    }
+
+    /// The rendering a filter sees: every property plus the extended properties.
+    pub(crate) fn render_for_filter(&self) -> Map<String, Value> {
+        let mut m = self.render();
+        m.insert(
+            "singleValueExtendedProperties".into(),
+            Value::Array(
+                self.extended
+                    .iter()
+                    .map(|(id, value)| json!({"id": id, "value": value}))
+                    .collect(),
+            ),
+        );
+        m
+    }
+
+    /// Validates and applies a create/PATCH body; returns an error message in Graph's words.
+    pub(crate) fn apply(&mut self, body: &Map<String, Value>) -> Result<(), String> {
+        let mut fields = self.field_map();
+        for (key, value) in body {
+            if key == "singleValueExtendedProperties" {
+                let items = value
+                    .as_array()
+                    .ok_or("singleValueExtendedProperties must be a collection")?;
+                for item in items {
+                    let id = item
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .ok_or("extended property needs an id")?;
+                    let val = item
+                        .get("value")
+                        .and_then(Value::as_str)
+                        .ok_or("extended property needs a string value")?;
+                    validate_extended_id(id)?;
+                    match self
+                        .extended
+                        .iter_mut()
+                        .find(|(existing, _)| existing.eq_ignore_ascii_case(id))
+                    {
+                        Some(slot) => slot.1 = val.to_string(),
+                        None => self.extended.push((id.to_string(), val.to_string())),
+                    }
+                }
+                continue;
+            }
+            if key.starts_with("@odata")
+                || key == "id"
+                || key == "parentFolderId"
+                || key == "changeKey"
+            {
+                continue;
+            }
+            let Some(prop) = CONTACT_PROPS.iter().find(|p| p.eq_ignore_ascii_case(key)) else {
+                return Err(format!(
+                    "The property '{key}' does not exist on type 'Microsoft.OutlookServices.Contact'."
+                ));
+            };
+            if *prop == "emailAddresses" && value.as_array().is_some_and(|a| a.len() > 3) {
+                // Outlook contacts hold at most three email addresses (Email1..3).
+                return Err("A contact can have at most 3 email addresses.".into());
+            }
+            if value.is_null() {
+                fields.remove(*prop);
+            } else {
+                fields.insert((*prop).to_string(), value.clone());
+            }
+        }
+        self.fields = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".into()).into_boxed_str();
+        Ok(())
+    }
+}
+
+/// Extended property ids must be `Type {GUID} Name X` or `Type {GUID} Id 0x..` (Graph's format).
+fn validate_extended_id(id: &str) -> Result<(), String> {
+    let mut parts = id.splitn(4, ' ');
+    let kind = parts.next().unwrap_or_default();
+    let guid = parts.next().unwrap_or_default();
+    let selector = parts.next().unwrap_or_default();
+    let ok = !kind.is_empty()
+        && guid.starts_with('{')
+        && guid.ends_with('}')
+        && uuid::Uuid::parse_str(guid.trim_matches(|c| c == '{' || c == '}')).is_ok()
+        && (selector == "Name" || selector == "Id")
+        && parts.next().is_some_and(|n| !n.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("The extended property id '{id}' is not valid."))
+    }
+}
+
+pub(crate) struct Mailbox {
+    pub(crate) user_id: String,
+    pub(crate) seq: u64,
+    pub(crate) folders: BTreeMap<String, ContactFolder>,
+    pub(crate) contacts: BTreeMap<String, Tracked<PersonalContact>>,
+    pub(crate) tombstones: BTreeMap<String, (String, Tombstone)>,
+    pub(crate) root_folder_id: String,
+    pub(crate) default_folder_id: String,
+    next_id: u64,
+    pub(crate) delta_generation: u64,
+}
+
+impl Mailbox {
+    pub(crate) fn new(user_id: &str, mailbox_index: u64) -> Self {
+        let mut mb = Mailbox {
+            user_id: user_id.to_string(),
+            seq: 0,
+            folders: BTreeMap::new(),
+            contacts: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            root_folder_id: String::new(),
+            default_folder_id: String::new(),
+            next_id: mailbox_index << 32,
+            delta_generation: 0,
+        };
+        mb.root_folder_id = mb.new_id("AQMk");
+        mb.default_folder_id = mb.new_id("AQMk");
+        mb.folders.insert(
+            mb.default_folder_id.clone(),
+            ContactFolder {
+                id: mb.default_folder_id.clone(),
+                display_name: "Contacts".into(),
+                parent_folder_id: mb.root_folder_id.clone(),
+            },
+        );
+        mb
+    }
+
+    /// Outlook-looking ids: a prefix and a base64url counter, unique in the tenant.
+    pub(crate) fn new_id(&mut self, prefix: &str) -> String {
+        use base64::Engine as _;
+        self.next_id += 1;
+        let raw = [self.user_id.as_bytes(), &self.next_id.to_be_bytes()].concat();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &raw);
+        format!(
+            "{prefix}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..24])
+        )
+    }
+
+    pub(crate) fn bump(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}

@@ -1,0 +1,326 @@
+//! Login, managed identity, Key Vault.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{EXCHANGE, GRAPH, spawn};
+
+#[tokio::test]
+async fn login_issues_tokens_bound_to_tenant_app_and_audience() {
+    // [§1, §2] A token for one tenant and audience is refused by another service and another tenant.
+    let t = spawn(&[("acme", 5), ("northern", 5)]).await;
+    let graph_acme = t.token("acme", GRAPH).await;
+    let (status, body, _) = t.get(&graph_acme, "/v1.0/users").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["value"].as_array().map(Vec::len), Some(5));
+
+    let (status, body) = t
+        .exo(
+            "acme",
+            &graph_acme,
+            "Get-MailContact",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "Graph token must not open Exchange: {body}"
+    );
+
+    let exo_northern = t.token("northern", EXCHANGE).await;
+    let (status, _) = t
+        .exo(
+            "acme",
+            &exo_northern,
+            "Get-MailContact",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a northern token must not open acme's Exchange"
+    );
+}
+
+#[tokio::test]
+async fn login_errors_come_in_entra_aadsts_shape() {
+    // Entra answers invalid_client / AADSTS7000215 for a wrong secret, invalid_scope for a non-.default scope.
+    let t = spawn(&[("acme", 1)]).await;
+    let info = t.sim.tenant("acme").expect("tenant");
+    let resp = t
+        .http
+        .post(info.token_url.clone())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", info.client_id.as_str()),
+            ("client_secret", "wrong"),
+            ("scope", GRAPH),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(body["error_codes"][0], 7000215);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS7000215:")
+    );
+    assert!(
+        !body.to_string().contains(&info.client_secret),
+        "errors never echo secrets"
+    );
+
+    let resp = t
+        .http
+        .post(info.token_url.clone())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", info.client_id.as_str()),
+            ("client_secret", info.client_secret.as_str()),
+            ("scope", "User.Read.All"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_scope");
+}
+
+#[tokio::test]
+async fn expired_token_is_refused_after_the_clock_moves() {
+    // Access tokens live ~1 hour; Graph answers 401 InvalidAuthenticationToken after that.
+    let t = spawn(&[("acme", 2)]).await;
+    let token = t.token("acme", GRAPH).await;
+    t.sim
+        .control()
+        .advance_clock(std::time::Duration::from_secs(3700));
+    let (status, body, _) = t.get(&token, "/v1.0/users").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Signs an RS256 client assertion with the app certificate, as MSAL does.
+fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .expect("a certificate in the PEM")
+        .expect("certificate PEM parses");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+        .expect("test key material is valid");
+    let thumb = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t#S256": b64(thumb.as_ref())});
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({"aud": audience, "iss": client_id, "sub": client_id, "jti": uuid::Uuid::new_v4().to_string(), "nbf": now, "exp": now + exp_in});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der())
+        .expect("test key material is valid");
+    let mut sig = vec![0u8; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .expect("test key material is valid");
+    format!("{input}.{}", b64(&sig))
+}
+
+#[tokio::test]
+async fn certificate_client_assertion_is_verified_signature_audience_and_lifetime() {
+    // Entra: RS256 client assertion naming the cert by x5t#S256; aud = token endpoint; iss = sub = client id.
+    let t = spawn(&[("acme", 1)]).await;
+    let info = t.sim.tenant("acme").unwrap();
+    let pem = t.sim.control().app_certificate_pem("acme").await.unwrap();
+    assert!(pem.contains("BEGIN CERTIFICATE") && pem.contains("BEGIN PRIVATE KEY"));
+    let post = |assertion: String| {
+        t.http
+            .post(info.token_url.clone())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", info.client_id.as_str()),
+                ("scope", EXCHANGE),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+    };
+    let good = client_assertion(&pem, &info.client_id, info.token_url.as_str(), 600);
+    let resp = post(good.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = t
+        .exo("acme", &token, "Get-MailContact", serde_json::json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut tampered = good.clone();
+    tampered.pop();
+    tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+    let resp = post(tampered).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error_codes"][0],
+        700027
+    );
+
+    let wrong_aud = client_assertion(&pem, &info.client_id, "https://example.invalid/token", 600);
+    assert_eq!(
+        post(wrong_aud).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let expired = client_assertion(&pem, &info.client_id, info.token_url.as_str(), -10);
+    let resp = post(expired).await.unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error_codes"][0],
+        700024
+    );
+}
+
+#[tokio::test]
+async fn managed_identity_tokens_and_federated_assertion_sign_in() {
+    // [§7, §8] App Service MSI endpoint (api-version 2019-08-01, X-IDENTITY-HEADER); a token for
+    // api://AzureADTokenExchange is accepted as client_assertion by tenants whose app trusts the identity.
+    let t = spawn(&[("acme", 1), ("northern", 1)]).await;
+    let id = t.sim.identity();
+    let resp = t
+        .http
+        .get(id.endpoint.clone())
+        .query(&[
+            ("resource", "api://AzureADTokenExchange"),
+            ("api-version", "2019-08-01"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "header required");
+    let resp = t
+        .http
+        .get(id.endpoint.clone())
+        .header("X-IDENTITY-HEADER", &id.header)
+        .query(&[
+            ("resource", "api://AzureADTokenExchange"),
+            ("api-version", "2019-08-01"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["expires_on"].as_str().unwrap().parse::<i64>().is_ok());
+    let assertion = body["access_token"].as_str().unwrap().to_string();
+
+    let northern = t.sim.tenant("northern").unwrap();
+    let sign_in = |assertion: String| {
+        t.http
+            .post(northern.token_url.clone())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", northern.client_id.as_str()),
+                ("scope", GRAPH),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+    };
+    assert_eq!(
+        sign_in(assertion.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    t.sim
+        .control()
+        .set_federation_trusted("northern", false)
+        .unwrap();
+    let resp = sign_in(assertion).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error_codes"][0], 70021);
+}
+
+#[tokio::test]
+async fn key_vault_challenge_handshake_works_with_the_real_azure_sdk() {
+    // Key Vault: 401 challenge → token for https://vault.azure.net → secret; the SDK's trailing-slash path;
+    // certificate secrets as PEM. The SDK's challenge-resource check must be off for a 127.0.0.1 vault.
+    use azure_core::http::{ClientOptions, Transport};
+    use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+    use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+
+    let t = spawn(&[("acme", 1)]).await;
+    let info = t.sim.tenant("acme").unwrap();
+    let mut cloud = azure_core::cloud::CustomConfiguration::default();
+    cloud.authority_host = t.sim.base_url().to_string();
+    let client_options = ClientOptions {
+        transport: Some(Transport::new(std::sync::Arc::new(
+            crate::common::client_for(&t.sim),
+        ))),
+        cloud: Some(std::sync::Arc::new(cloud.into())),
+        ..Default::default()
+    };
+    let credential = ClientSecretCredential::new(
+        &info.tenant_id,
+        info.client_id.clone(),
+        info.client_secret.clone().into(),
+        Some(ClientSecretCredentialOptions {
+            client_options: client_options.clone(),
+        }),
+    )
+    .unwrap();
+    let client = SecretClient::new(
+        t.sim.base_url().as_str(),
+        credential,
+        Some(SecretClientOptions {
+            client_options,
+            verify_challenge_resource: Some(false),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let secret = client
+        .get_secret(&info.secret_name, None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(secret.value.as_deref(), Some(info.client_secret.as_str()));
+    let cert = client
+        .get_secret(&info.certificate_secret_name, None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert!(cert.value.unwrap().contains("BEGIN PRIVATE KEY"));
+    assert_eq!(cert.content_type.as_deref(), Some("application/x-pem-file"));
+    assert!(client.get_secret("nope", None).await.is_err());
+    let challenges = t
+        .sim
+        .control()
+        .count(m365_sim::Service::KeyVault, "/secrets", Some(401));
+    assert_eq!(
+        challenges, 1,
+        "one challenge, then the cached scope is used"
+    );
+}

@@ -1,0 +1,9 @@
+//! m365-sim's own behaviour tests: each test names the documented Microsoft behaviour it reproduces
+//! (microsoft-apis.md sections in brackets).
+
+mod common;
+mod directory;
+mod exchange;
+mod identity;
+mod mailbox;
+mod throttling;

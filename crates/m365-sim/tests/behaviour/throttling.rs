@@ -1,0 +1,306 @@
+//! Limits, $batch and faults [§4].
+
+use std::time::Duration;
+
+use m365_sim::{Fault, FaultRule, Service};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{EXCHANGE, GRAPH, spawn, spawn_with};
+
+#[tokio::test]
+async fn outlook_allows_four_concurrent_requests_per_mailbox_then_429_with_retry_after() {
+    // [§4] Outlook: 4 concurrent requests per (app, mailbox); beyond that 429 + Retry-After.
+    let mut knobs = m365_sim::Knobs::default();
+    knobs.latency.graph = m365_sim::Latency {
+        fixed_ms: 150,
+        jitter_ms: 0,
+    };
+    let t = spawn_with(&[("acme", 20)], knobs).await;
+    let tok = t.token("acme", GRAPH).await;
+    let user = t.rest_mailbox();
+    let url = t.url(&format!("/v1.0/users/{user}/contactFolders"));
+    let responses =
+        futures::future::join_all((0..8).map(|_| t.http.get(&url).bearer_auth(&tok).send())).await;
+    let statuses: Vec<StatusCode> = responses
+        .iter()
+        .map(|r| r.as_ref().unwrap().status())
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let throttled: Vec<_> = responses
+        .iter()
+        .map(|r| r.as_ref().unwrap())
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(ok, 4, "{statuses:?}");
+    assert_eq!(throttled.len(), 4);
+    assert!(
+        throttled
+            .iter()
+            .all(|r| r.headers().contains_key("retry-after"))
+    );
+    let loads = t.sim.control().mailbox_loads();
+    let load = loads.iter().find(|l| l.mailbox == user).unwrap();
+    assert_eq!(load.peak_concurrency, 4);
+    assert_eq!(t.sim.control().throttled_count(), 4);
+}
+
+#[tokio::test]
+async fn outlook_ten_thousand_requests_per_ten_minutes_window() {
+    // [§4] 10,000 requests / 10 min per (app, mailbox); the sim lets tests lower the number.
+    let t = spawn(&[("acme", 20)]).await;
+    t.sim
+        .control()
+        .update_knobs(|k| k.outlook_requests_per_10_min = 3);
+    let tok = t.token("acme", GRAPH).await;
+    let user = t.rest_mailbox();
+    for _ in 0..3 {
+        assert_eq!(
+            t.get(&tok, &format!("/v1.0/users/{user}/contacts")).await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, _, headers) = t.get(&tok, &format!("/v1.0/users/{user}/contacts")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait > 0 && wait <= 600);
+    t.sim.control().advance_clock(Duration::from_secs(601));
+    let tok = t.token("acme", GRAPH).await;
+    assert_eq!(
+        t.get(&tok, &format!("/v1.0/users/{user}/contacts")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn batch_limits_depends_on_and_failed_dependency() {
+    // [§4] $batch ≤ 20; dependsOn orders; a failed dependency gives 424; the outer status stays 200.
+    let t = spawn(&[("acme", 20)]).await;
+    let tok = t.token("acme", GRAPH).await;
+    let user = t.rest_mailbox();
+    let too_many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users?$top=1"}))
+        .collect();
+    let (status, _) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": too_many}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, body) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": [
+                {"id": "1", "method": "POST", "url": format!("/users/{user}/contacts"), "headers": {"Content-Type": "application/json"}, "body": {"displayName": "Batch One"}},
+                {"id": "2", "method": "PATCH", "url": format!("/users/{user}/contacts/does-not-exist"), "headers": {"Content-Type": "application/json"}, "body": {"jobTitle": "x"}, "dependsOn": ["1"]},
+                {"id": "3", "method": "GET", "url": "/users?$top=1", "dependsOn": ["2"]}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("1")["status"], 201);
+    assert_eq!(by_id("2")["status"], 404);
+    assert_eq!(by_id("3")["status"], 424);
+    assert!(
+        t.sim
+            .control()
+            .mailbox_contacts("acme", &user)
+            .unwrap()
+            .iter()
+            .any(|c| c.fields["displayName"] == "Batch One")
+    );
+}
+
+#[tokio::test]
+async fn batch_inner_requests_are_throttled_on_their_own() {
+    // [§4] Each inner request is throttled on its own: with 20 writes to one mailbox and a concurrency of 2,
+    // some inner requests get 429 (with Retry-After) while the others land.
+    let mut knobs = m365_sim::Knobs {
+        outlook_concurrency_per_mailbox: 2,
+        ..Default::default()
+    };
+    knobs.latency.graph = m365_sim::Latency {
+        fixed_ms: 30,
+        jitter_ms: 0,
+    };
+    let t = spawn_with(&[("acme", 20)], knobs).await;
+    let tok = t.token("acme", GRAPH).await;
+    let user = t.rest_mailbox();
+    let requests: Vec<Value> = (0..20)
+        .map(|i| json!({"id": i.to_string(), "method": "POST", "url": format!("/users/{user}/contacts"), "headers": {"Content-Type": "application/json"}, "body": {"displayName": format!("B{i}")}}))
+        .collect();
+    let (status, body) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": requests}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let responses = body["responses"].as_array().unwrap();
+    let created = responses.iter().filter(|r| r["status"] == 201).count();
+    let throttled: Vec<&Value> = responses.iter().filter(|r| r["status"] == 429).collect();
+    assert_eq!(created + throttled.len(), 20);
+    assert!(
+        !throttled.is_empty() && created > 0,
+        "created {created}, throttled {}",
+        throttled.len()
+    );
+    assert!(
+        throttled
+            .iter()
+            .all(|r| r["headers"]["Retry-After"].is_string())
+    );
+    assert_eq!(
+        t.sim
+            .control()
+            .mailbox_contacts("acme", &user)
+            .unwrap()
+            .len(),
+        created
+    );
+}
+
+#[tokio::test]
+async fn scripted_faults_503_then_recovery_and_counters() {
+    // Faults on demand: the next N matching requests fail with 503 + Retry-After; counters record each status.
+    let t = spawn(&[("acme", 3)]).await;
+    let tok = t.token("acme", GRAPH).await;
+    t.sim.control().add_fault(
+        FaultRule::scripted(
+            Fault::ServiceUnavailable {
+                retry_after_secs: Some(2),
+            },
+            2,
+        )
+        .on_service(Service::Graph)
+        .on_target("/v1.0/users"),
+    );
+    assert_eq!(
+        t.get(&tok, "/v1.0/users").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (status, _, headers) = t.get(&tok, "/v1.0/users").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(t.get(&tok, "/v1.0/users").await.0, StatusCode::OK);
+    let c = t.sim.control();
+    assert_eq!(c.count(Service::Graph, "GET /v1.0/users", Some(503)), 2);
+    assert_eq!(c.count(Service::Graph, "GET /v1.0/users", Some(200)), 1);
+    assert!(c.faults().is_empty(), "scripted rule used up");
+}
+
+#[tokio::test]
+async fn dropped_connection_fault_closes_without_response() {
+    // Faults: dropped connections surface as transport errors, not HTTP statuses.
+    let t = spawn(&[("acme", 3)]).await;
+    let tok = t.token("acme", GRAPH).await;
+    t.sim
+        .control()
+        .add_fault(FaultRule::scripted(Fault::DropConnection, 1).on_service(Service::Graph));
+    let err = t
+        .http
+        .get(t.url("/v1.0/users"))
+        .bearer_auth(&tok)
+        .send()
+        .await;
+    assert!(err.is_err(), "connection must drop");
+    assert_eq!(t.get(&tok, "/v1.0/users").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn exchange_transient_errors_name_server_busy_exception() {
+    // [§1] Transient Exchange errors arrive as 400/5xx whose body names ServerBusyException etc.
+    let t = spawn(&[("acme", 1)]).await;
+    let tok = t.token("acme", EXCHANGE).await;
+    t.sim.control().add_fault(
+        FaultRule::scripted(
+            Fault::ExchangeTransient {
+                status: 400,
+                exception: "ServerBusyException".into(),
+            },
+            1,
+        )
+        .on_service(Service::Exchange)
+        .on_target("New-MailContact"),
+    );
+    let (status, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "New-MailContact",
+            json!({"Name": "A", "ExternalEmailAddress": "a@x.example"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("ServerBusyException"));
+    let (status, _) = t
+        .exo(
+            "acme",
+            &tok,
+            "New-MailContact",
+            json!({"Name": "A", "ExternalEmailAddress": "a@x.example"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        t.sim
+            .control()
+            .count(Service::Exchange, "New-MailContact", Some(400)),
+        1
+    );
+}
+
+#[tokio::test]
+async fn directory_write_budget_throttles_patches_per_app_and_tenant() {
+    // [§4] Directory writes per (app, tenant) have a budget; beyond it 429 + Retry-After.
+    let t = spawn(&[("acme", 5)]).await;
+    t.sim
+        .control()
+        .update_knobs(|k| k.directory_writes_per_150_s = 2);
+    let tok = t.token("acme", GRAPH).await;
+    let id = t.sim.control().users("acme").unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            t.send_json(
+                &tok,
+                reqwest::Method::PATCH,
+                &format!("/v1.0/users/{id}"),
+                json!({"jobTitle": "a"})
+            )
+            .await
+            .0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(
+        t.send_json(
+            &tok,
+            reqwest::Method::PATCH,
+            &format!("/v1.0/users/{id}"),
+            json!({"jobTitle": "b"})
+        )
+        .await
+        .0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}

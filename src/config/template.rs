@@ -1,0 +1,380 @@
+//! Mapping templates: the target fields of a normalised entry ([`EntryField`]), the source attributes a template
+//! or filter may name ([`SOURCE_ATTRIBUTES`]), and [`Template`] itself (`"{displayName} ({companyName})"`).
+//! Unknown variables are refused when the file loads, with a suggestion.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use super::values::suggestion_suffix;
+
+/// The variable that names the source tenant (its name in this file), besides the Graph attributes.
+pub const SOURCE_TENANT_VARIABLE: &str = "sourceTenant";
+
+/// Graph user attributes that templates and filters may use, as Graph spells them (camelCase).
+/// Multi-valued ones (`businessPhones`, `otherMails`, `proxyAddresses`) render their first value.
+/// `extensionAttribute1..15` are `onPremisesExtensionAttributes.extensionAttributeN`.
+/// The engine `$select`s exactly these (see microsoft-apis.md §2: only selected properties are tracked by delta).
+pub const SOURCE_ATTRIBUTES: &[&str] = &[
+    "id",
+    "displayName",
+    "givenName",
+    "surname",
+    "mail",
+    "otherMails",
+    "proxyAddresses",
+    "userPrincipalName",
+    "mailNickname",
+    "jobTitle",
+    "department",
+    "companyName",
+    "officeLocation",
+    "businessPhones",
+    "mobilePhone",
+    "faxNumber",
+    "streetAddress",
+    "city",
+    "state",
+    "postalCode",
+    "country",
+    "employeeId",
+    "employeeType",
+    "userType",
+    "accountEnabled",
+    "preferredLanguage",
+    "usageLocation",
+    "extensionAttribute1",
+    "extensionAttribute2",
+    "extensionAttribute3",
+    "extensionAttribute4",
+    "extensionAttribute5",
+    "extensionAttribute6",
+    "extensionAttribute7",
+    "extensionAttribute8",
+    "extensionAttribute9",
+    "extensionAttribute10",
+    "extensionAttribute11",
+    "extensionAttribute12",
+    "extensionAttribute13",
+    "extensionAttribute14",
+    "extensionAttribute15",
+];
+
+/// Whether a template may use `{name}`.
+pub fn is_template_variable(name: &str) -> bool {
+    name == SOURCE_TENANT_VARIABLE || SOURCE_ATTRIBUTES.contains(&name)
+}
+
+fn all_variables() -> impl Iterator<Item = &'static str> {
+    SOURCE_ATTRIBUTES
+        .iter()
+        .copied()
+        .chain([SOURCE_TENANT_VARIABLE])
+}
+
+/// A field of the normalised person that galbridge writes to targets (the keys of `[links.mapping]`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryField {
+    GivenName,
+    Surname,
+    DisplayName,
+    Email,
+    OtherEmails,
+    JobTitle,
+    Department,
+    Company,
+    Office,
+    BusinessPhone,
+    MobilePhone,
+    HomePhone,
+    Fax,
+    StreetAddress,
+    City,
+    State,
+    PostalCode,
+    Country,
+    ManagerName,
+    Notes,
+    Initials,
+    WebPage,
+}
+
+impl EntryField {
+    pub const ALL: [EntryField; 22] = [
+        Self::GivenName,
+        Self::Surname,
+        Self::DisplayName,
+        Self::Email,
+        Self::OtherEmails,
+        Self::JobTitle,
+        Self::Department,
+        Self::Company,
+        Self::Office,
+        Self::BusinessPhone,
+        Self::MobilePhone,
+        Self::HomePhone,
+        Self::Fax,
+        Self::StreetAddress,
+        Self::City,
+        Self::State,
+        Self::PostalCode,
+        Self::Country,
+        Self::ManagerName,
+        Self::Notes,
+        Self::Initials,
+        Self::WebPage,
+    ];
+
+    /// The snake_case name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GivenName => "given_name",
+            Self::Surname => "surname",
+            Self::DisplayName => "display_name",
+            Self::Email => "email",
+            Self::OtherEmails => "other_emails",
+            Self::JobTitle => "job_title",
+            Self::Department => "department",
+            Self::Company => "company",
+            Self::Office => "office",
+            Self::BusinessPhone => "business_phone",
+            Self::MobilePhone => "mobile_phone",
+            Self::HomePhone => "home_phone",
+            Self::Fax => "fax",
+            Self::StreetAddress => "street_address",
+            Self::City => "city",
+            Self::State => "state",
+            Self::PostalCode => "postal_code",
+            Self::Country => "country",
+            Self::ManagerName => "manager_name",
+            Self::Notes => "notes",
+            Self::Initials => "initials",
+            Self::WebPage => "web_page",
+        }
+    }
+
+    /// The template used when the configuration does not map this field (`None`: not synced by default).
+    pub fn default_template(self) -> Option<&'static str> {
+        Some(match self {
+            Self::GivenName => "{givenName}",
+            Self::Surname => "{surname}",
+            Self::DisplayName => "{displayName}",
+            Self::Email => "{mail}",
+            Self::OtherEmails => "{otherMails}",
+            Self::JobTitle => "{jobTitle}",
+            Self::Department => "{department}",
+            Self::Company => "{companyName}",
+            Self::Office => "{officeLocation}",
+            Self::BusinessPhone => "{businessPhones}",
+            Self::MobilePhone => "{mobilePhone}",
+            Self::Fax => "{faxNumber}",
+            Self::StreetAddress => "{streetAddress}",
+            Self::City => "{city}",
+            Self::State => "{state}",
+            Self::PostalCode => "{postalCode}",
+            Self::Country => "{country}",
+            Self::HomePhone | Self::ManagerName | Self::Notes | Self::Initials | Self::WebPage => {
+                return None;
+            }
+        })
+    }
+}
+
+impl fmt::Display for EntryField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Variable(String),
+}
+
+/// A value template: literal text with `{attribute}` placeholders (`{{` and `}}` write braces).
+/// A constant is a template without placeholders; the empty template means "do not sync this field".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Template {
+    text: String,
+    parts: Vec<TemplatePart>,
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(ch) = chars.next() {
+            match ch {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("template {text:?} has an unclosed '{{'")),
+                        }
+                    }
+                    let name = name.trim().to_owned();
+                    if !is_template_variable(&name) {
+                        return Err(format!(
+                            "unknown template variable {{{name}}}{}",
+                            suggestion_suffix(&name, all_variables()).replace('"', "")
+                        ));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(TemplatePart::Variable(name));
+                }
+                '}' => {
+                    return Err(format!(
+                        "template {text:?} has a '}}' without '{{' (write '}}}}' for a brace)"
+                    ));
+                }
+                other => literal.push(other),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal));
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            parts,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn parts(&self) -> &[TemplatePart] {
+        &self.parts
+    }
+
+    /// The empty template: the field is not synced.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The variables it uses, in order.
+    pub fn variables(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            TemplatePart::Variable(name) => Some(name.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+
+    /// The template is exactly one placeholder (`"{otherMails}"`): list-valued fields can take the whole list.
+    pub fn single_variable(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [TemplatePart::Variable(name)] => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Renders with `lookup` giving each variable's value (missing values render as empty).
+    /// The result is trimmed, and separators left dangling by empty values are not cleaned: keep templates simple.
+    pub fn render(&self, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Variable(name) => out.push_str(&lookup(name).unwrap_or_default()),
+            }
+        }
+        out.trim().to_owned()
+    }
+}
+
+impl TryFrom<String> for Template {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Template> for String {
+    fn from(template: Template) -> String {
+        template.text
+    }
+}
+
+impl JsonSchema for Template {
+    fn schema_name() -> Cow<'static, str> {
+        "Template".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "Text with {attribute} placeholders naming Graph user attributes (camelCase) or {sourceTenant}; \"\" = do not sync."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_variables_and_literals() {
+        let template = Template::parse("{displayName} ({companyName}) {{x}}").unwrap();
+        let rendered = template.render(|name| match name {
+            "displayName" => Some("Ada Lovelace".into()),
+            "companyName" => Some("Acme".into()),
+            _ => None,
+        });
+        assert_eq!(rendered, "Ada Lovelace (Acme) {x}");
+        assert_eq!(
+            template.variables().collect::<Vec<_>>(),
+            ["displayName", "companyName"]
+        );
+    }
+
+    #[test]
+    fn templates_refuse_unknown_variables_with_a_suggestion() {
+        let error = Template::parse("{compnyName}").unwrap_err();
+        assert_eq!(
+            error,
+            "unknown template variable {compnyName} (did you mean companyName?)"
+        );
+        assert!(Template::parse("{displayName").is_err());
+        assert!(Template::parse("a}b").is_err());
+    }
+
+    #[test]
+    fn empty_and_constant_templates() {
+        assert!(Template::parse("").unwrap().is_empty());
+        let constant = Template::parse("Acme Construction").unwrap();
+        assert_eq!(constant.render(|_| None), "Acme Construction");
+        assert_eq!(
+            Template::parse("{otherMails}").unwrap().single_variable(),
+            Some("otherMails")
+        );
+    }
+
+    #[test]
+    fn every_default_template_parses() {
+        for field in EntryField::ALL {
+            if let Some(text) = field.default_template() {
+                assert!(Template::parse(text).is_ok(), "{field}: {text}");
+            }
+        }
+    }
+}

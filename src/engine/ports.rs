@@ -1,0 +1,150 @@
+//! The narrow interfaces the runner needs from the outside world: the source directory (Graph), the mail-contact
+//! target (Exchange), and request counters. `adapters` implements them over the real clients; tests implement them
+//! in memory. Keeping them narrow keeps the runner testable without HTTP.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::diff::TargetObject;
+use super::entry::{Entry, Field, SourceObject};
+
+/// What a port call can fail with. Only kinds the engine acts on are distinguished.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The stored delta link expired (`410 Gone`, `syncStateNotFound`): a full read is needed.
+    #[error("the delta token expired: a full read is needed")]
+    DeltaExpired,
+    /// The address is a proxy address of another recipient.
+    #[error("address {address} is already used by {owner}")]
+    AddressInUse { address: String, owner: String },
+    /// The unique `Name` is used by another recipient.
+    #[error("name {name:?} is already used by another recipient")]
+    NameInUse { name: String },
+    /// The object does not exist (any more).
+    #[error("object {id} not found")]
+    NotFound { id: String },
+    /// Anything else, after the client's own retries.
+    #[error("{service}: {message}")]
+    Failed { service: String, message: String },
+}
+
+impl PortError {
+    /// The `Failure::kind` of the run report.
+    pub fn failure_kind(&self) -> &'static str {
+        match self {
+            PortError::DeltaExpired => "delta_expired",
+            PortError::AddressInUse { .. } => "conflict_address",
+            PortError::NameInUse { .. } => "conflict_name",
+            PortError::NotFound { .. } => "not_found",
+            PortError::Failed { service, .. } if service == "graph" => "graph_error",
+            PortError::Failed { .. } => "exchange_error",
+        }
+    }
+}
+
+/// The result of reading users: the objects (all, or the changes since the delta link) and the next delta link.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRead {
+    pub objects: Vec<SourceObject>,
+    pub delta_link: String,
+}
+
+/// The source tenant's directory, read through Graph.
+#[async_trait]
+pub trait SourceDirectory: Send + Sync {
+    /// The tenant's directory id (GUID), used in anchors.
+    async fn tenant_id(&self) -> Result<String, PortError>;
+    /// Reads users: in full when `delta_link` is `None` (following every page), else the changes since it.
+    async fn read_users(
+        &self,
+        delta_link: Option<&str>,
+        select: &[String],
+    ) -> Result<SourceRead, PortError>;
+    /// Reads every org contact of the tenant.
+    async fn read_org_contacts(&self) -> Result<Vec<SourceObject>, PortError>;
+    /// Transitive member ids of a group (users only).
+    async fn group_members(&self, group_id: &str) -> Result<Vec<String>, PortError>;
+}
+
+/// Settings of `Set-MailContact` the engine changes; `None` = leave as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailContactSettings {
+    /// `CustomAttributeN` = anchor.
+    pub anchor: Option<(u8, String)>,
+    pub hidden: Option<bool>,
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub external_address: Option<String>,
+}
+
+impl MailContactSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == MailContactSettings::default()
+    }
+}
+
+/// The target tenant's mail contacts, through Exchange `InvokeCommand`.
+#[async_trait]
+pub trait MailContactTarget: Send + Sync {
+    /// Every mail contact of the tenant, with the anchor read from `CustomAttribute{anchor_attribute}`.
+    async fn list_contacts(&self, anchor_attribute: u8) -> Result<Vec<TargetObject>, PortError>;
+    /// The mail contact with this external address, if any.
+    async fn find_by_address(
+        &self,
+        address: &str,
+        anchor_attribute: u8,
+    ) -> Result<Option<TargetObject>, PortError>;
+    /// `New-MailContact` (name, address, display and given names); returns the new contact's id.
+    /// Quirk (microsoft-apis.md §1): New-MailContact cannot set `CustomAttributeN`; the anchor follows separately.
+    async fn create(&self, name: &str, entry: &Entry) -> Result<String, PortError>;
+    /// `Set-MailContact`.
+    async fn set_mail_contact(
+        &self,
+        id: &str,
+        settings: &MailContactSettings,
+    ) -> Result<(), PortError>;
+    /// `Set-Contact` with the given entry fields (`""` clears a field).
+    async fn set_contact(
+        &self,
+        id: &str,
+        fields: &BTreeMap<Field, String>,
+    ) -> Result<(), PortError>;
+    /// `Remove-MailContact`.
+    async fn remove(&self, id: &str) -> Result<(), PortError>;
+}
+
+/// Request counts of the clients a run used, read before and after the run.
+pub trait RequestCounters: Send + Sync {
+    /// Requests sent per service (`graph`, `exchange`, `login`, ...), and retries after throttling or transient errors.
+    fn snapshot(&self) -> CounterSnapshot;
+}
+
+/// A reading of [`RequestCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub requests: BTreeMap<String, u64>,
+    pub throttled_retries: u64,
+}
+
+impl CounterSnapshot {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &CounterSnapshot) -> CounterSnapshot {
+        CounterSnapshot {
+            requests: self
+                .requests
+                .iter()
+                .map(|(service, n)| {
+                    (
+                        service.clone(),
+                        n.saturating_sub(earlier.requests.get(service).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            throttled_retries: self
+                .throttled_retries
+                .saturating_sub(earlier.throttled_retries),
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! One run of one link (design.md, "One sync run of a link"): take the lease (renewed while running), load the
+//! checkpoint, read the source (delta, or full on the first run / `410` / `full` / periodic reconcile), filter the
+//! scope, map, diff, apply the safety net, apply the plan, commit the delta link only if everything applied, release
+//! the lease, store the run report. A dry run stops after the safety net and returns the plan.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use super::diff::{DiffInput, SourceView, diff};
+use super::entry::{anchor_for, anchor_prefix_for};
+use super::mapping::graph_select_for;
+use super::ports::{
+    CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory, SourceRead,
+};
+use super::records::load_managed;
+use super::safety;
+use super::spec::{LinkSpec, ObjectOverride};
+use super::targets::mail_contact::MailContactApplier;
+use crate::report::{
+    Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
+};
+use crate::state::{Lease, StateError, StateStore};
+
+/// Default lease duration; the lease is renewed every third of it while the run lasts.
+pub const DEFAULT_LEASE_TTL_SECS: i64 = 120;
+
+/// Why a run did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("link {link:?} is already running (lease held by {holder} until {until})")]
+    LeaseHeld {
+        link: String,
+        holder: String,
+        until: DateTime<Utc>,
+    },
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+}
+
+/// Why a run that started could not complete (it becomes a `Failed` report).
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("reading the source failed: {0}")]
+    Source(PortError),
+    #[error("reading the target failed: {0}")]
+    Target(PortError),
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+}
+
+/// What a run needs: the state store, the ports to the source and target tenants, and the request counters.
+#[derive(Clone)]
+pub struct Runner {
+    pub store: Arc<dyn StateStore>,
+    pub source: Arc<dyn SourceDirectory>,
+    pub target: Arc<dyn MailContactTarget>,
+    pub counters: Option<Arc<dyn RequestCounters>>,
+    /// Who runs (`{hostname}:{pid}`); the run id is appended.
+    pub holder: String,
+    pub lease_ttl: chrono::Duration,
+}
+
+/// The parts of a report the run itself determines.
+struct RunBody {
+    mode: RunMode,
+    outcome: RunOutcome,
+    source_read: u64,
+    source_changes: u64,
+    planned: PlanCounts,
+    applied: PlanCounts,
+    failures: Vec<Failure>,
+    quarantine: Option<QuarantineInfo>,
+    plan: Option<serde_json::Value>,
+}
+
+impl RunBody {
+    fn failed(mode: RunMode, error: &StepError) -> RunBody {
+        let kind = match error {
+            StepError::Source(_) => "source_unreadable",
+            StepError::Target(_) => "target_unreadable",
+            StepError::State(_) => "state_error",
+        };
+        RunBody {
+            mode,
+            outcome: RunOutcome::Failed,
+            source_read: 0,
+            source_changes: 0,
+            planned: PlanCounts::default(),
+            applied: PlanCounts::default(),
+            failures: vec![Failure {
+                anchor: None,
+                mailbox: None,
+                kind: kind.into(),
+                reason: error.to_string(),
+            }],
+            quarantine: None,
+            plan: None,
+        }
+    }
+}
+
+impl Runner {
+    fn counters(&self) -> CounterSnapshot {
+        self.counters
+            .as_ref()
+            .map(|c| c.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Runs one link. A second concurrent run of the same link is refused with [`RunError::LeaseHeld`].
+    pub async fn run(&self, link: &LinkSpec, options: &RunOptions) -> Result<RunReport, RunError> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let before = self.counters();
+        let holder = format!("{}:{run_id}", self.holder);
+        let lease = match self
+            .store
+            .acquire_lease(&link.name, &holder, self.lease_ttl)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(StateError::LeaseHeld {
+                link,
+                holder,
+                until,
+            }) => {
+                return Err(RunError::LeaseHeld {
+                    link,
+                    holder,
+                    until,
+                });
+            }
+            Err(error) => return Err(RunError::State(error)),
+        };
+        let lease = Arc::new(Mutex::new(lease));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let renewal = tokio::spawn(renew_lease(
+            self.store.clone(),
+            lease.clone(),
+            cancelled.clone(),
+            self.lease_ttl,
+        ));
+
+        let body = self.run_leased(link, options, &cancelled).await;
+
+        renewal.abort();
+        let held = lease.lock().await.clone();
+        if let Err(error) = self.store.release_lease(&held).await {
+            tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
+        }
+        let spent = self.counters().since(&before);
+        let report = RunReport {
+            link: link.name.clone(),
+            run_id,
+            mode: body.mode,
+            outcome: body.outcome,
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            source_read: body.source_read,
+            source_changes: body.source_changes,
+            summary: summary(&link.name, &body),
+            planned: body.planned,
+            applied: body.applied,
+            failures: body.failures,
+            throttled_retries: spent.throttled_retries,
+            requests: spent.requests,
+            quarantine: body.quarantine,
+            plan: body.plan,
+        };
+        if !options.dry_run
+            && let Err(error) = self.store.put_run_record(&report).await
+        {
+            tracing::warn!(link = %link.name, error = %error, "Storing the run record failed.");
+        }
+        tracing::info!(link = %link.name, outcome = ?report.outcome, "{}", report.summary);
+        Ok(report)
+    }
+
+    async fn run_leased(
+        &self,
+        link: &LinkSpec,
+        options: &RunOptions,
+        cancelled: &AtomicBool,
+    ) -> RunBody {
+        let fallback_mode = if options.dry_run {
+            RunMode::DryRun
+        } else {
+            RunMode::Incremental
+        };
+        match self.steps(link, options, cancelled).await {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(link = %link.name, error = %error, "Run failed.");
+                RunBody::failed(fallback_mode, &error)
+            }
+        }
+    }
+
+    async fn steps(
+        &self,
+        link: &LinkSpec,
+        options: &RunOptions,
+        cancelled: &AtomicBool,
+    ) -> Result<RunBody, StepError> {
+        let now = Utc::now();
+        let mut checkpoint = self.store.load_checkpoint(&link.name).await?;
+        let tenant_id = self.source.tenant_id().await.map_err(StepError::Source)?;
+
+        // Group scoping: membership changes do not show in users/delta, so a changed member set forces a full read.
+        let mut group_members = HashSet::new();
+        for group in &link.scope.groups {
+            for id in self
+                .source
+                .group_members(group)
+                .await
+                .map_err(StepError::Source)?
+            {
+                group_members.insert(id.to_ascii_lowercase());
+            }
+        }
+        let groups_hash = members_hash(&group_members);
+        let groups_changed = !link.scope.groups.is_empty()
+            && checkpoint
+                .extra
+                .get("group_members_hash")
+                .and_then(|v| v.as_str())
+                != Some(groups_hash.as_str());
+
+        let reconcile_due = checkpoint
+            .last_full_sync
+            .is_none_or(|last| now - last >= link.full_reconcile_every);
+        // Org contacts are read in full on every run (no delta link of their own), so such links reconcile fully.
+        let mut full = options.full
+            || checkpoint.delta_link.is_none()
+            || reconcile_due
+            || groups_changed
+            || link.scope.include_org_contacts;
+        let select = graph_select_for(&link.mapping, &link.scope.filter_attributes());
+        let from_checkpoint = if full {
+            None
+        } else {
+            checkpoint.delta_link.clone()
+        };
+        let mut read: SourceRead = match self
+            .source
+            .read_users(from_checkpoint.as_deref(), &select)
+            .await
+        {
+            Ok(read) => read,
+            Err(PortError::DeltaExpired) => {
+                // Quirk (microsoft-apis.md §2): delta tokens live about 7 days; 410 Gone means start over.
+                tracing::info!(link = %link.name, "Delta token expired; reading the source in full.");
+                full = true;
+                self.source
+                    .read_users(None, &select)
+                    .await
+                    .map_err(StepError::Source)?
+            }
+            Err(error) => return Err(StepError::Source(error)),
+        };
+        if link.scope.include_org_contacts {
+            read.objects.extend(
+                self.source
+                    .read_org_contacts()
+                    .await
+                    .map_err(StepError::Source)?,
+            );
+        }
+        let mode = if options.dry_run {
+            RunMode::DryRun
+        } else if full {
+            RunMode::Full
+        } else {
+            RunMode::Incremental
+        };
+
+        let mut managed = load_managed(self.store.as_ref(), &link.name).await?;
+        let applier = MailContactApplier {
+            link: &link.name,
+            target: self.target.as_ref(),
+            store: self.store.as_ref(),
+            options: &link.target,
+            managed: &BTreeMap::new(),
+            max_concurrency: link.max_concurrency,
+            cancelled,
+        };
+        if !options.dry_run && managed.values().any(|m| m.pending) {
+            let claimed = applier
+                .resolve_intents(&mut managed)
+                .await
+                .map_err(StepError::Target)?;
+            tracing::info!(link = %link.name, claimed, "Resolved the create intents of an interrupted run.");
+        }
+
+        let source_view = self.source_view(link, &tenant_id, &read, full, &group_members);
+        let target_objects = if full {
+            Some(
+                self.target
+                    .list_contacts(link.target.anchor_attribute)
+                    .await
+                    .map_err(StepError::Target)?,
+            )
+        } else {
+            None
+        };
+        let anchor_prefix = anchor_prefix_for(&tenant_id);
+        let mut plan = diff(&DiffInput {
+            source: &source_view,
+            managed: &managed,
+            target: target_objects.as_deref(),
+            anchor_prefix: &anchor_prefix,
+            policy: &link.target.policy,
+        });
+        plan.link = link.name.clone();
+        plan.target_kind = "mail_contact".into();
+        plan.full = full;
+        plan.from_checkpoint = from_checkpoint;
+        plan.to_checkpoint = Some(read.delta_link.clone());
+
+        let managed_count = managed.values().filter(|m| !m.pending).count() as u64;
+        let in_scope = full.then_some(source_view.desired.len() as u64);
+        let quarantine = safety::enforce(
+            &mut plan,
+            link.safety,
+            managed_count,
+            in_scope,
+            options.allow_deletes,
+            checkpoint.quarantine.as_ref(),
+            now,
+        );
+        let planned = plan.counts();
+        let source_read = read.objects.len() as u64;
+        let source_changes = if full {
+            source_read
+        } else {
+            read.objects.len() as u64
+        };
+
+        if options.dry_run {
+            return Ok(RunBody {
+                mode,
+                outcome: RunOutcome::Planned,
+                source_read,
+                source_changes,
+                applied: PlanCounts::default(),
+                failures: Vec::new(),
+                quarantine,
+                plan: Some(plan.to_json()),
+                planned,
+            });
+        }
+
+        let applier = MailContactApplier {
+            managed: &managed,
+            ..applier
+        };
+        let result = applier.apply(&plan).await;
+        let hard_failures = result.hard_failures();
+        let lost = cancelled.load(Ordering::SeqCst);
+        let outcome = if hard_failures > 0 || lost {
+            RunOutcome::PartiallyFailed
+        } else if quarantine.is_some() {
+            RunOutcome::Quarantined
+        } else {
+            RunOutcome::Succeeded
+        };
+
+        checkpoint.last_run_at = Some(Utc::now());
+        checkpoint.quarantine = quarantine.clone();
+        if outcome == RunOutcome::Succeeded {
+            // Only a plan that fully applied moves the checkpoint (a held removal or a failure replays next time).
+            checkpoint.delta_link = Some(read.delta_link.clone());
+            if full {
+                checkpoint.last_full_sync = Some(now);
+            }
+            if !link.scope.groups.is_empty() {
+                checkpoint
+                    .extra
+                    .insert("group_members_hash".into(), groups_hash.into());
+            }
+        }
+        if !lost {
+            self.store.save_checkpoint(&link.name, &checkpoint).await?;
+        }
+        Ok(RunBody {
+            mode,
+            outcome,
+            source_read,
+            source_changes,
+            planned,
+            applied: result.applied,
+            failures: result.failures,
+            quarantine,
+            plan: None,
+        })
+    }
+
+    fn source_view(
+        &self,
+        link: &LinkSpec,
+        tenant_id: &str,
+        read: &SourceRead,
+        full: bool,
+        group_members: &HashSet<String>,
+    ) -> SourceView {
+        let mut view = SourceView {
+            complete: full,
+            ..SourceView::default()
+        };
+        for object in &read.objects {
+            let anchor = anchor_for(tenant_id, &object.id);
+            let object_override = link.overrides.get(&object.id.to_ascii_lowercase());
+            let decision = match (link.scope.check(object, group_members), object_override) {
+                (Ok(()), Some(ObjectOverride::Exclude)) => Err("excluded".to_owned()),
+                (Ok(()), _) => Ok(()),
+                (Err(reason), _) => Err(serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "out_of_scope".into())),
+            };
+            match decision {
+                Ok(()) => {
+                    let mapping = match object_override {
+                        Some(ObjectOverride::Mapping(mapping)) => mapping,
+                        _ => &link.mapping,
+                    };
+                    view.desired.insert(
+                        anchor.clone(),
+                        mapping.render(&anchor, object, &link.source_tenant),
+                    );
+                }
+                Err(reason) => {
+                    view.gone.insert(anchor, reason);
+                }
+            }
+        }
+        view
+    }
+}
+
+async fn renew_lease(
+    store: Arc<dyn StateStore>,
+    lease: Arc<Mutex<Lease>>,
+    cancelled: Arc<AtomicBool>,
+    ttl: chrono::Duration,
+) {
+    let every = (ttl / 3)
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(20))
+        .max(std::time::Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(every).await;
+        let current = lease.lock().await.clone();
+        match store.renew_lease(&current, ttl).await {
+            Ok(renewed) => *lease.lock().await = renewed,
+            Err(error) => {
+                tracing::warn!(link = %current.link, error = %error, "Lease lost; stopping the run.");
+                cancelled.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+fn members_hash(members: &HashSet<String>) -> String {
+    let mut sorted: Vec<&String> = members.iter().collect();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    for id in sorted {
+        hasher.update(id.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn summary(link: &str, body: &RunBody) -> String {
+    let counts = if body.outcome == RunOutcome::Planned {
+        &body.planned
+    } else {
+        &body.applied
+    };
+    let mut text = format!(
+        "{link}: {} run {}: read {}, created {}, updated {}, deleted {}, hidden {}, adopted {}, conflicts {}, unchanged {}",
+        label(&body.mode),
+        label(&body.outcome),
+        body.source_read,
+        counts.creates,
+        counts.updates,
+        counts.deletes,
+        counts.hides,
+        counts.adoptions,
+        counts.conflicts,
+        counts.unchanged
+    );
+    let hard = body
+        .failures
+        .iter()
+        .filter(|f| !f.kind.starts_with("conflict"))
+        .count();
+    if hard > 0 {
+        text.push_str(&format!(", {hard} failed"));
+    }
+    if let Some(quarantine) = &body.quarantine {
+        text.push_str(&format!(
+            ", QUARANTINED: {} deletes held ({})",
+            quarantine.held_deletes, quarantine.threshold
+        ));
+    }
+    text
+}
+
+/// The snake_case name of a report enum.
+fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

@@ -1,0 +1,605 @@
+//! In-memory doubles of the runner's ports and of the state store, for the engine's unit tests. They enforce what
+//! the real services enforce where the engine depends on it: unique names and addresses in Exchange, leases with
+//! compare-and-swap, delta links that can expire.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::diff::TargetObject;
+use super::entry::{Entry, Field, SourceKind, SourceObject};
+use super::ports::{
+    MailContactSettings, MailContactTarget, PortError, SourceDirectory, SourceRead,
+};
+use crate::report::RunReport;
+use crate::state::{Lease, LinkCheckpoint, ObjectRecord, StateError, StateStore};
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A state store in memory.
+#[derive(Default)]
+pub struct MemStore {
+    inner: Mutex<MemInner>,
+}
+
+#[derive(Default)]
+struct MemInner {
+    leases: HashMap<String, Lease>,
+    generation: u64,
+    checkpoints: HashMap<String, LinkCheckpoint>,
+    objects: HashMap<(String, String), BTreeMap<String, ObjectRecord>>,
+    runs: Vec<RunReport>,
+}
+
+impl MemStore {
+    pub fn objects(&self, link: &str) -> Vec<ObjectRecord> {
+        lock(&self.inner)
+            .objects
+            .get(&(link.to_owned(), String::new()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl StateStore for MemStore {
+    async fn acquire_lease(
+        &self,
+        link: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<Lease, StateError> {
+        let mut inner = lock(&self.inner);
+        if let Some(current) = inner.leases.get(link)
+            && current.until > Utc::now()
+        {
+            return Err(StateError::LeaseHeld {
+                link: link.into(),
+                holder: current.holder.clone(),
+                until: current.until,
+            });
+        }
+        inner.generation += 1;
+        let lease = Lease {
+            link: link.into(),
+            holder: holder.into(),
+            until: Utc::now() + ttl,
+            etag: inner.generation.to_string(),
+        };
+        inner.leases.insert(link.into(), lease.clone());
+        Ok(lease)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: chrono::Duration) -> Result<Lease, StateError> {
+        let mut inner = lock(&self.inner);
+        match inner.leases.get(&lease.link) {
+            Some(current) if current.etag == lease.etag => {}
+            _ => {
+                return Err(StateError::LeaseLost {
+                    link: lease.link.clone(),
+                });
+            }
+        }
+        inner.generation += 1;
+        let renewed = Lease {
+            until: Utc::now() + ttl,
+            etag: inner.generation.to_string(),
+            ..lease.clone()
+        };
+        inner.leases.insert(lease.link.clone(), renewed.clone());
+        Ok(renewed)
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StateError> {
+        let mut inner = lock(&self.inner);
+        if inner
+            .leases
+            .get(&lease.link)
+            .is_some_and(|current| current.etag == lease.etag)
+        {
+            inner.leases.remove(&lease.link);
+        }
+        Ok(())
+    }
+
+    async fn current_lease(&self, link: &str) -> Result<Option<Lease>, StateError> {
+        Ok(lock(&self.inner)
+            .leases
+            .get(link)
+            .filter(|l| l.until > Utc::now())
+            .cloned())
+    }
+
+    async fn load_checkpoint(&self, link: &str) -> Result<LinkCheckpoint, StateError> {
+        Ok(lock(&self.inner)
+            .checkpoints
+            .get(link)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        link: &str,
+        checkpoint: &LinkCheckpoint,
+    ) -> Result<(), StateError> {
+        lock(&self.inner)
+            .checkpoints
+            .insert(link.into(), checkpoint.clone());
+        Ok(())
+    }
+
+    async fn list_objects(&self, link: &str, scope: &str) -> Result<Vec<ObjectRecord>, StateError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .objects
+            .get(&(link.into(), scope.into()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn put_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        records: &[ObjectRecord],
+    ) -> Result<(), StateError> {
+        let mut inner = lock(&self.inner);
+        let map = inner
+            .objects
+            .entry((link.into(), scope.into()))
+            .or_default();
+        for record in records {
+            map.insert(record.anchor.clone(), record.clone());
+        }
+        Ok(())
+    }
+
+    async fn delete_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<(), StateError> {
+        let mut inner = lock(&self.inner);
+        if let Some(map) = inner.objects.get_mut(&(link.into(), scope.into())) {
+            for anchor in anchors {
+                map.remove(anchor);
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_scopes(&self, link: &str) -> Result<Vec<String>, StateError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .objects
+            .keys()
+            .filter(|(l, s)| l == link && !s.is_empty())
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    async fn put_run_record(&self, report: &RunReport) -> Result<(), StateError> {
+        lock(&self.inner).runs.push(report.clone());
+        Ok(())
+    }
+
+    async fn list_run_records(
+        &self,
+        link: &str,
+        limit: usize,
+    ) -> Result<Vec<RunReport>, StateError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .runs
+            .iter()
+            .rev()
+            .filter(|r| r.link == link)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_link(&self, link: &str) -> Result<(), StateError> {
+        let mut inner = lock(&self.inner);
+        inner.checkpoints.remove(link);
+        inner.objects.retain(|(l, _), _| l != link);
+        inner.runs.retain(|r| r.link != link);
+        Ok(())
+    }
+}
+
+/// A source directory in memory with a change log for delta reads.
+pub struct FakeDirectory {
+    pub tenant_id: String,
+    inner: Mutex<DirInner>,
+}
+
+#[derive(Default)]
+struct DirInner {
+    users: BTreeMap<String, Value>,
+    /// (generation, id) of every change.
+    log: Vec<(u64, String)>,
+    generation: u64,
+    expired: bool,
+    unreachable: bool,
+    groups: HashMap<String, Vec<String>>,
+    latency: std::time::Duration,
+}
+
+impl FakeDirectory {
+    pub fn new(tenant_id: &str) -> Self {
+        FakeDirectory {
+            tenant_id: tenant_id.into(),
+            inner: Mutex::new(DirInner::default()),
+        }
+    }
+
+    /// Adds or replaces a user (`id` inside the JSON).
+    pub fn put_user(&self, user: Value) {
+        let mut inner = lock(&self.inner);
+        let id = user["id"].as_str().unwrap_or_default().to_owned();
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.log.push((generation, id.clone()));
+        inner.users.insert(id, user);
+    }
+
+    /// Changes one attribute of a user.
+    pub fn set(&self, id: &str, attribute: &str, value: Value) {
+        let user = lock(&self.inner).users.get(id).cloned();
+        if let Some(mut user) = user {
+            user[attribute] = value;
+            self.put_user(user);
+        }
+    }
+
+    pub fn delete_user(&self, id: &str) {
+        let mut inner = lock(&self.inner);
+        inner.users.remove(id);
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.log.push((generation, id.to_owned()));
+    }
+
+    pub fn expire_delta_links(&self) {
+        lock(&self.inner).expired = true;
+    }
+
+    pub fn set_unreachable(&self, unreachable: bool) {
+        lock(&self.inner).unreachable = unreachable;
+    }
+
+    /// Makes every read take this long (to overlap runs).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        lock(&self.inner).latency = latency;
+    }
+
+    pub fn set_group(&self, group: &str, members: &[&str]) {
+        lock(&self.inner).groups.insert(
+            group.into(),
+            members.iter().map(|m| (*m).to_owned()).collect(),
+        );
+    }
+}
+
+#[async_trait]
+impl SourceDirectory for FakeDirectory {
+    async fn tenant_id(&self) -> Result<String, PortError> {
+        Ok(self.tenant_id.clone())
+    }
+
+    async fn read_users(
+        &self,
+        delta_link: Option<&str>,
+        _select: &[String],
+    ) -> Result<SourceRead, PortError> {
+        let latency = lock(&self.inner).latency;
+        tokio::time::sleep(latency).await;
+        let mut inner = lock(&self.inner);
+        if inner.unreachable {
+            return Err(PortError::Failed {
+                service: "graph".into(),
+                message: "503 after retries".into(),
+            });
+        }
+        let values: Vec<Value> = match delta_link {
+            None => {
+                inner.expired = false;
+                inner.users.values().cloned().collect()
+            }
+            Some(_) if inner.expired => return Err(PortError::DeltaExpired),
+            Some(link) => {
+                let since: u64 = link.trim_start_matches("delta:").parse().unwrap_or(0);
+                let mut ids: Vec<&String> = inner
+                    .log
+                    .iter()
+                    .filter(|(g, _)| *g > since)
+                    .map(|(_, id)| id)
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                ids.iter()
+                    .map(|id| {
+                        inner.users.get(*id).cloned().unwrap_or_else(
+                            || serde_json::json!({"id": id, "@removed": {"reason": "deleted"}}),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        let objects = values
+            .iter()
+            .filter_map(|v| SourceObject::from_graph(v, SourceKind::User).ok())
+            .collect();
+        Ok(SourceRead {
+            objects,
+            delta_link: format!("delta:{}", inner.generation),
+        })
+    }
+
+    async fn read_org_contacts(&self) -> Result<Vec<SourceObject>, PortError> {
+        Ok(Vec::new())
+    }
+
+    async fn group_members(&self, group_id: &str) -> Result<Vec<String>, PortError> {
+        Ok(lock(&self.inner)
+            .groups
+            .get(group_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// One mail contact of [`FakeExchange`].
+#[derive(Debug, Clone, Default)]
+pub struct FakeContact {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub hidden: bool,
+    pub custom: BTreeMap<u8, String>,
+    pub fields: BTreeMap<Field, String>,
+}
+
+/// Exchange mail contacts in memory, with unique names and addresses, and injectable failures.
+#[derive(Default)]
+pub struct FakeExchange {
+    inner: Mutex<ExInner>,
+}
+
+#[derive(Default)]
+struct ExInner {
+    contacts: BTreeMap<String, FakeContact>,
+    next_id: u64,
+    /// Addresses owned by other recipients (mailboxes, groups).
+    mailboxes: HashMap<String, String>,
+    /// Fail the next N `Set-MailContact` calls (simulates a crash right after New-MailContact).
+    fail_set_mail_contact: u64,
+    pub writes: u64,
+}
+
+impl FakeExchange {
+    pub fn contacts(&self) -> Vec<FakeContact> {
+        lock(&self.inner).contacts.values().cloned().collect()
+    }
+
+    pub fn writes(&self) -> u64 {
+        lock(&self.inner).writes
+    }
+
+    pub fn by_address(&self, address: &str) -> Option<FakeContact> {
+        lock(&self.inner)
+            .contacts
+            .values()
+            .find(|c| c.address.eq_ignore_ascii_case(address))
+            .cloned()
+    }
+
+    /// Adds a contact made by a human (no anchor).
+    pub fn add_manual(&self, name: &str, address: &str) -> String {
+        let mut inner = lock(&self.inner);
+        inner.next_id += 1;
+        let id = format!("manual-{}", inner.next_id);
+        let mut fields = BTreeMap::new();
+        fields.insert(Field::DisplayName, name.to_owned());
+        fields.insert(Field::Email, address.to_owned());
+        inner.contacts.insert(
+            id.clone(),
+            FakeContact {
+                id: id.clone(),
+                name: name.into(),
+                address: address.into(),
+                fields,
+                ..FakeContact::default()
+            },
+        );
+        id
+    }
+
+    pub fn add_mailbox(&self, address: &str, name: &str) {
+        lock(&self.inner)
+            .mailboxes
+            .insert(address.to_ascii_lowercase(), name.into());
+    }
+
+    pub fn edit(&self, id: &str, field: Field, value: &str) {
+        if let Some(contact) = lock(&self.inner).contacts.get_mut(id) {
+            contact.fields.insert(field, value.into());
+        }
+    }
+
+    pub fn delete(&self, id: &str) {
+        lock(&self.inner).contacts.remove(id);
+    }
+
+    pub fn fail_next_set_mail_contact(&self, n: u64) {
+        lock(&self.inner).fail_set_mail_contact = n;
+    }
+
+    fn view(contact: &FakeContact, attribute: u8) -> TargetObject {
+        TargetObject {
+            id: contact.id.clone(),
+            anchor: contact
+                .custom
+                .get(&attribute)
+                .filter(|a| !a.is_empty())
+                .cloned(),
+            name: contact.name.clone(),
+            address: contact.address.clone(),
+            hidden: contact.hidden,
+            fields: contact.fields.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl MailContactTarget for FakeExchange {
+    async fn list_contacts(&self, anchor_attribute: u8) -> Result<Vec<TargetObject>, PortError> {
+        Ok(lock(&self.inner)
+            .contacts
+            .values()
+            .map(|c| Self::view(c, anchor_attribute))
+            .collect())
+    }
+
+    async fn find_by_address(
+        &self,
+        address: &str,
+        anchor_attribute: u8,
+    ) -> Result<Option<TargetObject>, PortError> {
+        Ok(self
+            .by_address(address)
+            .map(|c| Self::view(&c, anchor_attribute)))
+    }
+
+    async fn create(&self, name: &str, entry: &Entry) -> Result<String, PortError> {
+        let mut inner = lock(&self.inner);
+        let address = entry.get(Field::Email).to_owned();
+        if let Some(owner) = inner.mailboxes.get(&address.to_ascii_lowercase()) {
+            return Err(PortError::AddressInUse {
+                address,
+                owner: format!("mailbox {owner}"),
+            });
+        }
+        if let Some(existing) = inner
+            .contacts
+            .values()
+            .find(|c| c.address.eq_ignore_ascii_case(&address))
+        {
+            return Err(PortError::AddressInUse {
+                address,
+                owner: format!("contact {}", existing.name),
+            });
+        }
+        if inner
+            .contacts
+            .values()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+            || inner
+                .mailboxes
+                .values()
+                .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            return Err(PortError::NameInUse { name: name.into() });
+        }
+        inner.next_id += 1;
+        inner.writes += 1;
+        let id = format!("contact-{}", inner.next_id);
+        let mut fields = BTreeMap::new();
+        for field in [
+            Field::DisplayName,
+            Field::Email,
+            Field::GivenName,
+            Field::Surname,
+            Field::Initials,
+        ] {
+            if !entry.get(field).is_empty() {
+                fields.insert(field, entry.get(field).to_owned());
+            }
+        }
+        inner.contacts.insert(
+            id.clone(),
+            FakeContact {
+                id: id.clone(),
+                name: name.into(),
+                address,
+                fields,
+                ..FakeContact::default()
+            },
+        );
+        Ok(id)
+    }
+
+    async fn set_mail_contact(
+        &self,
+        id: &str,
+        settings: &MailContactSettings,
+    ) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        if inner.fail_set_mail_contact > 0 {
+            inner.fail_set_mail_contact -= 1;
+            return Err(PortError::Failed {
+                service: "exchange".into(),
+                message: "connection dropped".into(),
+            });
+        }
+        inner.writes += 1;
+        let contact = inner
+            .contacts
+            .get_mut(id)
+            .ok_or(PortError::NotFound { id: id.into() })?;
+        if let Some((attribute, anchor)) = &settings.anchor {
+            contact.custom.insert(*attribute, anchor.clone());
+        }
+        if let Some(hidden) = settings.hidden {
+            contact.hidden = hidden;
+        }
+        if let Some(name) = &settings.name {
+            contact.name = name.clone();
+        }
+        if let Some(display) = &settings.display_name {
+            contact.fields.insert(Field::DisplayName, display.clone());
+        }
+        if let Some(address) = &settings.external_address {
+            contact.address = address.clone();
+            contact.fields.insert(Field::Email, address.clone());
+        }
+        Ok(())
+    }
+
+    async fn set_contact(
+        &self,
+        id: &str,
+        fields: &BTreeMap<Field, String>,
+    ) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        inner.writes += 1;
+        let contact = inner
+            .contacts
+            .get_mut(id)
+            .ok_or(PortError::NotFound { id: id.into() })?;
+        for (field, value) in fields {
+            contact.fields.insert(*field, value.clone());
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        inner.writes += 1;
+        inner
+            .contacts
+            .remove(id)
+            .map(|_| ())
+            .ok_or(PortError::NotFound { id: id.into() })
+    }
+}
