@@ -15,6 +15,10 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use sha2::{Digest, Sha256};
 use x509_parser::pem::Pem;
 
+use azure_core::credentials::TokenCredential;
+use azure_identity::ClientAssertion;
+use url::Url;
+
 use super::secret::Secret;
 
 /// Lifetime of one assertion; Entra accepts short-lived assertions, the SDK asks for a new one per token request.
@@ -155,7 +159,7 @@ pub struct CertificateAssertion {
 }
 
 #[async_trait::async_trait]
-impl azure_identity::ClientAssertion for CertificateAssertion {
+impl ClientAssertion for CertificateAssertion {
     async fn secret(
         &self,
         _options: Option<azure_core::http::ClientMethodOptions<'_>>,
@@ -170,6 +174,67 @@ impl azure_identity::ClientAssertion for CertificateAssertion {
                     error.to_string(),
                 )
             })
+    }
+}
+
+/// `{login origin}/{tenant}/oauth2/v2.0/token`: where the SDK sends token requests, and a certificate assertion's `aud`.
+pub fn token_endpoint(login_base: &Url, tenant_id: &str) -> String {
+    format!(
+        "{}/{tenant_id}/oauth2/v2.0/token",
+        login_base.origin().ascii_serialization()
+    )
+}
+
+/// The audience of the managed-identity token used as a federated assertion. Entra documents one audience per cloud
+/// family: `api://AzureADTokenExchange` (global), `…USGov` (US Government), `…China` (21Vianet). The simulator and any
+/// other login override use the global one. [unverified for DoD: assumed to share the US Government audience]
+pub fn federation_scope(login_base: &Url) -> String {
+    let host = login_base
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let audience = if host.ends_with("microsoftonline.us") {
+        "api://AzureADTokenExchangeUSGov"
+    } else if host.ends_with("chinacloudapi.cn") {
+        "api://AzureADTokenExchangeChina"
+    } else {
+        "api://AzureADTokenExchange"
+    };
+    format!("{audience}/.default")
+}
+
+/// The platform managed-identity token, used as the client assertion of a federated credential.
+#[derive(Debug)]
+pub(crate) struct FederatedAssertion {
+    pub(crate) platform: Arc<dyn TokenCredential>,
+    pub(crate) audience_scope: String,
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for FederatedAssertion {
+    async fn secret(
+        &self,
+        _options: Option<azure_core::http::ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
+        let token = self
+            .platform
+            .get_token(&[self.audience_scope.as_str()], None)
+            .await?;
+        Ok(token.token.secret().to_owned())
+    }
+}
+
+/// One `ClientAssertionCredential` type for both assertion kinds (certificate, federation).
+#[derive(Debug)]
+pub(crate) struct BoxedAssertion(pub(crate) Box<dyn ClientAssertion>);
+
+#[async_trait::async_trait]
+impl ClientAssertion for BoxedAssertion {
+    async fn secret(
+        &self,
+        options: Option<azure_core::http::ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
+        self.0.secret(options).await
     }
 }
 

@@ -19,13 +19,16 @@ use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use azure_identity::{
-    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
-    ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    ClientAssertionCredential, ClientAssertionCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, DeveloperToolsCredential, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use url::Url;
 
-use super::assertion::{AssertionError, CertificateAssertion, CertificateSigner};
+use super::assertion::{
+    AssertionError, BoxedAssertion, CertificateAssertion, CertificateSigner, FederatedAssertion,
+    federation_scope, token_endpoint,
+};
 use super::counters::{RequestCounters, Service};
 use super::http::TokenSource;
 use super::keyvault::{KeyVaultError, KeyVaultSecrets};
@@ -44,6 +47,9 @@ pub enum CredentialSource {
     KeyVaultCertificate(String),
     /// A client secret in this environment variable (local use).
     Env(String),
+    /// A client secret handed over in process (the demo and tests, which start the simulator themselves); never read
+    /// from the configuration file, which only names where secrets live.
+    ClientSecret(Secret),
     /// No secret: the platform managed identity is a federated credential of the app (microsoft-apis.md §8).
     FederatedManagedIdentity,
 }
@@ -418,6 +424,7 @@ impl TokenProvider {
                 }
                 client_secret(Secret::new(value))
             }
+            CredentialSource::ClientSecret(secret) => client_secret(secret.clone()),
             CredentialSource::KeyVaultSecret(name) => {
                 let secret = self.key_vault_secret(&tenant.name, name).await?;
                 client_secret(secret)
@@ -447,72 +454,11 @@ impl TokenProvider {
     }
 }
 
-/// `{login origin}/{tenant}/oauth2/v2.0/token`: where the SDK sends token requests, and a certificate assertion's `aud`.
-pub fn token_endpoint(login_base: &Url, tenant_id: &str) -> String {
-    format!(
-        "{}/{tenant_id}/oauth2/v2.0/token",
-        login_base.origin().ascii_serialization()
-    )
-}
-
-/// The audience of the managed-identity token used as a federated assertion. Entra documents one audience per cloud
-/// family: `api://AzureADTokenExchange` (global), `…USGov` (US Government), `…China` (21Vianet). The simulator and any
-/// other login override use the global one. [unverified for DoD: assumed to share the US Government audience]
-pub fn federation_scope(login_base: &Url) -> String {
-    let host = login_base
-        .host_str()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let audience = if host.ends_with("microsoftonline.us") {
-        "api://AzureADTokenExchangeUSGov"
-    } else if host.ends_with("chinacloudapi.cn") {
-        "api://AzureADTokenExchangeChina"
-    } else {
-        "api://AzureADTokenExchange"
-    };
-    format!("{audience}/.default")
-}
-
 /// The `.default` scope of a resource: `https://graph.microsoft.com` → `https://graph.microsoft.com/.default`.
 /// Audiences follow the tenant's cloud (microsoft-apis.md §6), not endpoint overrides: a proxy or the simulator in
 /// front of Graph still wants a Graph token.
 pub fn default_scope(resource: &str) -> String {
     format!("{}/.default", resource.trim_end_matches('/'))
-}
-
-/// The platform managed-identity token, used as the client assertion of a federated credential.
-#[derive(Debug)]
-struct FederatedAssertion {
-    platform: Arc<dyn TokenCredential>,
-    audience_scope: String,
-}
-
-#[async_trait::async_trait]
-impl ClientAssertion for FederatedAssertion {
-    async fn secret(
-        &self,
-        _options: Option<azure_core::http::ClientMethodOptions<'_>>,
-    ) -> azure_core::Result<String> {
-        let token = self
-            .platform
-            .get_token(&[self.audience_scope.as_str()], None)
-            .await?;
-        Ok(token.token.secret().to_owned())
-    }
-}
-
-/// One `ClientAssertionCredential` type for both assertion kinds (certificate, federation).
-#[derive(Debug)]
-struct BoxedAssertion(Box<dyn ClientAssertion>);
-
-#[async_trait::async_trait]
-impl ClientAssertion for BoxedAssertion {
-    async fn secret(
-        &self,
-        options: Option<azure_core::http::ClientMethodOptions<'_>>,
-    ) -> azure_core::Result<String> {
-        self.0.secret(options).await
-    }
 }
 
 /// A [`TokenSource`] for one (tenant, scope).
