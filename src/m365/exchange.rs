@@ -1,0 +1,469 @@
+//! Exchange Online `InvokeCommand` (microsoft-apis.md §1): the REST endpoint the ExchangeOnlineManagement v3 module
+//! uses, and the only way to write mail contacts (Graph's `orgContact` is read-only).
+//!
+//! `POST {exchange}/adminapi/beta/{tenant}/InvokeCommand` with `{"CmdletInput":{"CmdletName","Parameters"}}`, headers
+//! `X-AnchorMailbox: UPN:SystemMailbox{bb558c35-…}@{initial domain}`, `X-ResponseFormat: json`,
+//! `Prefer: odata.maxpagesize=1000`; results in `value`, further pages by POSTing the same body to `@odata.nextLink`.
+//! Not officially supported by Microsoft; shapes marked [unverified] below are defensive guesses.
+//!
+//! Errors arrive as HTTP 400 (client errors) or 5xx with `{"error":{"code","message","details":[{"message"}],
+//! "innererror":{"type"}}}` whose text names the .NET exception [unverified shape, from the module's error handling];
+//! [`ExchangeErrorKind`] classifies them by those names.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use super::counters::RequestCounters;
+use super::http::{ApiClient, ApiRequest, ApiResponse, HttpError};
+
+/// The system mailbox every tenant has; ExchangeOnlineManagement anchors admin requests on it.
+const ANCHOR_SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
+
+/// Prefix of every galbridge anchor value (design.md, "Anchor").
+pub const ANCHOR_PREFIX: &str = "galbridge:";
+
+/// What kind of failure a cmdlet had, so the engine can report conflicts instead of failing the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeErrorKind {
+    /// The address is already some recipient's proxy address (`ProxyAddressExistsException`): a reported conflict.
+    AddressInUse,
+    /// The Name is already used in the tenant (`ADObjectAlreadyExistsException`): pick another name.
+    NameInUse,
+    /// The object does not exist (`ManagementObjectNotFoundException`, 404).
+    NotFound,
+    /// Still busy or throttled after every retry (`ServerBusyException` & co, 429/503/504).
+    Transient,
+    /// The app lacks `Exchange.ManageAsApp` or the Exchange Recipient Administrator role (401/403, access denied).
+    Permission,
+    /// A parameter was refused (`ParameterBindingException`, validation errors).
+    InvalidParameter,
+    /// Anything else.
+    Other,
+}
+
+/// Errors of `InvokeCommand`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("Exchange {cmdlet} failed ({kind:?}, HTTP {status}): {message}")]
+    Command {
+        cmdlet: String,
+        kind: ExchangeErrorKind,
+        status: u16,
+        message: String,
+    },
+    #[error("Exchange {cmdlet}: unexpected response body: {message}")]
+    Decode { cmdlet: String, message: String },
+    #[error("invalid Exchange URL: {0}")]
+    BadUrl(String),
+}
+
+impl ExchangeError {
+    /// The classification of a cmdlet failure (`None` for transport-level errors).
+    pub fn kind(&self) -> Option<ExchangeErrorKind> {
+        match self {
+            ExchangeError::Command { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a failed `InvokeCommand` answer by status and the exception names in its body.
+pub fn classify(status: u16, body: &[u8]) -> ExchangeErrorKind {
+    let text = String::from_utf8_lossy(body);
+    let has = |needle: &str| text.contains(needle);
+    if super::retry::is_exchange_transient(status, body) || matches!(status, 429 | 503 | 504) {
+        ExchangeErrorKind::Transient
+    } else if has("ProxyAddressExistsException")
+        || has("is already being used by the proxy addresses")
+    {
+        ExchangeErrorKind::AddressInUse
+    } else if has("ADObjectAlreadyExistsException") || has("NameNotUniqueException") {
+        ExchangeErrorKind::NameInUse
+    } else if has("ManagementObjectNotFoundException") || has("couldn't be found") || status == 404
+    {
+        ExchangeErrorKind::NotFound
+    } else if matches!(status, 401 | 403)
+        || has("UnauthorizedAccessException")
+        || has("AccessDenied")
+    {
+        ExchangeErrorKind::Permission
+    } else if has("ParameterBindingException")
+        || has("DataValidationException")
+        || has("ArgumentException")
+    {
+        ExchangeErrorKind::InvalidParameter
+    } else {
+        ExchangeErrorKind::Other
+    }
+}
+
+/// The most specific human message of an Exchange error body: `error.details[0].message`, then
+/// `innererror.message`, then `error.message` (the module reads them in that order).
+fn error_message(response: &ApiResponse) -> String {
+    let Ok(body) = response.json::<Value>() else {
+        return response.body_excerpt();
+    };
+    let error = &body["error"];
+    [
+        &error["details"][0]["message"],
+        &error["innererror"]["message"],
+        &error["message"],
+    ]
+    .into_iter()
+    .find_map(Value::as_str)
+    .map(str::to_owned)
+    .unwrap_or_else(|| response.body_excerpt())
+}
+
+/// Quotes a value for an OPATH filter string: single quotes, inner quotes doubled.
+pub fn opath_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Fields of `New-MailContact` (Name and ExternalEmailAddress are mandatory; Name ≤ 64 chars and unique).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewMailContact {
+    pub name: String,
+    pub external_email_address: String,
+    pub display_name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub initials: Option<String>,
+    pub alias: Option<String>,
+}
+
+/// An Exchange `InvokeCommand` client for one tenant. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ExchangeClient {
+    api: ApiClient,
+    endpoint: Url,
+    anchor_mailbox: String,
+}
+
+impl ExchangeClient {
+    /// A client for tenant `tenant` (GUID or initial domain) at `exchange_base` (e.g. `https://outlook.office365.com/`);
+    /// `initial_domain` (`contoso.onmicrosoft.com`) forms the anchor mailbox header.
+    pub fn new(
+        api: ApiClient,
+        exchange_base: &Url,
+        tenant: &str,
+        initial_domain: &str,
+    ) -> Result<Self, ExchangeError> {
+        let mut base = exchange_base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let endpoint = base
+            .join(&format!(
+                "adminapi/beta/{}/InvokeCommand",
+                super::graph::segment(tenant)
+            ))
+            .map_err(|error| ExchangeError::BadUrl(error.to_string()))?;
+        Ok(Self {
+            api,
+            endpoint,
+            anchor_mailbox: format!("UPN:{ANCHOR_SYSTEM_MAILBOX}@{initial_domain}"),
+        })
+    }
+
+    /// A clone counting into `counters`.
+    pub fn with_counters(&self, counters: Arc<RequestCounters>) -> Self {
+        let mut clone = self.clone();
+        clone.api = clone.api.with_counters(counters);
+        clone
+    }
+
+    /// The executor (counters, retry policy).
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// Runs `cmdlet` with `parameters` and returns every result object (all pages). `read_only` cmdlets may be resent
+    /// after a dropped connection; others are not (a resent `New-MailContact` could have applied already).
+    pub async fn invoke(
+        &self,
+        cmdlet: &str,
+        parameters: Value,
+        read_only: bool,
+    ) -> Result<Vec<Value>, ExchangeError> {
+        let body = json!({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters}});
+        let mut url = self.endpoint.clone();
+        let mut results = Vec::new();
+        loop {
+            let request = ApiRequest::new(Method::POST, url.clone())
+                .json(&body)
+                .idempotent(read_only)
+                .header("X-AnchorMailbox", self.anchor_mailbox.clone())
+                .header("X-ResponseFormat", "json")
+                .header("X-CmdletName", cmdlet)
+                .header("Prefer", "odata.maxpagesize=1000")
+                .header("Accept", "application/json");
+            let response = self.api.send(request).await?;
+            if !response.is_success() {
+                let status = response.status.as_u16();
+                return Err(ExchangeError::Command {
+                    cmdlet: cmdlet.to_owned(),
+                    kind: classify(status, &response.body),
+                    status,
+                    message: error_message(&response),
+                });
+            }
+            if response.body.is_empty() {
+                return Ok(results);
+            }
+            let page: Value = response.json().map_err(|error| ExchangeError::Decode {
+                cmdlet: cmdlet.to_owned(),
+                message: error.to_string(),
+            })?;
+            match page.get("value") {
+                Some(Value::Array(items)) => results.extend(items.iter().cloned()),
+                // [unverified] a cmdlet without output may answer without `value`.
+                None | Some(Value::Null) => {}
+                Some(other) => results.push(other.clone()),
+            }
+            match page.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) => {
+                    let next = Url::parse(next)
+                        .map_err(|error| ExchangeError::BadUrl(error.to_string()))?;
+                    // A nextLink to another host is refused (allowlist), never followed with our token.
+                    self.api.check_allowed(&next)?;
+                    url = next;
+                }
+                None => return Ok(results),
+            }
+        }
+    }
+
+    /// Every mail contact galbridge manages: `CustomAttribute{n} -like 'galbridge:*'`.
+    pub async fn managed_mail_contacts(&self, attribute: u8) -> Result<Vec<Value>, ExchangeError> {
+        let filter = format!(
+            "CustomAttribute{attribute} -like {}",
+            opath_quote(&format!("{ANCHOR_PREFIX}*"))
+        );
+        self.invoke(
+            "Get-MailContact",
+            json!({"Filter": filter, "ResultSize": "Unlimited"}),
+            true,
+        )
+        .await
+    }
+
+    /// The mail contact carrying `anchor` in `CustomAttribute{n}`, if any.
+    pub async fn mail_contact_by_anchor(
+        &self,
+        attribute: u8,
+        anchor: &str,
+    ) -> Result<Option<Value>, ExchangeError> {
+        let filter = format!("CustomAttribute{attribute} -eq {}", opath_quote(anchor));
+        let found = self
+            .invoke(
+                "Get-MailContact",
+                json!({"Filter": filter, "ResultSize": "Unlimited"}),
+                true,
+            )
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// The mail contact whose primary address is `address` (Identity accepts an SMTP address), if any.
+    pub async fn mail_contact_by_address(
+        &self,
+        address: &str,
+    ) -> Result<Option<Value>, ExchangeError> {
+        self.get_single("Get-MailContact", address).await
+    }
+
+    /// Who owns `address` (mailbox, group, guest, contact), if anyone: `Get-Recipient -Identity`.
+    pub async fn recipient_by_address(
+        &self,
+        address: &str,
+    ) -> Result<Option<Value>, ExchangeError> {
+        self.get_single("Get-Recipient", address).await
+    }
+
+    async fn get_single(
+        &self,
+        cmdlet: &str,
+        identity: &str,
+    ) -> Result<Option<Value>, ExchangeError> {
+        match self
+            .invoke(cmdlet, json!({"Identity": identity}), true)
+            .await
+        {
+            Ok(found) => Ok(found.into_iter().next()),
+            Err(error) if error.kind() == Some(ExchangeErrorKind::NotFound) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `New-MailContact`; returns the created contact. (It cannot set CustomAttributeN: anchor with `set_mail_contact`.)
+    pub async fn new_mail_contact(&self, contact: &NewMailContact) -> Result<Value, ExchangeError> {
+        let mut parameters = Map::new();
+        parameters.insert("Name".into(), json!(contact.name));
+        parameters.insert(
+            "ExternalEmailAddress".into(),
+            json!(smtp(&contact.external_email_address)),
+        );
+        let optional = [
+            ("DisplayName", &contact.display_name),
+            ("FirstName", &contact.first_name),
+            ("LastName", &contact.last_name),
+            ("Initials", &contact.initials),
+            ("Alias", &contact.alias),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value.as_ref().filter(|value| !value.is_empty()) {
+                parameters.insert(name.into(), json!(value));
+            }
+        }
+        let created = self
+            .invoke("New-MailContact", Value::Object(parameters), false)
+            .await?;
+        created
+            .into_iter()
+            .next()
+            .ok_or_else(|| ExchangeError::Decode {
+                cmdlet: "New-MailContact".into(),
+                message: "no contact in the answer".into(),
+            })
+    }
+
+    /// `Set-MailContact -Identity … ` with `parameters` (e.g. `CustomAttribute15`, `DisplayName`, `Name`,
+    /// `ExternalEmailAddress`, `HiddenFromAddressListsEnabled`).
+    pub async fn set_mail_contact(
+        &self,
+        identity: &str,
+        parameters: Map<String, Value>,
+    ) -> Result<(), ExchangeError> {
+        self.set("Set-MailContact", identity, parameters).await
+    }
+
+    /// `Set-Contact -Identity …` with `parameters` (`Title`, `Department`, `Company`, `Office`, `Phone`, `MobilePhone`,
+    /// `HomePhone`, `Fax`, `StreetAddress`, `City`, `StateOrProvince`, `PostalCode`, `CountryOrRegion`, `Notes`, …).
+    pub async fn set_contact(
+        &self,
+        identity: &str,
+        parameters: Map<String, Value>,
+    ) -> Result<(), ExchangeError> {
+        self.set("Set-Contact", identity, parameters).await
+    }
+
+    /// Hides (or shows) a mail contact in the address lists (`on_delete = "hide"`).
+    pub async fn set_hidden(&self, identity: &str, hidden: bool) -> Result<(), ExchangeError> {
+        let mut parameters = Map::new();
+        parameters.insert("HiddenFromAddressListsEnabled".into(), json!(hidden));
+        self.set("Set-MailContact", identity, parameters).await
+    }
+
+    /// `Remove-MailContact -Identity … -Confirm:$false`. Removing a contact that is already gone succeeds.
+    pub async fn remove_mail_contact(&self, identity: &str) -> Result<(), ExchangeError> {
+        match self
+            .invoke(
+                "Remove-MailContact",
+                json!({"Identity": identity, "Confirm": false}),
+                false,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == Some(ExchangeErrorKind::NotFound) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn set(
+        &self,
+        cmdlet: &str,
+        identity: &str,
+        mut parameters: Map<String, Value>,
+    ) -> Result<(), ExchangeError> {
+        if parameters.is_empty() {
+            return Ok(());
+        }
+        parameters.insert("Identity".into(), json!(identity));
+        // Setting the same values twice is harmless, so Set-* may be resent after a dropped connection.
+        self.invoke(cmdlet, Value::Object(parameters), true)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// `SMTP:`-prefixes a bare address (ExternalEmailAddress takes a proxy address form).
+fn smtp(address: &str) -> String {
+    if address.contains(':') {
+        address.to_owned()
+    } else {
+        format!("SMTP:{address}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_exception_names() {
+        let body = |exception: &str| {
+            format!(
+                r#"{{"error":{{"code":"BadRequest","message":"|{exception}|x","innererror":{{"type":"{exception}"}}}}}}"#
+            )
+        };
+        let cases = [
+            (
+                400,
+                "Microsoft.Exchange.Data.Directory.ProxyAddressExistsException",
+                ExchangeErrorKind::AddressInUse,
+            ),
+            (
+                400,
+                "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
+                ExchangeErrorKind::NameInUse,
+            ),
+            (
+                400,
+                "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+                ExchangeErrorKind::NotFound,
+            ),
+            (
+                500,
+                "Microsoft.Exchange.Net.ServerBusyException",
+                ExchangeErrorKind::Transient,
+            ),
+            (
+                400,
+                "Microsoft.Exchange.Net.ServerBusyException",
+                ExchangeErrorKind::Transient,
+            ),
+            (
+                403,
+                "System.UnauthorizedAccessException",
+                ExchangeErrorKind::Permission,
+            ),
+            (
+                400,
+                "System.Management.Automation.ParameterBindingException",
+                ExchangeErrorKind::InvalidParameter,
+            ),
+            (400, "Some.Other.Exception", ExchangeErrorKind::Other),
+        ];
+        for (status, exception, expected) in cases {
+            assert_eq!(
+                classify(status, body(exception).as_bytes()),
+                expected,
+                "{exception}"
+            );
+        }
+    }
+
+    #[test]
+    fn opath_values_are_quoted_safely() {
+        assert_eq!(opath_quote("galbridge:t:o'brien"), "'galbridge:t:o''brien'");
+        assert_eq!(smtp("ada@acme.example"), "SMTP:ada@acme.example");
+        assert_eq!(smtp("SMTP:ada@acme.example"), "SMTP:ada@acme.example");
+    }
+}
