@@ -1,1 +1,31 @@
-//! m365 (placeholder)
+//! Thin clients for the Microsoft services galbridge talks to, and the credentials they authenticate with.
+//!
+//! - [`http`]: the shared `reqwest` client factory and the request executor (allowlist, retries, counters, limits).
+//! - [`retry`], [`limiter`], [`counters`]: retry policy, adaptive concurrency (AIMD), request counting.
+//! - [`auth`], [`assertion`], [`keyvault`], [`sdk`]: tokens per (tenant, audience) from the official Azure identity
+//!   crates; certificate assertions signed with ring; Key Vault reads; the bridge to the SDK's transport.
+//! - [`graph`], [`batch`], [`mailbox`]: Microsoft Graph reads (users delta, groups, org contacts, photos), `$batch`
+//!   writes, and personal contacts in mailboxes.
+//! - [`exchange`]: Exchange Online `InvokeCommand` for mail contacts.
+//! - [`secret`]: the string type that never prints.
+//!
+//! Clients take base URLs; the config room resolves them per cloud (microsoft-apis.md §6).
+
+pub mod assertion;
+pub mod auth;
+pub mod counters;
+pub mod http;
+pub mod keyvault;
+pub mod limiter;
+pub mod retry;
+pub mod sdk;
+pub mod secret;
+
+pub use auth::{AuthError, CredentialSource, PlatformIdentity, TenantAuth, TokenProvider};
+pub use counters::{RequestCounters, Service};
+pub use http::{
+    ApiClient, ApiRequest, ApiResponse, HttpError, HttpSettings, TokenSource, build_http_client,
+};
+pub use limiter::{AdaptiveLimiter, LimiterPermit, LimiterSet};
+pub use retry::RetryPolicy;
+pub use secret::Secret;
