@@ -34,3 +34,5 @@ pub mod spec;
 pub mod targets;
 #[cfg(test)]
 pub mod testing;
+
+pub use build::build_service;
