@@ -10,11 +10,13 @@
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
 //! - [`runner`]: one run of a link.
 //! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
+//! - [`build`]: the state store and the service from a loaded configuration.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
 //! - [`purge`]: removing everything a link manages (uninstall).
 //! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
 
 pub mod adapters;
+pub mod build;
 pub mod diff;
 pub mod entry;
 pub mod from_config;
@@ -32,3 +34,5 @@ pub mod spec;
 pub mod targets;
 #[cfg(test)]
 pub mod testing;
+
+pub use build::build_service;

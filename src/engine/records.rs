@@ -10,7 +10,7 @@ use super::diff::ManagedObject;
 use crate::state::{LINK_SCOPE, ObjectRecord, StateError, StateStore};
 
 /// How many record writes are batched before they are flushed.
-pub const RECORD_BATCH: usize = 25;
+pub const RECORD_BATCH: usize = 100;
 
 /// The record of a managed object.
 pub fn to_record(object: &ManagedObject) -> ObjectRecord {

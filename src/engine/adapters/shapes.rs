@@ -38,10 +38,22 @@ pub fn set_contact_parameter(field: Field) -> Option<&'static str> {
     })
 }
 
+/// The `Alias` (mailNickname) of a contact: `gb` and 16 hex digits of the anchor's hash. Quirk: Exchange derives an
+/// alias from `Name` when none is given and numbers it on collisions (namesakes); an alias from the anchor is unique
+/// and stable per person instead.
+pub fn alias_for(anchor: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "gb{}",
+        &hex::encode(Sha256::digest(anchor.as_bytes()))[..16]
+    )
+}
+
 /// `New-MailContact` parameters. Quirk (microsoft-apis.md §1): `Name` is required, ≤ 64 characters and unique.
 pub fn new_mail_contact_parameters(name: &str, entry: &Entry) -> Map<String, Value> {
     let mut params = Map::new();
     params.insert("Name".into(), json!(name));
+    params.insert("Alias".into(), json!(alias_for(&entry.anchor)));
     params.insert(
         "ExternalEmailAddress".into(),
         json!(format!("SMTP:{}", entry.get(Field::Email))),
@@ -284,8 +296,10 @@ mod tests {
         assert_eq!(
             Value::Object(params),
             json!({"Name": "Ada Lovelace", "ExternalEmailAddress": "SMTP:ada@acme.com", "DisplayName": "Ada Lovelace",
-                   "FirstName": "Ada"})
+                   "FirstName": "Ada", "Alias": alias_for("galbridge:t:1")})
         );
+        assert_eq!(alias_for("galbridge:t:1").len(), 18);
+        assert_ne!(alias_for("galbridge:t:1"), alias_for("galbridge:t:2"));
         let settings = MailContactSettings {
             anchor: Some((15, "galbridge:t:1".into())),
             hidden: Some(false),

@@ -24,7 +24,7 @@ use crate::report::{Failure, PlanCounts};
 use crate::state::StateStore;
 
 /// Creates between two intent writes.
-const CREATE_CHUNK: usize = 50;
+const CREATE_CHUNK: usize = 100;
 
 /// Fields written by `Set-MailContact` rather than `Set-Contact`.
 pub fn is_mail_contact_field(field: Field) -> bool {
