@@ -400,7 +400,7 @@ impl TokenProvider {
             Ok(credential)
         };
         let with_assertion =
-            |assertion: Box<dyn ClientAssertion>| -> Result<Arc<dyn TokenCredential>, AuthError> {
+            |assertion: Box<dyn azure_identity::ClientAssertion>| -> Result<Arc<dyn TokenCredential>, AuthError> {
                 let options = ClientAssertionCredentialOptions {
                     client_options: login_client_options(http, counters, &tenant.login_base),
                 };
