@@ -2,7 +2,6 @@
 //! `demo`. Commands load the configuration, build the [`SyncService`] once, and print either a compact table or
 //! (`--json`) the report types. Exit codes are part of the interface: see [`Exit`].
 
-mod engine_placeholder;
 mod output;
 
 use std::path::PathBuf;
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use engine_placeholder::build_service;
+pub use crate::engine::build_service;
 
 use crate::config::{Config, json_schema};
 use crate::functions::{ServeOptions, serve, shutdown_signal};
@@ -122,9 +121,12 @@ pub struct PurgeArgs {
     /// The link to purge
     #[arg(long, value_name = "NAME")]
     pub link: String,
-    /// Confirm: really delete
+    /// Confirm: really delete (without it, only list what would be removed)
     #[arg(long)]
     pub yes: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Process exit codes (documented in `--help` and the README).
@@ -183,11 +185,13 @@ pub async fn run(cli: Cli) -> Exit {
             print!("{}", json_schema());
             Exit::Ok
         }
-        Command::Demo => {
-            // PLACEHOLDER: the demo is another room's; the lead wires `crate::demo::run` here.
-            eprintln!("galbridge demo: the demo is not built yet");
-            Exit::RunFailed
-        }
+        Command::Demo => match crate::demo::run(crate::demo::DemoOptions::default()).await {
+            Ok(_) => Exit::Ok,
+            Err(error) => {
+                eprintln!("galbridge demo: {error}");
+                Exit::RunFailed
+            }
+        },
         command => {
             let path = Config::locate(cli.config.as_deref());
             let config = match Config::load(&path) {
@@ -206,10 +210,12 @@ async fn with_config(command: Command, config: Config) -> Exit {
     if let Command::Validate = command {
         return validate(&config);
     }
-    if let Command::Purge(args) = &command {
-        return purge(&config, args);
+    if let Command::Purge(args) = &command
+        && let Some(exit) = refuse_purge(&config, args)
+    {
+        return exit;
     }
-    let service = match build_service(config.clone()) {
+    let service = match build_service(config.clone()).await {
         Ok(service) => service,
         Err(error) => {
             eprintln!("galbridge: {error}");
@@ -260,7 +266,8 @@ async fn with_config(command: Command, config: Config) -> Exit {
                 Exit::RunFailed
             }
         },
-        Command::Validate | Command::Purge(_) | Command::Config(_) | Command::Demo => Exit::Ok,
+        Command::Purge(args) => purge(&service, &args, args.json).await,
+        Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
     }
 }
 
@@ -286,31 +293,45 @@ fn validate(config: &Config) -> Exit {
     Exit::Ok
 }
 
-fn purge(config: &Config, args: &PurgeArgs) -> Exit {
-    if config.link(&args.link).is_none() {
-        let suggestion = config
-            .suggest_link(&args.link)
-            .map(|name| format!(" (did you mean {name:?}?)"));
-        eprintln!(
-            "galbridge purge: no link named {:?}{}",
-            args.link,
-            suggestion.unwrap_or_default()
-        );
-        return Exit::BadInput;
+/// Refuses an unknown link before anything is built; `None` when the purge may go ahead.
+fn refuse_purge(config: &Config, args: &PurgeArgs) -> Option<Exit> {
+    if config.link(&args.link).is_some() {
+        return None;
     }
-    if !args.yes {
-        eprintln!(
-            "galbridge purge: this deletes every object galbridge created for link {:?} and forgets its state; \
-             run again with --yes to do it",
-            args.link
-        );
-        return Exit::BadInput;
-    }
-    // PLACEHOLDER: `SyncService` has no purge yet (asked of the lead); refuse rather than pretend.
+    let suggestion = config
+        .suggest_link(&args.link)
+        .map(|name| format!(" (did you mean {name:?}?)"));
     eprintln!(
-        "galbridge purge: not available in this build (the sync service does not offer purge yet)"
+        "galbridge purge: no link named {:?}{}",
+        args.link,
+        suggestion.unwrap_or_default()
     );
-    Exit::RunFailed
+    Some(Exit::BadInput)
+}
+
+/// Without `--yes`, lists what would be removed (a dry run); with it, removes every object the link manages.
+async fn purge(service: &crate::engine::service::EngineService, args: &PurgeArgs, json: bool) -> Exit {
+    match service.purge(&args.link, args.yes).await {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", output::run_table(std::slice::from_ref(&report)));
+                if !args.yes {
+                    eprintln!(
+                        "galbridge purge: dry run: nothing was removed; run again with --yes to delete every \
+                         object galbridge created for link {:?} and forget its state",
+                        args.link
+                    );
+                }
+            }
+            exit_for_outcome(&report)
+        }
+        Err(error) => {
+            eprintln!("galbridge purge: {error}");
+            exit_for_error(&error)
+        }
+    }
 }
 
 async fn sync<S: SyncService>(
