@@ -1,6 +1,7 @@
 //! Crash safety of GAL to phones with the real binary: `galbridge sync` is killed with SIGKILL in the middle of
-//! filling the mailboxes (twice, at different points), then run again to the end: every mailbox's folder holds
-//! each person exactly once (no duplicates from the contacts created by the killed runs, nobody missing).
+//! writing new people into mailboxes that already have their list (twice, at different points), then run again
+//! to the end: every mailbox's folder holds each person exactly once (no duplicates of the contacts the killed runs
+//! created without recording them, nobody missing).
 
 mod engine_support;
 mod phones_support;
@@ -85,6 +86,29 @@ async fn sigkill_mid_run_then_rerun_leaves_no_duplicates() {
         command
     };
     let mailboxes = writable_mailboxes(&sim.control().users("northern").expect("northern"));
+
+    // A first run completes: every mailbox has its folder and its records.
+    let mut first = command();
+    let output = tokio::task::spawn_blocking(move || first.output().expect("galbridge runs"))
+        .await
+        .expect("joins");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let before = managed_count(&sim, &mailboxes);
+
+    // New people arrive; the incremental runs that create them are killed mid-flight (SIGKILL: no cleanup, no
+    // records of what landed, the lease stays until it expires).
+    for i in 0..50 {
+        sim.control()
+            .add_user(
+                "acme",
+                serde_json::json!({"displayName": format!("New Hire {i}"), "jobTitle": "Engineer"}),
+            )
+            .expect("new hire");
+    }
     let people: Vec<serde_json::Value> = sim
         .control()
         .users("acme")
@@ -93,24 +117,22 @@ async fn sigkill_mid_run_then_rerun_leaves_no_duplicates() {
         .filter(engine_support::in_default_scope)
         .collect();
     let full_count = mailboxes.len() * people.len();
-
-    // Two runs killed mid-flight (SIGKILL: no cleanup, the lease stays until it expires).
     let mut killed_mid_run = 0;
-    for kill_after in [Duration::from_millis(900), Duration::from_millis(1600)] {
+    for kill_after in [Duration::from_millis(700), Duration::from_millis(500)] {
         let mut child = command().spawn().expect("galbridge starts");
         tokio::time::sleep(kill_after).await;
         let running = child.try_wait().expect("child status").is_none();
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         let written = managed_count(&sim, &mailboxes);
-        if running && written > 0 && written < full_count {
+        if running && written > before && written < full_count {
             killed_mid_run += 1;
         }
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
     assert!(
         killed_mid_run > 0,
-        "at least one kill landed while the mailboxes were being filled"
+        "at least one kill landed while the new people were being written"
     );
 
     // The rerun completes and converges.
