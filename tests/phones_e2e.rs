@@ -150,7 +150,7 @@ async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
         .create_user_made_contact("northern", &owner_id, Some(&folder_id), own_fields.clone())
         .expect("user contact");
 
-    // Incremental: one person changes; each mailbox gets one write and no mailbox is read.
+    // Incremental: one person changes, one leaves; each mailbox gets one write per person and no mailbox is read.
     control
         .update_user(
             "acme",
@@ -158,10 +158,20 @@ async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
             json!({"jobTitle": "Chief Plumber"}),
         )
         .expect("update");
+    let leaver = people(&world).last().expect("someone").clone();
+    control
+        .delete_user("acme", leaver["id"].as_str().expect("id"), true)
+        .expect("delete");
     control.reset_counters();
     let second = run(&world, RunOptions::default()).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{}", second.summary);
     assert_eq!(second.applied.updates as usize, mailboxes);
+    assert_eq!(second.applied.deletes as usize, mailboxes);
+    assert_eq!(
+        contact_requests(&world, "DELETE"),
+        mailboxes as u64,
+        "one delete per mailbox"
+    );
     assert_eq!(
         contact_requests(&world, "PATCH"),
         mailboxes as u64,

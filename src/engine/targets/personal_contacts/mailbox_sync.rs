@@ -53,7 +53,8 @@ pub struct Fanout<'a> {
     pub target: &'a PhonesTarget,
     pub fill_blank: &'a BTreeSet<&'static str>,
     pub desired: &'a BTreeMap<String, Desired>,
-    /// People whose entry or photo changed in this run (incremental mailboxes look at these only).
+    /// People whose entry or photo changed in this run, and people who left the scope (incremental mailboxes look
+    /// at these only).
     pub changed: &'a BTreeSet<String>,
     /// People gone from the source whose contacts must stay for now (quarantine).
     pub held: &'a BTreeSet<String>,

@@ -345,6 +345,8 @@ impl PhonesRunner {
         let desired = desired_contacts(&source.next, &link.target.categories, link.target.photos);
         let fill_blank = fill_blank_properties(&link.target.fill_blank);
         let anchor_prefix = anchor_prefix_for(&tenant_id);
+        // Incremental mailboxes look at the people who changed and the people who left.
+        let touched: BTreeSet<String> = source.changed.union(&source.removed).cloned().collect();
         let fanout = Fanout {
             link: &link.name,
             graph: &self.target_graph,
@@ -352,7 +354,7 @@ impl PhonesRunner {
             target: &link.target,
             fill_blank: &fill_blank,
             desired: &desired,
-            changed: &source.changed,
+            changed: &touched,
             held: &held,
             anchor_prefix: &anchor_prefix,
             photos: photos.as_ref(),
