@@ -1,7 +1,8 @@
 //! Planning one mailbox's writes: the folder (found by stored id, by name, or created), the thorough reconcile
-//! (list the folder with anchors), and the incremental plan (changed and departed people, from the records).
+//! (list the folder with anchors), the periodic repair from the folder's delta, and the incremental plan (changed
+//! and departed people, from the records).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -11,8 +12,8 @@ use super::contact::{
 };
 use super::mailbox_sync::{MailboxRun, Op, id_of};
 use super::spec::OnPersonGone;
-use crate::m365::GraphError;
 use crate::m365::mailbox::extended_property_value;
+use crate::m365::{DeltaStart, GraphError};
 
 impl MailboxRun<'_, '_> {
     async fn ensure_folder(&mut self) -> Result<String, GraphError> {
@@ -247,5 +248,98 @@ impl MailboxRun<'_, '_> {
             }
         }
         ops
+    }
+
+    /// A delta link "from now" for the folder (`$deltaToken=latest`: no contacts, one request). Taken after a
+    /// thorough run's writes, so the next repair does not read galbridge's own writes back.
+    pub(super) async fn latest_delta_link(
+        &self,
+        folder: &str,
+    ) -> Result<Option<String>, GraphError> {
+        let mut pages = self.fanout.graph.folder_contacts_delta(
+            &self.mailbox.id,
+            folder,
+            CONTACT_PROPERTIES,
+            &DeltaStart::Latest,
+        )?;
+        let mut link = None;
+        while let Some(page) = pages.next_page().await? {
+            link = page.delta_link.or(link);
+        }
+        Ok(link)
+    }
+
+    /// The periodic repair without listing the folder: the changed people (as incremental), plus the contacts the
+    /// folder's delta reports since the last repair: a managed contact the owner deleted is created again, one the
+    /// owner edited is reset (per field policy). Contacts the records do not know are the owner's: untouched.
+    pub(super) async fn plan_delta(&mut self) -> Result<Vec<Op>, GraphError> {
+        let (Some(folder), Some(link)) = (
+            self.folder().map(str::to_owned),
+            self.state.delta_link.clone(),
+        ) else {
+            return self.plan_full().await;
+        };
+        let mut pages = self.fanout.graph.folder_contacts_delta(
+            &self.mailbox.id,
+            &folder,
+            CONTACT_PROPERTIES,
+            &DeltaStart::Resume(link),
+        )?;
+        let mut changed_contacts = Vec::new();
+        let mut next_link = None;
+        while let Some(page) = pages.next_page().await? {
+            changed_contacts.extend(page.items);
+            next_link = page.delta_link.or(next_link);
+        }
+        let mut ops = self.plan_incremental();
+        let mut planned: HashSet<String> = ops.iter().map(|op| op.anchor().to_owned()).collect();
+        let by_contact: HashMap<String, String> = self
+            .state
+            .contacts
+            .iter()
+            .map(|(anchor, record)| (record.contact_id.clone(), anchor.clone()))
+            .collect();
+        let fanout = self.fanout;
+        for contact in &changed_contacts {
+            let Some(anchor) = id_of(contact).and_then(|id| by_contact.get(id)) else {
+                continue;
+            };
+            let Some(want) = fanout.desired.get(anchor) else {
+                continue;
+            };
+            if !planned.insert(anchor.clone()) {
+                continue;
+            }
+            if contact.get("@removed").is_some() {
+                ops.push(Op::Create {
+                    anchor: anchor.clone(),
+                    body: create_body(&want.props, self.categories(), anchor),
+                });
+                continue;
+            }
+            let patch =
+                patch_for_current(&want.props, fanout.fill_blank, self.categories(), contact);
+            if !patch.is_empty() {
+                ops.push(Op::Patch {
+                    anchor: anchor.clone(),
+                    contact_id: id_of(contact).unwrap_or_default().to_owned(),
+                    body: Value::Object(patch),
+                    adopt: false,
+                    photo: false,
+                });
+            }
+        }
+        // People with no contact in this mailbox yet (a create that failed earlier).
+        for (anchor, want) in fanout.desired {
+            if !self.state.contacts.contains_key(anchor) && planned.insert(anchor.clone()) {
+                ops.push(Op::Create {
+                    anchor: anchor.clone(),
+                    body: create_body(&want.props, self.categories(), anchor),
+                });
+            }
+        }
+        self.changes.folder_id = Some(folder);
+        self.changes.delta_link = next_link;
+        Ok(ops)
     }
 }

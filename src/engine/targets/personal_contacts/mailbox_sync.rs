@@ -90,6 +90,17 @@ pub(super) enum Op {
     },
 }
 
+impl Op {
+    pub(super) fn anchor(&self) -> &str {
+        match self {
+            Op::Create { anchor, .. }
+            | Op::Patch { anchor, .. }
+            | Op::Photo { anchor, .. }
+            | Op::Delete { anchor, .. } => anchor,
+        }
+    }
+}
+
 pub(super) struct MailboxRun<'f, 'a> {
     pub(super) fanout: &'f Fanout<'a>,
     pub(super) mailbox: &'f MailboxRef,
@@ -99,9 +110,21 @@ pub(super) struct MailboxRun<'f, 'a> {
     pub(super) photo_queue: Vec<(String, String)>,
 }
 
+/// How much of a mailbox a run looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// The changed and departed people only, from the records (no mailbox read).
+    Incremental,
+    /// The periodic drift repair: the changed people, plus what changed in the folder since the stored delta link
+    /// (contacts the owner deleted or edited). Falls back to `Thorough` without a delta link.
+    Reconcile,
+    /// List the whole folder with anchors (first time, after an unfinished run, on request).
+    Thorough,
+}
+
 impl Fanout<'_> {
-    /// Syncs one mailbox (`full`: reconcile the folder; else the changed people only).
-    pub async fn sync(&self, mailbox: &MailboxRef, full: bool) -> MailboxOutcome {
+    /// Syncs one mailbox.
+    pub async fn sync(&self, mailbox: &MailboxRef, mode: SyncMode) -> MailboxOutcome {
         let state = match load_mailbox(self.store, self.link, &mailbox.id).await {
             Ok(state) => state,
             Err(error) => {
@@ -112,7 +135,18 @@ impl Fanout<'_> {
                 return outcome;
             }
         };
-        let full = full || state.folder_id.is_none();
+        let mode = match mode {
+            _ if state.folder_id.is_none() => SyncMode::Thorough,
+            // Delta is per folder: the default Contacts folder is listed instead (quirk: no folder id to ask).
+            SyncMode::Reconcile
+                if state.delta_link.is_none()
+                    || state.folder_id.as_deref().is_some_and(str::is_empty) =>
+            {
+                SyncMode::Thorough
+            }
+            mode => mode,
+        };
+        let full = mode != SyncMode::Incremental;
         let mut run = MailboxRun {
             fanout: self,
             mailbox,
@@ -125,15 +159,32 @@ impl Fanout<'_> {
             },
             photo_queue: Vec::new(),
         };
-        let planned = if full {
-            run.plan_full().await
-        } else {
-            Ok(run.plan_incremental())
+        let planned = match mode {
+            SyncMode::Thorough => run.plan_full().await,
+            SyncMode::Reconcile => match run.plan_delta().await {
+                // Quirk (microsoft-apis.md §2, delta tokens expire): start over with a listing.
+                Err(GraphError::DeltaExpired { .. }) => run.plan_full().await,
+                planned => planned,
+            },
+            SyncMode::Incremental => Ok(run.plan_incremental()),
         };
-        let result = match planned {
+        let mut result = match planned {
             Ok(ops) => run.execute(ops).await,
             Err(error) => Err(error),
         };
+        // After listing a folder: where the next periodic repair starts reading the folder's changes from.
+        if result.is_ok()
+            && mode == SyncMode::Thorough
+            && let Some(folder) = run.folder().map(str::to_owned)
+        {
+            match run.latest_delta_link(&folder).await {
+                Ok(link) => {
+                    run.changes.folder_id = Some(folder);
+                    run.changes.delta_link = link;
+                }
+                Err(error) => result = Err(error),
+            }
+        }
         match result {
             Ok(()) => {}
             Err(GraphError::MailboxNotEnabledForRest { .. }) => {

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::contact::fill_blank_properties;
-use super::mailbox_sync::{Fanout, MailboxOutcome};
+use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
 use super::mailboxes::select_mailboxes;
 use super::photos::PhotoCache;
 use super::prepare::{desired_contacts, read_source};
@@ -359,7 +359,15 @@ impl PhonesRunner {
             anchor_prefix: &anchor_prefix,
             photos: photos.as_ref(),
         };
-        let full_mailboxes = source.full || unfinished;
+        // A crash or failure may have left contacts without records: list every folder. Otherwise the periodic
+        // repair reads each folder's delta, and an incremental run reads no mailbox at all.
+        let mailbox_mode = if unfinished || options.full {
+            SyncMode::Thorough
+        } else if source.full {
+            SyncMode::Reconcile
+        } else {
+            SyncMode::Incremental
+        };
         let jobs: Vec<_> = selection
             .mailboxes
             .values()
@@ -369,7 +377,7 @@ impl PhonesRunner {
                     if cancelled.load(Ordering::SeqCst) {
                         return None;
                     }
-                    Some(fanout.sync(mailbox, full_mailboxes).await)
+                    Some(fanout.sync(mailbox, mailbox_mode).await)
                 }
             })
             .collect();
