@@ -285,6 +285,22 @@ async fn mailboxes_join_and_leave_the_selection() {
     assert_eq!(third.outcome, RunOutcome::Succeeded, "{}", third.summary);
     assert_eq!(count(&stays), 0);
     assert_eq!(count(&joins), people);
+
+    // Uninstall: a dry run counts, the purge removes galbridge's contacts only.
+    let listed = world
+        .service
+        .purge("acme-phones", false)
+        .await
+        .expect("plan");
+    assert_eq!(listed.planned.deletes as usize, people);
+    assert_eq!(count(&joins), people, "a dry run removes nothing");
+    let purged = world
+        .service
+        .purge("acme-phones", true)
+        .await
+        .expect("purge");
+    assert_eq!(purged.outcome, RunOutcome::Succeeded, "{}", purged.summary);
+    assert_eq!(count(&joins), 0);
 }
 
 #[tokio::test]

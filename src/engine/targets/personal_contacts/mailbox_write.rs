@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::contact::create_body;
 use super::mailbox_sync::{Fanout, MailboxRun, Op, failure};
 use super::records::MailboxState;
-use crate::m365::GraphError;
 use crate::m365::batch::{BatchRequest, BatchResponse, MAX_BATCH_SIZE};
+use crate::m365::{GraphClient, GraphError};
 use crate::report::Failure;
 
 /// Photo uploads per `$batch` (base64 bodies: keep batches well under Graph's request size limit).
@@ -19,51 +19,57 @@ const PHOTOS_PER_BATCH: usize = 4;
 impl Fanout<'_> {
     /// Deletes every recorded contact of a mailbox leaving the selection; returns how many went.
     pub async fn remove_all(&self, mailbox: &str, state: &MailboxState) -> Result<u64, Failure> {
-        let as_failure = |kind: &str, reason: String| Failure {
-            anchor: None,
-            mailbox: Some(mailbox.to_owned()),
-            kind: kind.into(),
-            reason,
-        };
-        let requests: Vec<BatchRequest> = state
-            .contacts
-            .values()
-            .enumerate()
-            .map(|(index, record)| {
-                BatchRequest::delete_contact(index.to_string(), mailbox, &record.contact_id)
-            })
-            .collect();
-        let answers = match self.graph.batch(Some(mailbox), requests).await {
-            Ok(answers) => answers,
-            Err(GraphError::MailboxNotEnabledForRest { .. }) => {
-                return Err(as_failure(
-                    "mailbox_not_rest_enabled",
-                    "left the selection but is not enabled for REST: its contacts stay".into(),
-                ));
-            }
-            Err(error) => return Err(as_failure("graph_error", error.to_string())),
-        };
-        let mut removed = 0;
-        for answer in &answers {
-            if answer.is_success() || answer.status == 404 {
-                removed += 1;
-            } else if answer.is_mailbox_not_enabled() {
-                return Err(as_failure(
-                    "mailbox_not_rest_enabled",
-                    "left the selection but is not enabled for REST: its contacts stay".into(),
-                ));
-            } else {
-                return Err(as_failure(
-                    "graph_error",
-                    format!(
-                        "removing the contacts of a mailbox that left: HTTP {}",
-                        answer.status
-                    ),
-                ));
-            }
-        }
-        Ok(removed)
+        remove_recorded(self.graph, mailbox, state).await
     }
+}
+
+/// Deletes every contact recorded for a mailbox (a contact already gone counts as removed); returns how many went.
+pub async fn remove_recorded(
+    graph: &GraphClient,
+    mailbox: &str,
+    state: &MailboxState,
+) -> Result<u64, Failure> {
+    let as_failure = |kind: &str, reason: String| Failure {
+        anchor: None,
+        mailbox: Some(mailbox.to_owned()),
+        kind: kind.into(),
+        reason,
+    };
+    let requests: Vec<BatchRequest> = state
+        .contacts
+        .values()
+        .enumerate()
+        .map(|(index, record)| {
+            BatchRequest::delete_contact(index.to_string(), mailbox, &record.contact_id)
+        })
+        .collect();
+    let answers = match graph.batch(Some(mailbox), requests).await {
+        Ok(answers) => answers,
+        Err(GraphError::MailboxNotEnabledForRest { .. }) => {
+            return Err(as_failure(
+                "mailbox_not_rest_enabled",
+                "not enabled for REST: its contacts stay".into(),
+            ));
+        }
+        Err(error) => return Err(as_failure("graph_error", error.to_string())),
+    };
+    let mut removed = 0;
+    for answer in &answers {
+        if answer.is_success() || answer.status == 404 {
+            removed += 1;
+        } else if answer.is_mailbox_not_enabled() {
+            return Err(as_failure(
+                "mailbox_not_rest_enabled",
+                "not enabled for REST: its contacts stay".into(),
+            ));
+        } else {
+            return Err(as_failure(
+                "graph_error",
+                format!("removing the mailbox's contacts: HTTP {}", answer.status),
+            ));
+        }
+    }
+    Ok(removed)
 }
 
 impl MailboxRun<'_, '_> {

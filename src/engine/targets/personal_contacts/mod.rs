@@ -11,6 +11,7 @@
 //! - [`records`]: what the state store remembers per (link, mailbox) and the link's source snapshot.
 //! - [`mailbox_sync`]: one mailbox: folder, full reconcile or incremental fan-out, `$batch` writes, records
 //!   ([`mailbox_plan`] plans the writes, [`mailbox_write`] sends them and books the answers).
+//! - [`purge`]: uninstalling the link (every recorded contact deleted, state forgotten).
 //! - [`run`]: one run of the link ([`PhonesRunner`]): lease, source read, photos, fan-out over mailboxes,
 //!   joins and leaves, safety, checkpoint, report.
 //!
@@ -27,6 +28,7 @@ pub mod mailbox_write;
 pub mod mailboxes;
 pub mod photos;
 pub mod prepare;
+pub mod purge;
 pub mod records;
 pub mod run;
 pub mod spec;
