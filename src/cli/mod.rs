@@ -2,6 +2,7 @@
 //! `demo`. Commands load the configuration, build the [`SyncService`] once, and print either a compact table or
 //! (`--json`) the report types. Exit codes are part of the interface: see [`Exit`].
 
+mod lazy;
 mod output;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::engine::build_service;
+pub use lazy::LazyEngine;
 
 use crate::config::{Config, json_schema};
 use crate::functions::{ServeOptions, serve, shutdown_signal};
@@ -215,6 +217,9 @@ async fn with_config(command: Command, config: Config) -> Exit {
     {
         return exit;
     }
+    if let Command::Serve(args) = command {
+        return serve_command(config, &args).await;
+    }
     let service = match build_service(config.clone()).await {
         Ok(service) => service,
         Err(error) => {
@@ -223,19 +228,6 @@ async fn with_config(command: Command, config: Config) -> Exit {
         }
     };
     match command {
-        Command::Serve(args) => {
-            let options = ServeOptions {
-                port: args.port,
-                shutdown_grace: Duration::from_secs(args.shutdown_grace),
-            };
-            match serve(service, options, shutdown_signal()).await {
-                Ok(()) => Exit::Ok,
-                Err(error) => {
-                    eprintln!("galbridge serve: {error}");
-                    Exit::RunFailed
-                }
-            }
-        }
         Command::Sync(args) => {
             let options = RunOptions {
                 dry_run: args.dry_run,
@@ -267,7 +259,23 @@ async fn with_config(command: Command, config: Config) -> Exit {
             }
         },
         Command::Purge(args) => purge(&service, &args, args.json).await,
-        Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
+        Command::Serve(_) | Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
+    }
+}
+
+/// `serve`: readiness first, engine later. The engine is built by the first invocation that needs it (see
+/// [`LazyEngine`]), so answering the host's readiness probe contacts nothing and touches no state.
+async fn serve_command(config: Config, args: &ServeArgs) -> Exit {
+    let options = ServeOptions {
+        port: args.port,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    match serve(LazyEngine::new(config), options, shutdown_signal()).await {
+        Ok(()) => Exit::Ok,
+        Err(error) => {
+            eprintln!("galbridge serve: {error}");
+            Exit::RunFailed
+        }
     }
 }
 
@@ -310,7 +318,11 @@ fn refuse_purge(config: &Config, args: &PurgeArgs) -> Option<Exit> {
 }
 
 /// Without `--yes`, lists what would be removed (a dry run); with it, removes every object the link manages.
-async fn purge(service: &crate::engine::service::EngineService, args: &PurgeArgs, json: bool) -> Exit {
+async fn purge(
+    service: &crate::engine::service::EngineService,
+    args: &PurgeArgs,
+    json: bool,
+) -> Exit {
     match service.purge(&args.link, args.yes).await {
         Ok(report) => {
             if json {
