@@ -270,7 +270,8 @@ async fn serve_command(config: Config, args: &ServeArgs) -> Exit {
         port: args.port,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
-    match serve(LazyEngine::new(config), options, shutdown_signal()).await {
+    let shutdown = shutdown_signal(); // installs the SIGTERM handler before the port opens
+    match serve(LazyEngine::new(config), options, shutdown).await {
         Ok(()) => Exit::Ok,
         Err(error) => {
             eprintln!("galbridge serve: {error}");

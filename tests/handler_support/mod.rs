@@ -48,21 +48,45 @@ impl Sim {
         Sim { handle, runtime }
     }
 
-    /// acme users that belong in other tenants' address books by default, counted from the simulator's own data
+    /// Users of `tenant` that belong in other tenants' address books by default, from the simulator's own data
     /// (enabled members with an address, not hidden from the address lists), independently of the engine.
-    pub fn acme_users_in_scope(&self) -> usize {
-        self.handle
-            .control()
-            .users("acme")
-            .expect("acme is seeded")
-            .iter()
+    pub fn users_in_scope(&self, tenant: &str) -> Vec<Value> {
+        self.users(tenant)
+            .into_iter()
             .filter(|user| {
                 user["userType"] == "Member"
                     && user["accountEnabled"] == true
                     && user["mail"].as_str().is_some_and(|mail| mail.contains('@'))
                     && user["hiddenFromAddressLists"] != true
             })
-            .count()
+            .collect()
+    }
+
+    pub fn users(&self, tenant: &str) -> Vec<Value> {
+        self.handle
+            .control()
+            .users(tenant)
+            .expect("the tenant is seeded")
+    }
+
+    /// Disables a user of `tenant` (it leaves the default scope); returns the user.
+    pub fn disable_one_user(&self, tenant: &str) -> Value {
+        let user = self.users(tenant).into_iter().next().expect("a user");
+        let id = user["id"].as_str().expect("an id");
+        self.handle
+            .control()
+            .update_user(tenant, id, json!({ "accountEnabled": false }))
+            .expect("the user is updated");
+        user
+    }
+
+    /// The anchor galbridge gives a source user: `galbridge:{sourceTenantId}:{objectId}`.
+    pub fn anchor_of(&self, tenant: &str, user: &Value) -> String {
+        let tenant_id = self.handle.tenant(tenant).expect("seeded").tenant_id;
+        format!(
+            "galbridge:{tenant_id}:{}",
+            user["id"].as_str().expect("an id")
+        )
     }
 
     /// Mail contacts in `tenant` carrying a galbridge anchor (CustomAttribute15), and those without one.
