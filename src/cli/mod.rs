@@ -329,7 +329,7 @@ async fn purge(
             if json {
                 print_json(&report);
             } else {
-                print!("{}", output::run_table(std::slice::from_ref(&report)));
+                print!("{}", output::purge_listing(&report));
                 if !args.yes {
                     eprintln!(
                         "galbridge purge: dry run: nothing was removed; run again with --yes to delete every \
