@@ -45,6 +45,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status).
+    ///
+    /// Listens on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT and answers the host's readiness probe on `/` at once:
+    /// nothing is contacted and no state is opened until the first invocation needs the engine. SIGTERM stops
+    /// taking invocations and lets runs in flight checkpoint (see --shutdown-grace).
     Serve(ServeArgs),
     /// Sync links now: every link, or those named with --link.
     Sync(SyncArgs),
@@ -57,7 +61,11 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Delete everything galbridge created for a link and forget its state.
+    /// Remove the contacts galbridge created for a link and forget its state (a dry run without --yes).
+    ///
+    /// Without --yes, lists every contact that would go (name and anchor) and removes nothing. With --yes, deletes
+    /// them from the target and forgets the link's state, so the next sync starts over. Only contacts carrying
+    /// this link's anchor are touched; contacts galbridge did not create stay.
     Purge(PurgeArgs),
     /// Run the self-contained demo against the local Microsoft 365 simulator.
     Demo,
