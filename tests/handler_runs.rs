@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use handler_support::{
-    HOST_NAME, ONE_LINK, Sim, TIMER_PAYLOAD, invoke, res, spawn_with_sim, status_payload,
-    sync_payload,
+    HOST_NAME, ONE_LINK, Sim, TIMER_PAYLOAD, invoke, res, spawn_app, spawn_with_sim,
+    status_payload, sync_payload,
 };
 use serde_json::{Value, json};
 
@@ -319,4 +319,57 @@ fn the_timer_runs_the_links_that_are_due_and_status_shows_them() {
     // Nothing is due any more.
     let (_, envelope) = invoke(app.port, "SyncTimer", TIMER_PAYLOAD);
     assert_eq!(envelope["Logs"], json!(["no link is due"]));
+}
+
+#[test]
+fn sigterm_lets_a_run_in_flight_finish_and_answer() {
+    let mut knobs = m365_sim::Knobs::default();
+    knobs.latency.exchange = m365_sim::Latency {
+        fixed_ms: 100,
+        jitter_ms: 0,
+    };
+    let sim = Sim::start(8, knobs);
+    let mut app = spawn_with_sim(&sim, ONE_LINK);
+    let port = app.port;
+    let run = std::thread::spawn(move || invoke(port, "SyncHttp", &sync_payload(LINK, json!({}))));
+    let started = Instant::now();
+    while status_of(app.port)["links"][0]["running"].is_null() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20) && !run.is_finished(),
+            "the run was never seen in flight"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &app.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let (status, envelope) = run.join().expect("the run answers");
+    let exit = app.child.wait().expect("galbridge exits");
+
+    assert!(exit.success(), "a clean exit after the run: {exit:?}");
+    assert_eq!(status, 200);
+    let (code, report) = res(&envelope);
+    assert_eq!((code, &report["outcome"]), (200, &json!("succeeded")));
+    let in_scope = sim.users_in_scope("acme").len();
+    assert_eq!(report["applied"]["creates"], in_scope);
+    assert_eq!(
+        sim.contacts("northern").0.len(),
+        in_scope,
+        "the run completed"
+    );
+
+    // A new process on the same state sees the run recorded and its lease released.
+    let (toml, env) = sim.config(&app.state_dir(), ONE_LINK);
+    let next = spawn_app(
+        tempfile::tempdir().expect("a temporary directory"),
+        &toml,
+        &env,
+    );
+    let status = status_of(next.port);
+    assert_eq!(status["links"][0]["last_run"], report);
+    assert_eq!(status["links"][0]["running"], Value::Null);
+    assert_eq!(status["links"][0]["managed_objects"], in_scope);
 }
