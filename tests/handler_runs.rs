@@ -373,3 +373,52 @@ fn sigterm_lets_a_run_in_flight_finish_and_answer() {
     assert_eq!(status["links"][0]["running"], Value::Null);
     assert_eq!(status["links"][0]["managed_objects"], in_scope);
 }
+
+#[test]
+fn sync_without_a_link_runs_every_link() {
+    let sim = Sim::start(5, m365_sim::Knobs::default());
+    let links = format!(
+        "{ONE_LINK}[[links]]\nname = \"northern-to-acme\"\n[links.source]\ntenant = \"northern\"\n\
+         [links.target]\nkind = \"mail_contact\"\ntenant = \"acme\"\n"
+    );
+    let app = spawn_with_sim(&sim, &links);
+
+    let (status, envelope) = invoke(
+        app.port,
+        "SyncHttp",
+        &handler_support::http_payload(
+            "POST",
+            "https://app.azurewebsites.net/api/sync",
+            None,
+            json!({}),
+        ),
+    );
+
+    assert_eq!(status, 200);
+    let (code, mut body) = res(&envelope);
+    let mut expected = Vec::new();
+    for (index, (source, target)) in [("acme", "northern"), ("northern", "acme")]
+        .into_iter()
+        .enumerate()
+    {
+        take_volatile(&mut body["reports"][index]);
+        expected.push(expected_first_run(
+            &format!("{source}-to-{target}"),
+            false,
+            sim.users(source).len(),
+            sim.users_in_scope(source).len(),
+        ));
+        assert_eq!(
+            sim.contacts(target).0.len(),
+            sim.users_in_scope(source).len()
+        );
+    }
+    assert_eq!(
+        (code, &body),
+        (200, &json!({ "reports": expected, "errors": [] }))
+    );
+    assert_eq!(
+        envelope["Logs"],
+        json!([expected[0]["summary"], expected[1]["summary"]])
+    );
+}
