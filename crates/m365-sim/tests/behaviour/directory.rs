@@ -410,17 +410,168 @@ async fn manager_is_expandable_and_tracked_by_delta() {
     let users = control.users("acme").unwrap();
     let managed = users.iter().find(|u| u["manager"].is_string()).unwrap();
     let (status, body, _) = t
-        .get(&token, &format!("/v1.0/users/{}?$select=id&$expand=manager($select=id,displayName)", managed["id"].as_str().unwrap()))
+        .get(
+            &token,
+            &format!(
+                "/v1.0/users/{}?$select=id&$expand=manager($select=id,displayName)",
+                managed["id"].as_str().unwrap()
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["manager"]["id"], managed["manager"]);
 
-    let (all, last) = t.get_all(&token, &t.url("/v1.0/users/delta?$select=id,displayName,manager"), &[]).await;
+    let (all, last) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users/delta?$select=id,displayName,manager"),
+            &[],
+        )
+        .await;
     let entry = all.iter().find(|u| u["id"] == managed["id"]).unwrap();
     assert_eq!(entry["manager@delta"][0]["id"], managed["manager"]);
-    let other = users.iter().find(|u| u["id"] != managed["manager"] && u["id"] != managed["id"]).unwrap();
-    control.update_user("acme", managed["id"].as_str().unwrap(), json!({"manager": other["id"]})).unwrap();
-    let (changes, _) = t.get_all(&token, last["@odata.deltaLink"].as_str().unwrap(), &[("Prefer", "return=minimal")]).await;
+    let other = users
+        .iter()
+        .find(|u| u["id"] != managed["manager"] && u["id"] != managed["id"])
+        .unwrap();
+    control
+        .update_user(
+            "acme",
+            managed["id"].as_str().unwrap(),
+            json!({"manager": other["id"]}),
+        )
+        .unwrap();
+    let (changes, _) = t
+        .get_all(
+            &token,
+            last["@odata.deltaLink"].as_str().unwrap(),
+            &[("Prefer", "return=minimal")],
+        )
+        .await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0]["manager@delta"][0]["id"], other["id"]);
+}
+
+#[tokio::test]
+async fn users_delta_omits_never_set_properties_and_sends_cleared_ones_as_null() {
+    // user-delta doc: "If the property has never been set before it will not be included in the response at all";
+    // a property set to null is included as null (default and return=minimal alike).
+    let t = spawn(&[("acme", 2)]).await;
+    let token = t.token("acme", GRAPH).await;
+    let control = t.sim.control();
+    let fresh = control
+        .add_user(
+            "acme",
+            json!({"displayName": "Nomen Nescio", "jobTitle": "Scribe"}),
+        )
+        .unwrap();
+    let select = "/v1.0/users/delta?$select=id,displayName,jobTitle,department,mobilePhone";
+    let (all, last) = t.get_all(&token, &t.url(select), &[]).await;
+    let entry = all.iter().find(|u| u["id"] == fresh.as_str()).unwrap();
+    let keys: std::collections::BTreeSet<&str> = entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["displayName", "id", "jobTitle"].into_iter().collect(),
+        "never-set department and mobilePhone are left out: {entry}"
+    );
+    let link = last["@odata.deltaLink"].as_str().unwrap().to_string();
+
+    control
+        .update_user("acme", &fresh, json!({"jobTitle": null}))
+        .unwrap();
+    let (changes, last) = t.get_all(&token, &link, &[]).await;
+    assert_eq!(changes.len(), 1);
+    let entry = changes[0].as_object().unwrap();
+    assert!(entry["jobTitle"].is_null(), "cleared → null: {entry:?}");
+    assert!(entry.contains_key("jobTitle"));
+    assert_eq!(
+        entry["displayName"], "Nomen Nescio",
+        "default: unchanged values too"
+    );
+    assert!(!entry.contains_key("department"), "still never set");
+
+    control
+        .update_user("acme", &fresh, json!({"department": "Archive"}))
+        .unwrap();
+    let (status, body, _) = t
+        .get_with(
+            &token,
+            last["@odata.deltaLink"].as_str().unwrap(),
+            &[("Prefer", "return=minimal")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let entry = body["value"][0].as_object().unwrap();
+    let keys: std::collections::BTreeSet<&str> = entry.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["department", "id"].into_iter().collect(),
+        "{entry:?}"
+    );
+}
+
+#[tokio::test]
+async fn created_users_are_missing_from_lists_filters_and_delta_during_eventual_consistency() {
+    // Directory replication is eventually consistent: a new user is missing from lists, filters and delta for a
+    // while (consistency_delay_ms), then appears; nothing is lost from the delta round that skipped it.
+    let t = spawn_with(
+        &[("acme", 3)],
+        m365_sim::Knobs {
+            consistency_delay_ms: 30_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let token = t.token("acme", GRAPH).await;
+    let (_, last) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users/delta?$select=id,displayName"),
+            &[],
+        )
+        .await;
+    let link = last["@odata.deltaLink"].as_str().unwrap().to_string();
+    let control = t.sim.control();
+    let id = control
+        .add_user(
+            "acme",
+            json!({"displayName": "Late Arrival", "department": "Lag"}),
+        )
+        .unwrap();
+    let (listed, _) = t.get_all(&token, &t.url("/v1.0/users"), &[]).await;
+    assert_eq!(listed.len(), 3, "not listed yet");
+    let (filtered, _) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users?$filter=department eq 'Lag'"),
+            &[],
+        )
+        .await;
+    assert!(filtered.is_empty(), "not found by filter yet");
+    let (changes, last) = t.get_all(&token, &link, &[]).await;
+    assert!(changes.is_empty(), "not in delta yet: {changes:?}");
+
+    control.advance_clock(std::time::Duration::from_secs(31));
+    let (filtered, _) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users?$filter=department eq 'Lag'"),
+            &[],
+        )
+        .await;
+    assert_eq!(filtered.len(), 1);
+    let (changes, _) = t
+        .get_all(&token, last["@odata.deltaLink"].as_str().unwrap(), &[])
+        .await;
+    assert_eq!(
+        changes.len(),
+        1,
+        "the skipped user arrives in the next round"
+    );
+    assert_eq!(changes[0]["id"], id.as_str());
 }
