@@ -22,6 +22,7 @@ use crate::state::SimState;
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
         .route("/_control/tenants", get(tenants))
+        .route("/_control/identity", get(identity))
         .route("/_control/tenants/{t}/users", get(users).post(add_user))
         .route(
             "/_control/tenants/{t}/users/{id}",
@@ -97,6 +98,22 @@ async fn tenants(State(s): State<Arc<SimState>>) -> Response {
         .map(|t| json!({"name": t.name, "tenant_id": t.id, "initial_domain": t.initial_domain, "mail_domain": t.mail_domain, "client_id": t.app.client_id, "client_secret": t.app.client_secret, "secret_name": crate::secret_name_for(&t.name), "certificate_secret_name": crate::certificate_secret_name_for(&t.name)}))
         .collect();
     ok(Value::Array(list))
+}
+
+/// The managed identity as App Service would expose it to the function (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+async fn identity(State(s): State<Arc<SimState>>) -> Response {
+    let endpoint = s
+        .http_base_url
+        .join("msi/token")
+        .map(String::from)
+        .unwrap_or_default();
+    ok(json!({
+        "endpoint": endpoint,
+        "header": s.identity.header_secret,
+        "client_id": s.identity.client_id,
+        "principal_id": s.identity.principal_id,
+        "home_tenant_id": s.identity.home_tenant_id,
+    }))
 }
 
 async fn users(State(s): State<Arc<SimState>>, Path(t): Path<String>) -> Response {

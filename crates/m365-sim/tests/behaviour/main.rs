@@ -1,6 +1,7 @@
 //! m365-sim's own behaviour tests: each test names the documented Microsoft behaviour it reproduces
 //! (microsoft-apis.md sections in brackets).
 
+mod binary;
 mod common;
 mod directory;
 mod exchange;
