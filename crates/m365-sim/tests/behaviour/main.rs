@@ -5,6 +5,7 @@ mod binary;
 mod common;
 mod directory;
 mod exchange;
+mod faults;
 mod identity;
 mod mailbox;
 mod throttling;
