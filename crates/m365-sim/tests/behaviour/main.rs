@@ -3,6 +3,7 @@
 
 mod binary;
 mod common;
+mod control;
 mod directory;
 mod exchange;
 mod faults;
