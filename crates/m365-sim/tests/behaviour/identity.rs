@@ -111,8 +111,21 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Signs an RS256 client assertion with the app certificate, as MSAL does.
+/// Signs an RS256 client assertion with the app certificate, as MSAL does (certificate named by `x5t#S256`).
 fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> String {
+    signed_assertion(pem, client_id, audience, exp_in, "x5t#S256", false)
+}
+
+/// `thumbprint_header` is `x5t#S256` (SHA-256, MSAL today) or `x5t` (SHA-1, older MSAL and most other clients);
+/// `sha1` picks the digest put in it (a mismatch names a certificate that is not registered).
+fn signed_assertion(
+    pem: &str,
+    client_id: &str,
+    audience: &str,
+    exp_in: i64,
+    thumbprint_header: &str,
+    sha1: bool,
+) -> String {
     use rustls::pki_types::pem::PemObject;
     let cert = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
@@ -120,8 +133,14 @@ fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> 
         .expect("certificate PEM parses");
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
         .expect("test key material is valid");
-    let thumb = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t#S256": b64(thumb.as_ref())});
+    let algorithm = if sha1 {
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY
+    } else {
+        &ring::digest::SHA256
+    };
+    let thumb = ring::digest::digest(algorithm, cert.as_ref());
+    let header =
+        serde_json::json!({"alg": "RS256", "typ": "JWT", thumbprint_header: b64(thumb.as_ref())});
     let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({"aud": audience, "iss": client_id, "sub": client_id, "jti": uuid::Uuid::new_v4().to_string(), "nbf": now, "exp": now + exp_in});
     let input = format!(
@@ -144,7 +163,7 @@ fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> 
 
 #[tokio::test]
 async fn certificate_client_assertion_is_verified_signature_audience_and_lifetime() {
-    // Entra: RS256 client assertion naming the cert by x5t#S256; aud = token endpoint; iss = sub = client id.
+    // Entra: RS256 client assertion naming the cert by x5t#S256 or x5t; aud = token endpoint; iss = sub = client id.
     let t = spawn(&[("acme", 1)]).await;
     let info = t.sim.tenant("acme").unwrap();
     let pem = t.sim.control().app_certificate_pem("acme").await.unwrap();
@@ -190,6 +209,35 @@ async fn certificate_client_assertion_is_verified_signature_audience_and_lifetim
     assert_eq!(
         post(wrong_aud).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
+    );
+    // The SHA-1 thumbprint (`x5t`) names the same certificate; a wrong thumbprint is an unregistered certificate.
+    let sha1 = signed_assertion(
+        &pem,
+        &info.client_id,
+        info.token_url.as_str(),
+        600,
+        "x5t",
+        true,
+    );
+    assert_eq!(post(sha1).await.unwrap().status(), StatusCode::OK);
+    let mismatched = signed_assertion(
+        &pem,
+        &info.client_id,
+        info.token_url.as_str(),
+        600,
+        "x5t#S256",
+        true,
+    );
+    let resp = post(mismatched).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body = resp.json::<Value>().await.unwrap();
+    assert_eq!(body["error_codes"][0], 700027);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{body}"
     );
     let expired = client_assertion(&pem, &info.client_id, info.token_url.as_str(), -10);
     let resp = post(expired).await.unwrap();
