@@ -575,3 +575,69 @@ async fn created_users_are_missing_from_lists_filters_and_delta_during_eventual_
     );
     assert_eq!(changes[0]["id"], id.as_str());
 }
+
+#[tokio::test]
+async fn invitations_are_rate_limited_per_tenant_and_show_in_address_list_is_refused() {
+    // [§4] Invitations: 150 / 5 s per tenant (a knob here) → 429 + Retry-After, then allowed again once the window
+    // has passed. [§5] showInAddressList can no longer be set through Graph.
+    let t = spawn_with(
+        &[("acme", 2)],
+        m365_sim::Knobs {
+            invitations_per_5_s: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let graph = t.token("acme", GRAPH).await;
+    let invite = |n: usize| json!({"invitedUserEmailAddress": format!("guest{n}@partner.example"), "inviteRedirectUrl": "https://myapps.microsoft.com", "sendInvitationMessage": false});
+    let mut guest = String::new();
+    for n in 0..3 {
+        let (status, body) = t
+            .send_json(
+                &graph,
+                reqwest::Method::POST,
+                "/v1.0/invitations",
+                invite(n),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        guest = body["invitedUser"]["id"].as_str().unwrap().to_string();
+    }
+    let resp = t
+        .http
+        .post(t.url("/v1.0/invitations"))
+        .bearer_auth(&graph)
+        .json(&invite(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&wait), "Retry-After {wait}");
+    t.sim
+        .control()
+        .advance_clock(std::time::Duration::from_secs(wait));
+    let (status, _) = t
+        .send_json(
+            &graph,
+            reqwest::Method::POST,
+            "/v1.0/invitations",
+            invite(3),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the window has moved on");
+
+    let (status, body) = t
+        .send_json(
+            &graph,
+            reqwest::Method::PATCH,
+            &format!("/v1.0/users/{guest}"),
+            json!({"showInAddressList": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
