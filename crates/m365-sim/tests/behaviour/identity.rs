@@ -372,3 +372,58 @@ async fn key_vault_challenge_handshake_works_with_the_real_azure_sdk() {
         "one challenge, then the cached scope is used"
     );
 }
+
+#[tokio::test]
+async fn key_vault_answers_the_challenge_checks_audience_and_serves_versions() {
+    // Key Vault auth doc: an unauthenticated GET gets 401 with `WWW-Authenticate: Bearer authorization=…,
+    // resource=…`; tokens for another audience are refused; `id` names the version, readable at /secrets/{n}/{v};
+    // unknown names or versions 404 SecretNotFound; api-version is required.
+    let t = spawn(&[("acme", 1)]).await;
+    let info = t.sim.tenant("acme").unwrap();
+    let path = format!("/secrets/{}?api-version=7.5", info.secret_name);
+    let resp = t.http.get(t.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Bearer authorization=\"")
+            && challenge.contains("resource=\"https://vault.azure.net\""),
+        "{challenge}"
+    );
+    let graph = t.token("acme", GRAPH).await;
+    assert_eq!(
+        t.get(&graph, &path).await.0,
+        StatusCode::UNAUTHORIZED,
+        "wrong audience"
+    );
+
+    let vault = t.token("acme", "https://vault.azure.net/.default").await;
+    let (status, secret, _) = t.get(&vault, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(secret["value"], info.client_secret.as_str());
+    let id = secret["id"].as_str().unwrap();
+    let version = id.rsplit('/').next().unwrap();
+    assert!(id.ends_with(&format!("/secrets/{}/{version}", info.secret_name)));
+    let (status, same, _) = t.get(&vault, &format!("{id}?api-version=7.5")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["value"], secret["value"]);
+    let (status, body, _) = t
+        .get(
+            &vault,
+            &format!("/secrets/{}/0123abcd?api-version=7.5", info.secret_name),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "SecretNotFound");
+    let (status, body, _) = t
+        .get(&vault, "/secrets/no-such-secret?api-version=7.5")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "SecretNotFound");
+    let (status, _, _) = t
+        .get(&vault, &format!("/secrets/{}", info.secret_name))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "api-version is required");
+}
