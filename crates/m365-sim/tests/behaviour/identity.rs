@@ -427,3 +427,53 @@ async fn key_vault_answers_the_challenge_checks_audience_and_serves_versions() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "api-version is required");
 }
+
+#[tokio::test]
+async fn managed_identity_serves_key_vault_and_storage_tokens_for_api_version_2019_08_01_only() {
+    // [§7] App Service MSI: `resource` picks the audience (Key Vault, Storage); api-version must be 2019-08-01.
+    let t = spawn(&[("acme", 1)]).await;
+    let id = t.sim.identity();
+    let msi = |resource: &'static str, version: &'static str| {
+        t.http
+            .get(id.endpoint.clone())
+            .header("X-IDENTITY-HEADER", &id.header)
+            .query(&[("resource", resource), ("api-version", version)])
+            .send()
+    };
+    let resp = msi("https://vault.azure.net", "2017-09-01").await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "old api-version refused"
+    );
+
+    let vault: Value = msi("https://vault.azure.net", "2019-08-01")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(vault["resource"], "https://vault.azure.net");
+    assert_eq!(vault["token_type"], "Bearer");
+    assert_eq!(vault["client_id"], id.client_id.as_str());
+    let vault_token = vault["access_token"].as_str().unwrap();
+    let secret_path = format!(
+        "/secrets/{}?api-version=7.5",
+        t.sim.tenant("acme").unwrap().secret_name
+    );
+    let (status, _, _) = t.get(vault_token, &secret_path).await;
+    assert_eq!(status, StatusCode::OK, "the identity reads the vault");
+
+    let storage: Value = msi("https://storage.azure.com", "2019-08-01")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let storage_token = storage["access_token"].as_str().unwrap();
+    assert_eq!(
+        t.get(storage_token, &secret_path).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a Storage token is not a Key Vault token"
+    );
+}
