@@ -641,3 +641,60 @@ async fn invitations_are_rate_limited_per_tenant_and_show_in_address_list_is_ref
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn org_contacts_delta_reports_exchange_changes_and_removals() {
+    // [§1, §2] contacts/delta follows the mail contacts Exchange writes: a Set-MailContact comes back as a change,
+    // a Remove-MailContact as `@removed` (deleted), with the ExternalDirectoryObjectId as id.
+    let t = spawn(&[("acme", 2)]).await;
+    let graph = t.token("acme", GRAPH).await;
+    let exo = t.token("acme", crate::common::EXCHANGE).await;
+    let mut ids = Vec::new();
+    for (name, mail) in [
+        ("Kept Contact", "kept@x.example"),
+        ("Gone Contact", "gone@x.example"),
+    ] {
+        let (status, body) = t
+            .exo(
+                "acme",
+                &exo,
+                "New-MailContact",
+                json!({"Name": name, "ExternalEmailAddress": mail}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.push(
+            body["value"][0]["ExternalDirectoryObjectId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (all, last) = t.get_all(&graph, &t.url("/v1.0/contacts/delta"), &[]).await;
+    assert_eq!(all.len(), 2);
+    let link = last["@odata.deltaLink"].as_str().unwrap().to_string();
+    let (status, body) = t
+        .exo(
+            "acme",
+            &exo,
+            "Set-MailContact",
+            json!({"Identity": ids[0], "DisplayName": "Kept, Renamed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = t
+        .exo(
+            "acme",
+            &exo,
+            "Remove-MailContact",
+            json!({"Identity": ids[1], "Confirm": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (changes, _) = t.get_all(&graph, &link, &[]).await;
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    let kept = changes.iter().find(|c| c["id"] == ids[0].as_str()).unwrap();
+    assert_eq!(kept["displayName"], "Kept, Renamed");
+    let gone = changes.iter().find(|c| c["id"] == ids[1].as_str()).unwrap();
+    assert_eq!(gone["@removed"]["reason"], "deleted");
+}
