@@ -4,6 +4,7 @@
 mod binary;
 mod common;
 mod control;
+mod delta;
 mod directory;
 mod exchange;
 mod faults;
