@@ -239,6 +239,19 @@ async fn certificate_client_assertion_is_verified_signature_audience_and_lifetim
             .contains("not registered"),
         "{body}"
     );
+    // iss/sub must be the client id the request names.
+    let other_subject = client_assertion(
+        &pem,
+        "11111111-2222-3333-4444-555555555555",
+        info.token_url.as_str(),
+        600,
+    );
+    let resp = post(other_subject).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error_codes"][0],
+        700021
+    );
     let expired = client_assertion(&pem, &info.client_id, info.token_url.as_str(), -10);
     let resp = post(expired).await.unwrap();
     assert_eq!(
