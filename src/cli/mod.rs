@@ -310,7 +310,11 @@ fn refuse_purge(config: &Config, args: &PurgeArgs) -> Option<Exit> {
 }
 
 /// Without `--yes`, lists what would be removed (a dry run); with it, removes every object the link manages.
-async fn purge(service: &crate::engine::service::EngineService, args: &PurgeArgs, json: bool) -> Exit {
+async fn purge(
+    service: &crate::engine::service::EngineService,
+    args: &PurgeArgs,
+    json: bool,
+) -> Exit {
     match service.purge(&args.link, args.yes).await {
         Ok(report) => {
             if json {

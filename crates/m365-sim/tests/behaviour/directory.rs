@@ -410,17 +410,44 @@ async fn manager_is_expandable_and_tracked_by_delta() {
     let users = control.users("acme").unwrap();
     let managed = users.iter().find(|u| u["manager"].is_string()).unwrap();
     let (status, body, _) = t
-        .get(&token, &format!("/v1.0/users/{}?$select=id&$expand=manager($select=id,displayName)", managed["id"].as_str().unwrap()))
+        .get(
+            &token,
+            &format!(
+                "/v1.0/users/{}?$select=id&$expand=manager($select=id,displayName)",
+                managed["id"].as_str().unwrap()
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["manager"]["id"], managed["manager"]);
 
-    let (all, last) = t.get_all(&token, &t.url("/v1.0/users/delta?$select=id,displayName,manager"), &[]).await;
+    let (all, last) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users/delta?$select=id,displayName,manager"),
+            &[],
+        )
+        .await;
     let entry = all.iter().find(|u| u["id"] == managed["id"]).unwrap();
     assert_eq!(entry["manager@delta"][0]["id"], managed["manager"]);
-    let other = users.iter().find(|u| u["id"] != managed["manager"] && u["id"] != managed["id"]).unwrap();
-    control.update_user("acme", managed["id"].as_str().unwrap(), json!({"manager": other["id"]})).unwrap();
-    let (changes, _) = t.get_all(&token, last["@odata.deltaLink"].as_str().unwrap(), &[("Prefer", "return=minimal")]).await;
+    let other = users
+        .iter()
+        .find(|u| u["id"] != managed["manager"] && u["id"] != managed["id"])
+        .unwrap();
+    control
+        .update_user(
+            "acme",
+            managed["id"].as_str().unwrap(),
+            json!({"manager": other["id"]}),
+        )
+        .unwrap();
+    let (changes, _) = t
+        .get_all(
+            &token,
+            last["@odata.deltaLink"].as_str().unwrap(),
+            &[("Prefer", "return=minimal")],
+        )
+        .await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0]["manager@delta"][0]["id"], other["id"]);
 }
