@@ -194,7 +194,7 @@ async fn wait_until_lease_expired(runner: &Runner, link: &str) {
 fn anchored_contacts_of(sim: &m365_sim::SimHandle) -> Vec<serde_json::Value> {
     sim.control()
         .mail_contacts("northern")
-        .unwrap()
+        .expect("tenant")
         .into_iter()
         .filter(|c| {
             c["CustomAttribute15"]
