@@ -2,6 +2,9 @@
 //! companies, Acme Construction (550 people) and Northern Construction (160), syncs them both ways as GAL mail
 //! contacts, shows what landed, changes a few people (a new hire, a title change, a leaver) and syncs again to show
 //! that the second run only touches what changed. Nothing leaves the machine; state goes to a temporary folder.
+//!
+//! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary). The engine's info
+//! logs are held back during the tour (warnings still show) unless `GALBRIDGE_LOG` asks for something.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use tracing::instrument::WithSubscriber;
 
 use crate::config::Config;
 use crate::engine::adapters::simulated::{SimConnectError, SimConnector};
@@ -26,12 +30,31 @@ pub struct DemoOptions {
     pub quiet: bool,
 }
 
+/// Environment variable: `1` runs the demo with small companies ([`DemoOptions::SMALL`]).
+pub const DEMO_SMALL_ENV: &str = "GALBRIDGE_DEMO_SMALL";
+
+impl DemoOptions {
+    /// The full tour: Acme Construction (550 people) and Northern Construction (160).
+    pub const FULL: DemoOptions = DemoOptions {
+        acme_people: 550,
+        northern_people: 160,
+        quiet: false,
+    };
+    /// The same tour with 120 and 40 people.
+    pub const SMALL: DemoOptions = DemoOptions {
+        acme_people: 120,
+        northern_people: 40,
+        quiet: false,
+    };
+}
+
 impl Default for DemoOptions {
+    /// [`DemoOptions::FULL`], or [`DemoOptions::SMALL`] when `GALBRIDGE_DEMO_SMALL=1`.
     fn default() -> Self {
-        DemoOptions {
-            acme_people: 550,
-            northern_people: 160,
-            quiet: false,
+        if std::env::var(DEMO_SMALL_ENV).is_ok_and(|v| v.trim() == "1") {
+            Self::SMALL
+        } else {
+            Self::FULL
         }
     }
 }
@@ -102,7 +125,20 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary, DemoError> {
     println!("  simulator at {}\n", sim.base_url());
 
     let state_dir = std::env::temp_dir().join(format!("galbridge-demo-{}", std::process::id()));
-    let result = tour(&sim, &state_dir, &options).await;
+    let result = if std::env::var_os(crate::telemetry::LOG_ENV).is_some() {
+        tour(&sim, &state_dir, &options).await
+    } else {
+        // Each run's info line would interleave with the tour's own table; warnings still go to stderr.
+        let warnings_only = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::WARN)
+            .with_target(false)
+            .compact()
+            .finish();
+        tour(&sim, &state_dir, &options)
+            .with_subscriber(warnings_only)
+            .await
+    };
     let _ = std::fs::remove_dir_all(&state_dir);
     sim.shutdown().await;
     result
