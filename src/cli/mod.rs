@@ -16,7 +16,7 @@ use crate::config::{Config, json_schema};
 use crate::functions::{ServeOptions, serve, shutdown_signal};
 use crate::report::{RunOptions, RunOutcome, RunReport};
 use crate::service::{ServiceError, SyncService};
-use crate::telemetry::{LogFormat, init};
+use crate::telemetry::{LogFormat, init_with_default};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -164,7 +164,11 @@ impl From<Exit> for ExitCode {
 /// The binary's entry point: parse, set up logging, run the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init(LogFormat::detect());
+    let default_log_filter = match cli.command {
+        Command::Demo => "warn",
+        _ => "info",
+    };
+    init_with_default(LogFormat::detect(), default_log_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
