@@ -3,8 +3,7 @@
 //! contacts, shows what landed, changes a few people (a new hire, a title change, a leaver) and syncs again to show
 //! that the second run only touches what changed. Nothing leaves the machine; state goes to a temporary folder.
 //!
-//! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary). The engine's info
-//! logs are held back during the tour (warnings still show) unless `GALBRIDGE_LOG` asks for something.
+//! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +11,6 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tracing::instrument::WithSubscriber;
 
 use crate::config::Config;
 use crate::engine::adapters::simulated::{SimConnectError, SimConnector};
@@ -125,20 +123,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary, DemoError> {
     println!("  simulator at {}\n", sim.base_url());
 
     let state_dir = std::env::temp_dir().join(format!("galbridge-demo-{}", std::process::id()));
-    let result = if std::env::var_os(crate::telemetry::LOG_ENV).is_some() {
-        tour(&sim, &state_dir, &options).await
-    } else {
-        // Each run's info line would interleave with the tour's own table; warnings still go to stderr.
-        let warnings_only = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::WARN)
-            .with_target(false)
-            .compact()
-            .finish();
-        tour(&sim, &state_dir, &options)
-            .with_subscriber(warnings_only)
-            .await
-    };
+    let result = tour(&sim, &state_dir, &options).await;
     let _ = std::fs::remove_dir_all(&state_dir);
     sim.shutdown().await;
     result
