@@ -251,7 +251,7 @@ impl EngineService {
             target_graph: self.graph_client(&link.resolved.target_tenant).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
-            lease_ttl: lease_ttl(),
+            lease_ttl: lease_ttl_from_env(),
         };
         runner.run(spec, options).await.map_err(run_error)
     }
@@ -296,17 +296,6 @@ impl EngineService {
             .ok()
             .and_then(|mut runs| runs.pop())
     }
-}
-
-/// The lease duration: `GALBRIDGE_LEASE_TTL_SECS` (tests that kill a run and start the next at once), else the
-/// default.
-fn lease_ttl() -> chrono::Duration {
-    let seconds = std::env::var("GALBRIDGE_LEASE_TTL_SECS")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(DEFAULT_LEASE_TTL_SECS);
-    chrono::Duration::seconds(seconds)
 }
 
 fn run_error(error: RunError) -> ServiceError {
