@@ -35,9 +35,17 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber (once; later calls are ignored, which keeps tests simple).
+/// Installs the global subscriber (once; later calls are ignored, which keeps tests simple), filtered by
+/// `GALBRIDGE_LOG`, else `info`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// As [`init`], with another filter when `GALBRIDGE_LOG` is unset (the demo tells its own story on stdout and only
+/// wants warnings on stderr).
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

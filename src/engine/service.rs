@@ -19,6 +19,28 @@ use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
 use crate::service::{ServiceError, SyncService};
 use crate::state::{LINK_SCOPE, StateStore};
 
+/// Environment variable overriding the lease lifetime in seconds (1..=3600; default [`DEFAULT_LEASE_TTL_SECS`]).
+/// A run renews its lease every third of it; a run that died without releasing it (a killed process) blocks its
+/// link until the lease expires, so tests that kill the process shorten it.
+pub const LEASE_TTL_ENV: &str = "GALBRIDGE_LEASE_TTL_SECS";
+
+fn lease_ttl_from_env() -> chrono::Duration {
+    let seconds = match std::env::var(LEASE_TTL_ENV) {
+        Err(_) => DEFAULT_LEASE_TTL_SECS,
+        Ok(text) => match text.trim().parse::<i64>() {
+            Ok(seconds) if (1..=3600).contains(&seconds) => seconds,
+            _ => {
+                tracing::warn!(
+                    value = %text,
+                    "{LEASE_TTL_ENV} must be whole seconds in 1..=3600; using {DEFAULT_LEASE_TTL_SECS}"
+                );
+                DEFAULT_LEASE_TTL_SECS
+            }
+        },
+    };
+    chrono::Duration::seconds(seconds)
+}
+
 /// Builds the ports to a tenant (over the real Graph and Exchange clients in production, doubles in tests).
 #[async_trait]
 pub trait Connector: Send + Sync {
@@ -75,6 +97,7 @@ pub struct EngineService {
     store: Arc<dyn StateStore>,
     connector: Arc<dyn Connector>,
     holder: String,
+    lease_ttl: chrono::Duration,
     sources: Mutex<HashMap<String, Arc<dyn SourceDirectory>>>,
     targets: Mutex<HashMap<String, Arc<dyn MailContactTarget>>>,
     graphs: Mutex<HashMap<String, crate::m365::GraphClient>>,
@@ -106,6 +129,7 @@ impl EngineService {
             store,
             connector,
             holder: format!("{host}:{}", std::process::id()),
+            lease_ttl: lease_ttl_from_env(),
             sources: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             graphs: Mutex::new(HashMap::new()),
@@ -199,7 +223,7 @@ impl EngineService {
             target: self.target_port(&link.resolved.target_tenant).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
-            lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_TTL_SECS),
+            lease_ttl: self.lease_ttl,
         })
     }
 
@@ -239,7 +263,7 @@ impl EngineService {
             target_graph: self.graph_client(&link.resolved.target_tenant).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
-            lease_ttl: lease_ttl(),
+            lease_ttl: self.lease_ttl,
         })
     }
 
@@ -283,17 +307,6 @@ impl EngineService {
             .ok()
             .and_then(|mut runs| runs.pop())
     }
-}
-
-/// The lease duration: `GALBRIDGE_LEASE_TTL_SECS` (tests that kill a run and start the next at once), else the
-/// default.
-fn lease_ttl() -> chrono::Duration {
-    let seconds = std::env::var("GALBRIDGE_LEASE_TTL_SECS")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(DEFAULT_LEASE_TTL_SECS);
-    chrono::Duration::seconds(seconds)
 }
 
 fn run_error(error: RunError) -> ServiceError {

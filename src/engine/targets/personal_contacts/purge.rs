@@ -15,7 +15,7 @@ use super::mailbox_write::remove_recorded;
 use super::records::{forget_mailbox, load_mailbox};
 use super::run::PhonesRunner;
 use super::spec::PhonesSpec;
-use crate::engine::runner::{RunError, renew_lease};
+use crate::engine::runner::{LeaseRenewal, RunError};
 use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
 use crate::state::StateError;
 
@@ -47,12 +47,12 @@ impl PhonesRunner {
         };
         let lease = Arc::new(Mutex::new(lease));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = tokio::spawn(renew_lease(
+        let renewal = LeaseRenewal::start(
             self.store.clone(),
             lease.clone(),
             cancelled.clone(),
             self.lease_ttl,
-        ));
+        );
         let mut planned = PlanCounts::default();
         let mut applied = PlanCounts::default();
         let mut failures = Vec::new();
@@ -96,7 +96,7 @@ impl PhonesRunner {
         {
             failures.push(purge_failure(None, error.to_string()));
         }
-        renewal.abort();
+        renewal.finish().await;
         let held = lease.lock().await.clone();
         let _ = self.store.release_lease(&held).await;
         let outcome = match (execute, failures.is_empty()) {

@@ -123,12 +123,12 @@ impl PhonesRunner {
         };
         let lease = Arc::new(Mutex::new(lease));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = tokio::spawn(crate::engine::runner::renew_lease(
+        let renewal = crate::engine::runner::LeaseRenewal::start(
             self.store.clone(),
             lease.clone(),
             cancelled.clone(),
             self.lease_ttl,
-        ));
+        );
         let body = match self.steps(link, options, &cancelled).await {
             Ok(body) => body,
             Err(error) => {
@@ -136,7 +136,7 @@ impl PhonesRunner {
                 Body::failed(error.to_string(), "state_error")
             }
         };
-        renewal.abort();
+        renewal.finish().await;
         let held = lease.lock().await.clone();
         if let Err(error) = self.store.release_lease(&held).await {
             tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
