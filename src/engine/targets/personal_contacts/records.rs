@@ -17,8 +17,8 @@ use crate::state::{LINK_SCOPE, ObjectRecord, StateError, StateStore};
 /// The key of the folder record in a mailbox scope (never an anchor: anchors start with `galbridge:`).
 pub const FOLDER_KEY: &str = "~folder";
 
-/// One store call per mailbox: the file store rewrites a scope's file per call (a read-modify-write of the whole
-/// map), and the table store cuts a call into entity group transactions of 100 itself.
+// Records go in one store call per mailbox: the file store rewrites a scope's file per call (a read-modify-write of
+// the whole map), and the table store cuts a call into entity group transactions of 100 itself.
 
 /// One person of the source snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
