@@ -397,3 +397,119 @@ fn test_http(sim: &m365_sim::SimHandle) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+#[tokio::test]
+async fn adoption_exclusions_and_the_safety_net() {
+    let sim_users = [("acme", 20), ("northern", 8)];
+    // The excluded mailbox and the adopted contact are chosen from the seed before the engine starts.
+    let probe = m365_sim::start(m365_sim::SimConfig {
+        tenants: sim_users
+            .iter()
+            .map(|(name, n)| m365_sim::TenantSeed::new(name, *n))
+            .collect(),
+        ..m365_sim::SimConfig::default()
+    })
+    .await
+    .expect("probe");
+    let excluded = writable_mailboxes(&probe.control().users("northern").expect("northern"))[1]
+        ["userPrincipalName"]
+        .as_str()
+        .expect("upn")
+        .to_owned();
+    probe.shutdown().await;
+    let toml = format!(
+        "[[links]]\nname = \"acme-phones\"\n[links.source]\ntenant = \"acme\"\n[links.target]\n\
+         kind = \"personal_contacts\"\ntenant = \"northern\"\nmailboxes = {{ all = true }}\n\
+         exclude_mailboxes = [\"{excluded}\"]\nadopt_existing = true\n\
+         [links.safety]\nmax_deletes = 1\nmax_delete_percent = 100\n"
+    );
+    let world = engine_support::world(&sim_users, &toml).await;
+    let control = world.sim.control();
+    let acme_id = world.sim.tenant("acme").expect("acme").tenant_id;
+    let mailboxes = writable_mailboxes(&control.users("northern").expect("northern"));
+    let owner_id = mailboxes[0]["id"].as_str().expect("id").to_owned();
+    let excluded_id = mailboxes
+        .iter()
+        .find(|m| m["userPrincipalName"] == excluded.as_str())
+        .and_then(|m| m["id"].as_str())
+        .expect("excluded mailbox")
+        .to_owned();
+    let person = people(&world)[0].clone();
+    let typed = control
+        .create_user_made_contact(
+            "northern",
+            &owner_id,
+            None,
+            json!({"displayName": "Ada from the conference", "emailAddresses": [{"address": person["mail"]}]}),
+        )
+        .expect("owner's contact");
+    let anchored = |mailbox: &str, anchor: &str| -> Vec<m365_sim::control::MailboxContactView> {
+        control
+            .mailbox_contacts("northern", mailbox)
+            .expect("contacts")
+            .into_iter()
+            .filter(|c| {
+                c.extended_properties
+                    .iter()
+                    .any(|(id, value)| id.eq_ignore_ascii_case(ANCHOR_PROPERTY) && value == anchor)
+            })
+            .collect()
+    };
+
+    // Adoption: the owner's contact with the same address becomes the managed one (no second contact).
+    let first = run(&world, RunOptions::default()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{}", first.summary);
+    let anchor = anchor_of(&acme_id, &person);
+    let adopted = anchored(&owner_id, &anchor);
+    assert_eq!(adopted.len(), 1, "one contact for the person");
+    assert_eq!(adopted[0].id, typed, "the owner's contact was adopted");
+    assert_eq!(adopted[0].fields["displayName"], person["displayName"]);
+    assert!(first.applied.adoptions >= 1);
+    // Exclusion: the excluded mailbox gets nothing.
+    assert!(anchored(&excluded_id, &anchor).is_empty());
+    assert!(
+        control
+            .mailbox_contacts("northern", &excluded_id)
+            .expect("contacts")
+            .iter()
+            .all(|c| c.extended_properties.is_empty())
+    );
+
+    // Safety net: three people leave at once (more than max_deletes = 1): nothing is deleted until released.
+    let leavers: Vec<Value> = people(&world).into_iter().skip(1).take(3).collect();
+    for leaver in &leavers {
+        control
+            .delete_user("acme", leaver["id"].as_str().expect("id"), true)
+            .expect("delete");
+    }
+    let held = run(&world, RunOptions::default()).await;
+    assert_eq!(held.outcome, RunOutcome::Quarantined, "{}", held.summary);
+    assert_eq!(held.quarantine.as_ref().map(|q| q.held_deletes), Some(3));
+    for leaver in &leavers {
+        assert_eq!(
+            anchored(&owner_id, &anchor_of(&acme_id, leaver)).len(),
+            1,
+            "kept while held"
+        );
+    }
+    let released = run(
+        &world,
+        RunOptions {
+            allow_deletes: true,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        released.outcome,
+        RunOutcome::Succeeded,
+        "{}",
+        released.summary
+    );
+    for leaver in &leavers {
+        assert!(
+            anchored(&owner_id, &anchor_of(&acme_id, leaver)).is_empty(),
+            "removed once released"
+        );
+    }
+}
