@@ -100,11 +100,13 @@ impl MailboxRun<'_, '_> {
             by_id.insert(id, op);
         }
         let mut recreate = Vec::new();
-        for chunk in requests.chunks(MAX_BATCH_SIZE) {
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let chunk: Vec<BatchRequest> = requests.by_ref().take(MAX_BATCH_SIZE).collect();
             let answers = self
                 .fanout
                 .graph
-                .batch(Some(&self.mailbox.id), chunk.to_vec())
+                .batch(Some(&self.mailbox.id), chunk)
                 .await?;
             for answer in answers {
                 let Some(op) = by_id.remove(&answer.id) else {
