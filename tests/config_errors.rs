@@ -502,11 +502,9 @@ fn extra_ca_file_that_cannot_be_read() {
         )
         .expect("the file is written");
     };
-    let error_of_file = || {
-        Config::load(&path)
-            .err()
-            .expect("the configuration is refused")
-            .to_string()
+    let error_of_file = || match Config::load(&path) {
+        Ok(_) => panic!("the configuration should be refused"),
+        Err(error) => error.to_string(),
     };
 
     write("missing-ca.pem");
