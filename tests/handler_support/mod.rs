@@ -165,6 +165,17 @@ pub fn spawn_with_sim(sim: &Sim, links: &str) -> TestApp {
 
 /// Starts `galbridge serve --port 0` on `toml` (written into `dir`) and waits for the port it prints.
 pub fn spawn_app(dir: tempfile::TempDir, toml: &str, env: &[(String, String)]) -> TestApp {
+    spawn_app_logging_to(dir, toml, env, Stdio::inherit())
+}
+
+/// As [`spawn_app`], with the process's log (stderr) sent to `stderr`; `env` is applied last, so it may override
+/// `GALBRIDGE_LOG` or set `FUNCTIONS_CUSTOMHANDLER_PORT` (JSON logs, as under the host).
+pub fn spawn_app_logging_to(
+    dir: tempfile::TempDir,
+    toml: &str,
+    env: &[(String, String)],
+    stderr: Stdio,
+) -> TestApp {
     let config = dir.path().join("galbridge.toml");
     std::fs::write(&config, toml).expect("the config is written");
     let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
@@ -183,7 +194,7 @@ pub fn spawn_app(dir: tempfile::TempDir, toml: &str, env: &[(String, String)]) -
         .env("HOSTNAME", HOST_NAME)
         .env("GALBRIDGE_LOG", "off")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for (name, value) in env {
         command.env(name, value);
     }
