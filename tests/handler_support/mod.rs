@@ -297,3 +297,30 @@ pub fn res(envelope: &Value) -> (u64, Value) {
         .expect("JSON");
     (status, body)
 }
+
+/// Asserts a whole handled HTTP answer: host status 200, exactly `{Outputs: {res}, Logs, ReturnValue: null}`, the
+/// `res` output with `code`, the JSON `body` and JSON content type plus `headers`, and the `Logs` lines.
+pub fn assert_http_answer(
+    (host_status, envelope): &(u16, Value),
+    code: u16,
+    body: &Value,
+    headers: &[(&str, &str)],
+    logs: &[&str],
+) {
+    assert_eq!(*host_status, 200, "a handled outcome is 200 to the host");
+    assert_eq!(res(envelope), (u64::from(code), body.clone()), "{envelope}");
+    let mut expected_headers = json!({ "Content-Type": "application/json" });
+    for (name, value) in headers {
+        expected_headers[*name] = json!(value);
+    }
+    let mut rest = envelope.clone();
+    rest["Outputs"]["res"]["body"].take();
+    assert_eq!(
+        rest,
+        json!({
+            "Outputs": { "res": { "statusCode": code, "body": null, "headers": expected_headers } },
+            "Logs": logs,
+            "ReturnValue": null
+        })
+    );
+}
