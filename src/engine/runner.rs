@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use super::diff::{DiffInput, SourceView, diff};
 use super::entry::{anchor_for, anchor_prefix_for};
@@ -141,16 +141,16 @@ impl Runner {
         };
         let lease = Arc::new(Mutex::new(lease));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = tokio::spawn(renew_lease(
+        let renewal = LeaseRenewal::start(
             self.store.clone(),
             lease.clone(),
             cancelled.clone(),
             self.lease_ttl,
-        ));
+        );
 
         let body = self.run_leased(link, options, &cancelled).await;
 
-        renewal.abort();
+        renewal.finish().await;
         let held = lease.lock().await.clone();
         if let Err(error) = self.store.release_lease(&held).await {
             tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
@@ -445,18 +445,63 @@ impl Runner {
     }
 }
 
-pub(super) async fn renew_lease(
+/// Keeps a run's lease alive: renews it every third of its lifetime until [`LeaseRenewal::finish`]. Finishing
+/// waits for a renewal in flight, so the lease the run then releases is the current one (releasing a stale copy
+/// would leave the link locked until expiry). Dropped without finishing (the run's future was dropped: a cancelled
+/// request, a killed task), it stops renewing at once, so a dead run never holds the lease past one lifetime.
+pub(super) struct LeaseRenewal {
+    stop: Arc<Notify>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LeaseRenewal {
+    pub(super) fn start(
+        store: Arc<dyn StateStore>,
+        lease: Arc<Mutex<Lease>>,
+        cancelled: Arc<AtomicBool>,
+        ttl: chrono::Duration,
+    ) -> Self {
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(renew_lease(store, lease, cancelled, ttl, stop.clone()));
+        LeaseRenewal {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops renewing, after the renewal in flight (if any) has landed in the shared lease.
+    pub(super) async fn finish(mut self) {
+        self.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LeaseRenewal {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+async fn renew_lease(
     store: Arc<dyn StateStore>,
     lease: Arc<Mutex<Lease>>,
     cancelled: Arc<AtomicBool>,
     ttl: chrono::Duration,
+    stop: Arc<Notify>,
 ) {
     let every = (ttl / 3)
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(20))
         .max(std::time::Duration::from_millis(50));
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.notified() => return,
+        }
         let current = lease.lock().await.clone();
         match store.renew_lease(&current, ttl).await {
             Ok(renewed) => *lease.lock().await = renewed,
