@@ -4,7 +4,7 @@
 //! These tests cover the protocol: readiness (which must contact nothing), routing, envelope parsing, link lookup,
 //! methods, query validation, status shape and shutdown. The tenants point at an in-process m365-sim (see
 //! `handler_support`); run outcomes through the same protocol (200 with a report, dry run, 409, timer, status after
-//! runs) are in `handler_runs.rs`.
+//! runs) are in `handler_runs.rs`, the delete safety (quarantine, release) in `handler_quarantine.rs`.
 
 mod handler_support;
 

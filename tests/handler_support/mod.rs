@@ -24,7 +24,8 @@ pub const ONE_LINK: &str = "[[links]]\nname = \"acme-to-northern\"\n[links.sourc
 /// A simulator with its own runtime (the tests themselves are synchronous and block on sockets).
 pub struct Sim {
     pub handle: SimHandle,
-    runtime: tokio::runtime::Runtime,
+    /// Kept alive: the simulator serves on it.
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Sim {
@@ -45,7 +46,10 @@ impl Sim {
                 ..SimConfig::default()
             }))
             .expect("the simulator starts");
-        Sim { handle, runtime }
+        Sim {
+            handle,
+            _runtime: runtime,
+        }
     }
 
     /// Users of `tenant` that belong in other tenants' address books by default, from the simulator's own data
@@ -128,11 +132,6 @@ impl Sim {
         }
         toml.push_str(links);
         (toml, env)
-    }
-
-    /// Runs a future on the simulator's runtime.
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
     }
 }
 
