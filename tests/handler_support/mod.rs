@@ -21,6 +21,30 @@ pub const HOST_NAME: &str = "galbridge-test-host";
 pub const ONE_LINK: &str = "[[links]]\nname = \"acme-to-northern\"\n[links.source]\ntenant = \"acme\"\n\
                             [links.target]\nkind = \"mail_contact\"\ntenant = \"northern\"\n";
 
+/// Variables of the developer's shell that would change what the child does (the tests set what they need).
+const SCRUBBED_ENV: &[&str] = &[
+    "GALBRIDGE_CONFIG",
+    "GALBRIDGE_EXTRA_CA_FILE",
+    "GALBRIDGE_KEY_VAULT_URL",
+    "GALBRIDGE_LEASE_TTL_SECS",
+    "GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID",
+    "GALBRIDGE_STATE_TABLE_ENDPOINT",
+    "GALBRIDGE_STATE_TABLE_NAME",
+    "FUNCTIONS_CUSTOMHANDLER_PORT",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+];
+
+/// A `galbridge` command with the developer's overriding variables removed and logs off (callers may set both).
+pub fn galbridge_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
+    for variable in SCRUBBED_ENV {
+        command.env_remove(variable);
+    }
+    command.env("GALBRIDGE_LOG", "off");
+    command
+}
+
 /// A simulator with its own runtime (the tests themselves are synchronous and block on sockets).
 pub struct Sim {
     pub handle: SimHandle,
@@ -177,7 +201,7 @@ pub fn spawn_app_logging_to(
 ) -> TestApp {
     let config = dir.path().join("galbridge.toml");
     std::fs::write(&config, toml).expect("the config is written");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
+    let mut command = galbridge_command();
     command
         .args([
             "--config",
@@ -188,10 +212,7 @@ pub fn spawn_app_logging_to(
             "--shutdown-grace",
             "5",
         ])
-        .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
-        .env_remove("GALBRIDGE_EXTRA_CA_FILE")
         .env("HOSTNAME", HOST_NAME)
-        .env("GALBRIDGE_LOG", "off")
         .stdout(Stdio::piped())
         .stderr(stderr);
     for (name, value) in env {
