@@ -336,3 +336,40 @@ fn sigterm_stops_the_process_cleanly() {
         "the port is closed"
     );
 }
+
+#[test]
+fn a_failed_engine_build_is_a_500_and_the_next_invocation_retries() {
+    let sim = Sim::start(2, m365_sim::Knobs::default());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The state folder cannot be created: a plain file stands where its parent should be.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "not a folder").expect("the blocker is written");
+    let (toml, env) = sim.config(&blocker.join("state"), ONE_LINK);
+    let app = spawn_app(dir, &toml, &env);
+    assert_eq!(
+        request(app.port, "GET", "/", "").0,
+        200,
+        "ready all the same"
+    );
+
+    let answer = invoke(app.port, "Status", &handler_support::status_payload());
+
+    // The caller gets an opaque 500; the host's log gets the cause.
+    let cause = format!(
+        "internal error: state: state store I/O error: creating state directory {}: Not a directory (os error 20)",
+        blocker.join("state").display()
+    );
+    assert_http_answer(
+        &answer,
+        500,
+        &json!({ "error": "internal error; see the function app's logs" }),
+        &[],
+        &[&cause],
+    );
+
+    // Once the cause is gone, the next invocation builds the engine: no restart needed.
+    std::fs::remove_file(&blocker).expect("the blocker is removed");
+    let (status, envelope) = invoke(app.port, "Status", &handler_support::status_payload());
+    assert_eq!((status, res(&envelope).0), (200, 200), "{envelope}");
+    assert_eq!(res(&envelope).1["links"][0]["link"], "acme-to-northern");
+}
