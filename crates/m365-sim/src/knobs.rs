@@ -110,6 +110,9 @@ pub struct Knobs {
     pub delta_expiry_style: DeltaExpiryStyle,
     /// Re-send the last entry of each delta page at the start of the next one (Graph documents replays).
     pub delta_replays: bool,
+    /// Send `@removed` entries in the first round of users/contacts delta too (delta overview: "The @removed object
+    /// can be returned in the initial delta query response"); clients must not treat them as errors there.
+    pub delta_removed_in_initial_round: bool,
     /// Default page size for lists and delta pages when the client sends no `$top` / `odata.maxpagesize`.
     pub default_page_size: usize,
     /// Access tokens live this long.
@@ -131,6 +134,7 @@ impl Default for Knobs {
             delta_token_ttl_secs: 7 * 24 * 3600,
             delta_expiry_style: DeltaExpiryStyle::Gone410,
             delta_replays: false,
+            delta_removed_in_initial_round: true,
             default_page_size: 100,
             token_lifetime_secs: 3599,
         }
