@@ -148,7 +148,7 @@ async fn latency_model_adds_fixed_delay_and_jitter_per_service() {
         assert_eq!(t.get(&tok, "/v1.0/users").await.0, StatusCode::OK);
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(200), "{took:?}");
-        assert!(took < Duration::from_millis(1_000), "{took:?}");
+        assert!(took < Duration::from_secs(3), "no runaway delay: {took:?}");
     }
 }
 
