@@ -95,6 +95,11 @@ pub struct Knobs {
     pub outlook_requests_per_10_min: u32,
     /// Directory writes per (app, tenant) per 150 s.
     pub directory_writes_per_150_s: u32,
+    /// Charge directory requests in resource units per (app, tenant): S 3,500 / M 5,000 / L 8,000 per 10 s by
+    /// tenant size (Graph throttling-limits doc). Off by default so throughput benchmarks measure the simulator.
+    pub directory_budget: bool,
+    /// Overrides the size-based budget above (units per 10 s per (app, tenant)); None: S/M/L by tenant size.
+    pub directory_units_per_10_s: Option<u32>,
     /// Invitations per tenant per 5 s.
     pub invitations_per_5_s: u32,
     /// Exchange commands per (app, tenant) per 10 s (0 = unlimited) [guess: EXO has a per-app budget, size unpublished].
@@ -126,6 +131,8 @@ impl Default for Knobs {
             outlook_concurrency_per_mailbox: 4,
             outlook_requests_per_10_min: 10_000,
             directory_writes_per_150_s: 3_000,
+            directory_budget: false,
+            directory_units_per_10_s: None,
             invitations_per_5_s: 150,
             exchange_commands_per_10_s: 0,
             retry_after_secs: 1,
