@@ -5,7 +5,7 @@
 //! Requests over the budget get 429 with `Retry-After`, `x-ms-throttle-scope: Tenant_Application/Read/{app}/{tenant}`
 //! and `x-ms-throttle-information: ResourceUnitLimitExceeded`; answered requests carry `x-ms-resource-unit`.
 //! Outlook-backed paths (contacts, folders, photos) and `$batch` itself are not directory requests: inner `$batch`
-//! requests are charged one by one. Off unless the `directory_budget` knob is on.
+//! requests are charged one by one. Knob `directory_budget` (on by default).
 
 use std::collections::{HashMap, VecDeque};
 
