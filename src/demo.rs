@@ -231,6 +231,7 @@ async fn tour(
          so galbridge never touches a contact it did not create.",
         summary.acme_contacts, summary.northern_contacts
     );
+    crate::engine::phones_demo::phones_step(sim, state_dir).await?;
     println!(
         "Next: `galbridge config schema`, the examples in examples/, and `galbridge plan` against your tenants."
     );

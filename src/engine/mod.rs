@@ -13,7 +13,9 @@
 //! - [`build`]: the state store and the service from a loaded configuration.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
 //! - [`purge`]: removing everything a link manages (uninstall).
-//! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
+//! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind
+//!   (`targets::personal_contacts` has its own runner for GAL to phones).
+//! - [`phones_demo`]: the demo's GAL-to-phones step.
 
 pub mod adapters;
 pub mod build;
@@ -22,6 +24,7 @@ pub mod entry;
 pub mod from_config;
 pub mod mapping;
 pub mod names;
+pub mod phones_demo;
 pub mod plan;
 pub mod ports;
 pub mod purge;

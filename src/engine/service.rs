@@ -13,6 +13,7 @@ use super::from_config::{SpecError, link_spec};
 use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
 use super::runner::{DEFAULT_LEASE_TTL_SECS, RunError, Runner};
 use super::spec::LinkSpec;
+use super::targets::personal_contacts::{PhonesRunner, PhonesSpec, phones_spec};
 use crate::config::{Config, NamedTenant, ResolvedLink};
 use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
 use crate::service::{ServiceError, SyncService};
@@ -52,6 +53,16 @@ pub trait Connector: Send + Sync {
     ) -> Result<Arc<dyn MailContactTarget>, PortError>;
     /// The request counters shared by the clients (for the run reports).
     fn counters(&self) -> Option<Arc<dyn RequestCounters>>;
+    /// The tenant's Graph client (mailbox contacts and photos of `personal_contacts` links).
+    async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
+        Err(PortError::Failed {
+            service: "graph".into(),
+            message: format!(
+                "this connector cannot reach mailboxes (tenant {:?})",
+                tenant.name
+            ),
+        })
+    }
 }
 
 /// Why the service could not be built.
@@ -67,6 +78,17 @@ struct CompiledLink {
     resolved: ResolvedLink,
     /// `Err` for links the engine cannot run (reported on each run request).
     spec: Result<LinkSpec, String>,
+    /// `Some` for `personal_contacts` links (run by the phones runner instead of `spec`).
+    phones: Option<Result<PhonesSpec, String>>,
+}
+
+impl CompiledLink {
+    fn runnable(&self) -> bool {
+        match &self.phones {
+            Some(phones) => phones.is_ok(),
+            None => self.spec.is_ok(),
+        }
+    }
 }
 
 /// The sync engine as a service.
@@ -78,6 +100,7 @@ pub struct EngineService {
     lease_ttl: chrono::Duration,
     sources: Mutex<HashMap<String, Arc<dyn SourceDirectory>>>,
     targets: Mutex<HashMap<String, Arc<dyn MailContactTarget>>>,
+    graphs: Mutex<HashMap<String, crate::m365::GraphClient>>,
 }
 
 impl EngineService {
@@ -94,6 +117,8 @@ impl EngineService {
             .map(|resolved| CompiledLink {
                 resolved: resolved.clone(),
                 spec: link_spec(resolved, config.service()).map_err(|e| e.to_string()),
+                phones: phones_spec(resolved, config.service())
+                    .map(|phones| phones.map_err(|e| e.to_string())),
             })
             .collect();
         let host = std::env::var("HOSTNAME")
@@ -107,6 +132,7 @@ impl EngineService {
             lease_ttl: lease_ttl_from_env(),
             sources: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
+            graphs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -194,11 +220,53 @@ impl EngineService {
         })
     }
 
+    async fn graph_client(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<crate::m365::GraphClient, ServiceError> {
+        let mut graphs = self.graphs.lock().await;
+        if let Some(graph) = graphs.get(&tenant.name) {
+            return Ok(graph.clone());
+        }
+        let graph = self.connector.graph(tenant).await.map_err(|e| {
+            ServiceError::Internal(format!(
+                "cannot reach the mailboxes of {:?}: {e}",
+                tenant.name
+            ))
+        })?;
+        graphs.insert(tenant.name.clone(), graph.clone());
+        Ok(graph)
+    }
+
+    async fn run_phones(
+        &self,
+        link: &CompiledLink,
+        spec: &PhonesSpec,
+        options: &RunOptions,
+    ) -> Result<RunReport, ServiceError> {
+        let runner = PhonesRunner {
+            store: self.store.clone(),
+            source: self.source_port(&link.resolved.source_tenant).await?,
+            source_graph: self.graph_client(&link.resolved.source_tenant).await?,
+            target_graph: self.graph_client(&link.resolved.target_tenant).await?,
+            counters: self.connector.counters(),
+            holder: self.holder.clone(),
+            lease_ttl: lease_ttl_from_env(),
+        };
+        runner.run(spec, options).await.map_err(run_error)
+    }
+
     async fn run_compiled(
         &self,
         link: &CompiledLink,
         options: &RunOptions,
     ) -> Result<RunReport, ServiceError> {
+        if let Some(phones) = &link.phones {
+            let spec = phones
+                .as_ref()
+                .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+            return self.run_phones(link, spec, options).await;
+        }
         let spec = link
             .spec
             .as_ref()
@@ -264,7 +332,7 @@ impl SyncService for EngineService {
         for link in self
             .links
             .iter()
-            .filter(|link| link.resolved.enabled && link.spec.is_ok())
+            .filter(|link| link.resolved.enabled && link.runnable())
         {
             let last = self.last_run(&link.resolved.name).await;
             if link

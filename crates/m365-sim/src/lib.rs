@@ -309,10 +309,9 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let http_base_url = url::Url::parse(&format!("http://{http_addr}/"))
         .map_err(|e| SimError::Config(e.to_string()))?;
 
-    let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let mut tenants = Vec::new();
     for (index, spec) in config.tenants.iter().enumerate() {
-        tenants.push(Arc::new(build_tenant(config.seed, index, spec, &created)));
+        tenants.push(Arc::new(build_tenant(config.seed, index, spec)));
     }
     let mut id_rng =
         <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(config.seed ^ 0x4D53_4921);
@@ -370,8 +369,8 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     })
 }
 
-fn build_tenant(seed: u64, index: usize, spec: &TenantSeed, created: &str) -> Tenant {
-    let generated = seed::generate(seed, index, spec, created);
+fn build_tenant(seed: u64, index: usize, spec: &TenantSeed) -> Tenant {
+    let generated = seed::generate(seed, index, spec);
     let mut dir = Directory::default();
     for u in generated.users {
         dir.insert_user(u, 0);

@@ -1,5 +1,5 @@
-//! `m365-sim --tenants acme:550,northern:160`: serves seeded tenants and prints where and how to reach them
-//! (this is a local test double: its fake secrets are printed on purpose) until Ctrl-C.
+//! `m365-sim --tenants acme:550,northern:160`: serves seeded tenants and prints where and how to reach them (base
+//! URL, CA path, tenant and app ids; secrets are not printed) until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,22 +81,28 @@ async fn main() -> std::process::ExitCode {
     println!("http_base_url {}", sim.http_base_url());
     println!("ca_pem        {}", sim.ca_pem_path().display());
     println!(
-        "IDENTITY_ENDPOINT={} IDENTITY_HEADER={}",
-        identity.endpoint, identity.header
+        "IDENTITY_ENDPOINT={} (IDENTITY_HEADER: GET {}_control/identity)",
+        identity.endpoint,
+        sim.base_url()
     );
     for t in sim.tenants() {
         println!(
-            "tenant {} id={} domain={} mail_domain={} client_id={} client_secret={} vault_secret={} vault_cert={}",
+            "tenant {} id={} domain={} mail_domain={} client_id={} vault_secret={} vault_cert={}",
             t.name,
             t.tenant_id,
             t.initial_domain,
             t.mail_domain,
             t.client_id,
-            t.client_secret,
             t.secret_name,
             t.certificate_secret_name
         );
     }
+    // The (fake) client secrets stay off the console: tools read them from the simulated Key Vault or from
+    // `GET /_control/tenants`, so terminal logs never hold anything that looks like a credential.
+    println!(
+        "client secrets: Key Vault secret <tenant>-client-secret, or GET {}_control/tenants",
+        sim.base_url()
+    );
     println!("serving; Ctrl-C to stop");
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;

@@ -182,12 +182,7 @@ pub(crate) fn uuid_from(rng: &mut StdRng) -> String {
         .to_string()
 }
 
-pub(crate) fn generate(
-    seed: u64,
-    tenant_index: usize,
-    spec: &TenantSeed,
-    created: &str,
-) -> SeededTenant {
+pub(crate) fn generate(seed: u64, tenant_index: usize, spec: &TenantSeed) -> SeededTenant {
     let mut rng = StdRng::seed_from_u64(
         seed ^ ((tenant_index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
     );
@@ -240,7 +235,7 @@ pub(crate) fn generate(
             employee_id: Some(format!("{:06}", i + 1)),
             user_type: "Member".into(),
             account_enabled: true,
-            created_date_time: created.to_string(),
+            created_date_time: seeded_creation_time(seed, tenant_index, i),
             extension_attributes: Default::default(),
             external_user_state: None,
             manager_id: dept_heads[dept_index].clone(),
@@ -354,4 +349,24 @@ fn capitalise(name: &str) -> String {
     chars
         .next()
         .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
+}
+
+/// When a seeded person joined: a day between 2019-01-01 and 2023-12-31, derived from (seed, tenant, index) alone so
+/// two simulators with the same seed serve identical people (the wall clock must not leak into seeded data) and the
+/// main generator's sequence is left untouched.
+fn seeded_creation_time(seed: u64, tenant_index: usize, user_index: usize) -> String {
+    let mut mix = StdRng::seed_from_u64(
+        seed ^ (tenant_index as u64).rotate_left(32)
+            ^ (user_index as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+    );
+    let base = chrono::NaiveDate::from_ymd_opt(2019, 1, 1).unwrap_or_default();
+    let day = base + chrono::Days::new(mix.random_range(0..1826));
+    let secs: u32 = mix.random_range(0..86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        day.format("%Y-%m-%d"),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }

@@ -68,7 +68,7 @@ pub(crate) async fn pipeline(
     } else {
         state.faults.pick(service, &method, &path)
     };
-    let mut response = match fault {
+    let response = match fault {
         Some(Fault::Throttle { retry_after_secs }) => throttled(retry_after_secs, "Application"),
         Some(Fault::ServiceUnavailable { retry_after_secs }) => {
             let mut r = graph_error(
@@ -87,28 +87,25 @@ pub(crate) async fn pipeline(
             "UnknownError",
             "Gateway timeout.",
         ),
-        Some(Fault::DropConnection) if !is_batch_inner => {
+        // Inside `$batch` there is no connection of its own to drop: Graph reports the lost backend call as an
+        // inner 500 (status and code are a guess; the outer response stays 200).
+        Some(Fault::DropConnection) if is_batch_inner => graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UnknownError",
+            "The backend connection was closed.",
+        ),
+        Some(Fault::DropConnection) => {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r.extensions_mut().insert(DropConnection);
             r
         }
-        Some(Fault::Slow { delay_ms }) => {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            next.run(req).await
-        }
-        Some(Fault::Malformed) => {
-            let r = next.run(req).await;
-            let (parts, body) = r.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .unwrap_or_default();
-            let cut = bytes.len() / 2;
-            Response::from_parts(parts, Body::from(bytes.slice(..cut)))
-        }
-        _ => {
+        other => {
+            if let Some(Fault::Slow { delay_ms }) = other {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
             // The handler's Outlook slots stay held while the modelled service time elapses.
-            HELD_PERMITS
+            let response = HELD_PERMITS
                 .scope(RefCell::new(Vec::new()), async move {
                     let response = next.run(req).await;
                     if !delay.is_zero() {
@@ -116,7 +113,18 @@ pub(crate) async fn pipeline(
                     }
                     response
                 })
-                .await
+                .await;
+            if matches!(other, Some(Fault::Malformed)) {
+                // The body is cut in half: a client sees invalid JSON (or a short image) with a success status.
+                let (parts, body) = response.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let cut = bytes.len() / 2;
+                Response::from_parts(parts, Body::from(bytes.slice(..cut)))
+            } else {
+                response
+            }
         }
     };
 
@@ -124,9 +132,6 @@ pub(crate) async fn pipeline(
         Some(label) => label.0.clone(),
         None => format!("{method} {}", route.as_deref().unwrap_or("(unrouted)")),
     };
-    if response.extensions().get::<DropConnection>().is_some() && is_batch_inner {
-        response.extensions_mut().remove::<DropConnection>();
-    }
     state
         .counters
         .record(service, &endpoint, response.status().as_u16());

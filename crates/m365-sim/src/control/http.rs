@@ -22,6 +22,7 @@ use crate::state::SimState;
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
         .route("/_control/tenants", get(tenants))
+        .route("/_control/identity", get(identity))
         .route("/_control/tenants/{t}/users", get(users).post(add_user))
         .route(
             "/_control/tenants/{t}/users/{id}",
@@ -51,7 +52,10 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         .route("/_control/counters", get(counters).delete(reset_counters))
         .route("/_control/mailbox-load", get(mailbox_load))
         .route("/_control/clock/advance", post(advance))
-        .route("/_control/knobs", get(get_knobs).put(put_knobs))
+        .route(
+            "/_control/knobs",
+            get(get_knobs).put(put_knobs).patch(patch_knobs),
+        )
         .route(
             "/_control/faults",
             get(get_faults).put(put_faults).post(add_fault),
@@ -97,6 +101,22 @@ async fn tenants(State(s): State<Arc<SimState>>) -> Response {
         .map(|t| json!({"name": t.name, "tenant_id": t.id, "initial_domain": t.initial_domain, "mail_domain": t.mail_domain, "client_id": t.app.client_id, "client_secret": t.app.client_secret, "secret_name": crate::secret_name_for(&t.name), "certificate_secret_name": crate::certificate_secret_name_for(&t.name)}))
         .collect();
     ok(Value::Array(list))
+}
+
+/// The managed identity as App Service would expose it to the function (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+async fn identity(State(s): State<Arc<SimState>>) -> Response {
+    let endpoint = s
+        .http_base_url
+        .join("msi/token")
+        .map(String::from)
+        .unwrap_or_default();
+    ok(json!({
+        "endpoint": endpoint,
+        "header": s.identity.header_secret,
+        "client_id": s.identity.client_id,
+        "principal_id": s.identity.principal_id,
+        "home_tenant_id": s.identity.home_tenant_id,
+    }))
 }
 
 async fn users(State(s): State<Arc<SimState>>, Path(t): Path<String>) -> Response {
@@ -244,6 +264,38 @@ async fn put_knobs(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
             ok(json!({}))
         }
         Err(r) => r,
+    }
+}
+
+/// Merges the given fields into the current knobs (PUT replaces them all, absent fields taking their defaults).
+async fn patch_knobs(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
+    let patch: Value = match parse(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut current = serde_json::to_value(ctl(&s).knobs()).unwrap_or(Value::Null);
+    merge_json(&mut current, patch);
+    match serde_json::from_value::<Knobs>(current) {
+        Ok(k) => {
+            ctl(&s).set_knobs(k);
+            ok(serde_json::to_value(ctl(&s).knobs()).unwrap_or(Value::Null))
+        }
+        Err(e) => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("invalid knobs: {e}")}),
+        ),
+    }
+}
+
+/// JSON merge patch (RFC 7386) without null-removal: objects merge recursively, anything else replaces.
+fn merge_json(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge_json(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
     }
 }
 

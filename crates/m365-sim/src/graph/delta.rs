@@ -319,7 +319,7 @@ pub(crate) async fn users_delta(
     if knobs.delta_replays
         && let Some(t) = cursor.replay.as_ref().and_then(|id| dir.users.get(id))
     {
-        values.push(Value::Object(t.value.render(&select)));
+        values.push(Value::Object(delta_render(t, &select)));
     }
     let mut last_live = None;
     for e in entries {
@@ -335,7 +335,7 @@ pub(crate) async fn users_delta(
                 } else {
                     select.clone()
                 };
-                let mut obj = t.value.render(&props);
+                let mut obj = delta_render(t, &props);
                 let manager_news = !minimal
                     || t.created_version > cursor.from
                     || t.prop_versions
@@ -386,6 +386,18 @@ pub(crate) async fn users_delta(
         );
     }
     resp
+}
+
+/// A user as delta sends it. Quirk (user-delta doc, "Default: return the same properties"): a property that has
+/// never been set is not included at all, while one set to null after creation is sent as null. Clients must
+/// therefore read a missing property of a new object as "empty", not as an error.
+fn delta_render(
+    t: &Tracked<crate::model::user::User>,
+    props: &[&'static str],
+) -> Map<String, Value> {
+    let mut obj = t.value.render(props);
+    obj.retain(|k, v| k == "id" || !v.is_null() || t.prop_versions.contains_key(k.as_str()));
+    obj
 }
 
 fn select_list_opt(opts: &std::collections::HashMap<String, String>) -> Option<Vec<String>> {

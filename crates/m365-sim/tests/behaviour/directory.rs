@@ -1,11 +1,9 @@
-//! Graph directory reads: users, delta, org contacts, groups, photos, invitations.
+//! Graph directory reads: users, org contacts, groups, photos, invitations, seeds (delta tests: delta.rs).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{GRAPH, spawn, spawn_with};
-
-const SELECT: &str = "$select=id,displayName,mail,department,jobTitle,userType,accountEnabled";
 
 #[tokio::test]
 async fn users_list_pages_with_next_link_and_keeps_select() {
@@ -57,157 +55,6 @@ async fn users_filter_subset_and_advanced_query_rule() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-}
-
-#[tokio::test]
-async fn users_delta_full_then_incremental_with_removed_changed_and_deleted() {
-    // [§2] delta: nextLink pages then deltaLink; next round returns only changes; @removed reason changed|deleted.
-    let t = spawn_with(
-        &[("acme", 30)],
-        m365_sim::Knobs {
-            default_page_size: 7,
-            ..Default::default()
-        },
-    )
-    .await;
-    let token = t.token("acme", GRAPH).await;
-    let (first, last) = t
-        .get_all(&token, &t.url(&format!("/v1.0/users/delta?{SELECT}")), &[])
-        .await;
-    assert_eq!(first.len(), 30);
-    let delta_link = last["@odata.deltaLink"]
-        .as_str()
-        .expect("deltaLink at the end")
-        .to_string();
-
-    let control = t.sim.control();
-    let users = control.users("acme").unwrap();
-    let (a, b, c) = (
-        users[0]["id"].as_str().unwrap(),
-        users[1]["id"].as_str().unwrap(),
-        users[2]["id"].as_str().unwrap(),
-    );
-    control
-        .update_user("acme", a, json!({"department": "Research"}))
-        .unwrap();
-    control.delete_user("acme", b, true).unwrap();
-    control.delete_user("acme", c, false).unwrap();
-    let new_id = control
-        .add_user(
-            "acme",
-            json!({"displayName": "Zoë Newcomer", "department": "Legal"}),
-        )
-        .unwrap();
-
-    let (changes, last) = t.get_all(&token, &delta_link, &[]).await;
-    assert_eq!(changes.len(), 4, "{changes:?}");
-    let by_id = |id: &str| changes.iter().find(|v| v["id"] == id).cloned().unwrap();
-    assert_eq!(by_id(a)["department"], "Research");
-    assert_eq!(by_id(b)["@removed"]["reason"], "changed");
-    assert_eq!(by_id(c)["@removed"]["reason"], "deleted");
-    assert_eq!(by_id(&new_id)["displayName"], "Zoë Newcomer");
-
-    let (none, _) = t
-        .get_all(&token, last["@odata.deltaLink"].as_str().unwrap(), &[])
-        .await;
-    assert!(none.is_empty(), "a quiet round returns nothing");
-}
-
-#[tokio::test]
-async fn users_delta_return_minimal_sends_only_changed_properties() {
-    // [§2] Prefer: return=minimal returns only the changed properties (plus id) of existing objects.
-    let t = spawn(&[("acme", 5)]).await;
-    let token = t.token("acme", GRAPH).await;
-    let (_, last) = t
-        .get_all(&token, &t.url(&format!("/v1.0/users/delta?{SELECT}")), &[])
-        .await;
-    let link = last["@odata.deltaLink"].as_str().unwrap().to_string();
-    let control = t.sim.control();
-    let id = control.users("acme").unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    control
-        .update_user("acme", &id, json!({"jobTitle": "Chief Tinkerer"}))
-        .unwrap();
-    let (status, body, headers) = t
-        .get_with(&token, &link, &[("Prefer", "return=minimal")])
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers.get("preference-applied").unwrap(), "return=minimal");
-    let obj = body["value"][0].as_object().unwrap();
-    assert_eq!(obj.len(), 2, "{obj:?}");
-    assert_eq!(obj["jobTitle"], "Chief Tinkerer");
-}
-
-#[tokio::test]
-async fn users_delta_token_expiry_answers_410_with_location_or_sync_state_not_found() {
-    // [§2] Directory delta tokens live about 7 days; expired: 410 Gone + Location (or 400 syncStateNotFound).
-    let t = spawn(&[("acme", 3)]).await;
-    let token = t.token("acme", GRAPH).await;
-    let (_, last) = t
-        .get_all(
-            &token,
-            &t.url("/v1.0/users/delta?$select=id,displayName"),
-            &[],
-        )
-        .await;
-    let link = last["@odata.deltaLink"].as_str().unwrap().to_string();
-    let control = t.sim.control();
-    control.advance_clock(std::time::Duration::from_secs(8 * 24 * 3600));
-    let token = t.token("acme", GRAPH).await;
-    let (status, _, headers) = t.get(&token, &link).await;
-    assert_eq!(status, StatusCode::GONE);
-    let location = headers.get("location").unwrap().to_str().unwrap();
-    assert!(
-        location.contains("/v1.0/users/delta?$select=id,displayName"),
-        "{location}"
-    );
-
-    control
-        .update_knobs(|k| k.delta_expiry_style = m365_sim::DeltaExpiryStyle::SyncStateNotFound400);
-    let (_, last) = t.get_all(&token, location, &[]).await;
-    control.expire_delta_tokens("acme").unwrap();
-    let (status, body, _) = t
-        .get(&token, last["@odata.deltaLink"].as_str().unwrap())
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "syncStateNotFound");
-}
-
-#[tokio::test]
-async fn users_delta_latest_starts_from_now_and_replays_repeat_entries() {
-    // [§2] $deltaToken=latest returns no data and a deltaLink from now; replays happen (the sim can force them).
-    let t = spawn_with(
-        &[("acme", 12)],
-        m365_sim::Knobs {
-            default_page_size: 5,
-            delta_replays: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    let token = t.token("acme", GRAPH).await;
-    let (status, body, _) = t.get(&token, "/v1.0/users/delta?$deltaToken=latest").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(body["value"].as_array().unwrap().is_empty());
-    assert!(body["@odata.deltaLink"].is_string());
-    let (all, _) = t
-        .get_all(&token, &t.url("/v1.0/users/delta?$select=id"), &[])
-        .await;
-    let unique: std::collections::BTreeSet<_> =
-        all.iter().map(|v| v["id"].as_str().unwrap()).collect();
-    assert_eq!(unique.len(), 12);
-    assert!(all.len() > 12, "replayed entries appear more than once");
-}
-
-#[tokio::test]
-async fn users_delta_refuses_top_and_expand() {
-    // [§2] no $expand/$top/$orderby on users delta.
-    let t = spawn(&[("acme", 2)]).await;
-    let token = t.token("acme", GRAPH).await;
-    let (status, _, _) = t.get(&token, "/v1.0/users/delta?$top=5").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -450,4 +297,70 @@ async fn manager_is_expandable_and_tracked_by_delta() {
         .await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0]["manager@delta"][0]["id"], other["id"]);
+}
+
+#[tokio::test]
+async fn invitations_are_rate_limited_per_tenant_and_show_in_address_list_is_refused() {
+    // [§4] Invitations: 150 / 5 s per tenant (a knob here) → 429 + Retry-After, then allowed again once the window
+    // has passed. [§5] showInAddressList can no longer be set through Graph.
+    let t = spawn_with(
+        &[("acme", 2)],
+        m365_sim::Knobs {
+            invitations_per_5_s: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let graph = t.token("acme", GRAPH).await;
+    let invite = |n: usize| json!({"invitedUserEmailAddress": format!("guest{n}@partner.example"), "inviteRedirectUrl": "https://myapps.microsoft.com", "sendInvitationMessage": false});
+    let mut guest = String::new();
+    for n in 0..3 {
+        let (status, body) = t
+            .send_json(
+                &graph,
+                reqwest::Method::POST,
+                "/v1.0/invitations",
+                invite(n),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        guest = body["invitedUser"]["id"].as_str().unwrap().to_string();
+    }
+    let resp = t
+        .http
+        .post(t.url("/v1.0/invitations"))
+        .bearer_auth(&graph)
+        .json(&invite(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&wait), "Retry-After {wait}");
+    t.sim
+        .control()
+        .advance_clock(std::time::Duration::from_secs(wait));
+    let (status, _) = t
+        .send_json(
+            &graph,
+            reqwest::Method::POST,
+            "/v1.0/invitations",
+            invite(3),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the window has moved on");
+
+    let (status, body) = t
+        .send_json(
+            &graph,
+            reqwest::Method::PATCH,
+            &format!("/v1.0/users/{guest}"),
+            json!({"showInAddressList": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

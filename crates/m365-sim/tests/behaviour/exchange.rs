@@ -1,7 +1,7 @@
 //! Exchange InvokeCommand mail-contact cmdlets [§1].
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{EXCHANGE, spawn};
 
@@ -313,4 +313,73 @@ async fn fresh_mail_contacts_are_missing_from_filters_during_eventual_consistenc
         )
         .await;
     assert_eq!(body["value"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_cmdlets_parameters_bad_filters_and_long_attributes_are_refused_by_type() {
+    // PowerShell binding: an unknown cmdlet is CommandNotFoundException, an unknown parameter
+    // ParameterBindingException; an OPATH syntax error TaskInvalidFilterException; [§1] CustomAttributeN ≤ 1024.
+    let t = spawn(&[("acme", 1)]).await;
+    let tok = t.token("acme", EXCHANGE).await;
+    let error_type = |body: &Value| {
+        body["error"]["innererror"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (status, body) = t.exo("acme", &tok, "Get-Mailcontactz", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error_type(&body).ends_with("CommandNotFoundException"),
+        "{body}"
+    );
+    let (status, body) = t
+        .exo("acme", &tok, "Get-MailContact", json!({"Colour": "blue"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error_type(&body).ends_with("ParameterBindingException"),
+        "{body}"
+    );
+    let (status, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "Get-MailContact",
+            json!({"Filter": "CustomAttribute15 -eq 'unterminated"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error_type(&body).ends_with("TaskInvalidFilterException"),
+        "{body}"
+    );
+
+    let (status, _) = t
+        .exo(
+            "acme",
+            &tok,
+            "New-MailContact",
+            json!({"Name": "Long Tail", "ExternalEmailAddress": "long@x.example"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "Set-MailContact",
+            json!({"Identity": "Long Tail", "CustomAttribute3": "x".repeat(1025)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = t
+        .exo(
+            "acme",
+            &tok,
+            "Set-MailContact",
+            json!({"Identity": "Long Tail", "CustomAttribute3": "x".repeat(1024)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "1024 characters fit");
 }

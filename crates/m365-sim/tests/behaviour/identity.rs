@@ -111,8 +111,21 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Signs an RS256 client assertion with the app certificate, as MSAL does.
+/// Signs an RS256 client assertion with the app certificate, as MSAL does (certificate named by `x5t#S256`).
 fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> String {
+    signed_assertion(pem, client_id, audience, exp_in, "x5t#S256", false)
+}
+
+/// `thumbprint_header` is `x5t#S256` (SHA-256, MSAL today) or `x5t` (SHA-1, older MSAL and most other clients);
+/// `sha1` picks the digest put in it (a mismatch names a certificate that is not registered).
+fn signed_assertion(
+    pem: &str,
+    client_id: &str,
+    audience: &str,
+    exp_in: i64,
+    thumbprint_header: &str,
+    sha1: bool,
+) -> String {
     use rustls::pki_types::pem::PemObject;
     let cert = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
@@ -120,8 +133,14 @@ fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> 
         .expect("certificate PEM parses");
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
         .expect("test key material is valid");
-    let thumb = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t#S256": b64(thumb.as_ref())});
+    let algorithm = if sha1 {
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY
+    } else {
+        &ring::digest::SHA256
+    };
+    let thumb = ring::digest::digest(algorithm, cert.as_ref());
+    let header =
+        serde_json::json!({"alg": "RS256", "typ": "JWT", thumbprint_header: b64(thumb.as_ref())});
     let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({"aud": audience, "iss": client_id, "sub": client_id, "jti": uuid::Uuid::new_v4().to_string(), "nbf": now, "exp": now + exp_in});
     let input = format!(
@@ -144,7 +163,7 @@ fn client_assertion(pem: &str, client_id: &str, audience: &str, exp_in: i64) -> 
 
 #[tokio::test]
 async fn certificate_client_assertion_is_verified_signature_audience_and_lifetime() {
-    // Entra: RS256 client assertion naming the cert by x5t#S256; aud = token endpoint; iss = sub = client id.
+    // Entra: RS256 client assertion naming the cert by x5t#S256 or x5t; aud = token endpoint; iss = sub = client id.
     let t = spawn(&[("acme", 1)]).await;
     let info = t.sim.tenant("acme").unwrap();
     let pem = t.sim.control().app_certificate_pem("acme").await.unwrap();
@@ -190,6 +209,48 @@ async fn certificate_client_assertion_is_verified_signature_audience_and_lifetim
     assert_eq!(
         post(wrong_aud).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
+    );
+    // The SHA-1 thumbprint (`x5t`) names the same certificate; a wrong thumbprint is an unregistered certificate.
+    let sha1 = signed_assertion(
+        &pem,
+        &info.client_id,
+        info.token_url.as_str(),
+        600,
+        "x5t",
+        true,
+    );
+    assert_eq!(post(sha1).await.unwrap().status(), StatusCode::OK);
+    let mismatched = signed_assertion(
+        &pem,
+        &info.client_id,
+        info.token_url.as_str(),
+        600,
+        "x5t#S256",
+        true,
+    );
+    let resp = post(mismatched).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body = resp.json::<Value>().await.unwrap();
+    assert_eq!(body["error_codes"][0], 700027);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{body}"
+    );
+    // iss/sub must be the client id the request names.
+    let other_subject = client_assertion(
+        &pem,
+        "11111111-2222-3333-4444-555555555555",
+        info.token_url.as_str(),
+        600,
+    );
+    let resp = post(other_subject).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error_codes"][0],
+        700021
     );
     let expired = client_assertion(&pem, &info.client_id, info.token_url.as_str(), -10);
     let resp = post(expired).await.unwrap();
@@ -322,5 +383,110 @@ async fn key_vault_challenge_handshake_works_with_the_real_azure_sdk() {
     assert_eq!(
         challenges, 1,
         "one challenge, then the cached scope is used"
+    );
+}
+
+#[tokio::test]
+async fn key_vault_answers_the_challenge_checks_audience_and_serves_versions() {
+    // Key Vault auth doc: an unauthenticated GET gets 401 with `WWW-Authenticate: Bearer authorization=…,
+    // resource=…`; tokens for another audience are refused; `id` names the version, readable at /secrets/{n}/{v};
+    // unknown names or versions 404 SecretNotFound; api-version is required.
+    let t = spawn(&[("acme", 1)]).await;
+    let info = t.sim.tenant("acme").unwrap();
+    let path = format!("/secrets/{}?api-version=7.5", info.secret_name);
+    let resp = t.http.get(t.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Bearer authorization=\"")
+            && challenge.contains("resource=\"https://vault.azure.net\""),
+        "{challenge}"
+    );
+    let graph = t.token("acme", GRAPH).await;
+    assert_eq!(
+        t.get(&graph, &path).await.0,
+        StatusCode::UNAUTHORIZED,
+        "wrong audience"
+    );
+
+    let vault = t.token("acme", "https://vault.azure.net/.default").await;
+    let (status, secret, _) = t.get(&vault, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(secret["value"], info.client_secret.as_str());
+    let id = secret["id"].as_str().unwrap();
+    let version = id.rsplit('/').next().unwrap();
+    assert!(id.ends_with(&format!("/secrets/{}/{version}", info.secret_name)));
+    let (status, same, _) = t.get(&vault, &format!("{id}?api-version=7.5")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["value"], secret["value"]);
+    let (status, body, _) = t
+        .get(
+            &vault,
+            &format!("/secrets/{}/0123abcd?api-version=7.5", info.secret_name),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "SecretNotFound");
+    let (status, body, _) = t
+        .get(&vault, "/secrets/no-such-secret?api-version=7.5")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "SecretNotFound");
+    let (status, _, _) = t
+        .get(&vault, &format!("/secrets/{}", info.secret_name))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "api-version is required");
+}
+
+#[tokio::test]
+async fn managed_identity_serves_key_vault_and_storage_tokens_for_api_version_2019_08_01_only() {
+    // [§7] App Service MSI: `resource` picks the audience (Key Vault, Storage); api-version must be 2019-08-01.
+    let t = spawn(&[("acme", 1)]).await;
+    let id = t.sim.identity();
+    let msi = |resource: &'static str, version: &'static str| {
+        t.http
+            .get(id.endpoint.clone())
+            .header("X-IDENTITY-HEADER", &id.header)
+            .query(&[("resource", resource), ("api-version", version)])
+            .send()
+    };
+    let resp = msi("https://vault.azure.net", "2017-09-01").await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "old api-version refused"
+    );
+
+    let vault: Value = msi("https://vault.azure.net", "2019-08-01")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(vault["resource"], "https://vault.azure.net");
+    assert_eq!(vault["token_type"], "Bearer");
+    assert_eq!(vault["client_id"], id.client_id.as_str());
+    let vault_token = vault["access_token"].as_str().unwrap();
+    let secret_path = format!(
+        "/secrets/{}?api-version=7.5",
+        t.sim.tenant("acme").unwrap().secret_name
+    );
+    let (status, _, _) = t.get(vault_token, &secret_path).await;
+    assert_eq!(status, StatusCode::OK, "the identity reads the vault");
+
+    let storage: Value = msi("https://storage.azure.com", "2019-08-01")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let storage_token = storage["access_token"].as_str().unwrap();
+    assert_eq!(
+        t.get(storage_token, &secret_path).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a Storage token is not a Key Vault token"
     );
 }

@@ -303,3 +303,49 @@ async fn user_made_contacts_are_listed_and_flagged() {
             .any(|c| c.id == id && c.user_made)
     );
 }
+
+#[tokio::test]
+async fn fresh_personal_contacts_are_missing_from_filtered_lists_during_eventual_consistency() {
+    // Outlook search is eventually consistent: a just-created contact is found by id at once but not by an
+    // Any() filter on its anchor until consistency_delay_ms has passed; a writer that trusts the filter alone
+    // would make a duplicate.
+    let t = crate::common::spawn_with(
+        &[("acme", 20)],
+        m365_sim::Knobs {
+            consistency_delay_ms: 20_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let tok = t.token("acme", GRAPH).await;
+    let user = t.rest_mailbox();
+    let (status, created) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            &format!("/v1.0/users/{user}/contacts"),
+            json!({"displayName": "Fresh Face", "singleValueExtendedProperties": [{"id": ANCHOR, "value": "galbridge:fresh"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let cid = created["id"].as_str().unwrap();
+    let (status, _, _) = t
+        .get(&tok, &format!("/v1.0/users/{user}/contacts/{cid}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "found by id at once");
+    let filtered = format!(
+        "{}?$filter={}",
+        t.url(&format!("/v1.0/users/{user}/contacts")),
+        urlenc(&format!(
+            "singleValueExtendedProperties/Any(ep: ep/id eq '{ANCHOR}' and ep/value eq 'galbridge:fresh')"
+        ))
+    );
+    let (found, _) = t.get_all(&tok, &filtered, &[]).await;
+    assert!(found.is_empty(), "not searchable yet");
+    t.sim
+        .control()
+        .advance_clock(std::time::Duration::from_secs(21));
+    let (found, _) = t.get_all(&tok, &filtered, &[]).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], cid);
+}

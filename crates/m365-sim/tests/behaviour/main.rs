@@ -1,9 +1,13 @@
 //! m365-sim's own behaviour tests: each test names the documented Microsoft behaviour it reproduces
 //! (microsoft-apis.md sections in brackets).
 
+mod binary;
 mod common;
+mod control;
+mod delta;
 mod directory;
 mod exchange;
+mod faults;
 mod identity;
 mod mailbox;
 mod throttling;
