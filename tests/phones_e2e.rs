@@ -23,8 +23,12 @@ use serde_json::{Value, json};
 const FOLDER: &str = "Acme Directory";
 
 fn link_toml(mailboxes: &str, extra: &str) -> String {
+    link_toml_with(mailboxes, extra, "")
+}
+
+fn link_toml_with(mailboxes: &str, extra: &str, link_settings: &str) -> String {
     format!(
-        "[[links]]\nname = \"acme-phones\"\n[links.source]\ntenant = \"acme\"\n[links.target]\n\
+        "[[links]]\nname = \"acme-phones\"\n{link_settings}[links.source]\ntenant = \"acme\"\n[links.target]\n\
          kind = \"personal_contacts\"\ntenant = \"northern\"\nmailboxes = {mailboxes}\nfolder = \"{FOLDER}\"\n{extra}\
          [links.safety]\nmax_deletes = 1000\nmax_delete_percent = 100\n"
     )
@@ -150,7 +154,7 @@ async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
         .create_user_made_contact("northern", &owner_id, Some(&folder_id), own_fields.clone())
         .expect("user contact");
 
-    // Incremental: one person changes; each mailbox gets one write and no mailbox is read.
+    // Incremental: one person changes, one leaves; each mailbox gets one write per person and no mailbox is read.
     control
         .update_user(
             "acme",
@@ -158,10 +162,20 @@ async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
             json!({"jobTitle": "Chief Plumber"}),
         )
         .expect("update");
+    let leaver = people(&world).last().expect("someone").clone();
+    control
+        .delete_user("acme", leaver["id"].as_str().expect("id"), true)
+        .expect("delete");
     control.reset_counters();
     let second = run(&world, RunOptions::default()).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{}", second.summary);
     assert_eq!(second.applied.updates as usize, mailboxes);
+    assert_eq!(second.applied.deletes as usize, mailboxes);
+    assert_eq!(
+        contact_requests(&world, "DELETE"),
+        mailboxes as u64,
+        "one delete per mailbox"
+    );
     assert_eq!(
         contact_requests(&world, "PATCH"),
         mailboxes as u64,
@@ -271,6 +285,22 @@ async fn mailboxes_join_and_leave_the_selection() {
     assert_eq!(third.outcome, RunOutcome::Succeeded, "{}", third.summary);
     assert_eq!(count(&stays), 0);
     assert_eq!(count(&joins), people);
+
+    // Uninstall: a dry run counts, the purge removes galbridge's contacts only.
+    let listed = world
+        .service
+        .purge("acme-phones", false)
+        .await
+        .expect("plan");
+    assert_eq!(listed.planned.deletes as usize, people);
+    assert_eq!(count(&joins), people, "a dry run removes nothing");
+    let purged = world
+        .service
+        .purge("acme-phones", true)
+        .await
+        .expect("purge");
+    assert_eq!(purged.outcome, RunOutcome::Succeeded, "{}", purged.summary);
+    assert_eq!(count(&joins), 0);
 }
 
 #[tokio::test]
@@ -302,6 +332,59 @@ async fn heavy_throttling_converges_without_duplicates() {
     assert!(control.throttled_count() > 0, "the fault throttled");
     control.set_faults(Vec::new());
     assert_eq!(outcome, Some(RunOutcome::Succeeded));
+    assert_folders_match(&world, false);
+}
+
+#[tokio::test]
+async fn the_periodic_repair_reads_each_folder_delta_not_the_whole_folder() {
+    let world = engine_support::world(
+        &[("acme", 20), ("northern", 8)],
+        &link_toml_with("{ all = true }", "", "full_reconcile_every = \"1s\"\n"),
+    )
+    .await;
+    let control = world.sim.control();
+    let first = run(&world, RunOptions::default()).await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{}", first.summary);
+
+    // The owner deletes one managed contact and edits another.
+    let acme_id = world.sim.tenant("acme").expect("acme").tenant_id;
+    let owner = writable_mailboxes(&control.users("northern").expect("northern"))[0].clone();
+    let owner_id = owner["id"].as_str().expect("id").to_owned();
+    let folder = folder_by_anchor(&world.sim, "northern", &owner_id, FOLDER);
+    let everyone = people(&world);
+    let deleted = folder[&anchor_of(&acme_id, &everyone[0])][0].id.clone();
+    let edited = folder[&anchor_of(&acme_id, &everyone[1])][0].id.clone();
+    let http = test_http(&world.sim);
+    let info = world.sim.tenant("northern").expect("northern");
+    let graph = sim_graph_client(&http, world.sim.base_url(), &info).expect("graph");
+    let answers = graph
+        .batch(
+            Some(&owner_id),
+            vec![
+                BatchRequest::delete_contact("1", &owner_id, &deleted),
+                BatchRequest::patch_contact("2", &owner_id, &edited, json!({"jobTitle": "Typo"})),
+            ],
+        )
+        .await
+        .expect("batch");
+    assert!(answers.iter().all(|a| a.is_success()), "{answers:?}");
+
+    // The reconcile is due: folders are read through their delta, never listed.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    control.reset_counters();
+    let repair = run(&world, RunOptions::default()).await;
+    assert_eq!(repair.outcome, RunOutcome::Succeeded, "{}", repair.summary);
+    assert_eq!(repair.mode, galbridge::report::RunMode::Full);
+    let listings: u64 = control
+        .counters()
+        .iter()
+        .filter(|row| row.endpoint.starts_with("GET") && row.endpoint.ends_with("/contacts"))
+        .map(|row| row.count)
+        .sum();
+    assert_eq!(listings, 0, "no folder was listed");
+    assert!(contact_requests(&world, "GET") > 0, "the deltas were read");
+    assert_eq!(repair.applied.creates, 1, "the deleted contact came back");
+    assert_eq!(repair.applied.updates, 1, "the edited contact was reset");
     assert_folders_match(&world, false);
 }
 

@@ -201,6 +201,13 @@ impl EngineService {
     /// `galbridge purge --link NAME`: lists (`execute = false`) or removes every object the link manages.
     pub async fn purge(&self, link: &str, execute: bool) -> Result<RunReport, ServiceError> {
         let compiled = self.find(link)?;
+        if let Some(phones) = &compiled.phones {
+            let spec = phones
+                .as_ref()
+                .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+            let runner = self.phones_runner(compiled).await?;
+            return runner.purge(spec, execute).await.map_err(run_error);
+        }
         let spec = compiled
             .spec
             .as_ref()
@@ -244,16 +251,20 @@ impl EngineService {
         spec: &PhonesSpec,
         options: &RunOptions,
     ) -> Result<RunReport, ServiceError> {
-        let runner = PhonesRunner {
+        let runner = self.phones_runner(link).await?;
+        runner.run(spec, options).await.map_err(run_error)
+    }
+
+    async fn phones_runner(&self, link: &CompiledLink) -> Result<PhonesRunner, ServiceError> {
+        Ok(PhonesRunner {
             store: self.store.clone(),
             source: self.source_port(&link.resolved.source_tenant).await?,
             source_graph: self.graph_client(&link.resolved.source_tenant).await?,
             target_graph: self.graph_client(&link.resolved.target_tenant).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
-            lease_ttl: lease_ttl_from_env(),
-        };
-        runner.run(spec, options).await.map_err(run_error)
+            lease_ttl: self.lease_ttl,
+        })
     }
 
     async fn run_compiled(

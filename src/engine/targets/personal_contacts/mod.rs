@@ -9,7 +9,9 @@
 //! - [`photos`]: source photos read once per run; [`prepare`]: the source side of a run (read, scope, map,
 //!   snapshot, photos, who changed).
 //! - [`records`]: what the state store remembers per (link, mailbox) and the link's source snapshot.
-//! - [`mailbox_sync`]: one mailbox: folder, full reconcile or incremental fan-out, `$batch` writes, records.
+//! - [`mailbox_sync`]: one mailbox: folder, full reconcile or incremental fan-out, `$batch` writes, records
+//!   ([`mailbox_plan`] plans the writes, [`mailbox_write`] sends them and books the answers).
+//! - [`purge`]: uninstalling the link (every recorded contact deleted, state forgotten).
 //! - [`run`]: one run of the link ([`PhonesRunner`]): lease, source read, photos, fan-out over mailboxes,
 //!   joins and leaves, safety, checkpoint, report.
 //!
@@ -20,10 +22,13 @@
 //! run followed by another run never leaves duplicates.
 
 pub mod contact;
+pub mod mailbox_plan;
 pub mod mailbox_sync;
+pub mod mailbox_write;
 pub mod mailboxes;
 pub mod photos;
 pub mod prepare;
+pub mod purge;
 pub mod records;
 pub mod run;
 pub mod spec;

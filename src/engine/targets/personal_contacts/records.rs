@@ -50,6 +50,8 @@ pub struct ContactRecord {
 pub struct MailboxState {
     /// `Some("")` = the default Contacts folder.
     pub folder_id: Option<String>,
+    /// The folder's contacts `@odata.deltaLink` (periodic drift repair reads only what changed since).
+    pub delta_link: Option<String>,
     pub contacts: BTreeMap<String, ContactRecord>,
 }
 
@@ -114,6 +116,12 @@ pub async fn load_mailbox(
     for record in store.list_objects(link, mailbox).await? {
         if record.anchor == FOLDER_KEY {
             state.folder_id = Some(record.target_id.clone());
+            state.delta_link = record
+                .data
+                .as_ref()
+                .and_then(|data| data.get("delta"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             continue;
         }
         let data = record
@@ -133,7 +141,9 @@ pub async fn load_mailbox(
 /// the full reconcile the next run does, see the module docs of `personal_contacts`).
 #[derive(Debug, Default)]
 pub struct MailboxChanges {
+    /// A new folder record: the folder id and its delta link.
     pub folder_id: Option<String>,
+    pub delta_link: Option<String>,
     pub put: BTreeMap<String, ContactRecord>,
     pub forget: Vec<String>,
 }
@@ -157,7 +167,10 @@ pub async fn save_mailbox(
             anchor: FOLDER_KEY.into(),
             target_id: folder_id.clone(),
             hash: String::new(),
-            data: None,
+            data: changes
+                .delta_link
+                .as_ref()
+                .map(|link| serde_json::json!({ "delta": link })),
             updated_at: Utc::now(),
         });
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::contact::fill_blank_properties;
-use super::mailbox_sync::{Fanout, MailboxOutcome};
+use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
 use super::mailboxes::select_mailboxes;
 use super::photos::PhotoCache;
 use super::prepare::{desired_contacts, read_source};
@@ -345,6 +345,8 @@ impl PhonesRunner {
         let desired = desired_contacts(&source.next, &link.target.categories, link.target.photos);
         let fill_blank = fill_blank_properties(&link.target.fill_blank);
         let anchor_prefix = anchor_prefix_for(&tenant_id);
+        // Incremental mailboxes look at the people who changed and the people who left.
+        let touched: BTreeSet<String> = source.changed.union(&source.removed).cloned().collect();
         let fanout = Fanout {
             link: &link.name,
             graph: &self.target_graph,
@@ -352,12 +354,20 @@ impl PhonesRunner {
             target: &link.target,
             fill_blank: &fill_blank,
             desired: &desired,
-            changed: &source.changed,
+            changed: &touched,
             held: &held,
             anchor_prefix: &anchor_prefix,
             photos: photos.as_ref(),
         };
-        let full_mailboxes = source.full || unfinished;
+        // A crash or failure may have left contacts without records: list every folder. Otherwise the periodic
+        // repair reads each folder's delta, and an incremental run reads no mailbox at all.
+        let mailbox_mode = if unfinished || options.full {
+            SyncMode::Thorough
+        } else if source.full {
+            SyncMode::Reconcile
+        } else {
+            SyncMode::Incremental
+        };
         let jobs: Vec<_> = selection
             .mailboxes
             .values()
@@ -367,7 +377,7 @@ impl PhonesRunner {
                     if cancelled.load(Ordering::SeqCst) {
                         return None;
                     }
-                    Some(fanout.sync(mailbox, full_mailboxes).await)
+                    Some(fanout.sync(mailbox, mailbox_mode).await)
                 }
             })
             .collect();
