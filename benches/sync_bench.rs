@@ -1,30 +1,97 @@
-//! Sync benchmark against the in-process m365-sim: N source people into an empty target, then 1% of them changed.
-//! Prints wall time, requests per object, retries, peak memory, and the incremental run's requests per change for
-//! two directory sizes (it must not grow with the directory). `GALBRIDGE_BENCH_PEOPLE` sets N (default 5000).
-//! Run: `cargo bench --bench sync_bench` (peak memory includes the simulator, which runs in the same process).
+//! Sync benchmark of the real binary (`galbridge sync`, production path: m365 clients over TLS, file state) against
+//! m365-sim running in this process: N source people into an empty target, then 1% of them changed. Prints wall
+//! time, requests per object, retries, the galbridge process's peak memory (VmHWM, simulator not included), and the
+//! incremental run's requests per change for two directory sizes (it must not grow with the directory).
+//! `GALBRIDGE_BENCH_PEOPLE` sets N (default 5000; the small size is N/10). Run: `cargo bench --bench sync_bench`.
+//! The simulator models no network latency here: wall times are galbridge's and the simulator's CPU on this machine.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use galbridge::config::Config;
-use galbridge::engine::adapters::simulated::SimConnector;
-use galbridge::engine::service::EngineService;
-use galbridge::report::{RunOptions, RunReport};
-use galbridge::service::SyncService;
-use galbridge::state::FileStore;
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// One run of the binary: its report, wall time and peak resident memory.
+struct Run {
+    report: Value,
+    secs: f64,
+    peak_mib: Option<f64>,
+}
 
 struct Figures {
     people: usize,
-    full: RunReport,
-    full_secs: f64,
+    full: Run,
     changes: usize,
-    incremental: RunReport,
-    incremental_secs: f64,
+    incremental: Run,
 }
 
-fn requests(report: &RunReport) -> u64 {
-    report.requests.values().sum()
+fn requests(report: &Value) -> u64 {
+    report["requests"]
+        .as_object()
+        .map(|map| map.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
+fn count(report: &Value, section: &str, kind: &str) -> u64 {
+    report[section][kind].as_u64().unwrap_or(0)
+}
+
+/// Peak resident memory (VmHWM) of a running process, in MiB.
+fn peak_of(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs `galbridge sync --json` to its end, sampling its peak memory (a high-water mark: the last sample before
+/// exit is the peak up to ~10 ms before the end).
+async fn sync(config: &Path, secrets: &[(String, String)]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_galbridge"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(["sync", "--json"])
+        .env("GALBRIDGE_LOG", "warn")
+        .env_remove("GALBRIDGE_EXTRA_CA_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (name, value) in secrets {
+        command.env(name, value);
+    }
+    let clock = Instant::now();
+    let mut child = command.spawn().expect("galbridge starts");
+    let pid = child.id().expect("running");
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut text)
+            .await
+            .map(|_| text)
+    });
+    let mut peak_mib = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            break status;
+        }
+        if let Some(mib) = peak_of(pid) {
+            peak_mib = Some(mib);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let secs = clock.elapsed().as_secs_f64();
+    let text = reader.await.expect("joined").expect("stdout read");
+    assert!(
+        status.success(),
+        "galbridge sync failed ({status}):\n{text}"
+    );
+    let reports: Value = serde_json::from_str(&text).expect("JSON reports");
+    Run {
+        report: reports[0].clone(),
+        secs,
+        peak_mib,
+    }
 }
 
 async fn measure(people: usize) -> Figures {
@@ -37,41 +104,35 @@ async fn measure(people: usize) -> Figures {
     })
     .await
     .expect("simulator starts");
-    let state =
-        std::env::temp_dir().join(format!("galbridge-bench-{}-{people}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("galbridge-bench-{}-{people}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench folder");
     let mut toml = format!(
-        "[service]\nmax_concurrency = 8\n[state]\nkind = \"file\"\npath = {:?}\n",
-        state.display().to_string()
+        "[service]\nmax_concurrency = 8\nextra_ca_file = {:?}\n[state]\nkind = \"file\"\npath = {:?}\n",
+        sim.ca_pem_path().display().to_string(),
+        dir.join("state").display().to_string()
     );
+    let mut secrets = Vec::new();
     for name in ["acme", "northern"] {
         let info = sim.tenant(name).expect("seeded");
+        let variable = format!("GALBRIDGE_BENCH_{}_SECRET", name.to_uppercase());
         toml.push_str(&format!(
-            "[tenants.{name}]\ntenant_id = \"{}\"\nclient_id = \"{}\"\ncredential = {{ env = \"UNUSED\" }}\n\
+            "[tenants.{name}]\ntenant_id = \"{}\"\ninitial_domain = \"{}\"\nclient_id = \"{}\"\n\
+             credential = {{ env = \"{variable}\" }}\n\
              [tenants.{name}.endpoints]\nlogin = \"{b}\"\ngraph = \"{b}\"\nexchange = \"{b}\"\n",
             info.tenant_id,
+            info.initial_domain,
             info.client_id,
             b = sim.base_url()
         ));
+        secrets.push((variable, info.client_secret.clone()));
     }
     toml.push_str(
         "[[links]]\nname = \"bench\"\n[links.source]\ntenant = \"acme\"\n[links.target]\nkind = \"mail_contact\"\ntenant = \"northern\"\n",
     );
-    let config = Config::from_toml_str(&toml, std::path::Path::new("bench.toml"))
-        .expect("valid configuration");
-    let connector =
-        Arc::new(SimConnector::new(&sim, &["acme", "northern"]).expect("simulator reachable"));
-    let service = EngineService::new(
-        &config,
-        Arc::new(FileStore::open(&state).expect("state")),
-        connector,
-    );
+    let config = dir.join("galbridge.toml");
+    std::fs::write(&config, toml).expect("configuration written");
 
-    let clock = Instant::now();
-    let full = service
-        .run_link("bench", RunOptions::default())
-        .await
-        .expect("full run");
-    let full_secs = clock.elapsed().as_secs_f64();
+    let full = sync(&config, &secrets).await;
 
     let control = sim.control();
     let users = control.users("acme").expect("users");
@@ -90,58 +151,52 @@ async fn measure(people: usize) -> Figures {
             )
             .expect("update");
     }
-    let clock = Instant::now();
-    let incremental = service
-        .run_link("bench", RunOptions::default())
-        .await
-        .expect("incremental run");
-    let incremental_secs = clock.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&state);
+    let incremental = sync(&config, &secrets).await;
+    let _ = std::fs::remove_dir_all(&dir);
     sim.shutdown().await;
     Figures {
         people,
         full,
-        full_secs,
         changes,
         incremental,
-        incremental_secs,
     }
 }
 
-fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+fn mib(run: &Run) -> String {
+    run.peak_mib
+        .map(|m| format!("{m:.0} MiB"))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 fn print(figures: &Figures) {
-    let full = &figures.full;
-    let written = full.applied.creates.max(1);
+    let full = &figures.full.report;
+    let written = count(full, "applied", "creates").max(1);
     println!(
-        "{} source people ({} in scope), empty target:",
+        "{} source people ({} created), empty target:",
         figures.people,
-        full.applied.creates + full.applied.conflicts
+        count(full, "applied", "creates")
     );
     println!(
-        "  full run:        {:>7.2} s, {} requests ({:?}), {:.2} requests per object, {} retries, outcome {:?}",
-        figures.full_secs,
+        "  full run:   {:>7.2} s, {} requests {}, {:.2} requests per object, {} retries, peak memory {}, outcome {}",
+        figures.full.secs,
         requests(full),
-        full.requests,
+        full["requests"],
         requests(full) as f64 / written as f64,
-        full.throttled_retries,
-        full.outcome
+        full["throttled_retries"].as_u64().unwrap_or(0),
+        mib(&figures.full),
+        full["outcome"]
     );
-    let inc = &figures.incremental;
+    let inc = &figures.incremental.report;
     println!(
-        "  1% changed ({} people): {:>7.2} s, {} requests ({:?}), {:.2} requests per change, {} updates, {} retries",
+        "  1% changed ({} people): {:>7.2} s, {} requests {}, {:.2} requests per change, {} updates, {} retries, peak memory {}",
         figures.changes,
-        figures.incremental_secs,
+        figures.incremental.secs,
         requests(inc),
-        inc.requests,
+        inc["requests"],
         requests(inc) as f64 / figures.changes as f64,
-        inc.applied.updates,
-        inc.throttled_retries
+        count(inc, "applied", "updates"),
+        inc["throttled_retries"].as_u64().unwrap_or(0),
+        mib(&figures.incremental)
     );
 }
 
@@ -155,7 +210,7 @@ async fn main() {
     print(&small);
     let large = measure(people).await;
     print(&large);
-    let per_change = |f: &Figures| requests(&f.incremental) as f64 / f.changes as f64;
+    let per_change = |f: &Figures| requests(&f.incremental.report) as f64 / f.changes as f64;
     println!(
         "incremental requests per change: {:.2} at {} people, {:.2} at {} people (flat = cost follows changes, not size)",
         per_change(&small),
@@ -163,7 +218,4 @@ async fn main() {
         per_change(&large),
         large.people
     );
-    if let Some(mib) = peak_memory_mib() {
-        println!("peak memory (process, simulator included): {mib:.0} MiB");
-    }
 }

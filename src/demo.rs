@@ -2,6 +2,8 @@
 //! companies, Acme Construction (550 people) and Northern Construction (160), syncs them both ways as GAL mail
 //! contacts, shows what landed, changes a few people (a new hire, a title change, a leaver) and syncs again to show
 //! that the second run only touches what changed. Nothing leaves the machine; state goes to a temporary folder.
+//!
+//! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,12 +28,31 @@ pub struct DemoOptions {
     pub quiet: bool,
 }
 
+/// Environment variable: `1` runs the demo with small companies ([`DemoOptions::SMALL`]).
+pub const DEMO_SMALL_ENV: &str = "GALBRIDGE_DEMO_SMALL";
+
+impl DemoOptions {
+    /// The full tour: Acme Construction (550 people) and Northern Construction (160).
+    pub const FULL: DemoOptions = DemoOptions {
+        acme_people: 550,
+        northern_people: 160,
+        quiet: false,
+    };
+    /// The same tour with 120 and 40 people.
+    pub const SMALL: DemoOptions = DemoOptions {
+        acme_people: 120,
+        northern_people: 40,
+        quiet: false,
+    };
+}
+
 impl Default for DemoOptions {
+    /// [`DemoOptions::FULL`], or [`DemoOptions::SMALL`] when `GALBRIDGE_DEMO_SMALL=1`.
     fn default() -> Self {
-        DemoOptions {
-            acme_people: 550,
-            northern_people: 160,
-            quiet: false,
+        if std::env::var(DEMO_SMALL_ENV).is_ok_and(|v| v.trim() == "1") {
+            Self::SMALL
+        } else {
+            Self::FULL
         }
     }
 }
@@ -210,6 +231,7 @@ async fn tour(
          so galbridge never touches a contact it did not create.",
         summary.acme_contacts, summary.northern_contacts
     );
+    crate::engine::phones_demo::phones_step(sim, state_dir).await?;
     println!(
         "Next: `galbridge config schema`, the examples in examples/, and `galbridge plan` against your tenants."
     );

@@ -372,3 +372,164 @@ fn unknown_target_kind() {
         "galbridge.toml: links[0].target.kind: unknown variant `guest`, expected `mail_contact` or `personal_contacts`"
     );
 }
+
+/// `link("")` with the `[links.source]` table given `line` too.
+fn link_with_source_line(line: &str) -> String {
+    link("").replace(
+        "[links.source]\ntenant = \"acme\"",
+        &format!("[links.source]\ntenant = \"acme\"\n{line}"),
+    )
+}
+
+#[test]
+fn table_state_with_managed_identity_but_no_endpoint() {
+    let text = format!(
+        "[state]\nkind = \"table\"\nauth = \"managed_identity\"\n{}",
+        link("")
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: state.endpoint: required with auth = \"managed_identity\" (or set \
+         GALBRIDGE_STATE_TABLE_ENDPOINT)"
+    );
+}
+
+#[test]
+fn invalid_table_name() {
+    let text = format!(
+        "[state]\nkind = \"table\"\ntable = \"gal-bridge\"\nendpoint = \"https://st.table.core.windows.net\"\n\
+         auth = \"managed_identity\"\n{}",
+        link("")
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: state.table: \"gal-bridge\" is not a valid table name (3-63 letters and digits, starting \
+         with a letter)"
+    );
+}
+
+#[test]
+fn delete_percentage_above_100() {
+    let text = format!("{}[links.safety]\nmax_delete_percent = 150\n", link(""));
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].safety.max_delete_percent: must be a percentage between 0 and 100; got 150"
+    );
+}
+
+#[test]
+fn zero_concurrency() {
+    let text = format!("[service]\nmax_concurrency = 0\n{}", link(""));
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: service.max_concurrency: must be at least 1"
+    );
+}
+
+#[test]
+fn zero_interval() {
+    let text = format!("[service]\ndefault_interval = \"0s\"\n{}", link(""));
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: service.default_interval: \"0s\": a duration must be longer than zero"
+    );
+}
+
+#[test]
+fn mesh_listing_a_tenant_twice() {
+    let text = format!(
+        "{TENANTS}\n[[meshes]]\nname = \"group\"\ntenants = [\"acme\", \"northern\", \"acme\"]\n\
+         [meshes.target]\nkind = \"mail_contact\"\n"
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: meshes[0].tenants[2]: \"acme\" is listed twice"
+    );
+}
+
+#[test]
+fn personal_contacts_with_an_empty_mailbox_list() {
+    let text = link("").replace(
+        "kind = \"mail_contact\"",
+        "kind = \"personal_contacts\"\nmailboxes = { list = [] }",
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].target.mailboxes: list is empty"
+    );
+}
+
+#[test]
+fn override_with_a_bad_source_id() {
+    let text = format!(
+        "{}[[links.overrides]]\nsource_id = \"nope\"\nexclude = true\n",
+        link("")
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].overrides[0].source_id: \"nope\" is not a GUID (expected \
+         xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+    );
+}
+
+#[test]
+fn group_scope_given_by_name_instead_of_object_id() {
+    assert_eq!(
+        error_of(&link_with_source_line("groups = [\"Sales\"]")),
+        "galbridge.toml: links[0].source.groups[0]: \"Sales\" is not a GUID (expected \
+         xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+    );
+}
+
+#[test]
+fn include_domain_that_is_not_a_domain() {
+    assert_eq!(
+        error_of(&link_with_source_line(
+            "include_domains = [\"not a domain\"]"
+        )),
+        "galbridge.toml: links[0].source.include_domains[0]: \"not a domain\" is not a domain name"
+    );
+}
+
+#[test]
+fn extra_ca_file_that_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("galbridge.toml");
+    let write = |ca: &str| {
+        std::fs::write(
+            &path,
+            format!("[service]\nextra_ca_file = {ca:?}\n{}", link("")),
+        )
+        .expect("the file is written");
+    };
+    let error_of_file = || match Config::load(&path) {
+        Ok(_) => panic!("the configuration should be refused"),
+        Err(error) => error.to_string(),
+    };
+
+    write("missing-ca.pem");
+    assert_eq!(
+        error_of_file(),
+        format!(
+            "{}: service.extra_ca_file: cannot read {:?}: No such file or directory (os error 2)",
+            path.display(),
+            dir.path().join("missing-ca.pem").display().to_string()
+        ),
+        "relative to the configuration's folder"
+    );
+
+    write(".");
+    assert_eq!(
+        error_of_file(),
+        format!(
+            "{}: service.extra_ca_file: {:?} is not a file",
+            path.display(),
+            dir.path().join(".").display().to_string()
+        )
+    );
+
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n")
+        .expect("the CA file is written");
+    write("ca.pem");
+    assert!(Config::load(&path).is_ok(), "a readable file is accepted");
+}

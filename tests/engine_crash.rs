@@ -6,7 +6,7 @@
 mod engine_support;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine_support::in_default_scope;
 use galbridge::config::Config;
@@ -16,6 +16,7 @@ use galbridge::engine::runner::Runner;
 use galbridge::engine::service::Connector;
 use galbridge::report::{RunOptions, RunOutcome};
 use galbridge::state::FileStore;
+use m365_sim::Service;
 
 #[tokio::test]
 async fn runs_killed_at_random_points_converge_without_duplicates() {
@@ -28,11 +29,11 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
     })
     .await
     .expect("simulator starts");
-    // Slow Exchange down a little so that kills land in the middle of the apply phase.
+    // A little Exchange latency keeps the kill close to the request that triggered it.
     sim.control().update_knobs(|knobs| {
         knobs.latency.exchange = m365_sim::Latency {
-            fixed_ms: 3,
-            jitter_ms: 4,
+            fixed_ms: 2,
+            jitter_ms: 2,
         }
     });
     let state = tempfile::tempdir().expect("temp dir");
@@ -59,7 +60,9 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
         lease_ttl: chrono::Duration::milliseconds(300),
     };
 
-    // Kill the first runs at growing (pseudo-random) points; change people between kills.
+    // Kill each of the first runs once the simulator has *seen* a given amount of its progress (requests handled
+    // since the run started), never after a sleep: a kill in the source read, kills right after a `New-MailContact`
+    // (before the anchor is set), and kills deep in the apply phase. Change people between kills.
     let control = sim.control();
     let people: Vec<serde_json::Value> = control
         .users("acme")
@@ -67,14 +70,28 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
         .into_iter()
         .filter(in_default_scope)
         .collect();
+    let kill_points = [
+        (Service::Graph, "", 1u64),
+        (Service::Exchange, "New-MailContact", 4),
+        (Service::Exchange, "New-MailContact", 1),
+        (Service::Exchange, "Set-MailContact", 9),
+        (Service::Exchange, "New-MailContact", 13),
+    ];
     let mut kills = 0;
-    for (round, kill_after_ms) in [40u64, 90, 15, 160, 65].into_iter().enumerate() {
+    for (round, (service, endpoint, after)) in kill_points.into_iter().enumerate() {
+        let seen_before = control.count(service, endpoint, None);
         let task = {
             let runner = runner.clone();
             let spec = spec.clone();
             tokio::spawn(async move { runner.run(&spec, &RunOptions::default()).await })
         };
-        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while control.count(service, endpoint, None) < seen_before + after
+            && !task.is_finished()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         if !task.is_finished() {
             kills += 1;
         }
@@ -88,13 +105,13 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
                 serde_json::json!({"jobTitle": format!("Round {round}")}),
             )
             .unwrap();
-        // Let the dead run's lease expire.
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        wait_until_lease_expired(&runner, &spec.name).await;
     }
-    assert!(kills >= 3, "most runs were killed mid-flight ({kills})");
+    assert_eq!(kills, kill_points.len(), "every run was killed mid-flight");
 
     let mut outcome = RunOutcome::Failed;
     for _ in 0..3 {
+        wait_until_lease_expired(&runner, &spec.name).await;
         let report = runner
             .run(&spec, &RunOptions::default())
             .await
@@ -154,10 +171,30 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
     }
 }
 
+/// Waits until the dead run's lease expires (a kill leaves it held; a renewal already in the file store's blocking
+/// pool when the run was dropped may still extend it once).
+async fn wait_until_lease_expired(runner: &Runner, link: &str) {
+    let ttl = chrono::Duration::milliseconds(50);
+    for _ in 0..100 {
+        match runner.store.acquire_lease(link, "probe", ttl).await {
+            Ok(lease) => {
+                runner.store.release_lease(&lease).await.expect("release");
+                return;
+            }
+            Err(galbridge::state::StateError::LeaseHeld { until, .. }) => {
+                let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(wait + Duration::from_millis(5)).await;
+            }
+            Err(other) => panic!("state store: {other}"),
+        }
+    }
+    panic!("the lease of {link} never expired");
+}
+
 fn anchored_contacts_of(sim: &m365_sim::SimHandle) -> Vec<serde_json::Value> {
     sim.control()
         .mail_contacts("northern")
-        .unwrap()
+        .expect("tenant")
         .into_iter()
         .filter(|c| {
             c["CustomAttribute15"]

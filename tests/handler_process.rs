@@ -1,171 +1,123 @@
 //! The real `galbridge serve` process, spoken to exactly as the Azure Functions host does: readiness on `/`,
 //! invocations POSTed to `/{FunctionName}` with the host's envelopes (microsoft-apis.md §7).
 //!
-//! These tests assert what holds whatever the sync engine does: the protocol, routing, envelope parsing, link
-//! lookup, methods, query validation, status shape and shutdown. Run outcomes (200 with a report, 409, quarantine)
-//! are covered with a fake service in `handler_router.rs`. SEAM for the lead: once the engine is wired into
-//! `cli::build_service`, point the tenants' endpoints at an `m365-sim` instance here and add run assertions.
-//! Tenant endpoints point at 127.0.0.1:9 (nothing listens) so that no run can ever reach the internet.
+//! These tests cover the protocol: readiness (which must contact nothing), routing, envelope parsing, link lookup,
+//! methods, query validation, status shape and shutdown. The tenants point at an in-process m365-sim (see
+//! `handler_support`); run outcomes through the same protocol (200 with a report, dry run, 409, timer, status after
+//! runs) are in `handler_runs.rs`, the delete safety (quarantine, release) in `handler_quarantine.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+mod handler_support;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use handler_support::{
+    ONE_LINK, Sim, TestApp, assert_http_answer, http_payload, invoke, request, res, spawn_app,
+    spawn_with_sim,
+};
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-[state]
-kind = "file"
-path = "state"
-
-[tenants.acme]
-tenant_id = "acme.onmicrosoft.com"
-client_id = "11111111-1111-4111-8111-111111111111"
-credential = { env = "ACME_TEST_SECRET" }
-endpoints = { login = "http://127.0.0.1:9/", graph = "http://127.0.0.1:9/", exchange = "http://127.0.0.1:9/" }
-
-[tenants.northern]
-tenant_id = "northern.onmicrosoft.com"
-client_id = "22222222-2222-4222-8222-222222222222"
-credential = { env = "NORTHERN_TEST_SECRET" }
-endpoints = { login = "http://127.0.0.1:9/", graph = "http://127.0.0.1:9/", exchange = "http://127.0.0.1:9/" }
-
-[[links]]
-name = "acme-to-northern"
-[links.source]
-tenant = "acme"
-[links.target]
-kind = "mail_contact"
-tenant = "northern"
-"#;
-
-struct TestApp {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `galbridge serve --port 0` and waits for the port it prints.
-fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = dir.path().join("galbridge.toml");
-    std::fs::write(&config, CONFIG).expect("the config is written");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_galbridge"))
-        .args([
-            "--config",
-            config.to_str().expect("a UTF-8 path"),
-            "serve",
-            "--port",
-            "0",
-            "--shutdown-grace",
-            "5",
-        ])
-        .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
-        .env("GALBRIDGE_LOG", "off")
-        .env("ACME_TEST_SECRET", "not-a-real-secret")
-        .env("NORTHERN_TEST_SECRET", "not-a-real-secret")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("galbridge starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("galbridge prints its address");
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    TestApp {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
-/// One HTTP/1.1 exchange; returns the status and the body.
-fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).expect("the handler accepts connections");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("a read timeout");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         X-Azure-Functions-InvocationId: 5d1c7a8e-test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream
-        .write_all(head.as_bytes())
-        .expect("the request is sent");
-    stream.write_all(body.as_bytes()).expect("the body is sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("a response");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// POSTs an invocation; returns the host status and the envelope.
-fn invoke(app: &TestApp, function: &str, payload: &str) -> (u16, Value) {
-    let (status, body) = request(app.port, "POST", &format!("/{function}"), payload);
-    let envelope =
-        serde_json::from_str(&body).unwrap_or_else(|error| panic!("not JSON ({error}): {body}"));
-    (status, envelope)
-}
-
-fn http_payload(method: &str, url: &str, link: Option<&str>, query: Value) -> String {
-    json!({
-        "Data": { "req": {
-            "Url": url, "Method": method, "Query": query,
-            "Headers": { "Content-Type": ["application/json"], "x-functions-key": ["k"] },
-            "Params": link.map_or_else(|| json!({}), |link| json!({ "link": link })),
-            "Body": "", "Identities": []
-        }},
-        "Metadata": { "sys": { "MethodName": "SyncHttp", "UtcNow": "2026-11-23T10:00:00Z" } }
-    })
-    .to_string()
-}
-
-fn res(envelope: &Value) -> (u64, Value) {
-    let status = envelope["Outputs"]["res"]["statusCode"]
-        .as_u64()
-        .expect("an HTTP output");
-    let body = serde_json::from_str(envelope["Outputs"]["res"]["body"].as_str().expect("a body"))
-        .expect("JSON");
-    (status, body)
+fn spawn() -> (Sim, TestApp) {
+    let sim = Sim::start(6, m365_sim::Knobs::default());
+    let app = spawn_with_sim(&sim, ONE_LINK);
+    (sim, app)
 }
 
 #[test]
 fn readiness_probe() {
-    let app = spawn_app();
+    let (_sim, app) = spawn();
 
     let (status, body) = request(app.port, "GET", "/", "");
 
     assert_eq!((status, body.as_str()), (200, "ready"));
+    assert!(
+        !app.state_dir().exists(),
+        "readiness does not open the state store"
+    );
+}
+
+/// Accepts and counts TCP connections: whatever would be contacted (Table Storage, Key Vault, login, Graph,
+/// Exchange) is pointed here.
+struct Tripwire {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Tripwire {
+    fn start() -> Tripwire {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("a loopback port");
+        let port = listener.local_addr().expect("an address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Tripwire { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn readiness_contacts_nothing_and_the_first_invocation_builds_the_engine() {
+    let wire = Tripwire::start();
+    let base = format!("https://127.0.0.1:{}/", wire.port);
+    let toml = format!(
+        "[state]\nkind = \"table\"\ntable = \"galbridge\"\nauth = {{ connection_string_env = \"GALBRIDGE_TEST_TABLE\" }}\n\
+         [key_vault]\nurl = \"{base}\"\n\
+         [tenants.acme]\ntenant_id = \"acme.onmicrosoft.com\"\nclient_id = \"11111111-1111-4111-8111-111111111111\"\n\
+         credential = {{ key_vault_secret = \"acme-secret\" }}\n\
+         endpoints = {{ login = \"{base}\", graph = \"{base}\", exchange = \"{base}\" }}\n\
+         [tenants.northern]\ntenant_id = \"northern.onmicrosoft.com\"\nclient_id = \"22222222-2222-4222-8222-222222222222\"\n\
+         credential = {{ key_vault_secret = \"northern-secret\" }}\n\
+         endpoints = {{ login = \"{base}\", graph = \"{base}\", exchange = \"{base}\" }}\n{ONE_LINK}"
+    );
+    // Plain http on loopback, so that a contact is a complete request, not only a failed TLS handshake.
+    let table = format!(
+        "DefaultEndpointsProtocol=http;AccountName=tripwire;AccountKey=dHJpcHdpcmU=;\
+         TableEndpoint=http://127.0.0.1:{}/tripwire;",
+        wire.port
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let app = spawn_app(dir, &toml, &[("GALBRIDGE_TEST_TABLE".to_owned(), table)]);
+
+    assert_eq!(request(app.port, "GET", "/", "").0, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        wire.accepted(),
+        0,
+        "nothing is contacted before or soon after readiness"
+    );
+
+    // The first invocation that needs the engine builds it (and opens Table Storage): the tripwire sees it.
+    let port = app.port;
+    std::thread::spawn(move || invoke(port, "Status", &handler_support::status_payload()));
+    let started = Instant::now();
+    while wire.accepted() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the Status invocation never opened the state store"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
 fn timer_envelopes_in_every_shape_the_host_sends() {
-    let app = spawn_app();
+    // The link is disabled, so every tick parses, finds nothing due and says so (runs: handler_runs.rs).
+    let sim = Sim::start(2, m365_sim::Knobs::default());
+    let app = spawn_with_sim(
+        &sim,
+        &ONE_LINK.replace("[links.source]", "enabled = false\n[links.source]"),
+    );
     let status_object = r#"{"Last":"2026-11-23T09:45:00+00:00","Next":"2026-11-23T10:00:00+00:00","LastUpdated":"2026-11-23T09:45:00+00:00"}"#;
     let timer_object = format!(
         r#"{{"Schedule":{{"AdjustForDST":true}},"ScheduleStatus":{status_object},"IsPastDue":false}}"#
@@ -178,18 +130,12 @@ fn timer_envelopes_in_every_shape_the_host_sends() {
         json!({ "Data": { "timer": r#"{"Schedule":{},"ScheduleStatus":null,"IsPastDue":false}"# } }).to_string(),
     ];
     for payload in &payloads {
-        let (status, envelope) = invoke(&app, "SyncTimer", payload);
+        let (status, envelope) = invoke(app.port, "SyncTimer", payload);
 
         assert_eq!(status, 200, "{payload}");
         assert_eq!(envelope["Outputs"], json!({}), "{payload}");
         assert_eq!(envelope["ReturnValue"], Value::Null);
-        let logs = envelope["Logs"].as_array().expect("Logs is an array");
-        assert_eq!(
-            logs.len(),
-            1,
-            "one line per due link (one link, never run): {envelope}"
-        );
-        assert!(logs[0].is_string());
+        assert_eq!(envelope["Logs"], json!(["no link is due"]), "{payload}");
         assert_eq!(
             envelope.as_object().map(|o| o.len()),
             Some(3),
@@ -200,10 +146,10 @@ fn timer_envelopes_in_every_shape_the_host_sends() {
 
 #[test]
 fn sync_of_an_unknown_link_is_404() {
-    let app = spawn_app();
+    let (_sim, app) = spawn();
 
-    let (status, envelope) = invoke(
-        &app,
+    let answer = invoke(
+        app.port,
         "SyncHttp",
         &http_payload(
             "POST",
@@ -213,85 +159,69 @@ fn sync_of_an_unknown_link_is_404() {
         ),
     );
 
-    assert_eq!(status, 200);
-    assert_eq!(
-        res(&envelope),
-        (
-            404,
-            json!({ "error": "no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)" })
-        )
-    );
-    assert_eq!(
-        envelope["Outputs"]["res"]["headers"],
-        json!({ "Content-Type": "application/json" })
-    );
-    assert_eq!(
-        envelope["Logs"],
-        json!(["no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)"])
-    );
+    let message = "no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)";
+    assert_http_answer(&answer, 404, &json!({ "error": message }), &[], &[message]);
 }
 
 #[test]
 fn link_is_taken_from_the_url_when_params_are_missing_and_query_may_be_a_string() {
-    let app = spawn_app();
+    let (_sim, app) = spawn();
 
-    let (_, envelope) = invoke(
-        &app,
+    let answer = invoke(
+        app.port,
         "SyncHttp",
         &http_payload(
             "POST",
-            "https://app/api/sync/nope?dry_run=true",
+            "https://app/api/sync/acme-to-northen?dry_run=true",
             None,
             json!("{\"dry_run\":\"true\"}"),
         ),
     );
 
-    assert_eq!(
-        res(&envelope).0,
-        404,
-        "the link came from the URL: {envelope}"
-    );
+    // The link came from the URL (Params is empty) and the string Query parsed (else: 400).
+    let message = "no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)";
+    assert_http_answer(&answer, 404, &json!({ "error": message }), &[], &[message]);
 }
 
 #[test]
 fn wrong_methods_are_405() {
-    let app = spawn_app();
+    let (_sim, app) = spawn();
 
-    let (status, sync) = invoke(
-        &app,
+    let sync = invoke(
+        app.port,
         "SyncHttp",
         &http_payload("GET", "https://app/api/sync", None, json!({})),
     );
-    let (_, status_fn) = invoke(
-        &app,
+    let status = invoke(
+        app.port,
         "Status",
         &http_payload("POST", "https://app/api/status", None, json!({})),
     );
 
-    assert_eq!(status, 200);
-    assert_eq!(
-        res(&sync),
-        (
-            405,
-            json!({ "error": "method GET is not allowed here; use POST" })
-        )
+    let message = "method GET is not allowed here; use POST";
+    assert_http_answer(
+        &sync,
+        405,
+        &json!({ "error": message }),
+        &[("Allow", "POST")],
+        &[message],
     );
-    assert_eq!(sync["Outputs"]["res"]["headers"]["Allow"], "POST");
-    assert_eq!(
-        res(&status_fn),
-        (
-            405,
-            json!({ "error": "method POST is not allowed here; use GET" })
-        )
+    let message = "method POST is not allowed here; use GET";
+    assert_http_answer(
+        &status,
+        405,
+        &json!({ "error": message }),
+        &[("Allow", "GET")],
+        &[message],
     );
 }
 
 #[test]
 fn bad_query_value_is_400() {
-    let app = spawn_app();
+    let (sim, app) = spawn();
 
-    let (_, envelope) = invoke(
-        &app,
+    let answer = invoke(
+        app.port,
         "SyncHttp",
         &http_payload(
             "POST",
@@ -301,42 +231,60 @@ fn bad_query_value_is_400() {
         ),
     );
 
-    assert_eq!(
-        res(&envelope),
-        (
-            400,
-            json!({ "error": "query parameter allow_deletes must be true or false; got \"sure\"" })
-        )
-    );
+    let message = "query parameter allow_deletes must be true or false; got \"sure\"";
+    assert_http_answer(&answer, 400, &json!({ "error": message }), &[], &[message]);
+    assert_eq!(sim.contacts("northern").0.len(), 0, "nothing ran");
 }
 
 #[test]
 fn status_lists_every_configured_link() {
-    let app = spawn_app();
+    let (_sim, app) = spawn();
+    let before = chrono::Utc::now();
 
-    let (status, envelope) = invoke(
-        &app,
+    let (status, mut envelope) = invoke(
+        app.port,
         "Status",
         &http_payload("GET", "https://app/api/status", None, json!({})),
     );
 
+    let after = chrono::Utc::now();
     assert_eq!(status, 200);
-    let (code, body) = res(&envelope);
+    let (code, mut body) = res(&envelope);
     assert_eq!(code, 200);
-    assert!(body["version"].is_string());
-    let links = body["links"].as_array().expect("links");
-    assert_eq!(links.len(), 1);
-    assert_eq!(links[0]["link"], "acme-to-northern");
-    assert_eq!(links[0]["source_tenant"], "acme");
-    assert_eq!(links[0]["target_tenant"], "northern");
-    assert_eq!(links[0]["target_kind"], "mail_contact");
+    // A link that never ran is due now (the moment of the request).
+    let next_due = body["links"][0]["next_due"].take();
+    let next_due =
+        chrono::DateTime::parse_from_rfc3339(next_due.as_str().expect("a time")).expect("RFC 3339");
+    assert!(before <= next_due && next_due <= after, "{next_due}");
+    assert_eq!(
+        body,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "links": [{
+                "link": "acme-to-northern", "source_tenant": "acme", "target_tenant": "northern",
+                "target_kind": "mail_contact", "last_run": null, "next_due": null,
+                "managed_objects": 0, "quarantine": null, "running": null
+            }]
+        })
+    );
+    envelope["Outputs"]["res"]["body"].take();
+    assert_eq!(
+        envelope,
+        json!({
+            "Outputs": { "res": {
+                "statusCode": 200, "body": null, "headers": { "Content-Type": "application/json" }
+            }},
+            "Logs": ["status of 1 link"],
+            "ReturnValue": null
+        })
+    );
 }
 
 #[test]
 fn malformed_envelopes_and_unknown_functions_fail_the_invocation() {
-    let app = spawn_app();
+    let (_sim, app) = spawn();
 
-    let (status, envelope) = invoke(&app, "SyncHttp", "[1, 2, 3]");
+    let (status, envelope) = invoke(app.port, "SyncHttp", "[1, 2, 3]");
     assert_eq!(status, 400);
     assert_eq!(
         res(&envelope),
@@ -349,7 +297,7 @@ fn malformed_envelopes_and_unknown_functions_fail_the_invocation() {
     let (status, _) = request(app.port, "POST", "/SyncTimer", "{\"Data\":");
     assert_eq!(status, 400);
 
-    let (status, envelope) = invoke(&app, "Cleanup", r#"{"Data":{},"Metadata":{}}"#);
+    let (status, envelope) = invoke(app.port, "Cleanup", r#"{"Data":{},"Metadata":{}}"#);
     assert_eq!(status, 404);
     assert_eq!(
         res(&envelope),
@@ -362,7 +310,7 @@ fn malformed_envelopes_and_unknown_functions_fail_the_invocation() {
 
 #[test]
 fn sigterm_stops_the_process_cleanly() {
-    let mut app = spawn_app();
+    let (_sim, mut app) = spawn();
     assert_eq!(request(app.port, "GET", "/", "").0, 200);
 
     let killed = Command::new("kill")

@@ -421,7 +421,7 @@ async fn status_answers_the_status_report() {
         answer.res_body()["links"][0]["next_due"],
         "2026-11-23T10:00:00Z"
     );
-    assert_eq!(answer.envelope["Logs"], json!(["status of 1 links"]));
+    assert_eq!(answer.envelope["Logs"], json!(["status of 1 link"]));
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! `demo`. Commands load the configuration, build the [`SyncService`] once, and print either a compact table or
 //! (`--json`) the report types. Exit codes are part of the interface: see [`Exit`].
 
+mod lazy;
 mod output;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::engine::build_service;
+pub use lazy::LazyEngine;
 
 use crate::config::{Config, json_schema};
 use crate::functions::{ServeOptions, serve, shutdown_signal};
@@ -43,6 +45,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status).
+    ///
+    /// Listens on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT and answers the host's readiness probe on `/` at once:
+    /// nothing is contacted and no state is opened until the first invocation needs the engine. SIGTERM stops
+    /// taking invocations and lets runs in flight checkpoint (see --shutdown-grace).
     Serve(ServeArgs),
     /// Sync links now: every link, or those named with --link.
     Sync(SyncArgs),
@@ -55,7 +61,11 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Delete everything galbridge created for a link and forget its state.
+    /// Remove the contacts galbridge created for a link and forget its state (a dry run without --yes).
+    ///
+    /// Without --yes, lists every contact that would go (name and anchor) and removes nothing. With --yes, deletes
+    /// them from the target and forgets the link's state, so the next sync starts over. Only contacts carrying
+    /// this link's anchor are touched; contacts galbridge did not create stay.
     Purge(PurgeArgs),
     /// Run the self-contained demo against the local Microsoft 365 simulator.
     Demo,
@@ -219,6 +229,9 @@ async fn with_config(command: Command, config: Config) -> Exit {
     {
         return exit;
     }
+    if let Command::Serve(args) = command {
+        return serve_command(config, &args).await;
+    }
     let service = match build_service(config.clone()).await {
         Ok(service) => service,
         Err(error) => {
@@ -227,19 +240,6 @@ async fn with_config(command: Command, config: Config) -> Exit {
         }
     };
     match command {
-        Command::Serve(args) => {
-            let options = ServeOptions {
-                port: args.port,
-                shutdown_grace: Duration::from_secs(args.shutdown_grace),
-            };
-            match serve(service, options, shutdown_signal()).await {
-                Ok(()) => Exit::Ok,
-                Err(error) => {
-                    eprintln!("galbridge serve: {error}");
-                    Exit::RunFailed
-                }
-            }
-        }
         Command::Sync(args) => {
             let options = RunOptions {
                 dry_run: args.dry_run,
@@ -271,7 +271,24 @@ async fn with_config(command: Command, config: Config) -> Exit {
             }
         },
         Command::Purge(args) => purge(&service, &args, args.json).await,
-        Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
+        Command::Serve(_) | Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
+    }
+}
+
+/// `serve`: readiness first, engine later. The engine is built by the first invocation that needs it (see
+/// [`LazyEngine`]), so answering the host's readiness probe contacts nothing and touches no state.
+async fn serve_command(config: Config, args: &ServeArgs) -> Exit {
+    let options = ServeOptions {
+        port: args.port,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let shutdown = shutdown_signal(); // installs the SIGTERM handler before the port opens
+    match serve(LazyEngine::new(config), options, shutdown).await {
+        Ok(()) => Exit::Ok,
+        Err(error) => {
+            eprintln!("galbridge serve: {error}");
+            Exit::RunFailed
+        }
     }
 }
 
@@ -324,7 +341,7 @@ async fn purge(
             if json {
                 print_json(&report);
             } else {
-                print!("{}", output::run_table(std::slice::from_ref(&report)));
+                print!("{}", output::purge_listing(&report));
                 if !args.yes {
                     eprintln!(
                         "galbridge purge: dry run: nothing was removed; run again with --yes to delete every \

@@ -93,30 +93,61 @@ pub fn run_table(reports: &[RunReport]) -> String {
         .collect();
     let mut out = table(&header, &rows, &numeric);
     for report in reports {
-        for failure in report.failures.iter().take(10) {
-            let who = failure.anchor.as_deref().unwrap_or("-");
+        notes(&mut out, report);
+    }
+    out
+}
+
+/// The lines worth reading under a run: its first failures and its quarantine.
+fn notes(out: &mut String, report: &RunReport) {
+    for failure in report.failures.iter().take(10) {
+        let who = failure.anchor.as_deref().unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "  {}: {} {who}: {}",
+            report.link, failure.kind, failure.reason
+        );
+    }
+    if report.failures.len() > 10 {
+        let _ = writeln!(
+            out,
+            "  {}: … {} more (see --json)",
+            report.link,
+            report.failures.len() - 10
+        );
+    }
+    if let Some(quarantine) = &report.quarantine {
+        let _ = writeln!(
+            out,
+            "  {}: quarantined: {} deletes held ({}); {}",
+            report.link, quarantine.held_deletes, quarantine.threshold, quarantine.release_hint
+        );
+    }
+}
+
+/// `purge`: the summary line, then for a dry run every contact that would be removed (name and anchor) and every
+/// state entry that would be forgotten (managed, but no longer in the target), then failures.
+pub fn purge_listing(report: &RunReport) -> String {
+    let mut out = format!("{}\n", report.summary);
+    if let Some(plan) = &report.plan {
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+        for removal in plan["removals"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
-                "  {}: {} {who}: {}",
-                report.link, failure.kind, failure.reason
+                "  would remove {}  ({})",
+                text(&removal["display_name"]),
+                text(&removal["anchor"])
             );
         }
-        if report.failures.len() > 10 {
+        for anchor in plan["forget"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
-                "  {}: … {} more (see --json)",
-                report.link,
-                report.failures.len() - 10
-            );
-        }
-        if let Some(quarantine) = &report.quarantine {
-            let _ = writeln!(
-                out,
-                "  {}: quarantined: {} deletes held ({}); {}",
-                report.link, quarantine.held_deletes, quarantine.threshold, quarantine.release_hint
+                "  would forget {} (managed, no longer in the target)",
+                text(anchor)
             );
         }
     }
+    notes(&mut out, report);
     out
 }
 

@@ -158,6 +158,11 @@ impl EntryField {
         }
     }
 
+    /// Parses a snake_case field name (a `[links.mapping]` key).
+    pub fn parse(name: &str) -> Option<EntryField> {
+        Self::ALL.into_iter().find(|field| field.as_str() == name)
+    }
+
     /// The template used when the configuration does not map this field (`None`: not synced by default).
     pub fn default_template(self) -> Option<&'static str> {
         Some(match self {

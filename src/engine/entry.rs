@@ -3,7 +3,6 @@
 //! from a Graph user (or org contact) JSON object, including the merge of `Prefer: return=minimal` partial updates.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,100 +39,8 @@ pub fn is_anchor(value: &str) -> bool {
     parse_anchor(value).is_some()
 }
 
-/// The fields of the normalised person: the keys of `[links.mapping]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Field {
-    GivenName,
-    Surname,
-    DisplayName,
-    Email,
-    OtherEmails,
-    JobTitle,
-    Department,
-    Company,
-    Office,
-    BusinessPhone,
-    MobilePhone,
-    HomePhone,
-    Fax,
-    StreetAddress,
-    City,
-    State,
-    PostalCode,
-    Country,
-    ManagerName,
-    Notes,
-    Initials,
-    WebPage,
-}
-
-impl Field {
-    /// Every field, in a stable order.
-    pub const ALL: [Field; 22] = [
-        Field::GivenName,
-        Field::Surname,
-        Field::DisplayName,
-        Field::Email,
-        Field::OtherEmails,
-        Field::JobTitle,
-        Field::Department,
-        Field::Company,
-        Field::Office,
-        Field::BusinessPhone,
-        Field::MobilePhone,
-        Field::HomePhone,
-        Field::Fax,
-        Field::StreetAddress,
-        Field::City,
-        Field::State,
-        Field::PostalCode,
-        Field::Country,
-        Field::ManagerName,
-        Field::Notes,
-        Field::Initials,
-        Field::WebPage,
-    ];
-
-    /// The snake_case name used in configuration and in plans.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Field::GivenName => "given_name",
-            Field::Surname => "surname",
-            Field::DisplayName => "display_name",
-            Field::Email => "email",
-            Field::OtherEmails => "other_emails",
-            Field::JobTitle => "job_title",
-            Field::Department => "department",
-            Field::Company => "company",
-            Field::Office => "office",
-            Field::BusinessPhone => "business_phone",
-            Field::MobilePhone => "mobile_phone",
-            Field::HomePhone => "home_phone",
-            Field::Fax => "fax",
-            Field::StreetAddress => "street_address",
-            Field::City => "city",
-            Field::State => "state",
-            Field::PostalCode => "postal_code",
-            Field::Country => "country",
-            Field::ManagerName => "manager_name",
-            Field::Notes => "notes",
-            Field::Initials => "initials",
-            Field::WebPage => "web_page",
-        }
-    }
-
-    /// Parses a snake_case field name (a `[links.mapping]` key).
-    pub fn parse(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|field| field.as_str() == name)
-    }
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The fields of the normalised person (the keys of `[links.mapping]`): one enum shared with the configuration.
+pub use crate::config::EntryField as Field;
 
 /// Separator of the values of a multi-valued field (`other_emails`) inside its one string.
 pub const LIST_SEPARATOR: char = ';';

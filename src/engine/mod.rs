@@ -8,20 +8,24 @@
 //! - [`safety`]: the deletion threshold and quarantine.
 //! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
-//! - [`runner`]: one run of a link.
+//! - [`runner`]: one run of a link; [`lease`]: keeping the link's lease while it runs.
 //! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
 //! - [`build`]: the state store and the service from a loaded configuration.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
 //! - [`purge`]: removing everything a link manages (uninstall).
-//! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind.
+//! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind
+//!   (`targets::personal_contacts` has its own runner for GAL to phones).
+//! - [`phones_demo`]: the demo's GAL-to-phones step.
 
 pub mod adapters;
 pub mod build;
 pub mod diff;
 pub mod entry;
 pub mod from_config;
+pub mod lease;
 pub mod mapping;
 pub mod names;
+pub mod phones_demo;
 pub mod plan;
 pub mod ports;
 pub mod purge;

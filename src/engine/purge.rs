@@ -14,7 +14,7 @@ use super::diff::OnDelete;
 use super::entry::{Field, anchor_prefix_for};
 use super::plan::{Plan, Removal, RemovalAction};
 use super::records::load_managed;
-use super::runner::{RunError, Runner, renew_lease};
+use super::runner::{LeaseRenewal, RunError, Runner};
 use super::spec::LinkSpec;
 use super::targets::mail_contact::MailContactApplier;
 use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
@@ -48,16 +48,16 @@ impl Runner {
         };
         let lease = Arc::new(Mutex::new(lease));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = tokio::spawn(renew_lease(
+        let renewal = LeaseRenewal::start(
             self.store.clone(),
             lease.clone(),
             cancelled.clone(),
             self.lease_ttl,
-        ));
+        );
 
         let outcome = self.purge_leased(link, execute, &cancelled).await;
 
-        renewal.abort();
+        renewal.finish().await;
         let held = lease.lock().await.clone();
         let _ = self.store.release_lease(&held).await;
         let (plan, applied, failures, outcome) = match outcome {

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use super::diff::{DiffInput, SourceView, diff};
 use super::entry::{anchor_for, anchor_prefix_for};
+pub(crate) use super::lease::LeaseRenewal;
 use super::mapping::graph_select_for;
 use super::ports::{
     CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory, SourceRead,
@@ -25,7 +26,7 @@ use super::targets::mail_contact::MailContactApplier;
 use crate::report::{
     Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
 };
-use crate::state::{Lease, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 
 /// Default lease duration; the lease is renewed every third of it while the run lasts.
 pub const DEFAULT_LEASE_TTL_SECS: i64 = 120;
@@ -141,16 +142,16 @@ impl Runner {
         };
         let lease = Arc::new(Mutex::new(lease));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = tokio::spawn(renew_lease(
+        let renewal = LeaseRenewal::start(
             self.store.clone(),
             lease.clone(),
             cancelled.clone(),
             self.lease_ttl,
-        ));
+        );
 
         let body = self.run_leased(link, options, &cancelled).await;
 
-        renewal.abort();
+        renewal.finish().await;
         let held = lease.lock().await.clone();
         if let Err(error) = self.store.release_lease(&held).await {
             tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
@@ -442,30 +443,6 @@ impl Runner {
             }
         }
         view
-    }
-}
-
-pub(super) async fn renew_lease(
-    store: Arc<dyn StateStore>,
-    lease: Arc<Mutex<Lease>>,
-    cancelled: Arc<AtomicBool>,
-    ttl: chrono::Duration,
-) {
-    let every = (ttl / 3)
-        .to_std()
-        .unwrap_or(std::time::Duration::from_secs(20))
-        .max(std::time::Duration::from_millis(50));
-    loop {
-        tokio::time::sleep(every).await;
-        let current = lease.lock().await.clone();
-        match store.renew_lease(&current, ttl).await {
-            Ok(renewed) => *lease.lock().await = renewed,
-            Err(error) => {
-                tracing::warn!(link = %current.link, error = %error, "Lease lost; stopping the run.");
-                cancelled.store(true, Ordering::SeqCst);
-                return;
-            }
-        }
     }
 }
 

@@ -13,10 +13,33 @@ use super::from_config::{SpecError, link_spec};
 use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
 use super::runner::{DEFAULT_LEASE_TTL_SECS, RunError, Runner};
 use super::spec::LinkSpec;
+use super::targets::personal_contacts::{PhonesRunner, PhonesSpec, phones_spec};
 use crate::config::{Config, NamedTenant, ResolvedLink};
 use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
 use crate::service::{ServiceError, SyncService};
 use crate::state::{LINK_SCOPE, StateStore};
+
+/// Environment variable overriding the lease lifetime in seconds (1..=3600; default [`DEFAULT_LEASE_TTL_SECS`]).
+/// A run renews its lease every third of it; a run that died without releasing it (a killed process) blocks its
+/// link until the lease expires, so tests that kill the process shorten it.
+pub const LEASE_TTL_ENV: &str = "GALBRIDGE_LEASE_TTL_SECS";
+
+fn lease_ttl_from_env() -> chrono::Duration {
+    let seconds = match std::env::var(LEASE_TTL_ENV) {
+        Err(_) => DEFAULT_LEASE_TTL_SECS,
+        Ok(text) => match text.trim().parse::<i64>() {
+            Ok(seconds) if (1..=3600).contains(&seconds) => seconds,
+            _ => {
+                tracing::warn!(
+                    value = %text,
+                    "{LEASE_TTL_ENV} must be whole seconds in 1..=3600; using {DEFAULT_LEASE_TTL_SECS}"
+                );
+                DEFAULT_LEASE_TTL_SECS
+            }
+        },
+    };
+    chrono::Duration::seconds(seconds)
+}
 
 /// Builds the ports to a tenant (over the real Graph and Exchange clients in production, doubles in tests).
 #[async_trait]
@@ -30,6 +53,16 @@ pub trait Connector: Send + Sync {
     ) -> Result<Arc<dyn MailContactTarget>, PortError>;
     /// The request counters shared by the clients (for the run reports).
     fn counters(&self) -> Option<Arc<dyn RequestCounters>>;
+    /// The tenant's Graph client (mailbox contacts and photos of `personal_contacts` links).
+    async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
+        Err(PortError::Failed {
+            service: "graph".into(),
+            message: format!(
+                "this connector cannot reach mailboxes (tenant {:?})",
+                tenant.name
+            ),
+        })
+    }
 }
 
 /// Why the service could not be built.
@@ -45,6 +78,17 @@ struct CompiledLink {
     resolved: ResolvedLink,
     /// `Err` for links the engine cannot run (reported on each run request).
     spec: Result<LinkSpec, String>,
+    /// `Some` for `personal_contacts` links (run by the phones runner instead of `spec`).
+    phones: Option<Result<PhonesSpec, String>>,
+}
+
+impl CompiledLink {
+    fn runnable(&self) -> bool {
+        match &self.phones {
+            Some(phones) => phones.is_ok(),
+            None => self.spec.is_ok(),
+        }
+    }
 }
 
 /// The sync engine as a service.
@@ -53,8 +97,10 @@ pub struct EngineService {
     store: Arc<dyn StateStore>,
     connector: Arc<dyn Connector>,
     holder: String,
+    lease_ttl: chrono::Duration,
     sources: Mutex<HashMap<String, Arc<dyn SourceDirectory>>>,
     targets: Mutex<HashMap<String, Arc<dyn MailContactTarget>>>,
+    graphs: Mutex<HashMap<String, crate::m365::GraphClient>>,
 }
 
 impl EngineService {
@@ -71,6 +117,8 @@ impl EngineService {
             .map(|resolved| CompiledLink {
                 resolved: resolved.clone(),
                 spec: link_spec(resolved, config.service()).map_err(|e| e.to_string()),
+                phones: phones_spec(resolved, config.service())
+                    .map(|phones| phones.map_err(|e| e.to_string())),
             })
             .collect();
         let host = std::env::var("HOSTNAME")
@@ -81,8 +129,10 @@ impl EngineService {
             store,
             connector,
             holder: format!("{host}:{}", std::process::id()),
+            lease_ttl: lease_ttl_from_env(),
             sources: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
+            graphs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -151,6 +201,13 @@ impl EngineService {
     /// `galbridge purge --link NAME`: lists (`execute = false`) or removes every object the link manages.
     pub async fn purge(&self, link: &str, execute: bool) -> Result<RunReport, ServiceError> {
         let compiled = self.find(link)?;
+        if let Some(phones) = &compiled.phones {
+            let spec = phones
+                .as_ref()
+                .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+            let runner = self.phones_runner(compiled).await?;
+            return runner.purge(spec, execute).await.map_err(run_error);
+        }
         let spec = compiled
             .spec
             .as_ref()
@@ -166,7 +223,47 @@ impl EngineService {
             target: self.target_port(&link.resolved.target_tenant).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
-            lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_TTL_SECS),
+            lease_ttl: self.lease_ttl,
+        })
+    }
+
+    async fn graph_client(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<crate::m365::GraphClient, ServiceError> {
+        let mut graphs = self.graphs.lock().await;
+        if let Some(graph) = graphs.get(&tenant.name) {
+            return Ok(graph.clone());
+        }
+        let graph = self.connector.graph(tenant).await.map_err(|e| {
+            ServiceError::Internal(format!(
+                "cannot reach the mailboxes of {:?}: {e}",
+                tenant.name
+            ))
+        })?;
+        graphs.insert(tenant.name.clone(), graph.clone());
+        Ok(graph)
+    }
+
+    async fn run_phones(
+        &self,
+        link: &CompiledLink,
+        spec: &PhonesSpec,
+        options: &RunOptions,
+    ) -> Result<RunReport, ServiceError> {
+        let runner = self.phones_runner(link).await?;
+        runner.run(spec, options).await.map_err(run_error)
+    }
+
+    async fn phones_runner(&self, link: &CompiledLink) -> Result<PhonesRunner, ServiceError> {
+        Ok(PhonesRunner {
+            store: self.store.clone(),
+            source: self.source_port(&link.resolved.source_tenant).await?,
+            source_graph: self.graph_client(&link.resolved.source_tenant).await?,
+            target_graph: self.graph_client(&link.resolved.target_tenant).await?,
+            counters: self.connector.counters(),
+            holder: self.holder.clone(),
+            lease_ttl: self.lease_ttl,
         })
     }
 
@@ -175,6 +272,12 @@ impl EngineService {
         link: &CompiledLink,
         options: &RunOptions,
     ) -> Result<RunReport, ServiceError> {
+        if let Some(phones) = &link.phones {
+            let spec = phones
+                .as_ref()
+                .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
+            return self.run_phones(link, spec, options).await;
+        }
         let spec = link
             .spec
             .as_ref()
@@ -240,7 +343,7 @@ impl SyncService for EngineService {
         for link in self
             .links
             .iter()
-            .filter(|link| link.resolved.enabled && link.spec.is_ok())
+            .filter(|link| link.resolved.enabled && link.runnable())
         {
             let last = self.last_run(&link.resolved.name).await;
             if link

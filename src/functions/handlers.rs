@@ -150,7 +150,11 @@ pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer 
     }
     match service.status().await {
         Ok(report) => {
-            let line = format!("status of {} links", report.links.len());
+            let count = report.links.len();
+            let line = format!(
+                "status of {count} link{}",
+                if count == 1 { "" } else { "s" }
+            );
             http_answer(200, &report, vec![line])
         }
         Err(error) => service_error_answer(&error),

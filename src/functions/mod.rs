@@ -228,24 +228,33 @@ pub async fn serve<S: SyncService>(
 }
 
 /// Resolves on SIGTERM (how the Functions host and most supervisors stop a process) or Ctrl-C.
-pub async fn shutdown_signal() {
+///
+/// The SIGTERM handler is installed when this is *called*, not when the future is first polled: `serve` answers
+/// the readiness probe from other tasks as soon as it listens, and a supervisor that stops the process right after
+/// readiness must not find the default action (immediate death, no checkpoint) still in place. Call it inside the
+/// runtime, before `serve`.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        {
+            match terminate {
+                Ok(mut terminate) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(error) => {
+                    warn!(error = %error, "Cannot watch SIGTERM; only Ctrl-C stops the server.");
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(error) => {
-                warn!(error = %error, "Cannot watch SIGTERM; only Ctrl-C stops the server.");
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

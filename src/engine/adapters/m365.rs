@@ -16,8 +16,8 @@ use crate::engine::ports::{
 };
 use crate::engine::service::Connector;
 use crate::m365::{
-    ApiClient, ApiRequest, AuthError, CredentialSource, HttpError, HttpSettings, PlatformIdentity,
-    Service, TenantAuth, TokenProvider, build_http_client,
+    ApiClient, ApiRequest, AuthError, CredentialSource, GraphClient, HttpError, HttpSettings,
+    LimiterSet, PlatformIdentity, Service, TenantAuth, TokenProvider, build_http_client,
 };
 
 /// A [`JsonTransport`] over an m365 `ApiClient`.
@@ -222,5 +222,26 @@ impl Connector for M365Connector {
 
     fn counters(&self) -> Option<Arc<dyn RequestCounters>> {
         Some(Arc::new(SharedCounters(self.counters.clone())))
+    }
+
+    async fn graph(&self, tenant: &NamedTenant) -> Result<GraphClient, PortError> {
+        let endpoints = tenant.tenant.endpoints();
+        let token = self.tokens.source(
+            &tenant.name,
+            &format!("{}/.default", endpoints.graph_audience),
+        );
+        let api = ApiClient::new(
+            self.http.clone(),
+            Service::Graph,
+            &[&endpoints.graph],
+            Some(token),
+        )
+        .with_counters(self.counters.clone());
+        GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox()).map_err(|e| {
+            PortError::Failed {
+                service: "graph".into(),
+                message: e.to_string(),
+            }
+        })
     }
 }

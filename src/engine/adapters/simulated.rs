@@ -137,4 +137,43 @@ impl Connector for SimConnector {
     fn counters(&self) -> Option<Arc<dyn RequestCounters>> {
         Some(self.counters.clone())
     }
+
+    async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
+        let info = self.info(tenant)?;
+        sim_graph_client(&self.http, &self.sim_base, info)
+    }
+}
+
+/// A Graph client (the m365 room's, with `$batch` and per-mailbox limiters) to one simulated tenant, authenticating
+/// with the tenant's client secret handed over in process.
+pub fn sim_graph_client(
+    http: &reqwest::Client,
+    sim_base: &url::Url,
+    info: &m365_sim::TenantInfo,
+) -> Result<crate::m365::GraphClient, PortError> {
+    use crate::m365::{
+        ApiClient, CredentialSource, GraphClient, LimiterSet, PlatformIdentity, Service,
+        TenantAuth, TokenProvider,
+    };
+    let counters = crate::m365::RequestCounters::shared();
+    let tokens = TokenProvider::new(
+        http.clone(),
+        vec![TenantAuth {
+            name: info.name.clone(),
+            tenant_id: info.tenant_id.clone(),
+            client_id: info.client_id.clone(),
+            login_base: sim_base.clone(),
+            credential: CredentialSource::ClientSecret(crate::m365::Secret::new(
+                info.client_secret.clone(),
+            )),
+        }],
+        None,
+        PlatformIdentity::FromEnvironment,
+        counters.clone(),
+    )
+    .map_err(|e| failed("login", e))?;
+    let token = tokens.source(&info.name, "https://graph.microsoft.com/.default");
+    let api = ApiClient::new(http.clone(), Service::Graph, &[sim_base], Some(token))
+        .with_counters(counters);
+    GraphClient::new(api, sim_base, LimiterSet::per_mailbox()).map_err(|e| failed("graph", e))
 }

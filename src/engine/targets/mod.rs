@@ -1,4 +1,6 @@
 //! Appliers of a plan, one per target kind. `mail_contact` writes Exchange mail contacts (issue 4);
-//! personal contacts (issue 5) will sit beside it and reuse the plan, records and safety logic.
+//! `personal_contacts` writes mailbox contacts (issue 5, GAL to phones) with its own runner over the same scope,
+//! mapping, safety and lease.
 
 pub mod mail_contact;
+pub mod personal_contacts;

@@ -757,7 +757,20 @@ pub(crate) async fn folder_delta(
     let visible = |_: &str, t: &Tracked<PersonalContact>| t.visible_from_ms <= now;
     let cursor = match start_of(&opts) {
         Start::Invalid => return bad_request("The delta token is not valid."),
-        Start::Latest | Start::Fresh => DeltaCursor {
+        // `$deltaToken=latest`: no contacts, just a delta link from now (Graph's delta query overview).
+        Start::Latest => {
+            let now_seq = round_end(mb.seq, 0, &mb.contacts, visible);
+            DeltaCursor {
+                from: now_seq,
+                to: now_seq,
+                after: None,
+                generation: mb.delta_generation,
+                issued_ms: now,
+                select: None,
+                replay: None,
+            }
+        }
+        Start::Fresh => DeltaCursor {
             from: 0,
             to: round_end(mb.seq, 0, &mb.contacts, visible),
             after: None,

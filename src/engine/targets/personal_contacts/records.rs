@@ -1,0 +1,208 @@
+//! What a `personal_contacts` link remembers in the state store:
+//! - the **source snapshot** in the link scope: per anchor, the entry as mapped and the source photo's hash. A
+//!   mailbox joining the selection gets the whole list from it without a full source read, and incremental runs
+//!   know which people changed (entry hash or photo hash).
+//! - per **(link, mailbox)** (scope = the mailbox's user id): per anchor, the contact id, the properties last
+//!   written and the photo hash last uploaded; plus one folder record ([`FOLDER_KEY`]) with the folder's id.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::entry::Entry;
+use crate::state::{LINK_SCOPE, ObjectRecord, StateError, StateStore};
+
+/// The key of the folder record in a mailbox scope (never an anchor: anchors start with `galbridge:`).
+pub const FOLDER_KEY: &str = "~folder";
+
+/// Records written per store call.
+const WRITE_CHUNK: usize = 100;
+
+/// One person of the source snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    pub entry: Entry,
+    /// sha256 of the source photo (None: no photo, or photos are off).
+    #[serde(default)]
+    pub photo: Option<String>,
+}
+
+/// One managed contact in one mailbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    /// The contact's id (kept as the record's `target_id`).
+    #[serde(skip)]
+    pub contact_id: String,
+    /// The properties as last written (for incremental patches).
+    pub written: BTreeMap<String, Value>,
+    /// The photo hash last uploaded.
+    #[serde(default)]
+    pub photo: Option<String>,
+    /// [`super::contact::desired_hash`] of what was written.
+    #[serde(skip)]
+    pub hash: String,
+}
+
+/// A mailbox's records: the folder id (None: never set up) and the contacts by anchor.
+#[derive(Debug, Clone, Default)]
+pub struct MailboxState {
+    /// `Some("")` = the default Contacts folder.
+    pub folder_id: Option<String>,
+    /// The folder's contacts `@odata.deltaLink` (periodic drift repair reads only what changed since).
+    pub delta_link: Option<String>,
+    pub contacts: BTreeMap<String, ContactRecord>,
+}
+
+fn corrupt(record: &ObjectRecord, reason: String) -> StateError {
+    StateError::Corrupt {
+        what: format!("personal contact record {}", record.anchor),
+        reason,
+    }
+}
+
+/// The link's source snapshot.
+pub async fn load_snapshot(
+    store: &dyn StateStore,
+    link: &str,
+) -> Result<BTreeMap<String, SnapshotEntry>, StateError> {
+    let mut snapshot = BTreeMap::new();
+    for record in store.list_objects(link, LINK_SCOPE).await? {
+        let data = record
+            .data
+            .clone()
+            .ok_or_else(|| corrupt(&record, "no data".into()))?;
+        let entry: SnapshotEntry =
+            serde_json::from_value(data).map_err(|e| corrupt(&record, e.to_string()))?;
+        snapshot.insert(record.anchor.clone(), entry);
+    }
+    Ok(snapshot)
+}
+
+/// Writes snapshot changes: `put` entries and `removed` anchors.
+pub async fn save_snapshot(
+    store: &dyn StateStore,
+    link: &str,
+    put: &[(&String, &SnapshotEntry)],
+    removed: &[String],
+) -> Result<(), StateError> {
+    let records: Vec<ObjectRecord> = put
+        .iter()
+        .map(|(anchor, entry)| ObjectRecord {
+            anchor: (*anchor).clone(),
+            target_id: String::new(),
+            hash: entry.entry.content_hash(),
+            data: serde_json::to_value(entry).ok(),
+            updated_at: Utc::now(),
+        })
+        .collect();
+    for chunk in records.chunks(WRITE_CHUNK) {
+        store.put_objects(link, LINK_SCOPE, chunk).await?;
+    }
+    for chunk in removed.chunks(WRITE_CHUNK) {
+        store.delete_objects(link, LINK_SCOPE, chunk).await?;
+    }
+    Ok(())
+}
+
+/// A mailbox's records.
+pub async fn load_mailbox(
+    store: &dyn StateStore,
+    link: &str,
+    mailbox: &str,
+) -> Result<MailboxState, StateError> {
+    let mut state = MailboxState::default();
+    for record in store.list_objects(link, mailbox).await? {
+        if record.anchor == FOLDER_KEY {
+            state.folder_id = Some(record.target_id.clone());
+            state.delta_link = record
+                .data
+                .as_ref()
+                .and_then(|data| data.get("delta"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            continue;
+        }
+        let data = record
+            .data
+            .clone()
+            .ok_or_else(|| corrupt(&record, "no data".into()))?;
+        let mut contact: ContactRecord =
+            serde_json::from_value(data).map_err(|e| corrupt(&record, e.to_string()))?;
+        contact.contact_id = record.target_id.clone();
+        contact.hash = record.hash.clone();
+        state.contacts.insert(record.anchor.clone(), contact);
+    }
+    Ok(state)
+}
+
+/// Record changes of one mailbox, written together when the mailbox is done (a crash before that is repaired by
+/// the full reconcile the next run does, see the module docs of `personal_contacts`).
+#[derive(Debug, Default)]
+pub struct MailboxChanges {
+    /// A new folder record: the folder id and its delta link.
+    pub folder_id: Option<String>,
+    pub delta_link: Option<String>,
+    pub put: BTreeMap<String, ContactRecord>,
+    pub forget: Vec<String>,
+}
+
+impl MailboxChanges {
+    pub fn is_empty(&self) -> bool {
+        self.folder_id.is_none() && self.put.is_empty() && self.forget.is_empty()
+    }
+}
+
+/// Writes a mailbox's record changes.
+pub async fn save_mailbox(
+    store: &dyn StateStore,
+    link: &str,
+    mailbox: &str,
+    changes: &MailboxChanges,
+) -> Result<(), StateError> {
+    let mut records: Vec<ObjectRecord> = Vec::with_capacity(changes.put.len() + 1);
+    if let Some(folder_id) = &changes.folder_id {
+        records.push(ObjectRecord {
+            anchor: FOLDER_KEY.into(),
+            target_id: folder_id.clone(),
+            hash: String::new(),
+            data: changes
+                .delta_link
+                .as_ref()
+                .map(|link| serde_json::json!({ "delta": link })),
+            updated_at: Utc::now(),
+        });
+    }
+    for (anchor, contact) in &changes.put {
+        records.push(ObjectRecord {
+            anchor: anchor.clone(),
+            target_id: contact.contact_id.clone(),
+            hash: contact.hash.clone(),
+            data: serde_json::to_value(contact).ok(),
+            updated_at: Utc::now(),
+        });
+    }
+    for chunk in records.chunks(WRITE_CHUNK) {
+        store.put_objects(link, mailbox, chunk).await?;
+    }
+    for chunk in changes.forget.chunks(WRITE_CHUNK) {
+        store.delete_objects(link, mailbox, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Forgets a mailbox entirely (it left the selection).
+pub async fn forget_mailbox(
+    store: &dyn StateStore,
+    link: &str,
+    mailbox: &str,
+    state: &MailboxState,
+) -> Result<(), StateError> {
+    let mut anchors: Vec<String> = state.contacts.keys().cloned().collect();
+    anchors.push(FOLDER_KEY.into());
+    for chunk in anchors.chunks(WRITE_CHUNK) {
+        store.delete_objects(link, mailbox, chunk).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! A `personal_contacts` link as the phones runner runs it: the common parts of a link (scope, mapping, overrides,
+//! safety, schedule) compiled like a mail-contact link's, plus the target options.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{self, Cadence, Mailboxes, ResolvedLink, ServiceSettings, TargetOptions};
+use crate::engine::entry::Field;
+use crate::engine::from_config::{SpecError, compile_mapping, scope_rules};
+use crate::engine::mapping::Mapping;
+use crate::engine::safety::SafetyLimits;
+use crate::engine::scope::ScopeRules;
+use crate::engine::spec::ObjectOverride;
+
+/// What happens to a contact whose person left the source scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPersonGone {
+    Delete,
+    Keep,
+}
+
+/// The target options, resolved.
+#[derive(Debug, Clone)]
+pub struct PhonesTarget {
+    pub mailboxes: Mailboxes,
+    /// Lowercase UPNs or addresses.
+    pub exclude_mailboxes: BTreeSet<String>,
+    /// `None`: the default Contacts folder.
+    pub folder: Option<String>,
+    pub categories: Vec<String>,
+    pub photos: bool,
+    /// `true`: a mailbox leaving the selection has its managed contacts removed.
+    pub remove_on_leave: bool,
+    pub on_delete: OnPersonGone,
+    pub adopt_existing: bool,
+    /// Fields written only when the contact's value is blank.
+    pub fill_blank: BTreeSet<Field>,
+}
+
+/// One `personal_contacts` link, ready to run.
+#[derive(Debug, Clone)]
+pub struct PhonesSpec {
+    pub name: String,
+    pub source_tenant: String,
+    pub target_tenant: String,
+    pub scope: ScopeRules,
+    pub mapping: Mapping,
+    pub overrides: BTreeMap<String, ObjectOverride>,
+    pub target: PhonesTarget,
+    pub safety: SafetyLimits,
+    pub interval: chrono::Duration,
+    pub full_reconcile_every: chrono::Duration,
+    /// Mailboxes written at the same time (the global budget: each holds at most one `$batch` in flight).
+    pub max_concurrency: usize,
+}
+
+/// The phones view of a resolved link; `None` when the link is not a `personal_contacts` link.
+pub fn phones_spec(
+    link: &ResolvedLink,
+    service: &ServiceSettings,
+) -> Option<Result<PhonesSpec, SpecError>> {
+    let TargetOptions::PersonalContacts(options) = &link.target else {
+        return None;
+    };
+    Some(build(link, service, options))
+}
+
+fn build(
+    link: &ResolvedLink,
+    service: &ServiceSettings,
+    options: &config::PersonalContactsOptions,
+) -> Result<PhonesSpec, SpecError> {
+    let mapping_error = |source| SpecError::Mapping {
+        link: link.name.clone(),
+        source,
+    };
+    let mut overrides = BTreeMap::new();
+    for (source_id, object_override) in &link.overrides {
+        let engine_override = match object_override {
+            config::ObjectOverride::Exclude => ObjectOverride::Exclude,
+            config::ObjectOverride::Mapping(mapping) => {
+                ObjectOverride::Mapping(compile_mapping(mapping).map_err(mapping_error)?)
+            }
+        };
+        overrides.insert(source_id.as_str().to_ascii_lowercase(), engine_override);
+    }
+    let interval = match &link.cadence {
+        Cadence::Every(every) => every.as_chrono(),
+        Cadence::Cron(_) => service.default_interval.as_chrono(),
+    };
+    let fill_blank = options
+        .field_policy
+        .iter()
+        .filter(|(_, policy)| **policy == config::FieldPolicy::FillBlank)
+        .filter_map(|(field, _)| Field::parse(field.as_str()))
+        .collect();
+    Ok(PhonesSpec {
+        name: link.name.clone(),
+        source_tenant: link.source_tenant.name.clone(),
+        target_tenant: link.target_tenant.name.clone(),
+        scope: scope_rules(&link.scope),
+        mapping: compile_mapping(&link.mapping).map_err(mapping_error)?,
+        overrides,
+        target: PhonesTarget {
+            mailboxes: options.mailboxes.clone(),
+            exclude_mailboxes: options.exclude_mailboxes.clone(),
+            folder: options.folder.clone(),
+            categories: options.categories.clone(),
+            photos: options.photos,
+            remove_on_leave: options.on_mailbox_leave == config::OnMailboxLeave::Remove,
+            on_delete: match options.on_delete {
+                config::OnDelete::Keep => OnPersonGone::Keep,
+                config::OnDelete::Delete | config::OnDelete::Hide => OnPersonGone::Delete,
+            },
+            adopt_existing: options.adopt_existing,
+            fill_blank,
+        },
+        safety: SafetyLimits {
+            max_deletes: link.safety.max_deletes,
+            max_delete_percent: link.safety.max_delete_percent,
+        },
+        interval,
+        full_reconcile_every: link.full_reconcile_every.as_chrono(),
+        max_concurrency: usize::try_from(service.max_concurrency).unwrap_or(8).max(1),
+    })
+}
