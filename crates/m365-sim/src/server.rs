@@ -1,4 +1,5 @@
-//! Listeners and the request pipeline every service shares: latency model, injected faults, request counters.
+//! Listeners and the request pipeline every service shares: latency model, injected faults, the directory
+//! resource-unit budget (Graph), request counters.
 //! One HTTPS listener serves all services (their real paths never collide); a plain-HTTP one serves the managed
 //! identity endpoint, as App Service does on http://localhost.
 

@@ -430,3 +430,79 @@ async fn exchange_command_budget_answers_429_with_retry_after_when_set() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn opath_filters_on_external_email_address_null_and_negation_are_case_insensitive() {
+    // [§1] Get-MailContact -Filter on ExternalEmailAddress (stored as "SMTP:addr"), `$null`, `-ne`, `-not`; OPATH
+    // string comparisons ignore case.
+    let t = spawn(&[("acme", 1)]).await;
+    let tok = t.token("acme", EXCHANGE).await;
+    for (name, mail) in [
+        ("Ann Anchor", "ann@x.example"),
+        ("Bob Bare", "bob@x.example"),
+    ] {
+        let (status, body) = t
+            .exo(
+                "acme",
+                &tok,
+                "New-MailContact",
+                json!({"Name": name, "ExternalEmailAddress": mail}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    t.exo(
+        "acme",
+        &tok,
+        "Set-MailContact",
+        json!({"Identity": "Ann Anchor", "CustomAttribute7": "galbridge:a"}),
+    )
+    .await;
+    let names = |body: &Value| {
+        let mut n: Vec<String> = body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["Name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let filter = |f: &str| json!({"Filter": f});
+    let (_, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "Get-MailContact",
+            filter("ExternalEmailAddress -eq 'smtp:BOB@x.example'"),
+        )
+        .await;
+    assert_eq!(names(&body), ["Bob Bare"]);
+    let (_, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "Get-MailContact",
+            filter("CustomAttribute7 -eq $null"),
+        )
+        .await;
+    assert_eq!(names(&body), ["Bob Bare"]);
+    let (_, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "Get-MailContact",
+            filter("CustomAttribute7 -ne $null"),
+        )
+        .await;
+    assert_eq!(names(&body), ["Ann Anchor"]);
+    let (_, body) = t
+        .exo(
+            "acme",
+            &tok,
+            "Get-MailContact",
+            filter("-not (CustomAttribute7 -like 'GALBRIDGE:*')"),
+        )
+        .await;
+    assert_eq!(names(&body), ["Bob Bare"]);
+}

@@ -292,16 +292,21 @@ async fn directory_write_budget_throttles_patches_per_app_and_tenant() {
             StatusCode::NO_CONTENT
         );
     }
-    assert_eq!(
-        t.send_json(
-            &tok,
-            reqwest::Method::PATCH,
-            &format!("/v1.0/users/{id}"),
-            json!({"jobTitle": "b"})
-        )
+    let resp = t
+        .http
+        .patch(t.url(&format!("/v1.0/users/{id}")))
+        .bearer_auth(&tok)
+        .json(&json!({"jobTitle": "b"}))
+        .send()
         .await
-        .0,
-        StatusCode::TOO_MANY_REQUESTS
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    let scope = resp.headers()["x-ms-throttle-scope"].to_str().unwrap();
+    assert!(scope.starts_with("Tenant_Application/Write/"), "{scope}");
+    assert_eq!(
+        resp.headers()["x-ms-throttle-information"],
+        "WriteLimitExceeded"
     );
 }
 
