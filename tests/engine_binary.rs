@@ -228,6 +228,56 @@ async fn conflicts_are_reported_and_adoption_is_opt_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_way_sync_shows_each_side_the_other_and_never_echoes_back() {
+    let two_way = r#"
+[[meshes]]
+name = "pair"
+tenants = ["acme", "northern"]
+[meshes.source]
+include_org_contacts = true
+[meshes.target]
+kind = "mail_contact"
+"#;
+    let Some(bed) = Bed::start(&[("acme", 12), ("northern", 9)], two_way).await else {
+        return;
+    };
+    let first = bed.run(&["sync", "--json"]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        first.json().as_array().unwrap().len(),
+        2,
+        "a mesh of two is two links"
+    );
+    // A change on one side travels across once; the contacts it made are never read back as people.
+    let person = bed.in_scope("northern").remove(0);
+    bed.sim
+        .control()
+        .update_user(
+            "northern",
+            person["id"].as_str().unwrap(),
+            json!({"jobTitle": "Night Shift Lead"}),
+        )
+        .unwrap();
+    let second = bed.run(&["sync", "--json"]).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    for report in second.json().as_array().unwrap() {
+        let expected_updates = u64::from(report["link"] == "pair.northern-to-acme");
+        assert_eq!(report["applied"]["updates"], expected_updates, "{report:#}");
+        assert_eq!(report["applied"]["creates"], 0, "no echo: {report:#}");
+    }
+    for (tenant, other) in [("acme", "northern"), ("northern", "acme")] {
+        let contacts = bed.anchored(tenant);
+        let people = bed.in_scope(other);
+        assert_eq!(
+            contacts.len(),
+            people.len(),
+            "{tenant} holds {other}'s people, nothing of its own"
+        );
+        assert_every_field(&contacts, &people);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_tenant_mesh_converges_without_loops() {
     let mesh = r#"
 [[meshes]]
