@@ -33,6 +33,17 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU seconds (user + system) the process used so far (the simulator included), from /proc/self/stat.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks: 100 per second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
 fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -137,12 +148,14 @@ async fn main() {
 
     // Initial run.
     control.reset_counters();
+    let cpu_before = cpu_seconds().unwrap_or(0.0);
     let clock = Instant::now();
     let initial: RunReport = service
         .run_link("phones", RunOptions::default())
         .await
         .expect("run starts");
     let initial_secs = clock.elapsed().as_secs_f64();
+    let initial_cpu = cpu_seconds().unwrap_or(0.0) - cpu_before;
     let initial_traffic = traffic(&control);
     let mailboxes = control.mailbox_loads().len();
     let peak = control
@@ -174,7 +187,25 @@ async fn main() {
     );
     println!("  429s received:        {}", initial_traffic.throttled);
     println!("  peak per-mailbox concurrency: {peak}");
-    println!("  failures:             {}", initial.failures.len());
+    let batches_floor = initial_traffic.batches as f64 * 6.0 * latency_ms as f64
+        / 1000.0
+        / budget.min(mailboxes as u64).max(1) as f64;
+    println!(
+        "  floor of this design ($batch envelope + 5 rounds of 4 per batch, {budget} mailboxes in flight): {batches_floor:.2} s"
+    );
+    println!(
+        "  process CPU (engine + simulator): {initial_cpu:.1} s = {:.2} cores busy on average",
+        initial_cpu / initial_secs
+    );
+    let kinds: std::collections::BTreeMap<&str, usize> =
+        initial
+            .failures
+            .iter()
+            .fold(Default::default(), |mut kinds, failure| {
+                *kinds.entry(failure.kind.as_str()).or_default() += 1;
+                kinds
+            });
+    println!("  reported (not failures of the run: non-REST mailboxes): {kinds:?}");
 
     // 1% of the people change.
     let users: Vec<serde_json::Value> = control.users("acme").expect("acme");

@@ -17,8 +17,8 @@ use crate::state::{LINK_SCOPE, ObjectRecord, StateError, StateStore};
 /// The key of the folder record in a mailbox scope (never an anchor: anchors start with `galbridge:`).
 pub const FOLDER_KEY: &str = "~folder";
 
-/// Records written per store call.
-const WRITE_CHUNK: usize = 100;
+/// One store call per mailbox: the file store rewrites a scope's file per call (a read-modify-write of the whole
+/// map), and the table store cuts a call into entity group transactions of 100 itself.
 
 /// One person of the source snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,12 +97,8 @@ pub async fn save_snapshot(
             updated_at: Utc::now(),
         })
         .collect();
-    for chunk in records.chunks(WRITE_CHUNK) {
-        store.put_objects(link, LINK_SCOPE, chunk).await?;
-    }
-    for chunk in removed.chunks(WRITE_CHUNK) {
-        store.delete_objects(link, LINK_SCOPE, chunk).await?;
-    }
+    store.put_objects(link, LINK_SCOPE, &records).await?;
+    store.delete_objects(link, LINK_SCOPE, removed).await?;
     Ok(())
 }
 
@@ -183,12 +179,8 @@ pub async fn save_mailbox(
             updated_at: Utc::now(),
         });
     }
-    for chunk in records.chunks(WRITE_CHUNK) {
-        store.put_objects(link, mailbox, chunk).await?;
-    }
-    for chunk in changes.forget.chunks(WRITE_CHUNK) {
-        store.delete_objects(link, mailbox, chunk).await?;
-    }
+    store.put_objects(link, mailbox, &records).await?;
+    store.delete_objects(link, mailbox, &changes.forget).await?;
     Ok(())
 }
 
@@ -201,8 +193,6 @@ pub async fn forget_mailbox(
 ) -> Result<(), StateError> {
     let mut anchors: Vec<String> = state.contacts.keys().cloned().collect();
     anchors.push(FOLDER_KEY.into());
-    for chunk in anchors.chunks(WRITE_CHUNK) {
-        store.delete_objects(link, mailbox, chunk).await?;
-    }
+    store.delete_objects(link, mailbox, &anchors).await?;
     Ok(())
 }
