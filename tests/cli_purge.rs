@@ -5,7 +5,7 @@
 #[path = "handler_support/mod.rs"]
 mod handler_support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use handler_support::{ONE_LINK, Sim};
 use serde_json::{Value, json};
@@ -32,13 +32,8 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
-        command
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("GALBRIDGE_LOG", "off")
-            .env_remove("GALBRIDGE_EXTRA_CA_FILE");
+        let mut command = handler_support::galbridge_command();
+        command.arg("--config").arg(&self.config).args(args);
         for (name, value) in &self.env {
             command.env(name, value);
         }

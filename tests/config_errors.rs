@@ -490,3 +490,46 @@ fn include_domain_that_is_not_a_domain() {
         "galbridge.toml: links[0].source.include_domains[0]: \"not a domain\" is not a domain name"
     );
 }
+
+#[test]
+fn extra_ca_file_that_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("galbridge.toml");
+    let write = |ca: &str| {
+        std::fs::write(
+            &path,
+            format!("[service]\nextra_ca_file = {ca:?}\n{}", link("")),
+        )
+        .expect("the file is written");
+    };
+    let error_of_file = || match Config::load(&path) {
+        Ok(_) => panic!("the configuration should be refused"),
+        Err(error) => error.to_string(),
+    };
+
+    write("missing-ca.pem");
+    assert_eq!(
+        error_of_file(),
+        format!(
+            "{}: service.extra_ca_file: cannot read {:?}: No such file or directory (os error 2)",
+            path.display(),
+            dir.path().join("missing-ca.pem").display().to_string()
+        ),
+        "relative to the configuration's folder"
+    );
+
+    write(".");
+    assert_eq!(
+        error_of_file(),
+        format!(
+            "{}: service.extra_ca_file: {:?} is not a file",
+            path.display(),
+            dir.path().join(".").display().to_string()
+        )
+    );
+
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n")
+        .expect("the CA file is written");
+    write("ca.pem");
+    assert!(Config::load(&path).is_ok(), "a readable file is accepted");
+}

@@ -510,6 +510,7 @@ async fn heavy_throttling_and_server_errors_still_converge() {
         )
     });
     let mut outcome = RunOutcome::Failed;
+    let mut failures = Vec::new();
     for _ in 0..6 {
         let report = w
             .service
@@ -521,8 +522,13 @@ async fn heavy_throttling_and_server_errors_still_converge() {
             assert!(report.throttled_retries > 0 || report.applied.creates == 0);
             break;
         }
+        failures.push(report.failures);
     }
-    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        outcome,
+        RunOutcome::Succeeded,
+        "failures of each run: {failures:#?}"
+    );
     control.set_faults(Vec::new());
     let expected: Vec<Value> = users(&w, "acme")
         .into_iter()

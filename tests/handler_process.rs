@@ -4,7 +4,7 @@
 //! These tests cover the protocol: readiness (which must contact nothing), routing, envelope parsing, link lookup,
 //! methods, query validation, status shape and shutdown. The tenants point at an in-process m365-sim (see
 //! `handler_support`); run outcomes through the same protocol (200 with a report, dry run, 409, timer, status after
-//! runs) are in `handler_runs.rs`.
+//! runs) are in `handler_runs.rs`, the delete safety (quarantine, release) in `handler_quarantine.rs`.
 
 mod handler_support;
 
@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use handler_support::{
-    ONE_LINK, Sim, TestApp, http_payload, invoke, request, res, spawn_app, spawn_with_sim,
+    ONE_LINK, Sim, TestApp, assert_http_answer, http_payload, invoke, request, res, spawn_app,
+    spawn_with_sim,
 };
 use serde_json::{Value, json};
 
@@ -147,7 +148,7 @@ fn timer_envelopes_in_every_shape_the_host_sends() {
 fn sync_of_an_unknown_link_is_404() {
     let (_sim, app) = spawn();
 
-    let (status, envelope) = invoke(
+    let answer = invoke(
         app.port,
         "SyncHttp",
         &http_payload(
@@ -158,84 +159,68 @@ fn sync_of_an_unknown_link_is_404() {
         ),
     );
 
-    assert_eq!(status, 200);
-    assert_eq!(
-        res(&envelope),
-        (
-            404,
-            json!({ "error": "no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)" })
-        )
-    );
-    assert_eq!(
-        envelope["Outputs"]["res"]["headers"],
-        json!({ "Content-Type": "application/json" })
-    );
-    assert_eq!(
-        envelope["Logs"],
-        json!(["no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)"])
-    );
+    let message = "no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)";
+    assert_http_answer(&answer, 404, &json!({ "error": message }), &[], &[message]);
 }
 
 #[test]
 fn link_is_taken_from_the_url_when_params_are_missing_and_query_may_be_a_string() {
     let (_sim, app) = spawn();
 
-    let (_, envelope) = invoke(
+    let answer = invoke(
         app.port,
         "SyncHttp",
         &http_payload(
             "POST",
-            "https://app/api/sync/nope?dry_run=true",
+            "https://app/api/sync/acme-to-northen?dry_run=true",
             None,
             json!("{\"dry_run\":\"true\"}"),
         ),
     );
 
-    assert_eq!(
-        res(&envelope).0,
-        404,
-        "the link came from the URL: {envelope}"
-    );
+    // The link came from the URL (Params is empty) and the string Query parsed (else: 400).
+    let message = "no link named \"acme-to-northen\" (did you mean \"acme-to-northern\"?)";
+    assert_http_answer(&answer, 404, &json!({ "error": message }), &[], &[message]);
 }
 
 #[test]
 fn wrong_methods_are_405() {
     let (_sim, app) = spawn();
 
-    let (status, sync) = invoke(
+    let sync = invoke(
         app.port,
         "SyncHttp",
         &http_payload("GET", "https://app/api/sync", None, json!({})),
     );
-    let (_, status_fn) = invoke(
+    let status = invoke(
         app.port,
         "Status",
         &http_payload("POST", "https://app/api/status", None, json!({})),
     );
 
-    assert_eq!(status, 200);
-    assert_eq!(
-        res(&sync),
-        (
-            405,
-            json!({ "error": "method GET is not allowed here; use POST" })
-        )
+    let message = "method GET is not allowed here; use POST";
+    assert_http_answer(
+        &sync,
+        405,
+        &json!({ "error": message }),
+        &[("Allow", "POST")],
+        &[message],
     );
-    assert_eq!(sync["Outputs"]["res"]["headers"]["Allow"], "POST");
-    assert_eq!(
-        res(&status_fn),
-        (
-            405,
-            json!({ "error": "method POST is not allowed here; use GET" })
-        )
+    let message = "method POST is not allowed here; use GET";
+    assert_http_answer(
+        &status,
+        405,
+        &json!({ "error": message }),
+        &[("Allow", "GET")],
+        &[message],
     );
 }
 
 #[test]
 fn bad_query_value_is_400() {
-    let (_sim, app) = spawn();
+    let (sim, app) = spawn();
 
-    let (_, envelope) = invoke(
+    let answer = invoke(
         app.port,
         "SyncHttp",
         &http_payload(
@@ -246,13 +231,9 @@ fn bad_query_value_is_400() {
         ),
     );
 
-    assert_eq!(
-        res(&envelope),
-        (
-            400,
-            json!({ "error": "query parameter allow_deletes must be true or false; got \"sure\"" })
-        )
-    );
+    let message = "query parameter allow_deletes must be true or false; got \"sure\"";
+    assert_http_answer(&answer, 400, &json!({ "error": message }), &[], &[message]);
+    assert_eq!(sim.contacts("northern").0.len(), 0, "nothing ran");
 }
 
 #[test]
@@ -354,4 +335,41 @@ fn sigterm_stops_the_process_cleanly() {
         TcpStream::connect(("127.0.0.1", app.port)).is_err(),
         "the port is closed"
     );
+}
+
+#[test]
+fn a_failed_engine_build_is_a_500_and_the_next_invocation_retries() {
+    let sim = Sim::start(2, m365_sim::Knobs::default());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The state folder cannot be created: a plain file stands where its parent should be.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "not a folder").expect("the blocker is written");
+    let (toml, env) = sim.config(&blocker.join("state"), ONE_LINK);
+    let app = spawn_app(dir, &toml, &env);
+    assert_eq!(
+        request(app.port, "GET", "/", "").0,
+        200,
+        "ready all the same"
+    );
+
+    let answer = invoke(app.port, "Status", &handler_support::status_payload());
+
+    // The caller gets an opaque 500; the host's log gets the cause.
+    let cause = format!(
+        "internal error: state: state store I/O error: creating state directory {}: Not a directory (os error 20)",
+        blocker.join("state").display()
+    );
+    assert_http_answer(
+        &answer,
+        500,
+        &json!({ "error": "internal error; see the function app's logs" }),
+        &[],
+        &[&cause],
+    );
+
+    // Once the cause is gone, the next invocation builds the engine: no restart needed.
+    std::fs::remove_file(&blocker).expect("the blocker is removed");
+    let (status, envelope) = invoke(app.port, "Status", &handler_support::status_payload());
+    assert_eq!((status, res(&envelope).0), (200, 200), "{envelope}");
+    assert_eq!(res(&envelope).1["links"][0]["link"], "acme-to-northern");
 }

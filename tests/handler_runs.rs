@@ -101,9 +101,17 @@ fn sync_http_runs_the_link_and_reports_what_landed_in_the_target() {
         json!([expected["summary"]]),
         "the host's log carries the summary"
     );
+    let mut rest = envelope.clone();
+    rest["Outputs"]["res"]["body"].take();
     assert_eq!(
-        envelope["Outputs"]["res"]["headers"],
-        json!({ "Content-Type": "application/json" })
+        rest,
+        json!({
+            "Outputs": { "res": {
+                "statusCode": 200, "body": null, "headers": { "Content-Type": "application/json" }
+            }},
+            "Logs": [expected["summary"]],
+            "ReturnValue": null
+        })
     );
 
     // What the report claims is what landed: one anchored contact per in-scope user, at the user's address.
@@ -420,5 +428,57 @@ fn sync_without_a_link_runs_every_link() {
     assert_eq!(
         envelope["Logs"],
         json!([expected[0]["summary"], expected[1]["summary"]])
+    );
+}
+
+#[test]
+fn logs_under_the_host_are_json_lines_with_the_invocation_id_and_no_secret() {
+    let sim = Sim::start(4, m365_sim::Knobs::default());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (toml, mut env) = sim.config(&dir.path().join("state"), ONE_LINK);
+    let secrets: Vec<String> = env.iter().map(|(_, secret)| secret.clone()).collect();
+    env.push(("FUNCTIONS_CUSTOMHANDLER_PORT".to_owned(), "0".to_owned()));
+    env.push(("GALBRIDGE_LOG".to_owned(), "debug".to_owned()));
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut app =
+        handler_support::spawn_app_logging_to(dir, &toml, &env, std::process::Stdio::from(log));
+
+    let (_, envelope) = invoke(app.port, "SyncHttp", &sync_payload(LINK, json!({})));
+    let summary = res(&envelope).1["summary"].clone();
+    std::process::Command::new("kill")
+        .args(["-TERM", &app.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    app.child.wait().expect("galbridge exits");
+
+    let text = std::fs::read_to_string(&log_path).expect("the log");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.len() > 3, "{text}");
+    let summary_line = lines
+        .iter()
+        .find(|line| line["message"] == summary)
+        .unwrap_or_else(|| panic!("the run's summary is logged: {text}"));
+    assert_eq!(summary_line["level"], "INFO");
+    assert_eq!(
+        (
+            &summary_line["span"]["invocation_id"],
+            &summary_line["span"]["function"]
+        ),
+        (&json!("5d1c7a8e-test"), &json!("SyncHttp")),
+        "{summary_line}"
+    );
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a client secret was logged"
+        );
+    }
+    assert!(
+        !text.to_lowercase().contains("bearer "),
+        "a token was logged"
     );
 }

@@ -11,8 +11,9 @@ use galbridge::report::{RunOptions, RunReport, StatusReport};
 use galbridge::service::{ServiceError, SyncService};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A service whose timer run takes a while, and which notes when it finished.
+/// A service whose timer run takes a while, and which notes when it started and when it finished.
 struct SlowService {
+    started: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
 }
 
@@ -24,6 +25,7 @@ impl SyncService for SlowService {
         vec![]
     }
     async fn run_due(&self, _: DateTime<Utc>) -> Vec<Result<RunReport, ServiceError>> {
+        self.started.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(400)).await;
         self.finished.store(true, Ordering::SeqCst);
         vec![]
@@ -41,9 +43,11 @@ async fn a_run_in_flight_finishes_before_serve_returns() {
         .local_addr()
         .unwrap()
         .port();
+    let started = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = SlowService {
+        started: Arc::clone(&started),
         finished: Arc::clone(&finished),
     };
     let options = ServeOptions {
@@ -67,7 +71,10 @@ async fn a_run_in_flight_finishes_before_serve_returns() {
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop only once the run is really in flight (a loaded machine may take a while to get there).
+    while !started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.send(()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

@@ -117,10 +117,23 @@ async fn sigkill_mid_run_then_rerun_leaves_no_duplicates() {
         .filter(engine_support::in_default_scope)
         .collect();
     let full_count = mailboxes.len() * people.len();
+    // Kill on observed progress, not after a sleep (a loaded machine starts slowly): once the run has written
+    // a few of the new contacts, then once it is about half way through what is left.
     let mut killed_mid_run = 0;
-    for kill_after in [Duration::from_millis(700), Duration::from_millis(500)] {
+    for round in 0..2 {
+        let start = managed_count(&sim, &mailboxes);
+        let remaining = full_count.saturating_sub(start);
+        let threshold = start + if round == 0 { 10 } else { remaining / 2 };
         let mut child = command().spawn().expect("galbridge starts");
-        tokio::time::sleep(kill_after).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut written = start;
+        while written < threshold
+            && child.try_wait().expect("child status").is_none()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            written = managed_count(&sim, &mailboxes);
+        }
         let running = child.try_wait().expect("child status").is_none();
         child.kill().expect("SIGKILL");
         let _ = child.wait();
@@ -128,11 +141,12 @@ async fn sigkill_mid_run_then_rerun_leaves_no_duplicates() {
         if running && written > before && written < full_count {
             killed_mid_run += 1;
         }
+        // Let the dead run's lease (1 s) expire.
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
     assert!(
-        killed_mid_run > 0,
-        "at least one kill landed while the new people were being written"
+        killed_mid_run == 2,
+        "both kills landed while the new people were being written ({killed_mid_run})"
     );
 
     // The rerun completes and converges.

@@ -259,3 +259,81 @@ async fn a_wrong_account_key_is_reported_without_the_key() {
     );
     assert!(!err.to_string().contains(wrong_key) && !format!("{err:?}").contains(wrong_key));
 }
+
+/// A loopback table endpoint that refuses create-table with 403 (as Azure does when the identity's role is scoped
+/// to the one table) and answers reads of the table with `read_status`.
+async fn table_scoped_role_server(read_status: u16) -> (String, Arc<Captured>) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let captured = Arc::new(Captured::default());
+    let state = captured.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let state = state.clone();
+        async move {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            state.requests.lock().expect("lock").push((
+                method.clone(),
+                path.clone(),
+                request.headers().clone(),
+            ));
+            let refused = r#"{"odata.error":{"code":"AuthorizationPermissionMismatch","message":{"value":"This request is not authorized to perform this operation using this permission."}}}"#;
+            if method == "POST" && path.ends_with("/Tables") {
+                return (StatusCode::FORBIDDEN, refused).into_response();
+            }
+            let status = StatusCode::from_u16(read_status).expect("status");
+            if status.is_success() {
+                (status, r#"{"value":[]}"#).into_response()
+            } else {
+                (status, refused).into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}/acct"), captured)
+}
+
+fn token_config(endpoint: &str) -> TableStoreConfig {
+    TableStoreConfig {
+        endpoint: endpoint.parse().expect("endpoint"),
+        table: "galbridge".to_owned(),
+        auth: TableAuth::Token(Arc::new(FakeCredential {
+            scopes_asked: Mutex::new(Vec::new()),
+        })),
+        retry: RetryPolicy::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_role_scoped_to_the_table_opens_although_create_table_is_refused() {
+    install_crypto();
+    let (endpoint, captured) = table_scoped_role_server(200).await;
+    TableStore::open(token_config(&endpoint))
+        .await
+        .expect("the table is readable, so a refused create-table is not an error");
+    let requests = captured.requests.lock().unwrap().clone();
+    let calls: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|(method, path, _)| (method.as_str(), path.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![("POST", "/acct/Tables"), ("GET", "/acct/galbridge()")]
+    );
+}
+
+#[tokio::test]
+async fn an_identity_without_access_still_gets_the_403() {
+    install_crypto();
+    let (endpoint, _captured) = table_scoped_role_server(403).await;
+    let err = TableStore::open(token_config(&endpoint)).await.unwrap_err();
+    assert!(
+        matches!(&err, StateError::Service { status: 403, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("create table"), "{err}");
+}

@@ -112,7 +112,35 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str_with_env(&text, path, |name| std::env::var(name).ok())
+        let config = Self::from_toml_str_with_env(&text, path, |name| std::env::var(name).ok())?;
+        config.check_files()?;
+        Ok(config)
+    }
+
+    /// Files the configuration names must be readable now: `galbridge serve` builds the engine (which reads them)
+    /// only on the first invocation, and a typo found then is found late. Only [`Config::load`] checks this; the
+    /// text-only constructors stay free of I/O.
+    fn check_files(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.file.service.extra_ca_file else {
+            return Ok(());
+        };
+        match std::fs::File::open(path) {
+            Ok(_) if path.is_file() => Ok(()),
+            Ok(_) => Err(format!("{:?} is not a file", path.display().to_string())),
+            Err(error) => Err(format!(
+                "cannot read {:?}: {error}",
+                path.display().to_string()
+            )),
+        }
+        .map_err(|reason| {
+            invalid(
+                &self.origin,
+                vec![ConfigIssue {
+                    path: "service.extra_ca_file".to_owned(),
+                    reason,
+                }],
+            )
+        })
     }
 
     /// Parses and validates TOML text (no environment overrides). `origin` names the file in errors and anchors

@@ -8,7 +8,7 @@
 //! - [`safety`]: the deletion threshold and quarantine.
 //! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
-//! - [`runner`]: one run of a link.
+//! - [`runner`]: one run of a link; [`lease`]: keeping the link's lease while it runs.
 //! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
 //! - [`build`]: the state store and the service from a loaded configuration.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
@@ -22,6 +22,7 @@ pub mod build;
 pub mod diff;
 pub mod entry;
 pub mod from_config;
+pub mod lease;
 pub mod mapping;
 pub mod names;
 pub mod phones_demo;

@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 
 use super::diff::{DiffInput, SourceView, diff};
 use super::entry::{anchor_for, anchor_prefix_for};
+pub(crate) use super::lease::LeaseRenewal;
 use super::mapping::graph_select_for;
 use super::ports::{
     CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory, SourceRead,
@@ -25,7 +26,7 @@ use super::targets::mail_contact::MailContactApplier;
 use crate::report::{
     Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
 };
-use crate::state::{Lease, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 
 /// Default lease duration; the lease is renewed every third of it while the run lasts.
 pub const DEFAULT_LEASE_TTL_SECS: i64 = 120;
@@ -442,75 +443,6 @@ impl Runner {
             }
         }
         view
-    }
-}
-
-/// Keeps a run's lease alive: renews it every third of its lifetime until [`LeaseRenewal::finish`]. Finishing
-/// waits for a renewal in flight, so the lease the run then releases is the current one (releasing a stale copy
-/// would leave the link locked until expiry). Dropped without finishing (the run's future was dropped: a cancelled
-/// request, a killed task), it stops renewing at once, so a dead run never holds the lease past one lifetime.
-pub(super) struct LeaseRenewal {
-    stop: Arc<Notify>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl LeaseRenewal {
-    pub(super) fn start(
-        store: Arc<dyn StateStore>,
-        lease: Arc<Mutex<Lease>>,
-        cancelled: Arc<AtomicBool>,
-        ttl: chrono::Duration,
-    ) -> Self {
-        let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(renew_lease(store, lease, cancelled, ttl, stop.clone()));
-        LeaseRenewal {
-            stop,
-            task: Some(task),
-        }
-    }
-
-    /// Stops renewing, after the renewal in flight (if any) has landed in the shared lease.
-    pub(super) async fn finish(mut self) {
-        self.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for LeaseRenewal {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-async fn renew_lease(
-    store: Arc<dyn StateStore>,
-    lease: Arc<Mutex<Lease>>,
-    cancelled: Arc<AtomicBool>,
-    ttl: chrono::Duration,
-    stop: Arc<Notify>,
-) {
-    let every = (ttl / 3)
-        .to_std()
-        .unwrap_or(std::time::Duration::from_secs(20))
-        .max(std::time::Duration::from_millis(50));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = stop.notified() => return,
-        }
-        let current = lease.lock().await.clone();
-        match store.renew_lease(&current, ttl).await {
-            Ok(renewed) => *lease.lock().await = renewed,
-            Err(error) => {
-                tracing::warn!(link = %current.link, error = %error, "Lease lost; stopping the run.");
-                cancelled.store(true, Ordering::SeqCst);
-                return;
-            }
-        }
     }
 }
 

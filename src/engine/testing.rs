@@ -27,6 +27,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct MemStore {
     inner: Mutex<MemInner>,
+    /// How long a lease renewal's answer takes *after* the store applied it (a response still on the wire).
+    renewal_answer_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -39,6 +41,34 @@ struct MemInner {
 }
 
 impl MemStore {
+    fn renew_now(&self, lease: &Lease, ttl: chrono::Duration) -> Result<Lease, StateError> {
+        let mut inner = lock(&self.inner);
+        match inner.leases.get(&lease.link) {
+            Some(current) if current.etag == lease.etag => {}
+            _ => {
+                return Err(StateError::LeaseLost {
+                    link: lease.link.clone(),
+                });
+            }
+        }
+        inner.generation += 1;
+        let renewed = Lease {
+            until: Utc::now() + ttl,
+            etag: inner.generation.to_string(),
+            ..lease.clone()
+        };
+        inner.leases.insert(lease.link.clone(), renewed.clone());
+        Ok(renewed)
+    }
+
+    /// Renewals are applied at once but answered `delay` later.
+    pub fn answer_renewals_after(&self, delay: std::time::Duration) {
+        self.renewal_answer_delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
     pub fn objects(&self, link: &str) -> Vec<ObjectRecord> {
         lock(&self.inner)
             .objects
@@ -78,22 +108,13 @@ impl StateStore for MemStore {
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: chrono::Duration) -> Result<Lease, StateError> {
-        let mut inner = lock(&self.inner);
-        match inner.leases.get(&lease.link) {
-            Some(current) if current.etag == lease.etag => {}
-            _ => {
-                return Err(StateError::LeaseLost {
-                    link: lease.link.clone(),
-                });
-            }
+        let renewed = self.renew_now(lease, ttl)?;
+        let delay = self
+            .renewal_answer_delay_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
-        inner.generation += 1;
-        let renewed = Lease {
-            until: Utc::now() + ttl,
-            etag: inner.generation.to_string(),
-            ..lease.clone()
-        };
-        inner.leases.insert(lease.link.clone(), renewed.clone());
         Ok(renewed)
     }
 
@@ -108,7 +129,6 @@ impl StateStore for MemStore {
         }
         Ok(())
     }
-
     async fn current_lease(&self, link: &str) -> Result<Option<Lease>, StateError> {
         Ok(lock(&self.inner)
             .leases

@@ -21,10 +21,35 @@ pub const HOST_NAME: &str = "galbridge-test-host";
 pub const ONE_LINK: &str = "[[links]]\nname = \"acme-to-northern\"\n[links.source]\ntenant = \"acme\"\n\
                             [links.target]\nkind = \"mail_contact\"\ntenant = \"northern\"\n";
 
+/// Variables of the developer's shell that would change what the child does (the tests set what they need).
+const SCRUBBED_ENV: &[&str] = &[
+    "GALBRIDGE_CONFIG",
+    "GALBRIDGE_EXTRA_CA_FILE",
+    "GALBRIDGE_KEY_VAULT_URL",
+    "GALBRIDGE_LEASE_TTL_SECS",
+    "GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID",
+    "GALBRIDGE_STATE_TABLE_ENDPOINT",
+    "GALBRIDGE_STATE_TABLE_NAME",
+    "FUNCTIONS_CUSTOMHANDLER_PORT",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+];
+
+/// A `galbridge` command with the developer's overriding variables removed and logs off (callers may set both).
+pub fn galbridge_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
+    for variable in SCRUBBED_ENV {
+        command.env_remove(variable);
+    }
+    command.env("GALBRIDGE_LOG", "off");
+    command
+}
+
 /// A simulator with its own runtime (the tests themselves are synchronous and block on sockets).
 pub struct Sim {
     pub handle: SimHandle,
-    runtime: tokio::runtime::Runtime,
+    /// Kept alive: the simulator serves on it.
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Sim {
@@ -45,7 +70,10 @@ impl Sim {
                 ..SimConfig::default()
             }))
             .expect("the simulator starts");
-        Sim { handle, runtime }
+        Sim {
+            handle,
+            _runtime: runtime,
+        }
     }
 
     /// Users of `tenant` that belong in other tenants' address books by default, from the simulator's own data
@@ -129,11 +157,6 @@ impl Sim {
         toml.push_str(links);
         (toml, env)
     }
-
-    /// Runs a future on the simulator's runtime.
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
-    }
 }
 
 /// A running `galbridge serve`.
@@ -165,9 +188,20 @@ pub fn spawn_with_sim(sim: &Sim, links: &str) -> TestApp {
 
 /// Starts `galbridge serve --port 0` on `toml` (written into `dir`) and waits for the port it prints.
 pub fn spawn_app(dir: tempfile::TempDir, toml: &str, env: &[(String, String)]) -> TestApp {
+    spawn_app_logging_to(dir, toml, env, Stdio::inherit())
+}
+
+/// As [`spawn_app`], with the process's log (stderr) sent to `stderr`; `env` is applied last, so it may override
+/// `GALBRIDGE_LOG` or set `FUNCTIONS_CUSTOMHANDLER_PORT` (JSON logs, as under the host).
+pub fn spawn_app_logging_to(
+    dir: tempfile::TempDir,
+    toml: &str,
+    env: &[(String, String)],
+    stderr: Stdio,
+) -> TestApp {
     let config = dir.path().join("galbridge.toml");
     std::fs::write(&config, toml).expect("the config is written");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
+    let mut command = galbridge_command();
     command
         .args([
             "--config",
@@ -178,12 +212,9 @@ pub fn spawn_app(dir: tempfile::TempDir, toml: &str, env: &[(String, String)]) -
             "--shutdown-grace",
             "5",
         ])
-        .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
-        .env_remove("GALBRIDGE_EXTRA_CA_FILE")
         .env("HOSTNAME", HOST_NAME)
-        .env("GALBRIDGE_LOG", "off")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -285,4 +316,31 @@ pub fn res(envelope: &Value) -> (u64, Value) {
     let body = serde_json::from_str(envelope["Outputs"]["res"]["body"].as_str().expect("a body"))
         .expect("JSON");
     (status, body)
+}
+
+/// Asserts a whole handled HTTP answer: host status 200, exactly `{Outputs: {res}, Logs, ReturnValue: null}`, the
+/// `res` output with `code`, the JSON `body` and JSON content type plus `headers`, and the `Logs` lines.
+pub fn assert_http_answer(
+    (host_status, envelope): &(u16, Value),
+    code: u16,
+    body: &Value,
+    headers: &[(&str, &str)],
+    logs: &[&str],
+) {
+    assert_eq!(*host_status, 200, "a handled outcome is 200 to the host");
+    assert_eq!(res(envelope), (u64::from(code), body.clone()), "{envelope}");
+    let mut expected_headers = json!({ "Content-Type": "application/json" });
+    for (name, value) in headers {
+        expected_headers[*name] = json!(value);
+    }
+    let mut rest = envelope.clone();
+    rest["Outputs"]["res"]["body"].take();
+    assert_eq!(
+        rest,
+        json!({
+            "Outputs": { "res": { "statusCode": code, "body": null, "headers": expected_headers } },
+            "Logs": logs,
+            "ReturnValue": null
+        })
+    );
 }

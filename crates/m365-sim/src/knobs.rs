@@ -95,6 +95,12 @@ pub struct Knobs {
     pub outlook_requests_per_10_min: u32,
     /// Directory writes per (app, tenant) per 150 s.
     pub directory_writes_per_150_s: u32,
+    /// Charge directory requests in resource units per (app, tenant): S 3,500 / M 5,000 / L 8,000 per 10 s by
+    /// tenant size (Graph throttling-limits doc). On by default; the simulator's own throughput bench turns it off
+    /// to measure the server rather than Microsoft's limit.
+    pub directory_budget: bool,
+    /// Overrides the size-based budget above (units per 10 s per (app, tenant)); None: S/M/L by tenant size.
+    pub directory_units_per_10_s: Option<u32>,
     /// Invitations per tenant per 5 s.
     pub invitations_per_5_s: u32,
     /// Exchange commands per (app, tenant) per 10 s (0 = unlimited) [guess: EXO has a per-app budget, size unpublished].
@@ -110,6 +116,9 @@ pub struct Knobs {
     pub delta_expiry_style: DeltaExpiryStyle,
     /// Re-send the last entry of each delta page at the start of the next one (Graph documents replays).
     pub delta_replays: bool,
+    /// Send `@removed` entries in the first round of users/contacts delta too (delta overview: "The @removed object
+    /// can be returned in the initial delta query response"); clients must not treat them as errors there.
+    pub delta_removed_in_initial_round: bool,
     /// Default page size for lists and delta pages when the client sends no `$top` / `odata.maxpagesize`.
     pub default_page_size: usize,
     /// Access tokens live this long.
@@ -123,6 +132,8 @@ impl Default for Knobs {
             outlook_concurrency_per_mailbox: 4,
             outlook_requests_per_10_min: 10_000,
             directory_writes_per_150_s: 3_000,
+            directory_budget: true,
+            directory_units_per_10_s: None,
             invitations_per_5_s: 150,
             exchange_commands_per_10_s: 0,
             retry_after_secs: 1,
@@ -131,6 +142,7 @@ impl Default for Knobs {
             delta_token_ttl_secs: 7 * 24 * 3600,
             delta_expiry_style: DeltaExpiryStyle::Gone410,
             delta_replays: false,
+            delta_removed_in_initial_round: true,
             default_page_size: 100,
             token_lifetime_secs: 3599,
         }

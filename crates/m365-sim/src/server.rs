@@ -1,4 +1,5 @@
-//! Listeners and the request pipeline every service shares: latency model, injected faults, request counters.
+//! Listeners and the request pipeline every service shares: latency model, injected faults, the directory
+//! resource-unit budget (Graph), request counters.
 //! One HTTPS listener serves all services (their real paths never collide); a plain-HTTP one serves the managed
 //! identity endpoint, as App Service does on http://localhost.
 
@@ -100,12 +101,26 @@ pub(crate) async fn pipeline(
             r.extensions_mut().insert(DropConnection);
             r
         }
-        other => {
+        other => 'served: {
             if let Some(Fault::Slow { delay_ms }) = other {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             }
+            let charged = if service == Service::Graph && state.knobs.read().directory_budget {
+                match state.directory_budget.charge(
+                    &state,
+                    req.method(),
+                    route.as_deref(),
+                    req.uri().query(),
+                    req.headers(),
+                ) {
+                    Ok(charged) => charged,
+                    Err(refused) => break 'served refused,
+                }
+            } else {
+                None
+            };
             // The handler's Outlook slots stay held while the modelled service time elapses.
-            let response = HELD_PERMITS
+            let mut response = HELD_PERMITS
                 .scope(RefCell::new(Vec::new()), async move {
                     let response = next.run(req).await;
                     if !delay.is_zero() {
@@ -114,6 +129,9 @@ pub(crate) async fn pipeline(
                     response
                 })
                 .await;
+            if let Some(charged) = &charged {
+                crate::graph::budget::annotate(&mut response, charged);
+            }
             if matches!(other, Some(Fault::Malformed)) {
                 // The body is cut in half: a client sees invalid JSON (or a short image) with a success status.
                 let (parts, body) = response.into_parts();

@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 
 use crate::auth::tokens::TokenSigner;
 use crate::clock::SimClock;
+use crate::graph::budget::DirectoryBudget;
 use crate::knobs::Knobs;
 use crate::limits::Limits;
 use crate::metrics::{Counters, FaultTable};
@@ -30,6 +31,8 @@ pub(crate) struct SimState {
     pub(crate) faults: FaultTable,
     pub(crate) counters: Counters,
     pub(crate) limits: Arc<Limits>,
+    /// Directory resource units spent per (app, tenant) (knob `directory_budget`).
+    pub(crate) directory_budget: DirectoryBudget,
     pub(crate) signer: TokenSigner,
     pub(crate) base_url: url::Url,
     pub(crate) http_base_url: url::Url,
@@ -62,6 +65,7 @@ impl SimState {
             faults: FaultTable::default(),
             counters: Counters::default(),
             limits: Arc::new(Limits::default()),
+            directory_budget: DirectoryBudget::default(),
             signer,
             base_url,
             http_base_url,

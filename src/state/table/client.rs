@@ -250,6 +250,11 @@ impl TableClient {
     }
 
     /// Creates the table; an existing one is fine.
+    ///
+    /// Azure quirk: with least privilege (Storage Table Data Contributor scoped to the one table, as our infra
+    /// assigns it), creating a table is an account-level operation and answers 403 even when the table exists.
+    /// A 403 is therefore followed by a one-entity read of the table: if that works, the table is there and
+    /// usable; if not, the original 403 is reported (the identity really lacks access).
     pub(super) async fn create_table_if_missing(&self) -> Result<(), StateError> {
         let url = format!("{}/Tables", self.endpoint);
         let body = serde_json::json!({ "TableName": self.table }).to_string();
@@ -264,8 +269,25 @@ impl TableClient {
             .await?;
         match response.status() {
             s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
+            StatusCode::FORBIDDEN => {
+                let refused = Self::service_error("create table", response).await;
+                if self.table_is_readable().await {
+                    Ok(())
+                } else {
+                    Err(refused)
+                }
+            }
             _ => Err(Self::service_error("create table", response).await),
         }
+    }
+
+    /// Whether one entity of the table can be read (an empty table counts).
+    async fn table_is_readable(&self) -> bool {
+        let url = format!("{}/{}()?$top=1", self.endpoint, self.table);
+        matches!(
+            self.send("probe table", Method::GET, &url, &[], None).await,
+            Ok(response) if response.status().is_success()
+        )
     }
 
     pub(super) async fn get(

@@ -5,6 +5,7 @@
 
 mod cmdlets;
 pub(crate) mod opath;
+mod recipients;
 
 use std::sync::Arc;
 

@@ -59,13 +59,26 @@ pub(crate) fn round_end<T>(
         .fold(seq, u64::min)
 }
 
-/// One page of a round: entries with from < version <= to, after the cursor, in id order.
+/// One page of a round: entries with from < version <= to, after the cursor, in id order (no `@removed` in a
+/// first round).
 pub(crate) fn page<'a, T>(
     items: &'a BTreeMap<String, Tracked<T>>,
     tombstones: impl Iterator<Item = (&'a String, Tombstone)>,
     cursor: &DeltaCursor,
     size: usize,
     in_scope: impl Fn(&T) -> bool,
+) -> (Vec<DeltaEntry<'a, T>>, Option<String>) {
+    page_with_removals(items, tombstones, cursor, size, in_scope, false)
+}
+
+/// `page`, optionally sending `@removed` entries in a first round as well.
+pub(crate) fn page_with_removals<'a, T>(
+    items: &'a BTreeMap<String, Tracked<T>>,
+    tombstones: impl Iterator<Item = (&'a String, Tombstone)>,
+    cursor: &DeltaCursor,
+    size: usize,
+    in_scope: impl Fn(&T) -> bool,
+    removed_in_initial_round: bool,
 ) -> (Vec<DeltaEntry<'a, T>>, Option<String>) {
     let start = cursor
         .after
@@ -76,10 +89,10 @@ pub(crate) fn page<'a, T>(
         .range((start, Bound::Unbounded))
         .filter(|(_, t)| in_round(t.version) && in_scope(&t.value))
         .peekable();
-    let initial = cursor.from == 0;
+    let skip_removals = cursor.from == 0 && !removed_in_initial_round;
     let mut dead = tombstones
         .filter(|(id, t)| {
-            !initial && in_round(t.version) && cursor.after.as_ref().is_none_or(|a| *id > a)
+            !skip_removals && in_round(t.version) && cursor.after.as_ref().is_none_or(|a| *id > a)
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -117,7 +130,11 @@ pub(crate) fn expired(state: &SimState, fresh_path: &str) -> Response {
                 "resyncRequired",
                 "The delta token is expired; the client must synchronize again from the Location.",
             );
-            if let Ok(v) = HeaderValue::from_str(&state.url(fresh_path)) {
+            // Quirk (delta overview, "Synchronization reset"): the Location is the initial request "with an empty
+            // $deltaToken"; clients should follow it as given (an empty token starts a fresh round here).
+            let separator = if fresh_path.contains('?') { '&' } else { '?' };
+            let location = state.url(&format!("{fresh_path}{separator}$deltatoken="));
+            if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             r
@@ -139,7 +156,7 @@ pub(crate) enum Start {
 }
 
 pub(crate) fn start_of(opts: &std::collections::HashMap<String, String>) -> Start {
-    if let Some(t) = opts.get("deltatoken") {
+    if let Some(t) = opts.get("deltatoken").filter(|t| !t.is_empty()) {
         if t == "latest" {
             return Start::Latest;
         }
@@ -308,12 +325,13 @@ pub(crate) async fn users_delta(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let (entries, last) = page(
+    let (entries, last) = page_with_removals(
         &dir.users,
         dir.user_tombstones.iter().map(|(k, v)| (k, *v)),
         &cursor,
         size,
         |_| true,
+        knobs.delta_removed_in_initial_round,
     );
     let mut values = Vec::with_capacity(entries.len() + 1);
     if knobs.delta_replays
@@ -485,12 +503,13 @@ pub(crate) async fn contacts_delta(
             }
         }
     };
-    let (entries, last) = page(
+    let (entries, last) = page_with_removals(
         &dir.contacts,
         dir.contact_tombstones.iter().map(|(k, v)| (k, *v)),
         &cursor,
         size,
         |_| true,
+        knobs.delta_removed_in_initial_round,
     );
     let values: Vec<Value> = entries
         .into_iter()

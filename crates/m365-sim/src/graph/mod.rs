@@ -2,6 +2,7 @@
 //! galbridge app), permission checks, and the response helpers the resource modules share.
 
 pub(crate) mod batch;
+pub(crate) mod budget;
 pub(crate) mod contacts;
 mod delta;
 mod invitations;

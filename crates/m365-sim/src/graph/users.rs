@@ -272,7 +272,21 @@ pub(crate) fn directory_write_budget(state: &SimState, caller: &Caller) -> Resul
             150_000,
             limit,
         )
-        .map_err(|t| throttled(t.retry_after_secs, "Tenant_Application"))
+        .map_err(|t| {
+            // Graph throttling-limits doc: scope `<Scope>/<Limit>/<ApplicationId>/<TenantId>`, and the reason.
+            let mut r = throttled(
+                t.retry_after_secs,
+                &format!(
+                    "Tenant_Application/Write/{}/{}",
+                    caller.app_id, caller.tenant.id
+                ),
+            );
+            r.headers_mut().insert(
+                "x-ms-throttle-information",
+                HeaderValue::from_static("WriteLimitExceeded"),
+            );
+            r
+        })
 }
 
 pub(crate) async fn patch(

@@ -112,6 +112,10 @@ async fn users_delta_token_expiry_answers_410_with_location_or_sync_state_not_fo
         location.contains("/v1.0/users/delta?$select=id,displayName"),
         "{location}"
     );
+    assert!(
+        location.ends_with("$deltatoken="),
+        "delta overview: the initial query with an empty $deltaToken: {location}"
+    );
 
     control
         .update_knobs(|k| k.delta_expiry_style = m365_sim::DeltaExpiryStyle::SyncStateNotFound400);
@@ -338,4 +342,47 @@ async fn org_contacts_delta_reports_exchange_changes_and_removals() {
     assert_eq!(kept["displayName"], "Kept, Renamed");
     let gone = changes.iter().find(|c| c["id"] == ids[1].as_str()).unwrap();
     assert_eq!(gone["@removed"]["reason"], "deleted");
+}
+
+#[tokio::test]
+async fn users_delta_first_round_may_carry_removed_entries() {
+    // Delta overview: "The @removed object can be returned in the initial delta query response and in tracked
+    // (deltaLink) responses"; the sim sends them by default so clients prove they cope (knob to turn off).
+    let t = spawn(&[("acme", 6)]).await;
+    let token = t.token("acme", GRAPH).await;
+    let control = t.sim.control();
+    let users = control.users("acme").unwrap();
+    let (soft, hard) = (
+        users[0]["id"].as_str().unwrap().to_string(),
+        users[1]["id"].as_str().unwrap().to_string(),
+    );
+    control.delete_user("acme", &soft, true).unwrap();
+    control.delete_user("acme", &hard, false).unwrap();
+    let (all, _) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users/delta?$select=id,displayName"),
+            &[],
+        )
+        .await;
+    assert_eq!(all.len(), 6, "4 live users and 2 removals: {all:?}");
+    let reason = |id: &str| {
+        all.iter()
+            .find(|v| v["id"] == id)
+            .map(|v| v["@removed"]["reason"].clone())
+            .unwrap()
+    };
+    assert_eq!(reason(&soft), "changed");
+    assert_eq!(reason(&hard), "deleted");
+
+    control.update_knobs(|k| k.delta_removed_in_initial_round = false);
+    let (all, _) = t
+        .get_all(
+            &token,
+            &t.url("/v1.0/users/delta?$select=id,displayName"),
+            &[],
+        )
+        .await;
+    assert_eq!(all.len(), 4, "only live users when turned off");
+    assert!(all.iter().all(|v| v.get("@removed").is_none()));
 }

@@ -364,3 +364,79 @@ async fn invitations_are_rate_limited_per_tenant_and_show_in_address_list_is_ref
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn users_query_options_are_validated_as_graph_does() {
+    // Graph: $top must be 1..999; an unknown $select property is a 400; `in` and `startswith` are basic filters,
+    // `endswith` is an advanced query (ConsistencyLevel: eventual + $count=true).
+    let t = spawn(&[("acme", 30)]).await;
+    let token = t.token("acme", GRAPH).await;
+    for bad in ["$top=0", "$top=1000", "$top=ten"] {
+        let (status, body, _) = t.get(&token, &format!("/v1.0/users?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    assert_eq!(
+        t.get(&token, "/v1.0/users?$top=999").await.0,
+        StatusCode::OK
+    );
+    let (status, body, _) = t.get(&token, "/v1.0/users?$select=id,shoeSize").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shoeSize")
+    );
+
+    let users = t.sim.control().users("acme").unwrap();
+    let (a, b) = (
+        users[3]["id"].as_str().unwrap(),
+        users[7]["id"].as_str().unwrap(),
+    );
+    let (found, _) = t
+        .get_all(
+            &token,
+            &t.url(&format!(
+                "/v1.0/users?$filter=id in ('{a}','{b}')&$select=id"
+            )),
+            &[],
+        )
+        .await;
+    let mut ids: Vec<&str> = found.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut want = vec![a, b];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+
+    let name = users[5]["displayName"].as_str().unwrap();
+    let prefix: String = name.chars().take(2).collect();
+    let (found, _) = t
+        .get_all(
+            &token,
+            &t.url(&format!(
+                "/v1.0/users?$filter=startswith(displayName,'{}')&$select=id,displayName",
+                prefix.to_lowercase()
+            )),
+            &[],
+        )
+        .await;
+    assert!(
+        found.iter().any(|u| u["id"] == users[5]["id"]),
+        "startswith is case-insensitive"
+    );
+    assert!(found.iter().all(|u| {
+        u["displayName"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .starts_with(&prefix.to_lowercase())
+    }));
+    let (status, _, _) = t
+        .get(&token, "/v1.0/users?$filter=endswith(mail,'.example')")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "advanced query needs ConsistencyLevel"
+    );
+}

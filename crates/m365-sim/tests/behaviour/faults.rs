@@ -112,18 +112,18 @@ async fn malformed_fault_cuts_the_body_and_slow_fault_delays_the_answer() {
     );
 
     control.add_fault(
-        FaultRule::scripted(Fault::Slow { delay_ms: 400 }, 1)
+        FaultRule::scripted(Fault::Slow { delay_ms: 800 }, 1)
             .on_service(Service::Graph)
             .on_target("/v1.0/users"),
     );
     let started = Instant::now();
     let (status, _, _) = t.get(&tok, "/v1.0/users").await;
     assert_eq!(status, StatusCode::OK, "slow, then served normally");
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() >= Duration::from_millis(800));
     let started = Instant::now();
     t.get(&tok, "/v1.0/users").await;
     assert!(
-        started.elapsed() < Duration::from_millis(400),
+        started.elapsed() < Duration::from_millis(800),
         "scripted: once"
     );
 }
@@ -148,7 +148,7 @@ async fn latency_model_adds_fixed_delay_and_jitter_per_service() {
         assert_eq!(t.get(&tok, "/v1.0/users").await.0, StatusCode::OK);
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(200), "{took:?}");
-        assert!(took < Duration::from_millis(1_000), "{took:?}");
+        assert!(took < Duration::from_secs(3), "no runaway delay: {took:?}");
     }
 }
 

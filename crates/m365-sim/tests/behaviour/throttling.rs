@@ -292,15 +292,104 @@ async fn directory_write_budget_throttles_patches_per_app_and_tenant() {
             StatusCode::NO_CONTENT
         );
     }
-    assert_eq!(
-        t.send_json(
-            &tok,
-            reqwest::Method::PATCH,
-            &format!("/v1.0/users/{id}"),
-            json!({"jobTitle": "b"})
-        )
+    let resp = t
+        .http
+        .patch(t.url(&format!("/v1.0/users/{id}")))
+        .bearer_auth(&tok)
+        .json(&json!({"jobTitle": "b"}))
+        .send()
         .await
-        .0,
-        StatusCode::TOO_MANY_REQUESTS
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    let scope = resp.headers()["x-ms-throttle-scope"].to_str().unwrap();
+    assert!(scope.starts_with("Tenant_Application/Write/"), "{scope}");
+    assert_eq!(
+        resp.headers()["x-ms-throttle-information"],
+        "WriteLimitExceeded"
     );
+}
+
+#[tokio::test]
+async fn directory_resource_units_are_charged_per_app_and_tenant_then_429() {
+    // Graph throttling-limits doc (identity and access): GET users costs 2 units, $select −1, other directory
+    // paths 1; over the (app, tenant) budget per 10 s: 429 + Retry-After, scope Tenant_Application/Read/…,
+    // ResourceUnitLimitExceeded. Outlook paths are not charged; $batch inner requests are charged one by one.
+    let t = spawn_with(
+        &[("acme", 10), ("northern", 3)],
+        m365_sim::Knobs {
+            directory_budget: true,
+            directory_units_per_10_s: Some(10),
+            ..Default::default()
+        },
+    )
+    .await;
+    let tok = t.token("acme", GRAPH).await;
+    let (status, _, headers) = t.get(&tok, "/v1.0/users").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-ms-resource-unit"], "2");
+    let (_, _, headers) = t.get(&tok, "/v1.0/users?$select=id").await;
+    assert_eq!(
+        headers["x-ms-resource-unit"], "1",
+        "$select lowers the cost"
+    );
+    let user = t.rest_mailbox();
+    for _ in 0..5 {
+        let (status, _, headers) = t
+            .get(&tok, &format!("/v1.0/users/{user}/contactFolders"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!headers.contains_key("x-ms-resource-unit"), "Outlook path");
+    }
+    // 3 units spent; a batch of 4 inner GET users (2 each) spends 8 more: the last one does not fit.
+    let requests: Vec<Value> = (0..4)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users"}))
+        .collect();
+    let (status, body) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": requests}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let statuses: Vec<u64> = body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+
+    let (status, body, headers) = t.get(&tok, "/v1.0/users/delta").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "Retry-After {wait}");
+    assert!(
+        headers["x-ms-throttle-scope"]
+            .to_str()
+            .unwrap()
+            .starts_with("Tenant_Application/Read/")
+    );
+    assert_eq!(
+        headers["x-ms-throttle-information"],
+        "ResourceUnitLimitExceeded"
+    );
+
+    // Another tenant's budget is its own; the window moves on with the clock.
+    let northern = t.token("northern", GRAPH).await;
+    assert_eq!(t.get(&northern, "/v1.0/users").await.0, StatusCode::OK);
+    t.sim.control().advance_clock(Duration::from_secs(10));
+    let tok = t.token("acme", GRAPH).await;
+    assert_eq!(t.get(&tok, "/v1.0/users").await.0, StatusCode::OK);
 }

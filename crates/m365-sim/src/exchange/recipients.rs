@@ -1,0 +1,229 @@
+//! Recipients as Exchange lists them: `Get-Recipient` (who owns an address: mailboxes, mail-enabled guests, mail
+//! contacts), `Get-MailUser` and `Set-MailUser -HiddenFromAddressListsEnabled` (unhiding B2B guests, §5).
+
+use serde_json::{Map, Value, json};
+
+use super::cmdlets::{
+    COMMON, PARAMETER_BINDING, RECIPIENT_TASK, Skip, check_known, paged, param_bool, param_str,
+    parse_filter, result_size,
+};
+use super::{CmdletError, Output};
+use crate::graph::decode_token;
+use crate::model::mail_contact::bare_address;
+use crate::model::user::{MailboxKind, User};
+use crate::state::SimState;
+use crate::tenant::{AddressOwner, Tenant};
+
+/// A user as Exchange lists it as a recipient (None for users Exchange does not know: no mailbox and no mail).
+pub(super) fn user_recipient(u: &User) -> Option<Map<String, Value>> {
+    let (kind, details) = match (u.mailbox, u.user_type.as_str()) {
+        (MailboxKind::User, _) => ("UserMailbox", "UserMailbox"),
+        (MailboxKind::Shared, _) => ("UserMailbox", "SharedMailbox"),
+        (MailboxKind::None, "Guest") if u.mail.is_some() => ("MailUser", "GuestMailUser"),
+        _ => return None,
+    };
+    let mut m = Map::new();
+    m.insert("Identity".into(), json!(u.mail_nickname));
+    m.insert("Name".into(), json!(u.mail_nickname));
+    m.insert("Alias".into(), json!(u.mail_nickname));
+    m.insert("DisplayName".into(), json!(u.display_name));
+    m.insert(
+        "PrimarySmtpAddress".into(),
+        json!(u.mail.clone().unwrap_or_default()),
+    );
+    m.insert("EmailAddresses".into(), json!(u.proxy_addresses));
+    m.insert(
+        "ExternalEmailAddress".into(),
+        if kind == "MailUser" {
+            json!(format!("SMTP:{}", u.mail.clone().unwrap_or_default()))
+        } else {
+            Value::Null
+        },
+    );
+    m.insert("RecipientType".into(), json!(kind));
+    m.insert("RecipientTypeDetails".into(), json!(details));
+    m.insert("ExternalDirectoryObjectId".into(), json!(u.id));
+    m.insert(
+        "HiddenFromAddressListsEnabled".into(),
+        json!(u.hidden_from_address_lists),
+    );
+    for (i, v) in u.extension_attributes.iter().enumerate() {
+        m.insert(
+            format!("CustomAttribute{}", i + 1),
+            json!(v.clone().unwrap_or_default()),
+        );
+    }
+    Some(m)
+}
+
+pub(super) fn get_recipients(
+    state: &SimState,
+    tenant: &Tenant,
+    params: &Map<String, Value>,
+    page_size: usize,
+    skip: Option<&str>,
+    only: Option<&str>,
+) -> Result<Output, CmdletError> {
+    let cmdlet = if only.is_some() {
+        "Get-MailUser"
+    } else {
+        "Get-Recipient"
+    };
+    check_known(
+        cmdlet,
+        params,
+        &[
+            COMMON,
+            &[
+                "Identity",
+                "Filter",
+                "ResultSize",
+                "RecipientTypeDetails",
+                "RecipientType",
+            ],
+        ]
+        .concat(),
+    )?;
+    let dir = tenant.dir.read();
+    // Fast path: an address names its owner through the address index (galbridge's conflict lookups).
+    if let Some(identity) = param_str(params, "Identity") {
+        let owner = match dir.address_owner(&identity) {
+            Some(AddressOwner::User(id)) => {
+                dir.users.get(id).and_then(|t| user_recipient(&t.value))
+            }
+            Some(AddressOwner::MailContact(id)) if only.is_none() => dir
+                .contacts
+                .get(id)
+                .map(|t| t.value.render_mail_contact(&tenant.initial_domain)),
+            _ => None,
+        };
+        let kind_ok = |m: &Map<String, Value>| {
+            only.is_none_or(|k| m.get("RecipientType").and_then(Value::as_str) == Some(k))
+        };
+        if let Some(m) = owner.filter(|m| kind_ok(m)) {
+            return Ok(Output {
+                values: vec![Value::Object(m)],
+                next_skip: None,
+            });
+        }
+    }
+    let mut all: Vec<(String, Map<String, Value>)> = dir
+        .users
+        .iter()
+        .filter_map(|(id, t)| user_recipient(&t.value).map(|m| (format!("u{id}"), m)))
+        .collect();
+    if only.is_none() {
+        let now = state.clock.now_ms();
+        all.extend(
+            dir.contacts
+                .iter()
+                .filter(|(_, t)| t.visible_from_ms <= now)
+                .map(|(id, t)| {
+                    (
+                        format!("c{id}"),
+                        t.value.render_mail_contact(&tenant.initial_domain),
+                    )
+                }),
+        );
+    }
+    if let Some(kind) = only {
+        all.retain(|(_, m)| m.get("RecipientType").and_then(Value::as_str) == Some(kind));
+    }
+    if let Some(identity) = param_str(params, "Identity") {
+        let lower = identity.to_lowercase();
+        let hit = all.into_iter().find(|(_, m)| {
+            [
+                "Identity",
+                "Name",
+                "Alias",
+                "PrimarySmtpAddress",
+                "ExternalDirectoryObjectId",
+                "DisplayName",
+            ]
+            .iter()
+            .any(|k| {
+                m.get(*k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.to_lowercase() == lower)
+            }) || m
+                .get("EmailAddresses")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .any(|e| bare_address(e).eq_ignore_ascii_case(bare_address(&identity)))
+                })
+        });
+        return match hit {
+            Some((_, m)) => Ok(Output {
+                values: vec![Value::Object(m)],
+                next_skip: None,
+            }),
+            None => Err(CmdletError::not_found(&identity, tenant)),
+        };
+    }
+    let filter = parse_filter(params)?;
+    let details = param_str(params, "RecipientTypeDetails");
+    let (after, remaining) = match skip.and_then(decode_token::<Skip>) {
+        Some(s) => (Some(s.after), s.remaining),
+        None => (None, result_size(params)?),
+    };
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let items: Vec<(String, Value)> = all
+        .into_iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+        .filter(|(_, m)| filter.as_ref().is_none_or(|f| f.eval(m)))
+        .filter(|(_, m)| {
+            details.as_ref().is_none_or(|d| {
+                m.get("RecipientTypeDetails")
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| d.split(',').any(|x| x.trim().eq_ignore_ascii_case(v)))
+            })
+        })
+        .map(|(k, m)| (k, Value::Object(m)))
+        .collect();
+    Ok(paged(items, page_size, remaining))
+}
+
+pub(super) fn set_mail_user(
+    tenant: &Tenant,
+    params: &Map<String, Value>,
+) -> Result<(), CmdletError> {
+    check_known(
+        "Set-MailUser",
+        params,
+        &[COMMON, &["Identity", "HiddenFromAddressListsEnabled"]].concat(),
+    )?;
+    let identity = param_str(params, "Identity").ok_or_else(|| {
+        CmdletError::bad(
+            PARAMETER_BINDING,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        )
+    })?;
+    let hidden = param_bool(params, "HiddenFromAddressListsEnabled")?;
+    let mut dir = tenant.dir.write();
+    let lower = identity.to_lowercase();
+    let id = dir
+        .users
+        .values()
+        .map(|t| &t.value)
+        .filter(|u| {
+            user_recipient(u)
+                .is_some_and(|m| m.get("RecipientType").and_then(Value::as_str) == Some("MailUser"))
+        })
+        .find(|u| {
+            u.id == identity
+                || u.mail_nickname.to_lowercase() == lower
+                || u.mail.as_deref().is_some_and(|m| m.to_lowercase() == lower)
+                || u.user_principal_name.to_lowercase() == lower
+        })
+        .map(|u| u.id.clone())
+        .ok_or_else(|| CmdletError::not_found(&identity, tenant))?;
+    if let Some(h) = hidden {
+        let mut patch = Map::new();
+        patch.insert("hiddenFromAddressLists".into(), Value::Bool(h));
+        dir.patch_user(&id, &patch)
+            .map_err(|e| CmdletError::bad(RECIPIENT_TASK, e.to_string()))?;
+    }
+    Ok(())
+}
