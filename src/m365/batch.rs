@@ -13,6 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::Utc;
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::graph::{GraphClient, GraphError, api_error, segment};
@@ -128,27 +129,52 @@ impl BatchRequest {
         request
     }
 
-    fn to_json(&self, depends_on: &[String]) -> Value {
-        let mut object = Map::new();
-        object.insert("id".into(), json!(self.id));
-        object.insert("method".into(), json!(self.method.as_str()));
-        object.insert("url".into(), json!(self.url));
-        if !self.headers.is_empty() {
-            let headers: Map<String, Value> = self
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), json!(value)))
-                .collect();
-            object.insert("headers".into(), Value::Object(headers));
+    /// The wire form of this request, borrowing everything (no clone of the body): serialised straight into the
+    /// envelope's bytes.
+    fn wire<'a>(&'a self, depends_on: Vec<&'a str>) -> WireRequest<'a> {
+        WireRequest {
+            id: &self.id,
+            method: self.method.as_str(),
+            url: &self.url,
+            headers: WireHeaders(&self.headers),
+            body: self.body.as_ref(),
+            depends_on,
         }
-        if let Some(body) = &self.body {
-            object.insert("body".into(), body.clone());
-        }
-        if !depends_on.is_empty() {
-            object.insert("dependsOn".into(), json!(depends_on));
-        }
-        Value::Object(object)
     }
+}
+
+/// One inner request as Graph's `$batch` envelope spells it.
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    id: &'a str,
+    method: &'a str,
+    url: &'a str,
+    #[serde(skip_serializing_if = "WireHeaders::is_empty")]
+    headers: WireHeaders<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a Value>,
+    #[serde(rename = "dependsOn", skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<&'a str>,
+}
+
+/// Inner request headers as a JSON object.
+struct WireHeaders<'a>(&'a [(String, String)]);
+
+impl WireHeaders<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for WireHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+    }
+}
+
+#[derive(Serialize)]
+struct WireEnvelope<'a> {
+    requests: Vec<WireRequest<'a>>,
 }
 
 /// The final answer to one inner request.
@@ -270,24 +296,28 @@ impl GraphClient {
             }
             let in_batch: HashSet<&str> =
                 runnable.iter().map(|request| request.id.as_str()).collect();
-            let body = json!({
-                "requests": runnable
+            let envelope = WireEnvelope {
+                requests: runnable
                     .iter()
                     .map(|request| {
                         // A dependency that already succeeded in an earlier attempt or chunk is not in this batch.
-                        let deps: Vec<String> = request
+                        let deps: Vec<&str> = request
                             .depends_on
                             .iter()
-                            .filter(|dep| in_batch.contains(dep.as_str()))
-                            .cloned()
+                            .map(String::as_str)
+                            .filter(|dep| in_batch.contains(dep))
                             .collect();
-                        request.to_json(&deps)
+                        request.wire(deps)
                     })
-                    .collect::<Vec<_>>()
-            });
+                    .collect(),
+            };
+            let body = serde_json::to_vec(&envelope).map_err(|error| GraphError::Decode {
+                path: url.path().to_owned(),
+                message: format!("encoding the $batch envelope: {error}"),
+            })?;
             let weight = u32::try_from(runnable.len().min(4)).unwrap_or(4);
             let mut request = ApiRequest::new(Method::POST, url.clone())
-                .json(&body)
+                .bytes(body, "application/json")
                 .idempotent(false);
             let limiter = mailbox.map(|mailbox| self.mailbox_limiters.get(mailbox));
             if let Some(limiter) = &limiter {

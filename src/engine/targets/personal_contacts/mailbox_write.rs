@@ -76,16 +76,17 @@ impl MailboxRun<'_, '_> {
     pub(super) async fn execute(&mut self, ops: Vec<Op>) -> Result<(), GraphError> {
         let mut requests = Vec::new();
         let mut by_id: HashMap<String, Op> = HashMap::new();
-        for (index, op) in ops.into_iter().enumerate() {
+        for (index, mut op) in ops.into_iter().enumerate() {
             let id = index.to_string();
             let mailbox = &self.mailbox.id;
-            let request = match &op {
+            // The body moves into the request (booking an answer never reads it), so it is not cloned.
+            let request = match &mut op {
                 Op::Create { body, .. } => {
-                    BatchRequest::create_contact(&id, mailbox, self.folder(), body.clone())
+                    BatchRequest::create_contact(&id, mailbox, self.folder(), std::mem::take(body))
                 }
                 Op::Patch {
                     contact_id, body, ..
-                } => BatchRequest::patch_contact(&id, mailbox, contact_id, body.clone()),
+                } => BatchRequest::patch_contact(&id, mailbox, contact_id, std::mem::take(body)),
                 Op::Delete { contact_id, .. } => {
                     BatchRequest::delete_contact(&id, mailbox, contact_id)
                 }
