@@ -1,6 +1,7 @@
 //! The [`StateStore`] operations of [`TableStore`], in terms of the layout described in the parent module.
 
 use chrono::Utc;
+use serde_json::{Map, Value};
 
 use super::batch::BatchOperation;
 use super::client::WriteOutcome;
@@ -13,6 +14,22 @@ use crate::report::RunReport;
 use crate::state::{
     LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
 };
+
+/// Row keys per `get_objects` query. Quirk: Table Storage allows at most 15 discrete comparisons in one `$filter`
+/// (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities), one of them the partition.
+const ROW_KEYS_PER_QUERY: usize = 14;
+/// `get_objects` queries sent at once (bounded so a large anchor set does not flood the account).
+const QUERIES_IN_FLIGHT: usize = 4;
+
+/// `PartitionKey eq 'p' and (RowKey eq 'a' or RowKey eq 'b' …)`. Keys are escaped, so they hold no `'`.
+fn point_filter(partition_key: &str, row_keys: &[String]) -> String {
+    let rows = row_keys
+        .iter()
+        .map(|row_key| format!("RowKey eq '{row_key}'"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!("PartitionKey eq '{partition_key}' and ({rows})")
+}
 
 /// Rounds of read-then-compare-and-swap before giving up on a lease (each lost round means someone else wrote).
 const LEASE_ROUNDS: usize = 4;
@@ -171,6 +188,45 @@ impl StateStore for TableStore {
             .map(Self::object_from_entity)
             .collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        Ok(records)
+    }
+
+    async fn get_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<Vec<ObjectRecord>, StateError> {
+        use futures::{StreamExt, TryStreamExt};
+        let wanted: std::collections::BTreeSet<&str> = anchors.iter().map(String::as_str).collect();
+        let row_keys: Vec<String> = wanted
+            .iter()
+            .map(|anchor| format!("{OBJECT_PREFIX}{}", escape_key(anchor)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let partition = partition_of_scope(link, scope);
+        // One query per chunk of row keys (`PartitionKey eq … and (RowKey eq … or …)`), a few in flight at once.
+        let filters: Vec<String> = row_keys
+            .chunks(ROW_KEYS_PER_QUERY)
+            .map(|chunk| point_filter(&partition, chunk))
+            .collect();
+        let client = &self.client;
+        let pages: Vec<Vec<Map<String, Value>>> = futures::stream::iter(filters)
+            .map(|filter| async move { client.query(&filter, None).await })
+            .buffer_unordered(QUERIES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut records = Vec::new();
+        for entity in pages.iter().flatten() {
+            let record = Self::object_from_entity(entity)?;
+            // A hashed key (a very long anchor) is only trusted with its stored anchor.
+            if wanted.contains(record.anchor.as_str()) {
+                records.push(record);
+            }
+        }
+        records.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        records.dedup_by(|a, b| a.anchor == b.anchor);
         Ok(records)
     }
 
