@@ -1,10 +1,9 @@
 //! The [`StateStore`] operations of [`TableStore`], in terms of the layout described in the parent module.
 
 use chrono::Utc;
-use serde_json::{Map, Value};
 
 use super::batch::BatchOperation;
-use super::client::WriteOutcome;
+use super::client::{StoredEntity, WriteOutcome};
 use super::keys::{check_entity_size, escape_key, get_chunked, put_chunked};
 use super::{
     CHECKPOINT_ROW, LEASE_ROW, OBJECT_PREFIX, RUN_PREFIX, SCOPE_PREFIX, TableStore, corrupt,
@@ -15,21 +14,8 @@ use crate::state::{
     LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
 };
 
-/// Row keys per `get_objects` query. Quirk: Table Storage allows at most 15 discrete comparisons in one `$filter`
-/// (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities), one of them the partition.
-const ROW_KEYS_PER_QUERY: usize = 14;
-/// `get_objects` queries sent at once (bounded so a large anchor set does not flood the account).
-const QUERIES_IN_FLIGHT: usize = 4;
-
-/// `PartitionKey eq 'p' and (RowKey eq 'a' or RowKey eq 'b' …)`. Keys are escaped, so they hold no `'`.
-fn point_filter(partition_key: &str, row_keys: &[String]) -> String {
-    let rows = row_keys
-        .iter()
-        .map(|row_key| format!("RowKey eq '{row_key}'"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    format!("PartitionKey eq '{partition_key}' and ({rows})")
-}
+/// `get_objects` point reads sent at once (bounded so a large anchor set does not flood the account).
+const POINT_READS_IN_FLIGHT: usize = 8;
 
 /// Rounds of read-then-compare-and-swap before giving up on a lease (each lost round means someone else wrote).
 const LEASE_ROUNDS: usize = 4;
@@ -199,34 +185,29 @@ impl StateStore for TableStore {
     ) -> Result<Vec<ObjectRecord>, StateError> {
         use futures::{StreamExt, TryStreamExt};
         let wanted: std::collections::BTreeSet<&str> = anchors.iter().map(String::as_str).collect();
-        let row_keys: Vec<String> = wanted
+        let partition = partition_of_scope(link, scope);
+        let row_keys: std::collections::BTreeSet<String> = wanted
             .iter()
             .map(|anchor| format!("{OBJECT_PREFIX}{}", escape_key(anchor)))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
             .collect();
-        let partition = partition_of_scope(link, scope);
-        // One query per chunk of row keys (`PartitionKey eq … and (RowKey eq … or …)`), a few in flight at once.
-        let filters: Vec<String> = row_keys
-            .chunks(ROW_KEYS_PER_QUERY)
-            .map(|chunk| point_filter(&partition, chunk))
-            .collect();
-        let client = &self.client;
-        let pages: Vec<Vec<Map<String, Value>>> = futures::stream::iter(filters)
-            .map(|filter| async move { client.query(&filter, None).await })
-            .buffer_unordered(QUERIES_IN_FLIGHT)
+        // Point reads, not `RowKey eq a or RowKey eq b` queries: quirk, an `or` over row keys is served as a scan
+        // of the whole partition (https://learn.microsoft.com/azure/storage/tables/table-storage-design-for-query),
+        // which is the O(map) cost this call exists to avoid.
+        let (client, partition) = (&self.client, partition.as_str());
+        let found: Vec<Option<StoredEntity>> = futures::stream::iter(row_keys)
+            .map(|row_key| async move { client.get(partition, &row_key).await })
+            .buffer_unordered(POINT_READS_IN_FLIGHT)
             .try_collect()
             .await?;
-        let mut records = Vec::new();
-        for entity in pages.iter().flatten() {
-            let record = Self::object_from_entity(entity)?;
+        let mut records = Vec::with_capacity(found.len());
+        for entity in found.iter().flatten() {
+            let record = Self::object_from_entity(&entity.properties)?;
             // A hashed key (a very long anchor) is only trusted with its stored anchor.
             if wanted.contains(record.anchor.as_str()) {
                 records.push(record);
             }
         }
         records.sort_by(|a, b| a.anchor.cmp(&b.anchor));
-        records.dedup_by(|a, b| a.anchor == b.anchor);
         Ok(records)
     }
 

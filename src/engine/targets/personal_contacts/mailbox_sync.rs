@@ -40,7 +40,7 @@ pub struct Desired {
 }
 
 /// Above this many changed and departed people, an incremental run reads each mailbox's whole record map (one
-/// partition query) rather than per-anchor lookups (Table Storage: one query per 14 anchors).
+/// partition query) rather than per-anchor lookups (Table Storage: one point GET per anchor).
 pub const PARTIAL_LOAD_MAX_ANCHORS: usize = 200;
 
 /// What a run fans out to every mailbox.
