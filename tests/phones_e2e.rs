@@ -8,12 +8,14 @@ mod engine_support;
 mod phones_support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use galbridge::engine::adapters::simulated::sim_graph_client;
 use galbridge::m365::BatchRequest;
 use galbridge::report::{RunOptions, RunOutcome};
 use galbridge::service::SyncService;
 use m365_sim::{Fault, FaultRule, Service};
+use phones_support::counting_store::CountingStore;
 use phones_support::{
     ANCHOR_PROPERTY, anchor_of, assert_contact_matches, folder_by_anchor, selected,
     writable_mailboxes,
@@ -106,11 +108,18 @@ fn contact_requests(world: &engine_support::World, method: &str) -> u64 {
 
 #[tokio::test]
 async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
-    let world = engine_support::world(
+    let mut counting = None;
+    let world = engine_support::world_over(
         &[("acme", 30), ("northern", 14)],
         &link_toml("{ all = true }", "photos = true\n"),
+        |store| {
+            let store = Arc::new(CountingStore::new(store));
+            counting = Some(store.clone());
+            store
+        },
     )
     .await;
+    let counting = counting.expect("the store was wrapped");
     let control = world.sim.control();
 
     // Initial run: every writable mailbox gets the whole list; mailboxes without REST are reported, not fatal.
@@ -167,8 +176,16 @@ async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
         .delete_user("acme", leaver["id"].as_str().expect("id"), true)
         .expect("delete");
     control.reset_counters();
+    counting.reset();
     let second = run(&world, RunOptions::default()).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{}", second.summary);
+    // The state store side of the same promise: each mailbox reads its folder record and the records of the two
+    // touched people, not its whole map of 30 (mailboxes without REST have no records at all).
+    assert_eq!(
+        counting.mailbox_records_read(),
+        3 * mailboxes as u64,
+        "records read from mailbox scopes"
+    );
     assert_eq!(second.applied.updates as usize, mailboxes);
     assert_eq!(second.applied.deletes as usize, mailboxes);
     assert_eq!(

@@ -365,6 +365,67 @@ mod suite {
         );
     }
 
+    pub async fn get_objects_returns_only_the_asked_anchors_of_its_scope(h: &Harness) {
+        let store = &h.store;
+        let mailbox = "AAMkADQ0/Zj+mbx#1?=Ünï";
+        let long_anchor = format!("galbridge:tenant:{}", "long/ID".repeat(100)); // hashed key in Table Storage
+        let mut anchors: Vec<String> = (0..40).map(|n| format!("galbridge:t1:{n:04}")).collect();
+        anchors.extend(awkward_anchors());
+        anchors.push(long_anchor.clone());
+        let mine: Vec<ObjectRecord> = anchors.iter().map(|a| record(a, "mine")).collect();
+        store.put_objects("link-a", mailbox, &mine).await.unwrap();
+        // The same anchors elsewhere must not leak in: another mailbox, the link scope, another link.
+        let theirs: Vec<ObjectRecord> = anchors.iter().map(|a| record(a, "theirs")).collect();
+        store
+            .put_objects("link-a", "mbx-other", &theirs)
+            .await
+            .unwrap();
+        store
+            .put_objects("link-a", LINK_SCOPE, &theirs)
+            .await
+            .unwrap();
+        store.put_objects("link-b", mailbox, &theirs).await.unwrap();
+
+        // More than one query's worth (Table Storage chunks them), every awkward one, absent ones, a duplicate.
+        let mut asked: Vec<String> = (10..35).map(|n| format!("galbridge:t1:{n:04}")).collect();
+        asked.extend(awkward_anchors());
+        asked.push(long_anchor.clone());
+        asked.push("galbridge:t1:0012".to_owned());
+        asked.push("galbridge:t1:9999".to_owned());
+        asked.push("galbridge:never:stored/with#odd?chars'".to_owned());
+        let got = store.get_objects("link-a", mailbox, &asked).await.unwrap();
+
+        let mut expected: Vec<ObjectRecord> = mine
+            .iter()
+            .filter(|r| asked.contains(&r.anchor))
+            .cloned()
+            .collect();
+        expected.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        assert_eq!(expected.len(), 25 + awkward_anchors().len() + 1);
+        assert_eq!(got, expected);
+
+        assert!(
+            store
+                .get_objects("link-a", mailbox, &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .get_objects("link-a", "mbx-never-served", &asked)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let other = store
+            .get_objects("link-a", "mbx-other", &asked[..3])
+            .await
+            .unwrap();
+        assert_eq!(other.len(), 3);
+        assert!(other.iter().all(|r| r.hash == "theirs"));
+    }
+
     pub async fn snapshots_of_every_size_round_trip(h: &Harness) {
         let mut big = record("galbridge:t1:big", "h");
         big.data = Some(serde_json::json!({ "notes": "€😀x".repeat(40_000) })); // ~240 KB, > 64 KiB property limit
@@ -598,6 +659,7 @@ conformance!(
     racing_acquirers_get_one_winner,
     checkpoint_round_trips,
     objects_put_list_delete_across_batches_and_awkward_names,
+    get_objects_returns_only_the_asked_anchors_of_its_scope,
     snapshots_of_every_size_round_trip,
     run_records_are_capped_and_newest_first,
     delete_link_forgets_only_that_link,

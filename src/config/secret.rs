@@ -16,6 +16,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// True when the value is empty (a misconfigured environment variable, an empty Key Vault secret).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl From<String> for Secret {

@@ -6,7 +6,51 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Mutex, Notify};
 
-use crate::state::{Lease, StateStore};
+use super::runner::RunError;
+use crate::state::{Lease, StateError, StateStore};
+
+/// A run's hold on its link: the lease (shared with its renewal), the flag the renewal raises when the lease is
+/// lost, and the renewal itself. Every kind of run (sync, purge, of either target kind) starts with [`HeldLease::acquire`].
+pub(crate) struct HeldLease {
+    pub(crate) lease: Arc<Mutex<Lease>>,
+    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) renewal: LeaseRenewal,
+}
+
+impl HeldLease {
+    /// Takes the link's lease for `holder` and starts renewing it; a lease another run holds is
+    /// [`RunError::LeaseHeld`] (the caller refuses the run, naming the holder).
+    pub(crate) async fn acquire(
+        store: &Arc<dyn StateStore>,
+        link: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<Self, RunError> {
+        let lease = match store.acquire_lease(link, holder, ttl).await {
+            Ok(lease) => lease,
+            Err(StateError::LeaseHeld {
+                link,
+                holder,
+                until,
+            }) => {
+                return Err(RunError::LeaseHeld {
+                    link,
+                    holder,
+                    until,
+                });
+            }
+            Err(error) => return Err(RunError::State(error)),
+        };
+        let lease = Arc::new(Mutex::new(lease));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let renewal = LeaseRenewal::start(store.clone(), lease.clone(), cancelled.clone(), ttl);
+        Ok(HeldLease {
+            lease,
+            cancelled,
+            renewal,
+        })
+    }
+}
 
 /// Keeps a run's lease alive: renews it every third of its lifetime until [`LeaseRenewal::finish`]. Finishing
 /// waits for a renewal in flight, so the lease the run then releases is the current one (releasing a stale copy

@@ -3,22 +3,20 @@
 //! Only objects carrying this link's anchors are touched, as everywhere else.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use chrono::Utc;
-use tokio::sync::Mutex;
 
 use super::diff::OnDelete;
 use super::entry::{Field, anchor_prefix_for};
+use super::lease::HeldLease;
 use super::plan::{Plan, Removal, RemovalAction};
 use super::records::load_managed;
-use super::runner::{LeaseRenewal, RunError, Runner};
+use super::runner::{RunError, Runner};
 use super::spec::LinkSpec;
 use super::targets::mail_contact::MailContactApplier;
 use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
-use crate::state::StateError;
 
 impl Runner {
     /// Removes every object the link manages (`execute`), or reports what would go (dry run).
@@ -27,33 +25,11 @@ impl Runner {
         let clock = Instant::now();
         let run_id = uuid::Uuid::new_v4().to_string();
         let holder = format!("{}:{run_id}:purge", self.holder);
-        let lease = match self
-            .store
-            .acquire_lease(&link.name, &holder, self.lease_ttl)
-            .await
-        {
-            Ok(lease) => lease,
-            Err(StateError::LeaseHeld {
-                link,
-                holder,
-                until,
-            }) => {
-                return Err(RunError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                });
-            }
-            Err(error) => return Err(RunError::State(error)),
-        };
-        let lease = Arc::new(Mutex::new(lease));
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = LeaseRenewal::start(
-            self.store.clone(),
-            lease.clone(),
-            cancelled.clone(),
-            self.lease_ttl,
-        );
+        let HeldLease {
+            lease,
+            cancelled,
+            renewal,
+        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
 
         let outcome = self.purge_leased(link, execute, &cancelled).await;
 

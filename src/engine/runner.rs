@@ -10,11 +10,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 
 use super::diff::{DiffInput, SourceView, diff};
 use super::entry::{anchor_for, anchor_prefix_for};
-pub(crate) use super::lease::LeaseRenewal;
+use super::lease::HeldLease;
 use super::mapping::graph_select_for;
 use super::ports::{
     CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory, SourceRead,
@@ -121,33 +120,11 @@ impl Runner {
         let run_id = uuid::Uuid::new_v4().to_string();
         let before = self.counters();
         let holder = format!("{}:{run_id}", self.holder);
-        let lease = match self
-            .store
-            .acquire_lease(&link.name, &holder, self.lease_ttl)
-            .await
-        {
-            Ok(lease) => lease,
-            Err(StateError::LeaseHeld {
-                link,
-                holder,
-                until,
-            }) => {
-                return Err(RunError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                });
-            }
-            Err(error) => return Err(RunError::State(error)),
-        };
-        let lease = Arc::new(Mutex::new(lease));
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = LeaseRenewal::start(
-            self.store.clone(),
-            lease.clone(),
-            cancelled.clone(),
-            self.lease_ttl,
-        );
+        let HeldLease {
+            lease,
+            cancelled,
+            renewal,
+        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
 
         let body = self.run_leased(link, options, &cancelled).await;
 

@@ -165,6 +165,23 @@ impl StateStore for MemStore {
             .unwrap_or_default())
     }
 
+    async fn get_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<Vec<ObjectRecord>, StateError> {
+        let wanted: std::collections::BTreeSet<&String> = anchors.iter().collect();
+        let inner = lock(&self.inner);
+        let Some(map) = inner.objects.get(&(link.into(), scope.into())) else {
+            return Ok(Vec::new());
+        };
+        Ok(wanted
+            .into_iter()
+            .filter_map(|anchor| map.get(anchor).cloned())
+            .collect())
+    }
+
     async fn put_objects(
         &self,
         link: &str,

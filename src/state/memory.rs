@@ -4,7 +4,7 @@
 //! generation counter as the ETag, object maps are per (link, scope), run records are capped. Nothing survives the
 //! process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use chrono::Utc;
@@ -149,6 +149,24 @@ impl StateStore for MemoryStore {
                 .and_then(|state| state.objects.get(scope))
                 .map(|map| map.values().cloned().collect())
                 .unwrap_or_default()
+        })
+    }
+
+    async fn get_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<Vec<ObjectRecord>, StateError> {
+        let wanted: BTreeSet<&str> = anchors.iter().map(String::as_str).collect();
+        self.with_links(|links| {
+            let Some(map) = links.get(link).and_then(|state| state.objects.get(scope)) else {
+                return Vec::new();
+            };
+            wanted
+                .into_iter()
+                .filter_map(|anchor| map.get(anchor).cloned())
+                .collect()
         })
     }
 

@@ -141,6 +141,14 @@ pub trait StateStore: Send + Sync {
 
     /// Every record of a (link, scope), sorted by anchor.
     async fn list_objects(&self, link: &str, scope: &str) -> Result<Vec<ObjectRecord>, StateError>;
+    /// The records of a (link, scope) among `anchors`, sorted by anchor, each at most once; anchors without a record
+    /// are simply absent. Costs O(`anchors`), not O(map): an incremental run reads only what changed.
+    async fn get_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<Vec<ObjectRecord>, StateError>;
     /// Inserts or replaces records (by anchor), atomically per call where the store allows (batches of ≤100).
     async fn put_objects(
         &self,

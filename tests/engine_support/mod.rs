@@ -8,7 +8,7 @@ use std::sync::Arc;
 use galbridge::config::Config;
 use galbridge::engine::adapters::simulated::SimConnector;
 use galbridge::engine::service::EngineService;
-use galbridge::state::FileStore;
+use galbridge::state::{FileStore, StateStore};
 use m365_sim::{SimConfig, SimHandle, TenantSeed};
 
 /// A running simulator, its state directory and the engine over it.
@@ -39,6 +39,15 @@ pub fn tenants_toml(sim: &SimHandle, names: &[&str]) -> String {
 
 /// Starts the simulator with `seeds` and an engine configured by `links_toml` (tenants are added).
 pub async fn world(seeds: &[(&str, usize)], links_toml: &str) -> World {
+    world_over(seeds, links_toml, |store| store).await
+}
+
+/// [`world`], with the engine's file store wrapped by `wrap` (e.g. to count what the engine reads).
+pub async fn world_over(
+    seeds: &[(&str, usize)],
+    links_toml: &str,
+    wrap: impl FnOnce(Arc<dyn StateStore>) -> Arc<dyn StateStore>,
+) -> World {
     let sim = m365_sim::start(SimConfig {
         tenants: seeds
             .iter()
@@ -60,7 +69,7 @@ pub async fn world(seeds: &[(&str, usize)], links_toml: &str) -> World {
         .expect("valid configuration");
     let connector = Arc::new(SimConnector::new(&sim, &names).expect("simulator reachable"));
     let store = FileStore::open(state_dir.path()).expect("file store");
-    let service = EngineService::new(&config, Arc::new(store), connector.clone());
+    let service = EngineService::new(&config, wrap(Arc::new(store)), connector.clone());
     World {
         sim,
         state_dir,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod counting_store;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;

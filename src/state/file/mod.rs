@@ -258,6 +258,25 @@ impl StateStore for FileStore {
             .await
     }
 
+    async fn get_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        anchors: &[String],
+    ) -> Result<Vec<ObjectRecord>, StateError> {
+        // One file per scope: read it and keep the wanted records (the file is the unit of I/O here).
+        let path = self.object_map_path(link, scope);
+        let wanted: std::collections::BTreeSet<String> = anchors.iter().cloned().collect();
+        self.blocking(move |_| {
+            let mut map = read_object_map(&path)?;
+            Ok(wanted
+                .iter()
+                .filter_map(|anchor| map.remove(anchor))
+                .collect())
+        })
+        .await
+    }
+
     async fn put_objects(
         &self,
         link: &str,

@@ -13,8 +13,9 @@
 //! L|S           obj|{anchor}         same, one mailbox's map
 //! ```
 //! Each (link, scope) map is its own partition, so its records go in entity group transactions (≤ 100 per
-//! `$batch`) and one mailbox's map reads with one partition query. The scope index row is written before the
-//! records of a scope and removed when its partition becomes empty, so `list_scopes` never misses a scope.
+//! `$batch`) and one mailbox's map reads with one partition query (a few of its anchors: point GETs). The scope
+//! index row is written before the records of a scope and removed when its partition becomes empty, so
+//! `list_scopes` never misses a scope.
 //!
 //! Checkpoint concurrency: the store remembers the ETag it loaded (or that the checkpoint was absent) and saves with
 //! `If-Match` (or insert-only), so a writer that lost its lease cannot overwrite a newer checkpoint: it gets

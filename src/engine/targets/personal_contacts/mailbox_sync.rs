@@ -6,7 +6,8 @@
 //!   anchor and contacts of people no longer in scope deleted; unanchored contacts are never touched except when the
 //!   link opts in to adopting one with the same address. Anchored contacts of other sources are left alone.
 //! - **Incremental**: only the people that changed in this run; each costs one write per mailbox (create, patch or
-//!   delete) computed from the mailbox's records, with no read of the mailbox.
+//!   delete) computed from the mailbox's records, with no read of the mailbox, and only those people's records are
+//!   read from the state store (see [`PARTIAL_LOAD_MAX_ANCHORS`]).
 //!
 //! Writes go through `$batch` (20 per batch, one batch in flight per mailbox, so Outlook's 4 concurrent requests per
 //! mailbox hold; the m365 batch executor retries throttled inner requests after their Retry-After). Photos follow
@@ -19,11 +20,13 @@ use serde_json::Value;
 
 use super::mailboxes::MailboxRef;
 use super::photos::PhotoCache;
-use super::records::{ContactRecord, MailboxChanges, MailboxState, load_mailbox, save_mailbox};
+use super::records::{
+    ContactRecord, MailboxChanges, MailboxState, load_mailbox, load_mailbox_anchors, save_mailbox,
+};
 use super::spec::PhonesTarget;
 use crate::m365::{GraphClient, GraphError};
 use crate::report::{Failure, PlanCounts};
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 
 /// What one person should look like in every mailbox (computed once per run).
 #[derive(Debug, Clone)]
@@ -35,6 +38,10 @@ pub struct Desired {
     pub photo: Option<String>,
     pub hash: String,
 }
+
+/// Above this many changed and departed people, an incremental run reads each mailbox's whole record map (one
+/// partition query) rather than per-anchor lookups (Table Storage: one point GET per anchor).
+pub const PARTIAL_LOAD_MAX_ANCHORS: usize = 200;
 
 /// What a run fans out to every mailbox.
 pub struct Fanout<'a> {
@@ -125,7 +132,7 @@ pub enum SyncMode {
 impl Fanout<'_> {
     /// Syncs one mailbox.
     pub async fn sync(&self, mailbox: &MailboxRef, mode: SyncMode) -> MailboxOutcome {
-        let state = match load_mailbox(self.store, self.link, &mailbox.id).await {
+        let state = match self.load_state(mailbox, mode).await {
             Ok(state) => state,
             Err(error) => {
                 let mut outcome = MailboxOutcome::default();
@@ -209,6 +216,26 @@ impl Fanout<'_> {
             ));
         }
         run.outcome
+    }
+}
+
+impl Fanout<'_> {
+    /// The records a mailbox's sync needs. An incremental run touching at most [`PARTIAL_LOAD_MAX_ANCHORS`] people
+    /// reads only their records and the folder record (`plan_incremental` and the writes look up those anchors
+    /// only); every other mode, and a mailbox without a folder record (joining: it goes thorough), reads the map.
+    async fn load_state(
+        &self,
+        mailbox: &MailboxRef,
+        mode: SyncMode,
+    ) -> Result<MailboxState, StateError> {
+        if mode == SyncMode::Incremental && self.changed.len() <= PARTIAL_LOAD_MAX_ANCHORS {
+            let state =
+                load_mailbox_anchors(self.store, self.link, &mailbox.id, self.changed).await?;
+            if state.folder_id.is_some() {
+                return Ok(state);
+            }
+        }
+        load_mailbox(self.store, self.link, &mailbox.id).await
     }
 }
 

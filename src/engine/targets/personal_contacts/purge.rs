@@ -3,21 +3,18 @@
 //! contacts galbridge recorded are touched; the owners' contacts and the folder itself stay.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use chrono::Utc;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use super::mailbox_write::remove_recorded;
 use super::records::{forget_mailbox, load_mailbox};
 use super::run::PhonesRunner;
 use super::spec::PhonesSpec;
-use crate::engine::runner::{LeaseRenewal, RunError};
+use crate::engine::lease::HeldLease;
+use crate::engine::runner::RunError;
 use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
-use crate::state::StateError;
 
 impl PhonesRunner {
     /// Removes every contact the link manages (`execute`), or reports what would go.
@@ -26,33 +23,11 @@ impl PhonesRunner {
         let clock = Instant::now();
         let run_id = uuid::Uuid::new_v4().to_string();
         let holder = format!("{}:{run_id}:purge", self.holder);
-        let lease = match self
-            .store
-            .acquire_lease(&link.name, &holder, self.lease_ttl)
-            .await
-        {
-            Ok(lease) => lease,
-            Err(StateError::LeaseHeld {
-                link,
-                holder,
-                until,
-            }) => {
-                return Err(RunError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                });
-            }
-            Err(error) => return Err(RunError::State(error)),
-        };
-        let lease = Arc::new(Mutex::new(lease));
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = LeaseRenewal::start(
-            self.store.clone(),
-            lease.clone(),
-            cancelled.clone(),
-            self.lease_ttl,
-        );
+        let HeldLease {
+            lease,
+            cancelled: _,
+            renewal,
+        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
         let mut planned = PlanCounts::default();
         let mut applied = PlanCounts::default();
         let mut failures = Vec::new();

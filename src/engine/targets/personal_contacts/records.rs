@@ -5,7 +5,7 @@
 //! - per **(link, mailbox)** (scope = the mailbox's user id): per anchor, the contact id, the properties last
 //!   written and the photo hash last uploaded; plus one folder record ([`FOLDER_KEY`]) with the folder's id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -102,14 +102,32 @@ pub async fn save_snapshot(
     Ok(())
 }
 
-/// A mailbox's records.
+/// A mailbox's records (all of them: thorough and repair runs, mailboxes leaving).
 pub async fn load_mailbox(
     store: &dyn StateStore,
     link: &str,
     mailbox: &str,
 ) -> Result<MailboxState, StateError> {
+    mailbox_state(store.list_objects(link, mailbox).await?)
+}
+
+/// The folder record and the records of `anchors` only (an incremental run: one changed person costs one record
+/// read per mailbox, not the whole map). Contacts of other people are absent from the state it returns.
+pub async fn load_mailbox_anchors(
+    store: &dyn StateStore,
+    link: &str,
+    mailbox: &str,
+    anchors: &BTreeSet<String>,
+) -> Result<MailboxState, StateError> {
+    let mut wanted: Vec<String> = Vec::with_capacity(anchors.len() + 1);
+    wanted.push(FOLDER_KEY.to_owned());
+    wanted.extend(anchors.iter().cloned());
+    mailbox_state(store.get_objects(link, mailbox, &wanted).await?)
+}
+
+fn mailbox_state(records: Vec<ObjectRecord>) -> Result<MailboxState, StateError> {
     let mut state = MailboxState::default();
-    for record in store.list_objects(link, mailbox).await? {
+    for record in records {
         if record.anchor == FOLDER_KEY {
             state.folder_id = Some(record.target_id.clone());
             state.delta_link = record

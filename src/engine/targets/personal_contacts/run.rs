@@ -11,7 +11,6 @@ use std::time::Instant;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use super::contact::fill_blank_properties;
 use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
@@ -21,6 +20,7 @@ use super::prepare::{desired_contacts, read_source};
 use super::records::{load_mailbox, load_snapshot, save_snapshot};
 use super::spec::PhonesSpec;
 use crate::engine::entry::anchor_prefix_for;
+use crate::engine::lease::HeldLease;
 use crate::engine::ports::{CounterSnapshot, RequestCounters, SourceDirectory};
 use crate::engine::runner::RunError;
 use crate::engine::safety::SafetyLimits;
@@ -102,33 +102,11 @@ impl PhonesRunner {
         let run_id = uuid::Uuid::new_v4().to_string();
         let before = self.counters();
         let holder = format!("{}:{run_id}", self.holder);
-        let lease = match self
-            .store
-            .acquire_lease(&link.name, &holder, self.lease_ttl)
-            .await
-        {
-            Ok(lease) => lease,
-            Err(StateError::LeaseHeld {
-                link,
-                holder,
-                until,
-            }) => {
-                return Err(RunError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                });
-            }
-            Err(error) => return Err(RunError::State(error)),
-        };
-        let lease = Arc::new(Mutex::new(lease));
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let renewal = crate::engine::runner::LeaseRenewal::start(
-            self.store.clone(),
-            lease.clone(),
-            cancelled.clone(),
-            self.lease_ttl,
-        );
+        let HeldLease {
+            lease,
+            cancelled,
+            renewal,
+        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
         let body = match self.steps(link, options, &cancelled).await {
             Ok(body) => body,
             Err(error) => {
