@@ -23,6 +23,10 @@ use galbridge::state::FileStore;
 use m365_sim::{Control, Service};
 use serde_json::json;
 
+/// The binary's allocator (src/main.rs), so the benchmark measures what runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Graph's global limit: 130,000 requests per 10 s per app (microsoft-apis.md §4).
 const GRAPH_REQUESTS_PER_SEC: f64 = 13_000.0;
 
