@@ -121,19 +121,31 @@ pub(super) struct FileLock {
 impl FileLock {
     /// Blocks until the lock is ours. Call from a blocking context (`spawn_blocking`).
     pub(super) fn exclusive(path: &Path) -> Result<Self, StateError> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", &e))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_error(path, "opening lock file", &e))?;
+        let file = open_lock_file(path)?;
         file.lock().map_err(|e| io_error(path, "locking", &e))?;
         Ok(Self { file })
     }
+
+    /// Blocks until a shared lock is ours (it excludes exclusive holders only). Call from a blocking context.
+    pub(super) fn shared(path: &Path) -> Result<Self, StateError> {
+        let file = open_lock_file(path)?;
+        file.lock_shared()
+            .map_err(|e| io_error(path, "locking", &e))?;
+        Ok(Self { file })
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StateError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", &e))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_error(path, "opening lock file", &e))
 }
 
 impl Drop for FileLock {

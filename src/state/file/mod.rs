@@ -4,11 +4,12 @@
 //! ```text
 //! links/{link}/lease.lock            empty; flock'ed for the lease compare-and-swap
 //! links/{link}/lease.json            {"holder", "until", "generation"}; absent when free
-//! links/{link}/write.lock            empty; flock'ed around every read-modify-write below
+//! links/{link}/write.lock            empty; flock'ed around the checkpoint's and run records' read-modify-writes
 //! links/{link}/checkpoint.json       LinkCheckpoint
 //! links/{link}/runs.json             the last 50 RunReports, newest first
-//! links/{link}/objects/@link.json    the link-wide object map (LINK_SCOPE)
-//! links/{link}/objects/{scope}.json  one mailbox's object map: {"scope", "records": [ObjectRecord, sorted by anchor]}
+//! links/{link}/objects/@link.*       the link-wide object map (LINK_SCOPE)
+//! links/{link}/objects/{scope}.json  one mailbox's object map: a snapshot {"scope", "records": [...]}, plus
+//!                     {scope}.journal  appended changes since, and {scope}.lock (see [`object_map`])
 //! ```
 //! One file per (link, scope) keeps memory bounded by the largest single map (a mailbox's 2,000 people), never
 //! by the whole deployment (2,000 people × 5,000 mailboxes).
@@ -20,8 +21,8 @@
 //! as [`StateError::Corrupt`] with its path, never silently replaced.
 
 mod fsio;
+mod object_map;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,7 @@ use self::fsio::{
     FileLock, decode_name, encode_name, io_error, link_dir, read_json, remove_if_exists,
     write_json_atomic,
 };
+use self::object_map::{ObjectMapFiles, SnapshotFile};
 use super::memory::sort_newest_first;
 use super::{
     LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
@@ -53,13 +55,6 @@ struct LeaseFile {
     generation: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct ObjectMapFile {
-    /// The scope's real name (file names of long scopes are hashes).
-    scope: String,
-    records: Vec<ObjectRecord>,
-}
-
 impl FileStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StateError> {
@@ -73,7 +68,7 @@ impl FileStore {
         &self.root
     }
 
-    /// The file that holds one (link, scope) object map (for operators and tests).
+    /// The snapshot file of one (link, scope) object map (for operators and tests); its journal is beside it.
     pub fn object_map_path(&self, link: &str, scope: &str) -> PathBuf {
         let objects = link_dir(&self.root, link).join("objects");
         if scope == LINK_SCOPE {
@@ -81,6 +76,10 @@ impl FileStore {
         } else {
             objects.join(format!("{}.json", encode_name(scope)))
         }
+    }
+
+    fn object_map(&self, link: &str, scope: &str) -> ObjectMapFiles {
+        ObjectMapFiles::new(self.object_map_path(link, scope))
     }
 
     /// Runs blocking file work off the async executor.
@@ -103,38 +102,6 @@ fn lease_from_file(link: &str, file: LeaseFile) -> Lease {
         until: file.until,
         etag: file.generation.to_string(),
     }
-}
-
-fn read_object_map(path: &Path) -> Result<BTreeMap<String, ObjectRecord>, StateError> {
-    let file: ObjectMapFile = read_json(path)?.unwrap_or_default();
-    Ok(file
-        .records
-        .into_iter()
-        .map(|record| (record.anchor.clone(), record))
-        .collect())
-}
-
-fn write_object_map(
-    path: &Path,
-    scope: &str,
-    map: BTreeMap<String, ObjectRecord>,
-) -> Result<(), StateError> {
-    if map.is_empty() {
-        if remove_if_exists(path)?
-            && let Some(dir) = path.parent()
-        {
-            fsio::sync_dir(dir)?;
-        }
-        return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", &e))?;
-    }
-    let file = ObjectMapFile {
-        scope: scope.to_owned(),
-        records: map.into_values().collect(),
-    };
-    write_json_atomic(path, &file)
 }
 
 #[async_trait::async_trait]
@@ -253,8 +220,8 @@ impl StateStore for FileStore {
     }
 
     async fn list_objects(&self, link: &str, scope: &str) -> Result<Vec<ObjectRecord>, StateError> {
-        let path = self.object_map_path(link, scope);
-        self.blocking(move |_| Ok(read_object_map(&path)?.into_values().collect()))
+        let map = self.object_map(link, scope);
+        self.blocking(move |_| Ok(map.read()?.into_values().collect()))
             .await
     }
 
@@ -264,11 +231,11 @@ impl StateStore for FileStore {
         scope: &str,
         anchors: &[String],
     ) -> Result<Vec<ObjectRecord>, StateError> {
-        // One file per scope: read it and keep the wanted records (the file is the unit of I/O here).
-        let path = self.object_map_path(link, scope);
+        // One map per scope: read it and keep the wanted records (the map is the unit of I/O here).
+        let files = self.object_map(link, scope);
         let wanted: std::collections::BTreeSet<String> = anchors.iter().cloned().collect();
         self.blocking(move |_| {
-            let mut map = read_object_map(&path)?;
+            let mut map = files.read()?;
             Ok(wanted
                 .iter()
                 .filter_map(|anchor| map.remove(anchor))
@@ -286,17 +253,9 @@ impl StateStore for FileStore {
         if records.is_empty() {
             return Ok(());
         }
-        let (link, scope, records) = (link.to_owned(), scope.to_owned(), records.to_vec());
-        let path = self.object_map_path(&link, &scope);
-        self.blocking(move |root| {
-            let _lock = FileLock::exclusive(&link_dir(root, &link).join("write.lock"))?;
-            let mut map = read_object_map(&path)?;
-            for record in records {
-                map.insert(record.anchor.clone(), record);
-            }
-            write_object_map(&path, &scope, map)
-        })
-        .await
+        let (scope, records) = (scope.to_owned(), records.to_vec());
+        let files = self.object_map(link, &scope);
+        self.blocking(move |_| files.put(&scope, &records)).await
     }
 
     async fn delete_objects(
@@ -308,21 +267,9 @@ impl StateStore for FileStore {
         if anchors.is_empty() {
             return Ok(());
         }
-        let (link, scope, anchors) = (link.to_owned(), scope.to_owned(), anchors.to_vec());
-        let path = self.object_map_path(&link, &scope);
-        self.blocking(move |root| {
-            let _lock = FileLock::exclusive(&link_dir(root, &link).join("write.lock"))?;
-            let mut map = read_object_map(&path)?;
-            let before = map.len();
-            for anchor in &anchors {
-                map.remove(anchor);
-            }
-            if map.len() == before {
-                return Ok(());
-            }
-            write_object_map(&path, &scope, map)
-        })
-        .await
+        let (scope, anchors) = (scope.to_owned(), anchors.to_vec());
+        let files = self.object_map(link, &scope);
+        self.blocking(move |_| files.delete(&scope, &anchors)).await
     }
 
     async fn list_scopes(&self, link: &str) -> Result<Vec<String>, StateError> {
@@ -348,7 +295,7 @@ impl StateStore for FileStore {
                 match decode_name(stem) {
                     Some(scope) => scopes.push(scope),
                     None => {
-                        let file: Option<ObjectMapFile> = read_json(&entry.path())?;
+                        let file: Option<SnapshotFile> = read_json(&entry.path())?;
                         scopes.extend(file.map(|f| f.scope));
                     }
                 }
@@ -403,12 +350,20 @@ impl StateStore for FileStore {
             for name in ["lease.json", "checkpoint.json", "runs.json"] {
                 remove_if_exists(&dir.join(name))?;
             }
+            // The object maps go; their lock files stay, for the same reason as above.
             let objects = dir.join("objects");
-            match fs::remove_dir_all(&objects) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&objects, "removing", &e)),
+            let entries = match fs::read_dir(&objects) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return fsio::sync_dir(&dir),
+                Err(e) => return Err(io_error(&objects, "listing", &e)),
+            };
+            for entry in entries {
+                let path = entry.map_err(|e| io_error(&objects, "listing", &e))?.path();
+                if path.extension().is_none_or(|extension| extension != "lock") {
+                    remove_if_exists(&path)?;
+                }
             }
+            fsio::sync_dir(&objects)?;
             fsio::sync_dir(&dir)
         })
         .await
