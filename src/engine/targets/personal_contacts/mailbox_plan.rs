@@ -15,9 +15,9 @@ use super::spec::OnPersonGone;
 use crate::m365::mailbox::extended_property_value;
 use crate::m365::{DeltaStart, GraphError};
 
-impl MailboxRun<'_, '_> {
+impl MailboxRun<'_> {
     async fn ensure_folder(&mut self) -> Result<String, GraphError> {
-        let graph = self.fanout.graph;
+        let graph = &self.fanout.graph;
         let mailbox = &self.mailbox.id;
         let Some(name) = &self.fanout.target.folder else {
             // Probe the mailbox so a mailbox without REST is found before anything else.
@@ -71,7 +71,7 @@ impl MailboxRun<'_, '_> {
         let mut unanchored: HashMap<String, Value> = HashMap::new();
         for contact in listed {
             match extended_property_value(&contact, &property_id) {
-                Some(anchor) if anchor.starts_with(self.fanout.anchor_prefix) => {
+                Some(anchor) if anchor.starts_with(self.fanout.anchor_prefix.as_str()) => {
                     ours.entry(anchor.to_owned()).or_default().push(contact);
                 }
                 // Another source's contact: not ours to touch.
@@ -85,7 +85,7 @@ impl MailboxRun<'_, '_> {
         }
         let fanout = self.fanout;
         let mut ops = Vec::new();
-        for (anchor, want) in fanout.desired {
+        for (anchor, want) in &fanout.desired {
             let record = self.state.contacts.get(anchor);
             match ours.remove(anchor) {
                 Some(mut found) => {
@@ -104,7 +104,7 @@ impl MailboxRun<'_, '_> {
                     }
                     let patch = patch_for_current(
                         &want.props,
-                        fanout.fill_blank,
+                        &fanout.fill_blank,
                         self.categories(),
                         &keeper,
                     );
@@ -148,7 +148,7 @@ impl MailboxRun<'_, '_> {
                         Some(existing) => {
                             let patch = patch_for_current(
                                 &want.props,
-                                fanout.fill_blank,
+                                &fanout.fill_blank,
                                 self.categories(),
                                 &existing,
                             );
@@ -206,11 +206,11 @@ impl MailboxRun<'_, '_> {
     pub(super) fn plan_incremental(&mut self) -> Vec<Op> {
         let fanout = self.fanout;
         let mut ops = Vec::new();
-        for anchor in fanout.changed {
+        for anchor in &fanout.changed {
             let record = self.state.contacts.get(anchor);
             match (fanout.desired.get(anchor), record) {
                 (Some(want), Some(record)) => {
-                    let patch = patch_for_written(&want.props, &record.written, fanout.fill_blank);
+                    let patch = patch_for_written(&want.props, &record.written, &fanout.fill_blank);
                     let photo = fanout.photos.is_some()
                         && want.photo.is_some()
                         && want.photo != record.photo;
@@ -318,7 +318,7 @@ impl MailboxRun<'_, '_> {
                 continue;
             }
             let patch =
-                patch_for_current(&want.props, fanout.fill_blank, self.categories(), contact);
+                patch_for_current(&want.props, &fanout.fill_blank, self.categories(), contact);
             if !patch.is_empty() {
                 ops.push(Op::Patch {
                     anchor: anchor.clone(),
@@ -330,7 +330,7 @@ impl MailboxRun<'_, '_> {
             }
         }
         // People with no contact in this mailbox yet (a create that failed earlier).
-        for (anchor, want) in fanout.desired {
+        for (anchor, want) in &fanout.desired {
             if !self.state.contacts.contains_key(anchor) && planned.insert(anchor.clone()) {
                 ops.push(Op::Create {
                     anchor: anchor.clone(),

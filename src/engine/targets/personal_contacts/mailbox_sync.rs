@@ -15,6 +15,7 @@
 //! another's result).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -43,22 +44,23 @@ pub struct Desired {
 /// partition query) rather than per-anchor lookups (Table Storage: one point GET per anchor).
 pub const PARTIAL_LOAD_MAX_ANCHORS: usize = 200;
 
-/// What a run fans out to every mailbox.
-pub struct Fanout<'a> {
-    pub link: &'a str,
-    pub graph: &'a GraphClient,
-    pub store: &'a dyn StateStore,
-    pub target: &'a PhonesTarget,
-    pub fill_blank: &'a BTreeSet<&'static str>,
-    pub desired: &'a BTreeMap<String, Desired>,
+/// What a run fans out to every mailbox. Owned (and shared through an `Arc`) so that each mailbox runs as a task
+/// of its own, on every core: polled from one task, the JSON work of all mailboxes shared one core.
+pub struct Fanout {
+    pub link: String,
+    pub graph: GraphClient,
+    pub store: Arc<dyn StateStore>,
+    pub target: PhonesTarget,
+    pub fill_blank: BTreeSet<&'static str>,
+    pub desired: BTreeMap<String, Desired>,
     /// People whose entry or photo changed in this run, and people who left the scope (incremental mailboxes look
     /// at these only).
-    pub changed: &'a BTreeSet<String>,
+    pub changed: BTreeSet<String>,
     /// People gone from the source whose contacts must stay for now (quarantine).
-    pub held: &'a BTreeSet<String>,
+    pub held: BTreeSet<String>,
     /// `galbridge:{sourceTenantId}:`: anchored contacts with it belong to this link's source.
-    pub anchor_prefix: &'a str,
-    pub photos: Option<&'a PhotoCache>,
+    pub anchor_prefix: String,
+    pub photos: Option<Arc<PhotoCache>>,
 }
 
 /// What happened in one mailbox.
@@ -108,8 +110,8 @@ impl Op {
     }
 }
 
-pub(super) struct MailboxRun<'f, 'a> {
-    pub(super) fanout: &'f Fanout<'a>,
+pub(super) struct MailboxRun<'f> {
+    pub(super) fanout: &'f Fanout,
     pub(super) mailbox: &'f MailboxRef,
     pub(super) state: MailboxState,
     pub(super) changes: MailboxChanges,
@@ -129,7 +131,7 @@ pub enum SyncMode {
     Thorough,
 }
 
-impl Fanout<'_> {
+impl Fanout {
     /// Syncs one mailbox.
     pub async fn sync(&self, mailbox: &MailboxRef, mode: SyncMode) -> MailboxOutcome {
         let state = match self.load_state(mailbox, mode).await {
@@ -206,7 +208,8 @@ impl Fanout<'_> {
             }
         }
         if !run.changes.is_empty()
-            && let Err(error) = save_mailbox(self.store, self.link, &mailbox.id, &run.changes).await
+            && let Err(error) =
+                save_mailbox(self.store.as_ref(), &self.link, &mailbox.id, &run.changes).await
         {
             run.outcome.failures.push(failure(
                 mailbox,
@@ -219,7 +222,7 @@ impl Fanout<'_> {
     }
 }
 
-impl Fanout<'_> {
+impl Fanout {
     /// The records a mailbox's sync needs. An incremental run touching at most [`PARTIAL_LOAD_MAX_ANCHORS`] people
     /// reads only their records and the folder record (`plan_incremental` and the writes look up those anchors
     /// only); every other mode, and a mailbox without a folder record (joining: it goes thorough), reads the map.
@@ -230,16 +233,17 @@ impl Fanout<'_> {
     ) -> Result<MailboxState, StateError> {
         if mode == SyncMode::Incremental && self.changed.len() <= PARTIAL_LOAD_MAX_ANCHORS {
             let state =
-                load_mailbox_anchors(self.store, self.link, &mailbox.id, self.changed).await?;
+                load_mailbox_anchors(self.store.as_ref(), &self.link, &mailbox.id, &self.changed)
+                    .await?;
             if state.folder_id.is_some() {
                 return Ok(state);
             }
         }
-        load_mailbox(self.store, self.link, &mailbox.id).await
+        load_mailbox(self.store.as_ref(), &self.link, &mailbox.id).await
     }
 }
 
-impl MailboxRun<'_, '_> {
+impl MailboxRun<'_> {
     pub(super) fn categories(&self) -> &[String] {
         &self.fanout.target.categories
     }

@@ -16,10 +16,10 @@ use crate::report::Failure;
 /// Photo uploads per `$batch` (base64 bodies: keep batches well under Graph's request size limit).
 const PHOTOS_PER_BATCH: usize = 4;
 
-impl Fanout<'_> {
+impl Fanout {
     /// Deletes every recorded contact of a mailbox leaving the selection; returns how many went.
     pub async fn remove_all(&self, mailbox: &str, state: &MailboxState) -> Result<u64, Failure> {
-        remove_recorded(self.graph, mailbox, state).await
+        remove_recorded(&self.graph, mailbox, state).await
     }
 }
 
@@ -72,7 +72,7 @@ pub async fn remove_recorded(
     Ok(removed)
 }
 
-impl MailboxRun<'_, '_> {
+impl MailboxRun<'_> {
     pub(super) async fn execute(&mut self, ops: Vec<Op>) -> Result<(), GraphError> {
         let mut requests = Vec::new();
         let mut by_id: HashMap<String, Op> = HashMap::new();
@@ -217,7 +217,7 @@ impl MailboxRun<'_, '_> {
     }
 
     async fn upload_photos(&mut self) -> Result<(), GraphError> {
-        let Some(cache) = self.fanout.photos else {
+        let Some(cache) = self.fanout.photos.as_deref() else {
             return Ok(());
         };
         let queue = std::mem::take(&mut self.photo_queue);

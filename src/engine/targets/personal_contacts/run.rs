@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::Utc;
-use futures::StreamExt;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::contact::fill_blank_properties;
 use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
@@ -176,7 +176,7 @@ impl PhonesRunner {
         &self,
         link: &PhonesSpec,
         options: &RunOptions,
-        cancelled: &AtomicBool,
+        cancelled: &Arc<AtomicBool>,
     ) -> Result<Body, StateError> {
         let now = Utc::now();
         let mut checkpoint = self.store.load_checkpoint(&link.name).await?;
@@ -189,14 +189,14 @@ impl PhonesRunner {
         let photos = link
             .target
             .photos
-            .then(|| PhotoCache::new(self.source_graph.clone()));
+            .then(|| Arc::new(PhotoCache::new(self.source_graph.clone())));
         let source = match read_source(
             link,
             self.source.as_ref(),
             &checkpoint,
             &snapshot,
             options.full,
-            photos.as_ref(),
+            photos.as_deref(),
         )
         .await
         {
@@ -325,18 +325,18 @@ impl PhonesRunner {
         let anchor_prefix = anchor_prefix_for(&tenant_id);
         // Incremental mailboxes look at the people who changed and the people who left.
         let touched: BTreeSet<String> = source.changed.union(&source.removed).cloned().collect();
-        let fanout = Fanout {
-            link: &link.name,
-            graph: &self.target_graph,
-            store: self.store.as_ref(),
-            target: &link.target,
-            fill_blank: &fill_blank,
-            desired: &desired,
-            changed: &touched,
-            held: &held,
-            anchor_prefix: &anchor_prefix,
-            photos: photos.as_ref(),
-        };
+        let fanout = Arc::new(Fanout {
+            link: link.name.clone(),
+            graph: self.target_graph.clone(),
+            store: self.store.clone(),
+            target: link.target.clone(),
+            fill_blank,
+            desired,
+            changed: touched,
+            held: held.clone(),
+            anchor_prefix,
+            photos,
+        });
         // A crash or failure may have left contacts without records: list every folder. Otherwise the periodic
         // repair reads each folder's delta, and an incremental run reads no mailbox at all.
         let mailbox_mode = if unfinished || options.full {
@@ -346,28 +346,39 @@ impl PhonesRunner {
         } else {
             SyncMode::Incremental
         };
-        let jobs: Vec<_> = selection
-            .mailboxes
-            .values()
-            .map(|mailbox| {
-                let fanout = &fanout;
-                async move {
-                    if cancelled.load(Ordering::SeqCst) {
-                        return None;
-                    }
-                    Some(fanout.sync(mailbox, mailbox_mode).await)
-                }
-            })
-            .collect();
-        let mut outcomes = std::pin::pin!(
-            futures::stream::iter(jobs).buffer_unordered(link.max_concurrency.max(1))
-        );
+        // One task per mailbox, at most `max_concurrency` at once; the JoinSet aborts them if this run is dropped.
+        let mut pending = selection.mailboxes.values();
+        let mut running = tokio::task::JoinSet::new();
         let mut applied = PlanCounts::default();
         let mut lost = false;
-        while let Some(outcome) = outcomes.next().await {
-            match outcome {
-                Some(outcome) => add(&mut applied, &mut failures, outcome),
-                None => lost = true,
+        loop {
+            while running.len() < link.max_concurrency.max(1)
+                && let Some(mailbox) = pending.next()
+            {
+                let (fanout, mailbox, cancelled) =
+                    (fanout.clone(), mailbox.clone(), cancelled.clone());
+                running.spawn(
+                    async move {
+                        if cancelled.load(Ordering::SeqCst) {
+                            return None;
+                        }
+                        Some(fanout.sync(&mailbox, mailbox_mode).await)
+                    }
+                    .in_current_span(),
+                );
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok(Some(outcome)) => add(&mut applied, &mut failures, outcome),
+                Ok(None) => lost = true,
+                Err(error) => failures.push(Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "internal_error".into(),
+                    reason: format!("a mailbox task ended abnormally: {error}"),
+                }),
             }
         }
         if !held_mailboxes {
@@ -449,9 +460,9 @@ impl PhonesRunner {
 
     /// A mailbox left the selection: remove the contacts galbridge put there (policy `remove`) or just stop managing
     /// them (`keep`); either way its records go.
-    async fn leave(&self, fanout: &Fanout<'_>, mailbox: &str, remove: bool) -> MailboxOutcome {
+    async fn leave(&self, fanout: &Fanout, mailbox: &str, remove: bool) -> MailboxOutcome {
         let mut outcome = MailboxOutcome::default();
-        let state = match load_mailbox(self.store.as_ref(), fanout.link, mailbox).await {
+        let state = match load_mailbox(self.store.as_ref(), &fanout.link, mailbox).await {
             Ok(state) => state,
             Err(error) => {
                 outcome.failures.push(Failure {
@@ -473,7 +484,7 @@ impl PhonesRunner {
             }
         }
         if let Err(error) =
-            super::records::forget_mailbox(self.store.as_ref(), fanout.link, mailbox, &state).await
+            super::records::forget_mailbox(self.store.as_ref(), &fanout.link, mailbox, &state).await
         {
             outcome.failures.push(Failure {
                 anchor: None,
