@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::Utc;
 use reqwest::Method;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::graph::{GraphClient, GraphError, api_error, segment};
@@ -177,6 +177,25 @@ struct WireEnvelope<'a> {
     requests: Vec<WireRequest<'a>>,
 }
 
+/// Graph's `$batch` answer, read tolerantly: an item without a string id is skipped, a missing status is a 500.
+#[derive(Deserialize)]
+struct WireAnswers {
+    #[serde(default)]
+    responses: Vec<WireAnswer>,
+}
+
+#[derive(Deserialize)]
+struct WireAnswer {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    status: Value,
+    #[serde(default)]
+    headers: Value,
+    #[serde(default)]
+    body: Value,
+}
+
 /// The final answer to one inner request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchResponse {
@@ -328,32 +347,28 @@ impl GraphClient {
             if !response.is_success() {
                 return Err(api_error(&Method::POST, &url, &response, mailbox));
             }
-            let parsed: Value = response.json().map_err(|error| GraphError::Decode {
+            // Typed, so each inner body moves out of the envelope instead of being cloned from a parsed tree.
+            let parsed: WireAnswers = response.json().map_err(|error| GraphError::Decode {
                 path: url.path().to_owned(),
                 message: error.to_string(),
             })?;
             let mut answers: HashMap<String, BatchResponse> = HashMap::new();
-            for item in parsed
-                .get("responses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(id) = item.get("id").and_then(Value::as_str) else {
+            for item in parsed.responses {
+                let Value::String(id) = item.id else {
                     continue;
                 };
-                let status = item.get("status").and_then(Value::as_u64).unwrap_or(500);
+                let status = item.status.as_u64().unwrap_or(500);
+                let headers = match item.headers {
+                    Value::Object(headers) => headers,
+                    _ => Map::new(),
+                };
                 answers.insert(
-                    id.to_owned(),
+                    id.clone(),
                     BatchResponse {
-                        id: id.to_owned(),
+                        id,
                         status: u16::try_from(status).unwrap_or(500),
-                        headers: item
-                            .get("headers")
-                            .and_then(Value::as_object)
-                            .cloned()
-                            .unwrap_or_default(),
-                        body: item.get("body").cloned().unwrap_or(Value::Null),
+                        headers,
+                        body: item.body,
                     },
                 );
             }
