@@ -427,6 +427,15 @@ fn zero_concurrency() {
 }
 
 #[test]
+fn zero_mailboxes_in_flight() {
+    let text = format!("[service]\nmailboxes_in_flight = 0\n{}", link(""));
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: service.mailboxes_in_flight: must be at least 1"
+    );
+}
+
+#[test]
 fn zero_interval() {
     let text = format!("[service]\ndefault_interval = \"0s\"\n{}", link(""));
     assert_eq!(

@@ -47,7 +47,7 @@ async fn sigkill_mid_run_then_rerun_leaves_no_duplicates() {
     });
     let state = tempfile::tempdir().expect("temp dir");
     let mut toml = format!(
-        "[service]\nmax_concurrency = 2\nextra_ca_file = {:?}\n[state]\nkind = \"file\"\npath = {:?}\n",
+        "[service]\nmailboxes_in_flight = 2\nextra_ca_file = {:?}\n[state]\nkind = \"file\"\npath = {:?}\n",
         sim.ca_pem_path().display().to_string(),
         state.path().display().to_string()
     );

@@ -120,6 +120,9 @@ impl ConfigFile {
         if self.service.max_concurrency == 0 {
             issues.add("service.max_concurrency", "must be at least 1");
         }
+        if self.service.mailboxes_in_flight == 0 {
+            issues.add("service.mailboxes_in_flight", "must be at least 1");
+        }
     }
 
     fn check_state(&self, issues: &mut Issues) {

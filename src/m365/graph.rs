@@ -7,6 +7,8 @@
 //! [`GraphError::DeltaExpired`] so the engine falls back to a full read. Mailbox resources are in `mailbox.rs`,
 //! `$batch` in `batch.rs`.
 
+use std::sync::Arc;
+
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::Value;
@@ -14,6 +16,7 @@ use url::Url;
 
 use super::http::{ApiClient, ApiRequest, ApiResponse, HttpError, redact_query};
 use super::limiter::LimiterSet;
+use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS};
 
 /// Characters left as they are in one path segment (ids, UPNs).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -210,6 +213,8 @@ pub struct GraphClient {
     /// `{graph}/v1.0/`.
     pub(crate) root: Url,
     pub(crate) mailbox_limiters: LimiterSet,
+    /// Graph's per-app request rate (shared by every client of the same app in this process).
+    pub(crate) app_pacer: Arc<AppPacer>,
 }
 
 impl GraphClient {
@@ -232,7 +237,14 @@ impl GraphClient {
             api,
             root,
             mailbox_limiters,
+            app_pacer: Arc::new(AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS)),
         })
+    }
+
+    /// This client paced with every other client of app registration `client_id` (Graph's limit is per app).
+    pub fn for_app(mut self, client_id: &str) -> Self {
+        self.app_pacer = AppPacer::for_app(client_id);
+        self
     }
 
     /// The executor (for counters and the retry policy).
@@ -280,6 +292,7 @@ impl GraphClient {
             Some(mailbox) => request.limited(self.mailbox_limiters.get(mailbox), 1),
             None => request,
         };
+        self.app_pacer.pace(1).await;
         Ok(self.api.send(request).await?)
     }
 

@@ -1,7 +1,8 @@
 //! Thin clients for the Microsoft services galbridge talks to, and the credentials they authenticate with.
 //!
 //! - [`http`]: the shared `reqwest` client factory and the request executor (allowlist, retries, counters, limits).
-//! - [`retry`], [`limiter`], [`counters`]: retry policy, adaptive concurrency (AIMD), request counting.
+//! - [`retry`], [`limiter`], [`pacer`], [`counters`]: retry policy, adaptive concurrency (AIMD), Graph's per-app
+//!   request rate, request counting.
 //! - [`auth`], [`assertion`], [`keyvault`], [`sdk`]: tokens per (tenant, audience) from the official Azure identity
 //!   crates; certificate assertions signed with ring; Key Vault reads; the bridge to the SDK's transport.
 //! - [`graph`], [`batch`], [`mailbox`]: Microsoft Graph reads (users delta, groups, org contacts, photos), `$batch`
@@ -21,6 +22,7 @@ pub mod http;
 pub mod keyvault;
 pub mod limiter;
 pub mod mailbox;
+pub mod pacer;
 pub mod retry;
 pub mod sdk;
 pub mod secret;

@@ -237,11 +237,11 @@ impl Connector for M365Connector {
             Some(token),
         )
         .with_counters(self.counters.clone());
-        GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox()).map_err(|e| {
-            PortError::Failed {
+        GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
+            .map(|graph| graph.for_app(tenant.tenant.client_id.as_str()))
+            .map_err(|e| PortError::Failed {
                 service: "graph".into(),
                 message: e.to_string(),
-            }
-        })
+            })
     }
 }

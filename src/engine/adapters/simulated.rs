@@ -175,5 +175,7 @@ pub fn sim_graph_client(
     let token = tokens.source(&info.name, "https://graph.microsoft.com/.default");
     let api = ApiClient::new(http.clone(), Service::Graph, &[sim_base], Some(token))
         .with_counters(counters);
-    GraphClient::new(api, sim_base, LimiterSet::per_mailbox()).map_err(|e| failed("graph", e))
+    GraphClient::new(api, sim_base, LimiterSet::per_mailbox())
+        .map(|graph| graph.for_app(&info.client_id))
+        .map_err(|e| failed("graph", e))
 }

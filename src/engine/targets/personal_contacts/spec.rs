@@ -49,7 +49,7 @@ pub struct PhonesSpec {
     pub safety: SafetyLimits,
     pub interval: chrono::Duration,
     pub full_reconcile_every: chrono::Duration,
-    /// Mailboxes written at the same time (the global budget: each holds at most one `$batch` in flight).
+    /// Mailboxes written at the same time (`service.mailboxes_in_flight`; each holds at most one `$batch` in flight).
     pub max_concurrency: usize,
 }
 
@@ -120,6 +120,8 @@ fn build(
         },
         interval,
         full_reconcile_every: link.full_reconcile_every.as_chrono(),
-        max_concurrency: usize::try_from(service.max_concurrency).unwrap_or(8).max(1),
+        max_concurrency: usize::try_from(service.mailboxes_in_flight)
+            .unwrap_or(100)
+            .max(1),
     })
 }
