@@ -1,6 +1,7 @@
 //! m365-sim throughput and footprint, in release: `cargo bench -p m365-sim --bench throughput`.
 //! Prints simple Graph GETs per second, `$batch` contact writes per second, and the resident memory of a large
-//! seeded tenant with mailboxes full of contacts. Scale with M365SIM_BENCH_USERS / _MAILBOXES / _CONTACTS.
+//! seeded tenant with mailboxes full of contacts. Scale with M365SIM_BENCH_SECS (GET phase), M365SIM_BENCH_BATCHES
+//! (batches of 20 creates per mailbox, 32 mailboxes) and M365SIM_BENCH_USERS / _MAILBOXES / _CONTACTS (footprint).
 //!
 //! The simulator runs on its own runtime (threads named `m365-sim`) and the load generator on another
 //! (`bench-client`), so the CPU time each side burns is read per thread from /proc (`schedstat`). Besides the wall
@@ -272,7 +273,8 @@ async fn throughput(sim: &SimHandle) {
         .take(32)
         .collect();
     let meter = CpuMeter::start();
-    let (rate, n) = batch_writes(&sim, &http, &graph, &mailboxes, 10).await;
+    let batches = env_usize("M365SIM_BENCH_BATCHES", 40);
+    let (rate, n) = batch_writes(&sim, &http, &graph, &mailboxes, batches).await;
     let (sim_cpu, client_cpu) = meter.stop();
     println!(
         "$batch contact creates: {rate:.0} contacts/s wall ({n} created, batches of 20, {} mailboxes in parallel); {:.0} contacts per simulator CPU-second (sim {sim_cpu:.1} CPU-s, client {client_cpu:.1} CPU-s)",
