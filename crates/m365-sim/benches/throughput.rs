@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use m365_sim::{SimConfig, SimHandle, TenantSeed};
 use serde_json::{Value, json};
 
+/// The allocator the `m365-sim` binary uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
