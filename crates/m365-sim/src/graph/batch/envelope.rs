@@ -277,8 +277,10 @@ pub(super) fn envelope(inner: &[Vec<u8>]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// What a reading produced, comparable across the two paths.
-    fn summary(r: Result<Vec<Inner<'_>>, String>) -> Result<Vec<String>, String> {
+    /// What a reading produced (one line per request, or the error), comparable across the two paths.
+    type Reading = Result<Vec<String>, String>;
+
+    fn summary(r: Result<Vec<Inner<'_>>, String>) -> Reading {
         r.map(|list| {
             list.iter()
                 .map(|i| {
