@@ -297,12 +297,8 @@ mod tests {
         })
     }
 
-    fn both(
-        text: &str,
-    ) -> (
-        Option<Result<Vec<String>, String>>,
-        Result<Vec<String>, String>,
-    ) {
+    /// The fast reading (None when it steps aside) and the lenient one.
+    fn both(text: &str) -> (Option<Reading>, Reading) {
         let bytes = Bytes::copy_from_slice(text.as_bytes());
         let fast = fast(&bytes).map(|u| summary(validate(u)));
         let lenient = summary(lenient(&bytes).and_then(validate));
