@@ -1,6 +1,8 @@
 //! m365-sim throughput and footprint, in release: `cargo bench -p m365-sim --bench throughput`.
 //! Prints simple Graph GETs per second, `$batch` contact writes per second, and the resident memory of a large
-//! seeded tenant with mailboxes full of contacts. Scale with M365SIM_BENCH_USERS / _MAILBOXES / _CONTACTS.
+//! seeded tenant with mailboxes full of contacts. Scale with M365SIM_BENCH_SECS (GET phase), M365SIM_BENCH_BATCHES
+//! (batches of 20 creates per mailbox, 32 mailboxes), M365SIM_BENCH_LATENCY_MS (Graph latency of a second, shorter
+//! `$batch` phase; default 20 as in the phones benchmark) and M365SIM_BENCH_USERS / _MAILBOXES / _CONTACTS (footprint).
 //!
 //! The simulator runs on its own runtime (threads named `m365-sim`) and the load generator on another
 //! (`bench-client`), so the CPU time each side burns is read per thread from /proc (`schedstat`). Besides the wall
@@ -14,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use m365_sim::{SimConfig, SimHandle, TenantSeed};
 use serde_json::{Value, json};
+
+/// The allocator the `m365-sim` binary uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -272,11 +278,37 @@ async fn throughput(sim: &SimHandle) {
         .take(32)
         .collect();
     let meter = CpuMeter::start();
-    let (rate, n) = batch_writes(&sim, &http, &graph, &mailboxes, 10).await;
+    let batches = env_usize("M365SIM_BENCH_BATCHES", 40);
+    let (rate, n) = batch_writes(&sim, &http, &graph, &mailboxes, batches).await;
     let (sim_cpu, client_cpu) = meter.stop();
     println!(
         "$batch contact creates: {rate:.0} contacts/s wall ({n} created, batches of 20, {} mailboxes in parallel); {:.0} contacts per simulator CPU-second (sim {sim_cpu:.1} CPU-s, client {client_cpu:.1} CPU-s)",
         mailboxes.len(),
+        n as f64 / sim_cpu.max(1e-9)
+    );
+
+    // The same writes with Graph latency on (the phones benchmark runs with 20 ms): what the timers and the held
+    // Outlook slots add to the simulator's CPU per contact. Fresh mailboxes, so each starts empty.
+    let latency_ms = env_usize("M365SIM_BENCH_LATENCY_MS", 20) as u64;
+    let slow_mailboxes: Vec<String> = users
+        .iter()
+        .filter(|u| u["mailbox"] == "user" && u["restEnabled"] == true)
+        .filter_map(|u| u["id"].as_str().map(str::to_string))
+        .skip(mailboxes.len())
+        .take(32)
+        .collect();
+    sim.control().update_knobs(|k| {
+        k.latency.graph = m365_sim::Latency {
+            fixed_ms: latency_ms,
+            jitter_ms: 0,
+        }
+    });
+    let meter = CpuMeter::start();
+    let (rate, n) = batch_writes(&sim, &http, &graph, &slow_mailboxes, batches.div_ceil(4)).await;
+    let (sim_cpu, client_cpu) = meter.stop();
+    println!(
+        "$batch contact creates with {latency_ms} ms Graph latency: {rate:.0} contacts/s wall ({n} created, {} mailboxes in parallel); {:.0} contacts per simulator CPU-second (sim {sim_cpu:.1} CPU-s, client {client_cpu:.1} CPU-s)",
+        slow_mailboxes.len(),
         n as f64 / sim_cpu.max(1e-9)
     );
     let throttled = sim.control().throttled_count();

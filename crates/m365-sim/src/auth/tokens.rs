@@ -1,5 +1,10 @@
 //! Access tokens: JWT-shaped (so clients that peek at `exp` work), signed with an HMAC key the simulator keeps.
-//! The signature is checked on every request; the claims carry tenant, app, audience and expiry.
+//! The signature is checked once per token: a token that verified is remembered (its full text → its claims), and
+//! later requests with it only have lifetime and audience checked, which is what a verification would decide again
+//! (the signing key never changes in a simulator's life). The claims carry tenant, app, audience and expiry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,7 +29,13 @@ pub(crate) struct Claims {
 
 pub(crate) struct TokenSigner {
     key: ring::hmac::Key,
+    /// Tokens whose signature checked out, with their claims. Keyed by the whole token text (not a hash: a
+    /// collision must not let a forged token in); emptied when it reaches `VERIFIED_CACHE_MAX` entries.
+    verified: parking_lot::Mutex<HashMap<Box<str>, Arc<Claims>>>,
 }
+
+/// Enough for every app and identity of a long simulator run (tokens live an hour); bounds memory regardless.
+const VERIFIED_CACHE_MAX: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub(crate) enum TokenError {
@@ -48,6 +59,7 @@ impl TokenSigner {
         );
         TokenSigner {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, material.as_ref()),
+            verified: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -65,10 +77,34 @@ impl TokenSigner {
         token: &str,
         audience: &str,
         now_secs: i64,
-    ) -> Result<Claims, TokenError> {
+    ) -> Result<Arc<Claims>, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
+        let known = self.verified.lock().get(token).cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.check_signature(token)?);
+                let mut verified = self.verified.lock();
+                if verified.len() >= VERIFIED_CACHE_MAX {
+                    verified.clear();
+                }
+                verified.insert(token.into(), Arc::clone(&claims));
+                claims
+            }
+        };
+        if claims.exp <= now_secs {
+            return Err(TokenError::Expired);
+        }
+        if !claims.aud.eq_ignore_ascii_case(audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a well-formed token signed with this signer's key.
+    fn check_signature(&self, token: &str) -> Result<Claims, TokenError> {
         let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (_, body) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
         let signature = URL_SAFE_NO_PAD
@@ -79,14 +115,7 @@ impl TokenSigner {
         let body = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenError::Malformed)?;
-        let claims: Claims = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)?;
-        if claims.exp <= now_secs {
-            return Err(TokenError::Expired);
-        }
-        if !claims.aud.eq_ignore_ascii_case(audience) {
-            return Err(TokenError::WrongAudience);
-        }
-        Ok(claims)
+        serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)
     }
 }
 
@@ -97,4 +126,83 @@ pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            aud: "https://graph.microsoft.com".into(),
+            iss: "https://sts.windows.net/t/".into(),
+            tid: "t".into(),
+            appid: "app".into(),
+            oid: "o".into(),
+            sub: "o".into(),
+            iat: 0,
+            nbf: 0,
+            exp,
+            idtyp: "app".into(),
+            roles: vec!["Contacts.ReadWrite".into()],
+        }
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_keeps_its_audience() {
+        let signer = TokenSigner::new(1);
+        let token = signer.issue(&claims(1_000));
+        let graph = "https://graph.microsoft.com";
+        assert_eq!(*signer.verify(&token, graph, 900).unwrap(), claims(1_000));
+        assert_eq!(*signer.verify(&token, graph, 999).unwrap(), claims(1_000));
+        assert_eq!(
+            signer.verify(&token, "https://outlook.office365.com", 900),
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            signer.verify(&token, graph, 1_000),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn tampered_and_foreign_tokens_fail_even_after_the_genuine_one_was_remembered() {
+        let signer = TokenSigner::new(1);
+        let graph = "https://graph.microsoft.com";
+        let token = signer.issue(&claims(1_000));
+        assert!(signer.verify(&token, graph, 0).is_ok());
+        // Same header and signature, other claims (a later expiry): the signature no longer matches.
+        let (_, signature) = token.rsplit_once('.').unwrap();
+        let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(9_999)).unwrap());
+        let header = token.split('.').next().unwrap();
+        let forged = format!("{header}.{forged_body}.{signature}");
+        assert_eq!(
+            signer.verify(&forged, graph, 0),
+            Err(TokenError::BadSignature)
+        );
+        let other = TokenSigner::new(1).issue(&claims(1_000));
+        assert_eq!(
+            signer.verify(&other, graph, 0),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(signer.verify("", graph, 0), Err(TokenError::Missing));
+        assert_eq!(
+            signer.verify("not-a-jwt", graph, 0),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_memory_of_verified_tokens_is_bounded() {
+        let signer = TokenSigner::new(1);
+        for exp in 0..(VERIFIED_CACHE_MAX as i64 + 10) {
+            let token = signer.issue(&claims(10_000 + exp));
+            assert!(
+                signer
+                    .verify(&token, "https://graph.microsoft.com", 0)
+                    .is_ok()
+            );
+        }
+        assert!(signer.verified.lock().len() <= VERIFIED_CACHE_MAX);
+    }
 }

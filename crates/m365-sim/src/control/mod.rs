@@ -417,13 +417,7 @@ impl Control {
             .now()
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
-        let rendered = contacts_insert(&mut mb, &folder, &fields, &stamp, 0, true)
-            .map_err(SimError::Refused)?;
-        Ok(rendered
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string())
+        contacts_insert(&mut mb, &folder, fields, &stamp, 0, true).map_err(SimError::Refused)
     }
 
     // ---- observation --------------------------------------------------------------------------------------
@@ -561,7 +555,7 @@ pub(crate) fn seed_user_made_contacts(tenant: &Tenant, per_mailbox: usize) {
                 "mobilePhone".into(),
                 json!(format!("+44 7700 9{:05}", (i * 31 + n) % 100_000)),
             );
-            let _ = contacts_insert(&mut mb, &folder, &fields, "2024-01-01T00:00:00Z", 0, true);
+            let _ = contacts_insert(&mut mb, &folder, fields, "2024-01-01T00:00:00Z", 0, true);
         }
     }
 }

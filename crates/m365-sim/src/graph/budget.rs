@@ -90,7 +90,7 @@ fn payer(state: &SimState, headers: &axum::http::HeaderMap) -> Option<(String, S
         .ok()?;
     let tenant = state.tenant(&claims.tid)?;
     let users = tenant.dir.read().users.len();
-    Some((claims.appid, tenant.id.clone(), users))
+    Some((claims.appid.clone(), tenant.id.clone(), users))
 }
 
 /// The pair's budget per 10 s by tenant size (S under 50 users, M 50–500, L over 500).

@@ -21,7 +21,7 @@ use super::{Caller, bad_request, caller, collection, page_size};
 use crate::model::mailbox::{ContactFolder, Mailbox, PersonalContact};
 use crate::model::user::MailboxKind;
 use crate::model::{Tombstone, Tracked};
-use crate::respond::{graph_error, json_response, no_content, throttled};
+use crate::respond::{graph_error, json_bytes_response, json_response, no_content, throttled};
 use crate::state::SimState;
 
 const MAX_PHOTO_BYTES: usize = 4 * 1024 * 1024;
@@ -287,15 +287,15 @@ pub(crate) async fn delete_folder(
     no_content()
 }
 
-/// Inserts a contact into a folder (shared by Graph and the control API).
+/// Inserts a contact into a folder (shared by Graph and the control API); returns its id.
 pub(crate) fn insert_contact(
     mb: &mut Mailbox,
     folder_id: &str,
-    body: &Map<String, Value>,
+    body: Map<String, Value>,
     now: &str,
     visible_from_ms: i64,
     user_made: bool,
-) -> Result<Map<String, Value>, String> {
+) -> Result<String, String> {
     let id = mb.new_id("AAMk");
     let mut c = PersonalContact {
         id: id.clone(),
@@ -307,10 +307,9 @@ pub(crate) fn insert_contact(
         ..PersonalContact::default()
     };
     c.apply(body)?;
-    let rendered = c.render();
     let version = mb.bump();
     mb.contacts.insert(
-        id,
+        id.clone(),
         Tracked {
             value: c,
             version,
@@ -319,7 +318,12 @@ pub(crate) fn insert_contact(
             visible_from_ms,
         },
     );
-    Ok(rendered)
+    Ok(id)
+}
+
+/// The sim clock's time as Graph writes contact timestamps (`2024-01-01T00:00:00Z`).
+pub(crate) fn contact_timestamp(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 pub(crate) fn remove_contact(mb: &mut Mailbox, id: &str) -> bool {
@@ -369,12 +373,15 @@ fn create(
     match insert_contact(
         &mut mb,
         &folder_id,
-        &body,
-        &now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        body,
+        &contact_timestamp(now),
         visible,
         false,
     ) {
-        Ok(rendered) => json_response(StatusCode::CREATED, &Value::Object(rendered)),
+        Ok(id) => match mb.contacts.get(&id) {
+            Some(t) => json_bytes_response(StatusCode::CREATED, t.value.render_json()),
+            None => item_not_found(),
+        },
         Err(msg) => graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidProperty", &msg),
     }
 }
@@ -560,9 +567,10 @@ fn get(
         Err(r) => return r,
     };
     let mb = mb.read();
-    match mb.contacts.get(cid) {
-        Some(t) => json_response(StatusCode::OK, &render_with_expand(&t.value, &expand)),
-        None => item_not_found(),
+    match (mb.contacts.get(cid), &expand) {
+        (Some(t), None) => json_bytes_response(StatusCode::OK, t.value.render_json()),
+        (Some(t), Some(_)) => json_response(StatusCode::OK, &render_with_expand(&t.value, &expand)),
+        (None, _) => item_not_found(),
     }
 }
 
@@ -593,23 +601,23 @@ fn patch(state: &SimState, headers: &HeaderMap, user: &str, cid: &str, body: &By
         Ok(b) => b,
         Err(r) => return r,
     };
-    let now = state.clock.now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = contact_timestamp(state.clock.now());
     let mut mb = mb.write();
     let version = mb.seq + 1;
     let Some(t) = mb.contacts.get_mut(cid) else {
         return item_not_found();
     };
     let mut updated = t.value.clone();
-    if let Err(msg) = updated.apply(&body) {
+    if let Err(msg) = updated.apply(body) {
         return graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidProperty", &msg);
     }
     updated.change_key += 1;
     updated.modified = now;
-    let rendered = updated.render();
+    let rendered = updated.render_json();
     t.value = updated;
     t.version = version;
     mb.seq = version;
-    json_response(StatusCode::OK, &Value::Object(rendered))
+    json_bytes_response(StatusCode::OK, rendered)
 }
 
 pub(crate) async fn patch_contact(
@@ -832,4 +840,19 @@ pub(crate) async fn folder_delta(
         StatusCode::OK,
         &delta_body(&state, "Collection(contact)", &path, values, next, delta),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn contact_timestamps_have_whole_seconds_and_a_z() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-23T13:59:07.123456789+00:00")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(super::contact_timestamp(t), "2026-11-23T13:59:07Z");
+        assert_eq!(
+            super::contact_timestamp(t),
+            t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        );
+    }
 }

@@ -125,7 +125,7 @@ pub(crate) fn caller(state: &SimState, headers: &HeaderMap) -> Result<Caller, Re
     }
     Ok(Caller {
         tenant,
-        app_id: claims.appid,
+        app_id: claims.appid.clone(),
     })
 }
 

@@ -2,8 +2,9 @@
 //! that per-folder contacts delta needs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::{Tombstone, Tracked};
@@ -119,6 +120,49 @@ impl PersonalContact {
         m
     }
 
+    /// `render()` serialised, written straight from the stored fields (their JSON text is already canonical: it was
+    /// written by `apply` from parsed values), without building a map of every property. Same bytes as
+    /// `serde_json::to_vec(&Value::Object(self.render()))`: keys in serde_json's sorted map order.
+    pub(crate) fn render_json(&self) -> Vec<u8> {
+        let stored = if self.fields.is_empty() {
+            "{}"
+        } else {
+            &self.fields
+        };
+        // Keys are canonical property names (no escapes), so they borrow; anything else takes the slow road.
+        let Ok(fields) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(stored) else {
+            return serde_json::to_vec(&Value::Object(self.render())).unwrap_or_default();
+        };
+        let mut out = Vec::with_capacity(stored.len() + 900);
+        out.push(b'{');
+        for (i, (key, slot)) in RENDER_ORDER.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            let text = |out: &mut Vec<u8>, s: &str| {
+                // Serialising a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, s);
+            };
+            match slot {
+                RenderSlot::Etag => text(&mut out, &format!("W/\"CQAAAB{:08}\"", self.change_key)),
+                RenderSlot::Id => text(&mut out, &self.id),
+                RenderSlot::Created => text(&mut out, &self.created),
+                RenderSlot::Modified => text(&mut out, &self.modified),
+                RenderSlot::ChangeKey => text(&mut out, &format!("CQAAAB{:08}", self.change_key)),
+                RenderSlot::ParentFolder => text(&mut out, &self.parent_folder_id),
+                RenderSlot::Property(empty) => match fields.get(key) {
+                    Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                    None => out.extend_from_slice(empty.as_bytes()),
+                },
+            }
+        }
+        out.push(b'}');
+        out
+    }
+
     /// The properties that are set, parsed.
     pub(crate) fn field_map(&self) -> Map<String, Value> {
         serde_json::from_str(&self.fields).unwrap_or_default()
@@ -140,8 +184,12 @@ impl PersonalContact {
     }
 
     /// Validates and applies a create/PATCH body; returns an error message in Graph's words.
-    pub(crate) fn apply(&mut self, body: &Map<String, Value>) -> Result<(), String> {
-        let mut fields = self.field_map();
+    pub(crate) fn apply(&mut self, body: Map<String, Value>) -> Result<(), String> {
+        let mut fields = if self.fields.is_empty() {
+            Map::new()
+        } else {
+            self.field_map()
+        };
         for (key, value) in body {
             if key == "singleValueExtendedProperties" {
                 let items = value
@@ -175,7 +223,7 @@ impl PersonalContact {
             {
                 continue;
             }
-            let Some(prop) = CONTACT_PROPS.iter().find(|p| p.eq_ignore_ascii_case(key)) else {
+            let Some(prop) = CONTACT_PROPS.iter().find(|p| p.eq_ignore_ascii_case(&key)) else {
                 return Err(format!(
                     "The property '{key}' does not exist on type 'Microsoft.OutlookServices.Contact'."
                 ));
@@ -187,7 +235,7 @@ impl PersonalContact {
             if value.is_null() {
                 fields.remove(*prop);
             } else {
-                fields.insert((*prop).to_string(), value.clone());
+                fields.insert((*prop).to_string(), value);
             }
         }
         self.fields = serde_json::to_string(&fields)
@@ -196,6 +244,42 @@ impl PersonalContact {
         Ok(())
     }
 }
+
+/// Where the value of each key of a rendered contact comes from.
+enum RenderSlot {
+    Etag,
+    Id,
+    Created,
+    Modified,
+    ChangeKey,
+    ParentFolder,
+    /// A contact property: its stored value, or this JSON when it is not set.
+    Property(&'static str),
+}
+
+/// Every key `PersonalContact::render` writes, in serde_json's (sorted) map order.
+static RENDER_ORDER: LazyLock<Vec<(&'static str, RenderSlot)>> = LazyLock::new(|| {
+    let mut order = vec![
+        ("@odata.etag", RenderSlot::Etag),
+        ("id", RenderSlot::Id),
+        ("createdDateTime", RenderSlot::Created),
+        ("lastModifiedDateTime", RenderSlot::Modified),
+        ("changeKey", RenderSlot::ChangeKey),
+        ("parentFolderId", RenderSlot::ParentFolder),
+    ];
+    order.extend(CONTACT_PROPS.iter().map(|p| {
+        let empty = if LIST_PROPS.contains(p) {
+            "[]"
+        } else if ADDRESS_PROPS.contains(p) {
+            "{}"
+        } else {
+            "null"
+        };
+        (*p, RenderSlot::Property(empty))
+    }));
+    order.sort_unstable_by_key(|(key, _)| *key);
+    order
+});
 
 /// Extended property ids must be `Type {GUID} Name X` or `Type {GUID} Id 0x..` (Graph's format).
 fn validate_extended_id(id: &str) -> Result<(), String> {
@@ -269,5 +353,68 @@ impl Mailbox {
     pub(crate) fn bump(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(body: Value) -> PersonalContact {
+        let mut c = PersonalContact {
+            id: "AAMk\"id".into(),
+            parent_folder_id: "AQMk".into(),
+            created: "2024-01-01T00:00:00Z".into(),
+            modified: "2024-01-02T00:00:00Z".into(),
+            change_key: 7,
+            ..PersonalContact::default()
+        };
+        let Value::Object(body) = body else {
+            panic!("test body must be an object")
+        };
+        c.apply(body).unwrap();
+        c
+    }
+
+    #[test]
+    fn render_json_writes_the_bytes_render_would() {
+        let cases = [
+            json!({}),
+            json!({"displayName": "Ada \"Countess\" Lovelace \u{e9}\u{1F600}\n", "givenName": "Ada", "surname": null}),
+            json!({"emailAddresses": [{"name": "A", "address": "a@x.example"}], "businessPhones": ["+1 2", "3"],
+                "businessAddress": {"street": "1 Main St", "city": "London", "postalCode": "EC1"}, "categories": ["GAL", "b"],
+                "birthday": "1815-12-10T00:00:00Z", "personalNotes": "x\\y\ttab", "children": [], "homeAddress": {},
+                "mobilePhone": "+44 7700 900000", "jobTitle": "Analyst", "companyName": "Northern", "yomiSurname": "ラブレス",
+                "singleValueExtendedProperties": [{"id": "String {00020329-0000-0000-C000-000000000046} Name a", "value": "v"}]}),
+            json!({"DisplayName": "case-insensitive key", "FILEAS": "f", "nickName": 1.5, "initials": 12, "title": true}),
+        ];
+        for body in cases {
+            let c = contact(body.clone());
+            let expected = serde_json::to_vec(&Value::Object(c.render())).unwrap();
+            assert_eq!(
+                String::from_utf8(c.render_json()).unwrap(),
+                String::from_utf8(expected).unwrap(),
+                "{body}"
+            );
+        }
+        // A contact that was never given fields renders too.
+        let bare = PersonalContact::default();
+        assert_eq!(
+            bare.render_json(),
+            serde_json::to_vec(&Value::Object(bare.render())).unwrap()
+        );
+    }
+
+    #[test]
+    fn apply_keeps_earlier_fields_and_removes_nulls() {
+        let mut c = contact(json!({"displayName": "A", "jobTitle": "Analyst"}));
+        let Value::Object(patch) = json!({"jobTitle": null, "department": "R"}) else {
+            unreachable!()
+        };
+        c.apply(patch).unwrap();
+        let fields = c.field_map();
+        assert_eq!(fields.get("displayName"), Some(&json!("A")));
+        assert_eq!(fields.get("department"), Some(&json!("R")));
+        assert!(!fields.contains_key("jobTitle"));
     }
 }

@@ -393,3 +393,78 @@ async fn directory_resource_units_are_charged_per_app_and_tenant_then_429() {
     let tok = t.token("acme", GRAPH).await;
     assert_eq!(t.get(&tok, "/v1.0/users").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn batch_carries_binary_bodies_both_ways_and_reads_lenient_envelopes() {
+    // [§4] Inside $batch a photo travels base64-encoded: a PUT with an image Content-Type is decoded before it
+    // reaches the contact, and a non-JSON inner response (the JPEG) comes back as a base64 string. JSON bodies are
+    // embedded as JSON. A numeric id is accepted (as its text); a request that is not an object is refused.
+    use base64::Engine as _;
+    let t = spawn(&[("acme", 20)]).await;
+    let tok = t.token("acme", GRAPH).await;
+    let user = t.rest_mailbox();
+    let (_, c) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            &format!("/v1.0/users/{user}/contacts"),
+            json!({"displayName": "Pic"}),
+        )
+        .await;
+    let cid = c["id"].as_str().unwrap();
+    let jpeg = m365_sim::jpeg::tiny_jpeg(90, b"batch photo");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let (status, body) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": [
+                {"id": "put", "method": "PUT", "url": format!("/users/{user}/contacts/{cid}/photo/$value"), "headers": {"Content-Type": "image/jpeg"}, "body": encoded},
+                {"id": "get", "method": "GET", "url": format!("/users/{user}/contacts/{cid}/photo/$value"), "dependsOn": ["put"]},
+                {"id": 7, "method": "post", "url": format!("users/{user}/contacts"), "body": {"displayName": "Seven", "categories": ["Batch"]}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no response {id} in {body}"))
+    };
+    let put = by_id("put");
+    assert_eq!(put["status"], 204);
+    assert!(put.get("body").is_none(), "{put}");
+    let got = by_id("get");
+    assert_eq!(got["status"], 200);
+    assert_eq!(got["headers"]["Content-Type"], "image/jpeg");
+    assert_eq!(got["body"], encoded.as_str());
+    let seven = by_id("7");
+    assert_eq!(seven["status"], 201);
+    assert_eq!(seven["body"]["displayName"], "Seven");
+    assert_eq!(seven["body"]["categories"], json!(["Batch"]));
+    let view = t.sim.control().mailbox_contacts("acme", &user).unwrap();
+    assert_eq!(
+        view.iter()
+            .find(|c| c.fields["id"] == cid)
+            .unwrap()
+            .photo_bytes,
+        Some(jpeg.len())
+    );
+    assert!(view.iter().any(|c| c.fields["displayName"] == "Seven"));
+
+    let (status, body) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": [["1", "GET", "/users"]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["message"], "Each request needs an id.");
+}
