@@ -231,17 +231,11 @@ impl StateStore for FileStore {
         scope: &str,
         anchors: &[String],
     ) -> Result<Vec<ObjectRecord>, StateError> {
-        // One map per scope: read it and keep the wanted records (the map is the unit of I/O here).
+        // One map per scope: scan it, decoding only the wanted records (the map is the unit of I/O here).
         let files = self.object_map(link, scope);
         let wanted: std::collections::BTreeSet<String> = anchors.iter().cloned().collect();
-        self.blocking(move |_| {
-            let mut map = files.read()?;
-            Ok(wanted
-                .iter()
-                .filter_map(|anchor| map.remove(anchor))
-                .collect())
-        })
-        .await
+        self.blocking(move |_| Ok(files.read_selected(&wanted)?.into_values().collect()))
+            .await
     }
 
     async fn put_objects(

@@ -16,12 +16,14 @@
 //! line: readers ignore a final line without its newline (that append never returned), and the next writer cuts it
 //! off before appending. Any other line that does not parse is damage, reported as [`StateError::Corrupt`].
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::fsio::{self, FileLock, io_error, read_json, remove_if_exists, write_json_atomic};
 use crate::state::{ObjectRecord, StateError};
@@ -41,6 +43,20 @@ pub(super) struct SnapshotFile {
 enum JournalLine<R> {
     Put(R),
     Delete(String),
+}
+
+/// A snapshot read without decoding its records.
+#[derive(Deserialize)]
+struct RawSnapshot<'a> {
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+/// The one field of a record needed to decide whether to decode the rest.
+#[derive(Deserialize)]
+struct AnchorOnly<'a> {
+    #[serde(borrow)]
+    anchor: Cow<'a, str>,
 }
 
 /// The files of one scope's map; `snapshot` is `{dir}/{encoded}.json`.
@@ -70,12 +86,47 @@ impl ObjectMapFiles {
     }
 
     fn read_locked(&self) -> Result<BTreeMap<String, ObjectRecord>, StateError> {
-        let snapshot: SnapshotFile = read_json(&self.snapshot)?.unwrap_or_default();
-        let mut map: BTreeMap<String, ObjectRecord> = snapshot
-            .records
-            .into_iter()
-            .map(|record| (record.anchor.clone(), record))
-            .collect();
+        self.read_locked_where(|_| true)
+    }
+
+    /// Reads only the records of `wanted` anchors, under a shared lock. Every record is still scanned, but only the
+    /// wanted ones are decoded (an incremental run needs a few people's records out of a mailbox of thousands).
+    pub(super) fn read_selected(
+        &self,
+        wanted: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, ObjectRecord>, StateError> {
+        if !self.snapshot.exists() {
+            return Ok(BTreeMap::new());
+        }
+        let _lock = FileLock::shared(&self.lock)?;
+        self.read_locked_where(|anchor| wanted.contains(anchor))
+    }
+
+    fn read_locked_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, ObjectRecord>, StateError> {
+        let mut map = BTreeMap::new();
+        let snapshot = match fs::read(&self.snapshot) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(&self.snapshot, "reading", &e)),
+        };
+        if let Some(bytes) = snapshot {
+            let corrupt = |e: serde_json::Error| StateError::Corrupt {
+                what: self.snapshot.display().to_string(),
+                reason: e.to_string(),
+            };
+            let raw: RawSnapshot<'_> = serde_json::from_slice(&bytes).map_err(corrupt)?;
+            for record in raw.records {
+                let anchor: AnchorOnly<'_> = serde_json::from_str(record.get()).map_err(corrupt)?;
+                if keep(&anchor.anchor) {
+                    let record: ObjectRecord =
+                        serde_json::from_str(record.get()).map_err(corrupt)?;
+                    map.insert(record.anchor.clone(), record);
+                }
+            }
+        }
         let bytes = match fs::read(&self.journal) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(map),
@@ -90,17 +141,23 @@ impl ObjectMapFiles {
             if line.is_empty() {
                 continue;
             }
-            let entry: JournalLine<ObjectRecord> =
-                serde_json::from_slice(line).map_err(|e| StateError::Corrupt {
-                    what: self.journal.display().to_string(),
-                    reason: format!("line {}: {e}", number + 1),
-                })?;
+            let corrupt = |e: serde_json::Error| StateError::Corrupt {
+                what: self.journal.display().to_string(),
+                reason: format!("line {}: {e}", number + 1),
+            };
+            let entry: JournalLine<&RawValue> = serde_json::from_slice(line).map_err(corrupt)?;
             match entry {
                 JournalLine::Put(record) => {
-                    map.insert(record.anchor.clone(), record);
+                    let anchor: AnchorOnly<'_> =
+                        serde_json::from_str(record.get()).map_err(corrupt)?;
+                    if keep(&anchor.anchor) {
+                        let record: ObjectRecord =
+                            serde_json::from_str(record.get()).map_err(corrupt)?;
+                        map.insert(record.anchor.clone(), record);
+                    }
                 }
                 JournalLine::Delete(anchor) => {
-                    map.remove(&anchor);
+                    map.remove(anchor.as_str());
                 }
             }
         }
@@ -384,6 +441,31 @@ mod tests {
         fs::write(&map.journal, journal).unwrap();
         assert_eq!(hashes(&map), expected);
         assert_ne!(expected, before);
+    }
+
+    #[test]
+    fn a_selective_read_sees_the_journal_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = files(&dir);
+        map.put(
+            "mbx",
+            &[record("a", "1"), record("b", "1"), record("c", "1")],
+        )
+        .unwrap();
+        map.put("mbx", &[record("b", "2"), record("d", "1")])
+            .unwrap();
+        map.delete("mbx", &["c".to_owned()]).unwrap();
+        let wanted: BTreeSet<String> = ["b", "c", "d", "zz"].map(str::to_owned).into();
+        let selected: Vec<(String, String)> = map
+            .read_selected(&wanted)
+            .unwrap()
+            .into_values()
+            .map(|r| (r.anchor, r.hash))
+            .collect();
+        assert_eq!(
+            selected,
+            [("b".into(), "2".into()), ("d".into(), "1".into())]
+        );
     }
 
     #[test]
