@@ -177,8 +177,11 @@ async fn main() {
         "GAL to phones, Graph latency {latency_ms} ms, Outlook limits on, budget {budget} mailboxes in flight"
     );
     println!(
-        "initial: {} people x {mailboxes} mailboxes: {:?}, {} contacts written",
-        initial.source_read, initial.outcome, initial.applied.creates
+        "initial: {} people read, {} in scope x {mailboxes} mailboxes: {:?}, {} contacts written",
+        initial.source_read,
+        initial.applied.creates / mailboxes.max(1) as u64,
+        initial.outcome,
+        initial.applied.creates
     );
     println!("  wall time:            {initial_secs:.2} s");
     println!("  lower bound (limits): {bound:.2} s");
