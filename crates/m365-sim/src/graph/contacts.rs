@@ -17,7 +17,7 @@ use super::delta::{
     DeltaCursor, DeltaEntry, Start, delta_body, expired, page, round_end, start_of,
 };
 use super::odata::{Expr, parse_filter, query_options};
-use super::{Caller, bad_request, caller, collection, page_size};
+use super::{Caller, bad_request, caller, collection, page_size, page_with_items};
 use crate::model::mailbox::{ContactFolder, Mailbox, PersonalContact};
 use crate::model::user::MailboxKind;
 use crate::model::{Tombstone, Tracked};
@@ -433,21 +433,23 @@ fn expand_filter(
     }
 }
 
-fn render_with_expand(c: &PersonalContact, expand: &Option<Option<Expr>>) -> Value {
-    let mut m = c.render();
-    if let Some(filter) = expand {
-        let items: Vec<Value> = c
-            .extended
-            .iter()
-            .map(|(id, value)| json!({"id": id, "value": value}))
-            .filter(|ep| filter.as_ref().is_none_or(|f| f.eval(ep)))
-            .collect();
-        // Quirk: Graph omits the property entirely when no extended property matches.
-        if !items.is_empty() {
-            m.insert("singleValueExtendedProperties".into(), Value::Array(items));
-        }
+/// A contact's JSON, with the extended properties an `$expand` asked for.
+fn render_with_expand(c: &PersonalContact, expand: &Option<Option<Expr>>) -> Vec<u8> {
+    let Some(filter) = expand else {
+        return c.render_json();
+    };
+    let items: Vec<Value> = c
+        .extended
+        .iter()
+        .map(|(id, value)| json!({"id": id, "value": value}))
+        .filter(|ep| filter.as_ref().is_none_or(|f| f.eval(ep)))
+        .collect();
+    // Quirk: Graph omits the property entirely when no extended property matches.
+    if items.is_empty() {
+        return c.render_json();
     }
-    Value::Object(m)
+    let json = serde_json::to_vec(&Value::Array(items)).unwrap_or_default();
+    c.render_json_with(Some(("singleValueExtendedProperties", &json)))
 }
 
 fn list(
@@ -505,7 +507,7 @@ fn list(
                 .as_ref()
                 .is_none_or(|f| f.eval(&Value::Object(t.value.render_for_filter())))
         });
-    let items: Vec<Value> = matched
+    let items: Vec<Vec<u8>> = matched
         .by_ref()
         .skip(skip)
         .take(top)
@@ -527,9 +529,12 @@ fn list(
         };
         state.url(&format!("{path}?{}", q.finish()))
     });
-    json_response(
+    json_bytes_response(
         StatusCode::OK,
-        &collection(state, "users('x')/contacts", items, next),
+        page_with_items(
+            collection(state, "users('x')/contacts", Vec::new(), next),
+            &items,
+        ),
     )
 }
 
@@ -567,10 +572,9 @@ fn get(
         Err(r) => return r,
     };
     let mb = mb.read();
-    match (mb.contacts.get(cid), &expand) {
-        (Some(t), None) => json_bytes_response(StatusCode::OK, t.value.render_json()),
-        (Some(t), Some(_)) => json_response(StatusCode::OK, &render_with_expand(&t.value, &expand)),
-        (None, _) => item_not_found(),
+    match mb.contacts.get(cid) {
+        Some(t) => json_bytes_response(StatusCode::OK, render_with_expand(&t.value, &expand)),
+        None => item_not_found(),
     }
 }
 
@@ -812,11 +816,14 @@ pub(crate) async fn folder_delta(
     let (entries, last) = page(&mb.contacts, tombs, &cursor, size, |c| {
         c.parent_folder_id == folder_id
     });
-    let values: Vec<Value> = entries
+    let values: Vec<Vec<u8>> = entries
         .into_iter()
         .map(|e| match e {
-            DeltaEntry::Live(t) => Value::Object(t.value.render()),
-            DeltaEntry::Removed(id, reason) => json!({"id": id, "@removed": {"reason": reason}}),
+            DeltaEntry::Live(t) => t.value.render_json(),
+            DeltaEntry::Removed(id, reason) => {
+                serde_json::to_vec(&json!({"id": id, "@removed": {"reason": reason}}))
+                    .unwrap_or_default()
+            }
         })
         .collect();
     let (next, delta) = match last {
@@ -836,9 +843,19 @@ pub(crate) async fn folder_delta(
             }),
         ),
     };
-    json_response(
+    json_bytes_response(
         StatusCode::OK,
-        &delta_body(&state, "Collection(contact)", &path, values, next, delta),
+        page_with_items(
+            delta_body(
+                &state,
+                "Collection(contact)",
+                &path,
+                Vec::new(),
+                next,
+                delta,
+            ),
+            &values,
+        ),
     )
 }
 

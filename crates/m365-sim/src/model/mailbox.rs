@@ -124,6 +124,12 @@ impl PersonalContact {
     /// written by `apply` from parsed values), without building a map of every property. Same bytes as
     /// `serde_json::to_vec(&Value::Object(self.render()))`: keys in serde_json's sorted map order.
     pub(crate) fn render_json(&self) -> Vec<u8> {
+        self.render_json_with(None)
+    }
+
+    /// `render_json` with one more key (`singleValueExtendedProperties` of an `$expand`) and its JSON, written at
+    /// its sorted place as a map would.
+    pub(crate) fn render_json_with(&self, extra: Option<(&str, &[u8])>) -> Vec<u8> {
         let stored = if self.fields.is_empty() {
             "{}"
         } else {
@@ -131,13 +137,27 @@ impl PersonalContact {
         };
         // Keys are canonical property names (no escapes), so they borrow; anything else takes the slow road.
         let Ok(fields) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(stored) else {
-            return serde_json::to_vec(&Value::Object(self.render())).unwrap_or_default();
+            let mut m = self.render();
+            if let Some((key, json)) = extra {
+                m.insert(
+                    key.to_string(),
+                    serde_json::from_slice(json).unwrap_or(Value::Null),
+                );
+            }
+            return serde_json::to_vec(&Value::Object(m)).unwrap_or_default();
         };
+        let mut extra = extra;
         let mut out = Vec::with_capacity(stored.len() + 900);
         out.push(b'{');
         for (i, (key, slot)) in RENDER_ORDER.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
+            }
+            if let Some((extra_key, json)) = extra.filter(|(k, _)| k < key) {
+                write_key(&mut out, extra_key);
+                out.extend_from_slice(json);
+                out.push(b',');
+                extra = None;
             }
             out.push(b'"');
             out.extend_from_slice(key.as_bytes());
@@ -158,6 +178,11 @@ impl PersonalContact {
                     None => out.extend_from_slice(empty.as_bytes()),
                 },
             }
+        }
+        if let Some((extra_key, json)) = extra {
+            out.push(b',');
+            write_key(&mut out, extra_key);
+            out.extend_from_slice(json);
         }
         out.push(b'}');
         out
@@ -243,6 +268,13 @@ impl PersonalContact {
             .into_boxed_str();
         Ok(())
     }
+}
+
+/// `"key":` with the key escaped as JSON.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    // Serialising a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
 }
 
 /// Where the value of each key of a rendered contact comes from.
@@ -403,6 +435,23 @@ mod tests {
             bare.render_json(),
             serde_json::to_vec(&Value::Object(bare.render())).unwrap()
         );
+    }
+
+    #[test]
+    fn render_json_with_places_the_expanded_key_as_a_map_would() {
+        let c = contact(json!({"displayName": "A", "surname": "Z", "yomiSurname": "y"}));
+        let expanded =
+            json!([{"id": "String {00020329-0000-0000-C000-000000000046} Name a", "value": "v\""}]);
+        let json = serde_json::to_vec(&expanded).unwrap();
+        for key in ["singleValueExtendedProperties", "aaa", "zzz"] {
+            let mut m = c.render();
+            m.insert(key.to_string(), expanded.clone());
+            assert_eq!(
+                String::from_utf8(c.render_json_with(Some((key, &json)))).unwrap(),
+                serde_json::to_string(&Value::Object(m)).unwrap(),
+                "{key}"
+            );
+        }
     }
 
     #[test]
