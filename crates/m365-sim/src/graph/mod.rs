@@ -3,6 +3,8 @@
 
 pub(crate) mod batch;
 pub(crate) mod budget;
+mod contact_folders;
+mod contact_photos;
 pub(crate) mod contacts;
 mod delta;
 mod invitations;
@@ -33,15 +35,15 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         .route("/v1.0/users/{id}/photo/$value", get(users::photo))
         .route(
             "/v1.0/users/{id}/contactFolders",
-            get(contacts::list_folders).post(contacts::create_folder),
+            get(contact_folders::list_folders).post(contact_folders::create_folder),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}",
-            get(contacts::get_folder).delete(contacts::delete_folder),
+            get(contact_folders::get_folder).delete(contact_folders::delete_folder),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/childFolders",
-            get(contacts::list_child_folders).post(contacts::create_child_folder),
+            get(contact_folders::list_child_folders).post(contact_folders::create_child_folder),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/contacts",
@@ -49,7 +51,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/contacts/delta",
-            get(contacts::folder_delta),
+            get(contact_folders::folder_delta),
         )
         .route(
             "/v1.0/users/{id}/contacts",
@@ -63,7 +65,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
         .route(
             "/v1.0/users/{id}/contacts/{cid}/photo/$value",
-            get(contacts::get_photo).put(contacts::put_photo),
+            get(contact_photos::get_photo).put(contact_photos::put_photo),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/contacts/{cid}",
