@@ -107,15 +107,15 @@ pub(super) fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> 
     }
 }
 
-/// Inserts a contact into a folder (shared by Graph and the control API); returns its id.
-pub(crate) fn insert_contact(
-    mb: &mut Mailbox,
+/// Inserts a contact into a folder (shared by Graph and the control API); returns it as stored.
+pub(crate) fn insert_contact<'m>(
+    mb: &'m mut Mailbox,
     folder_id: &str,
     body: Map<String, Value>,
     now: &str,
     visible_from_ms: i64,
     user_made: bool,
-) -> Result<String, String> {
+) -> Result<&'m PersonalContact, String> {
     let id = mb.new_id("AAMk");
     let mut c = PersonalContact {
         id: id.clone(),
@@ -128,17 +128,21 @@ pub(crate) fn insert_contact(
     };
     c.apply(body)?;
     let version = mb.bump();
-    mb.contacts.insert(
-        id.clone(),
-        Tracked {
-            value: c,
-            version,
-            created_version: version,
-            prop_versions: Default::default(),
-            visible_from_ms,
-        },
-    );
-    Ok(id)
+    let tracked = Tracked {
+        value: c,
+        version,
+        created_version: version,
+        prop_versions: Default::default(),
+        visible_from_ms,
+    };
+    let stored = match mb.contacts.entry(id) {
+        std::collections::btree_map::Entry::Vacant(v) => v.insert(tracked),
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            o.insert(tracked);
+            o.into_mut()
+        }
+    };
+    Ok(&stored.value)
 }
 
 /// The sim clock's time as Graph writes contact timestamps (`2024-01-01T00:00:00Z`).
@@ -198,10 +202,7 @@ fn create(
         visible,
         false,
     ) {
-        Ok(id) => match mb.contacts.get(&id) {
-            Some(t) => json_bytes_response(StatusCode::CREATED, t.value.render_json()),
-            None => item_not_found(),
-        },
+        Ok(contact) => json_bytes_response(StatusCode::CREATED, contact.render_json()),
         Err(msg) => graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidProperty", &msg),
     }
 }

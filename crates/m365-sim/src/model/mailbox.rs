@@ -136,7 +136,7 @@ impl PersonalContact {
             &self.fields
         };
         // Keys are canonical property names (no escapes), so they borrow; anything else takes the slow road.
-        let Ok(fields) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(stored) else {
+        let Ok(StoredFields(mut fields)) = serde_json::from_str::<StoredFields<'_>>(stored) else {
             let mut m = self.render();
             if let Some((key, json)) = extra {
                 m.insert(
@@ -146,6 +146,11 @@ impl PersonalContact {
             }
             return serde_json::to_vec(&Value::Object(m)).unwrap_or_default();
         };
+        // `apply` writes the fields from a sorted map, so they come sorted; merge them with the sorted keys.
+        if !fields.is_sorted_by(|a, b| a.0 < b.0) {
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut stored_fields = fields.into_iter().peekable();
         let mut extra = extra;
         let mut out = Vec::with_capacity(stored.len() + 900);
         out.push(b'{');
@@ -173,10 +178,13 @@ impl PersonalContact {
                 RenderSlot::Modified => text(&mut out, &self.modified),
                 RenderSlot::ChangeKey => text(&mut out, &format!("CQAAAB{:08}", self.change_key)),
                 RenderSlot::ParentFolder => text(&mut out, &self.parent_folder_id),
-                RenderSlot::Property(empty) => match fields.get(key) {
-                    Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                    None => out.extend_from_slice(empty.as_bytes()),
-                },
+                RenderSlot::Property(empty) => {
+                    while stored_fields.next_if(|(name, _)| name < key).is_some() {}
+                    match stored_fields.next_if(|(name, _)| name == key) {
+                        Some((_, raw)) => out.extend_from_slice(raw.get().as_bytes()),
+                        None => out.extend_from_slice(empty.as_bytes()),
+                    }
+                }
             }
         }
         if let Some((extra_key, json)) = extra {
@@ -267,6 +275,33 @@ impl PersonalContact {
             .unwrap_or_else(|_| "{}".into())
             .into_boxed_str();
         Ok(())
+    }
+}
+
+/// A contact's stored fields as (name, raw JSON) in stored order, borrowed: no map is built. Names are canonical
+/// property names (no escapes), so they borrow.
+struct StoredFields<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for StoredFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = StoredFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of contact properties")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    fields.push(entry);
+                }
+                Ok(StoredFields(fields))
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
     }
 }
 
@@ -429,6 +464,13 @@ mod tests {
                 "{body}"
             );
         }
+        // Stored fields out of order, or with a name that is not a property, still render as `render` does.
+        let mut odd = contact(json!({}));
+        odd.fields = r#"{"surname":"Z","zzz":1,"displayName":"A","aaa":[]}"#.into();
+        assert_eq!(
+            String::from_utf8(odd.render_json()).unwrap(),
+            serde_json::to_string(&Value::Object(odd.render())).unwrap()
+        );
         // A contact that was never given fields renders too.
         let bare = PersonalContact::default();
         assert_eq!(
