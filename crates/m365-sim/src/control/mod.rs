@@ -417,7 +417,9 @@ impl Control {
             .now()
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
-        contacts_insert(&mut mb, &folder, fields, &stamp, 0, true).map_err(SimError::Refused)
+        contacts_insert(&mut mb, &folder, fields, &stamp, 0, true)
+            .map(|contact| contact.id.clone())
+            .map_err(SimError::Refused)
     }
 
     // ---- observation --------------------------------------------------------------------------------------

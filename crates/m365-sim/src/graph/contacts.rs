@@ -1,32 +1,28 @@
-//! Personal contacts in mailboxes: contact folders and child folders, contacts CRUD with categories and
-//! single-value extended properties (`$expand=singleValueExtendedProperties($filter=id eq '…')`, `Any()` filters),
-//! contact photos (≤ 4 MB), per-folder contacts delta. Every request takes an Outlook slot for (app, mailbox):
-//! 4 concurrent, 10,000 per 10 minutes (microsoft-apis.md §4). Mailboxes that are not REST-enabled answer
-//! `MailboxNotEnabledForRESTAPI`.
+//! Personal contacts in mailboxes: contacts CRUD with categories and single-value extended properties
+//! (`$expand=singleValueExtendedProperties($filter=id eq '…')`, `Any()` filters), and what every mailbox request
+//! shares (`open`). Folders and per-folder delta: contact_folders.rs; photos: contact_photos.rs. Every request takes
+//! an Outlook slot for (app, mailbox): 4 concurrent, 10,000 per 10 minutes (microsoft-apis.md §4). Mailboxes that are
+//! not REST-enabled answer `MailboxNotEnabledForRESTAPI`.
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 
-use super::delta::{
-    DeltaCursor, DeltaEntry, Start, delta_body, expired, page, round_end, start_of,
-};
+use super::contact_folders::resolve_folder;
 use super::odata::{Expr, parse_filter, query_options};
-use super::{Caller, bad_request, caller, collection, page_size};
-use crate::model::mailbox::{ContactFolder, Mailbox, PersonalContact};
+use super::{Caller, bad_request, caller, collection, page_size, page_with_items};
+use crate::model::mailbox::{Mailbox, PersonalContact};
 use crate::model::user::MailboxKind;
 use crate::model::{Tombstone, Tracked};
-use crate::respond::{graph_error, json_bytes_response, json_response, no_content, throttled};
+use crate::respond::{graph_error, json_bytes_response, no_content, throttled};
 use crate::state::SimState;
 
-const MAX_PHOTO_BYTES: usize = 4 * 1024 * 1024;
-
-fn item_not_found() -> Response {
+pub(super) fn item_not_found() -> Response {
     graph_error(
         StatusCode::NOT_FOUND,
         "ErrorItemNotFound",
@@ -63,7 +59,7 @@ pub(crate) fn outlook_permit(
 }
 
 /// Authenticates, checks Contacts.ReadWrite, resolves the mailbox and takes its Outlook slot.
-fn open(
+pub(super) fn open(
     state: &SimState,
     headers: &HeaderMap,
     user_key: &str,
@@ -100,7 +96,7 @@ fn open(
     Ok(caller.tenant.ensure_mailbox(&user_id))
 }
 
-fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
+pub(super) fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(graph_error(
@@ -111,191 +107,15 @@ fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
     }
 }
 
-pub(crate) async fn list_folders(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let mb = mb.read();
-    let items = mb
-        .folders
-        .values()
-        .filter(|f| f.parent_folder_id == mb.root_folder_id)
-        .map(|f| Value::Object(f.render()))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &collection(&state, "users('x')/contactFolders", items, None),
-    )
-}
-
-pub(crate) async fn list_child_folders(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, fid)): Path<(String, String)>,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let mb = mb.read();
-    if !mb.folders.contains_key(&fid) {
-        return item_not_found();
-    }
-    let items = mb
-        .folders
-        .values()
-        .filter(|f| f.parent_folder_id == fid)
-        .map(|f| Value::Object(f.render()))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &collection(
-            &state,
-            "users('x')/contactFolders('x')/childFolders",
-            items,
-            None,
-        ),
-    )
-}
-
-pub(crate) async fn get_folder(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, fid)): Path<(String, String)>,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let mb = mb.read();
-    match resolve_folder(&mb, &fid).and_then(|id| mb.folders.get(&id)) {
-        Some(f) => json_response(StatusCode::OK, &Value::Object(f.render())),
-        None => item_not_found(),
-    }
-}
-
-fn resolve_folder(mb: &Mailbox, fid: &str) -> Option<String> {
-    // Quirk: the well-known name "contacts" addresses the default folder.
-    if fid.eq_ignore_ascii_case("contacts") {
-        return Some(mb.default_folder_id.clone());
-    }
-    mb.folders.contains_key(fid).then(|| fid.to_string())
-}
-
-fn make_folder(
-    state: &SimState,
-    headers: &HeaderMap,
-    user: &str,
-    parent: Option<&str>,
-    body: &Bytes,
-) -> Response {
-    let mb = match open(state, headers, user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let body = match body_object(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(name) = body
-        .get("displayName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.trim().is_empty())
-    else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "ErrorInvalidRequest",
-            "The folder displayName is required.",
-        );
-    };
-    let mut mb = mb.write();
-    let parent_id = match parent {
-        None => mb.root_folder_id.clone(),
-        Some(p) => match resolve_folder(&mb, p) {
-            Some(id) => id,
-            None => return item_not_found(),
-        },
-    };
-    if mb
-        .folders
-        .values()
-        .any(|f| f.parent_folder_id == parent_id && f.display_name.eq_ignore_ascii_case(name))
-    {
-        return graph_error(
-            StatusCode::CONFLICT,
-            "ErrorFolderExists",
-            "A folder with the specified name already exists.",
-        );
-    }
-    let id = mb.new_id("AQMk");
-    let folder = ContactFolder {
-        id: id.clone(),
-        display_name: name.to_string(),
-        parent_folder_id: parent_id,
-    };
-    let rendered = folder.render();
-    mb.folders.insert(id, folder);
-    json_response(StatusCode::CREATED, &Value::Object(rendered))
-}
-
-pub(crate) async fn create_folder(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Response {
-    make_folder(&state, &headers, &user, None, &body)
-}
-
-pub(crate) async fn create_child_folder(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, fid)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    make_folder(&state, &headers, &user, Some(&fid), &body)
-}
-
-pub(crate) async fn delete_folder(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, fid)): Path<(String, String)>,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let mut mb = mb.write();
-    if fid == mb.default_folder_id || !mb.folders.contains_key(&fid) {
-        return item_not_found();
-    }
-    mb.folders.remove(&fid);
-    let doomed: Vec<String> = mb
-        .contacts
-        .iter()
-        .filter(|(_, t)| t.value.parent_folder_id == fid)
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in doomed {
-        remove_contact(&mut mb, &id);
-    }
-    no_content()
-}
-
-/// Inserts a contact into a folder (shared by Graph and the control API); returns its id.
-pub(crate) fn insert_contact(
-    mb: &mut Mailbox,
+/// Inserts a contact into a folder (shared by Graph and the control API); returns it as stored.
+pub(crate) fn insert_contact<'m>(
+    mb: &'m mut Mailbox,
     folder_id: &str,
     body: Map<String, Value>,
     now: &str,
     visible_from_ms: i64,
     user_made: bool,
-) -> Result<String, String> {
+) -> Result<&'m PersonalContact, String> {
     let id = mb.new_id("AAMk");
     let mut c = PersonalContact {
         id: id.clone(),
@@ -308,17 +128,21 @@ pub(crate) fn insert_contact(
     };
     c.apply(body)?;
     let version = mb.bump();
-    mb.contacts.insert(
-        id.clone(),
-        Tracked {
-            value: c,
-            version,
-            created_version: version,
-            prop_versions: Default::default(),
-            visible_from_ms,
-        },
-    );
-    Ok(id)
+    let tracked = Tracked {
+        value: c,
+        version,
+        created_version: version,
+        prop_versions: Default::default(),
+        visible_from_ms,
+    };
+    let stored = match mb.contacts.entry(id) {
+        std::collections::btree_map::Entry::Vacant(v) => v.insert(tracked),
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            o.insert(tracked);
+            o.into_mut()
+        }
+    };
+    Ok(&stored.value)
 }
 
 /// The sim clock's time as Graph writes contact timestamps (`2024-01-01T00:00:00Z`).
@@ -378,10 +202,7 @@ fn create(
         visible,
         false,
     ) {
-        Ok(id) => match mb.contacts.get(&id) {
-            Some(t) => json_bytes_response(StatusCode::CREATED, t.value.render_json()),
-            None => item_not_found(),
-        },
+        Ok(contact) => json_bytes_response(StatusCode::CREATED, contact.render_json()),
         Err(msg) => graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidProperty", &msg),
     }
 }
@@ -433,21 +254,23 @@ fn expand_filter(
     }
 }
 
-fn render_with_expand(c: &PersonalContact, expand: &Option<Option<Expr>>) -> Value {
-    let mut m = c.render();
-    if let Some(filter) = expand {
-        let items: Vec<Value> = c
-            .extended
-            .iter()
-            .map(|(id, value)| json!({"id": id, "value": value}))
-            .filter(|ep| filter.as_ref().is_none_or(|f| f.eval(ep)))
-            .collect();
-        // Quirk: Graph omits the property entirely when no extended property matches.
-        if !items.is_empty() {
-            m.insert("singleValueExtendedProperties".into(), Value::Array(items));
-        }
+/// A contact's JSON, with the extended properties an `$expand` asked for.
+fn render_with_expand(c: &PersonalContact, expand: &Option<Option<Expr>>) -> Vec<u8> {
+    let Some(filter) = expand else {
+        return c.render_json();
+    };
+    let items: Vec<Value> = c
+        .extended
+        .iter()
+        .map(|(id, value)| json!({"id": id, "value": value}))
+        .filter(|ep| filter.as_ref().is_none_or(|f| f.eval(ep)))
+        .collect();
+    // Quirk: Graph omits the property entirely when no extended property matches.
+    if items.is_empty() {
+        return c.render_json();
     }
-    Value::Object(m)
+    let json = serde_json::to_vec(&Value::Array(items)).unwrap_or_default();
+    c.render_json_with(Some(("singleValueExtendedProperties", &json)))
 }
 
 fn list(
@@ -505,7 +328,7 @@ fn list(
                 .as_ref()
                 .is_none_or(|f| f.eval(&Value::Object(t.value.render_for_filter())))
         });
-    let items: Vec<Value> = matched
+    let items: Vec<Vec<u8>> = matched
         .by_ref()
         .skip(skip)
         .take(top)
@@ -527,9 +350,12 @@ fn list(
         };
         state.url(&format!("{path}?{}", q.finish()))
     });
-    json_response(
+    json_bytes_response(
         StatusCode::OK,
-        &collection(state, "users('x')/contacts", items, next),
+        page_with_items(
+            collection(state, "users('x')/contacts", Vec::new(), next),
+            &items,
+        ),
     )
 }
 
@@ -567,10 +393,9 @@ fn get(
         Err(r) => return r,
     };
     let mb = mb.read();
-    match (mb.contacts.get(cid), &expand) {
-        (Some(t), None) => json_bytes_response(StatusCode::OK, t.value.render_json()),
-        (Some(t), Some(_)) => json_response(StatusCode::OK, &render_with_expand(&t.value, &expand)),
-        (None, _) => item_not_found(),
+    match mb.contacts.get(cid) {
+        Some(t) => json_bytes_response(StatusCode::OK, render_with_expand(&t.value, &expand)),
+        None => item_not_found(),
     }
 }
 
@@ -664,182 +489,6 @@ pub(crate) async fn delete_contact_in_folder(
     Path((user, _fid, cid)): Path<(String, String, String)>,
 ) -> Response {
     delete(&state, &headers, &user, &cid)
-}
-
-pub(crate) async fn put_photo(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, cid)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("image/") {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "ErrorInvalidRequest",
-            "The photo must be sent with an image Content-Type (image/jpeg).",
-        );
-    }
-    if body.len() > MAX_PHOTO_BYTES {
-        return graph_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ErrorRequestEntityTooLarge",
-            "The photo is larger than 4 MB.",
-        );
-    }
-    if body.len() < 4 || body[..2] != [0xFF, 0xD8] {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "ErrorInvalidImage",
-            "The image data is not a valid JPEG.",
-        );
-    }
-    let mut mb = mb.write();
-    let version = mb.seq + 1;
-    let Some(t) = mb.contacts.get_mut(&cid) else {
-        return item_not_found();
-    };
-    t.value.photo = Some(Arc::new(body.to_vec()));
-    t.value.change_key += 1;
-    t.version = version;
-    mb.seq = version;
-    no_content()
-}
-
-pub(crate) async fn get_photo(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, cid)): Path<(String, String)>,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let mb = mb.read();
-    let Some(t) = mb.contacts.get(&cid) else {
-        return item_not_found();
-    };
-    match &t.value.photo {
-        Some(p) => {
-            let mut r = Response::new(Body::from(p.as_ref().clone()));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-            r
-        }
-        None => graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The photo wasn't found.",
-        ),
-    }
-}
-
-pub(crate) async fn folder_delta(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path((user, fid)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let mb = match open(&state, &headers, &user) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let opts = query_options(raw.as_deref());
-    let size = super::prefer_value(&headers, "odata.maxpagesize")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(state.knobs.read().default_page_size)
-        .clamp(1, 1000);
-    let now = state.clock.now_ms();
-    let mb = mb.read();
-    let Some(folder_id) = resolve_folder(&mb, &fid) else {
-        return item_not_found();
-    };
-    let path = format!("/v1.0/users/{user}/contactFolders/{fid}/contacts/delta");
-    let visible = |_: &str, t: &Tracked<PersonalContact>| t.visible_from_ms <= now;
-    let cursor = match start_of(&opts) {
-        Start::Invalid => return bad_request("The delta token is not valid."),
-        // `$deltaToken=latest`: no contacts, just a delta link from now (Graph's delta query overview).
-        Start::Latest => {
-            let now_seq = round_end(mb.seq, 0, &mb.contacts, visible);
-            DeltaCursor {
-                from: now_seq,
-                to: now_seq,
-                after: None,
-                generation: mb.delta_generation,
-                issued_ms: now,
-                select: None,
-                replay: None,
-            }
-        }
-        Start::Fresh => DeltaCursor {
-            from: 0,
-            to: round_end(mb.seq, 0, &mb.contacts, visible),
-            after: None,
-            generation: mb.delta_generation,
-            issued_ms: now,
-            select: None,
-            replay: None,
-        },
-        Start::Continue(c, is_delta) => {
-            if c.generation != mb.delta_generation {
-                return expired(&state, &path);
-            }
-            if is_delta {
-                DeltaCursor {
-                    from: c.to,
-                    to: round_end(mb.seq, c.to, &mb.contacts, visible),
-                    after: None,
-                    issued_ms: now,
-                    ..c
-                }
-            } else {
-                c
-            }
-        }
-    };
-    let tombs = mb
-        .tombstones
-        .iter()
-        .filter(|(_, (f, _))| *f == folder_id)
-        .map(|(id, (_, t))| (id, *t));
-    let (entries, last) = page(&mb.contacts, tombs, &cursor, size, |c| {
-        c.parent_folder_id == folder_id
-    });
-    let values: Vec<Value> = entries
-        .into_iter()
-        .map(|e| match e {
-            DeltaEntry::Live(t) => Value::Object(t.value.render()),
-            DeltaEntry::Removed(id, reason) => json!({"id": id, "@removed": {"reason": reason}}),
-        })
-        .collect();
-    let (next, delta) = match last {
-        Some(after) => (
-            Some(DeltaCursor {
-                after: Some(after),
-                ..cursor
-            }),
-            None,
-        ),
-        None => (
-            None,
-            Some(DeltaCursor {
-                from: cursor.to,
-                after: None,
-                ..cursor
-            }),
-        ),
-    };
-    json_response(
-        StatusCode::OK,
-        &delta_body(&state, "Collection(contact)", &path, values, next, delta),
-    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 pub(crate) mod batch;
 pub(crate) mod budget;
+mod contact_folders;
+mod contact_photos;
 pub(crate) mod contacts;
 mod delta;
 mod invitations;
@@ -33,15 +35,15 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         .route("/v1.0/users/{id}/photo/$value", get(users::photo))
         .route(
             "/v1.0/users/{id}/contactFolders",
-            get(contacts::list_folders).post(contacts::create_folder),
+            get(contact_folders::list_folders).post(contact_folders::create_folder),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}",
-            get(contacts::get_folder).delete(contacts::delete_folder),
+            get(contact_folders::get_folder).delete(contact_folders::delete_folder),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/childFolders",
-            get(contacts::list_child_folders).post(contacts::create_child_folder),
+            get(contact_folders::list_child_folders).post(contact_folders::create_child_folder),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/contacts",
@@ -49,7 +51,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/contacts/delta",
-            get(contacts::folder_delta),
+            get(contact_folders::folder_delta),
         )
         .route(
             "/v1.0/users/{id}/contacts",
@@ -63,7 +65,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
         .route(
             "/v1.0/users/{id}/contacts/{cid}/photo/$value",
-            get(contacts::get_photo).put(contacts::put_photo),
+            get(contact_photos::get_photo).put(contact_photos::put_photo),
         )
         .route(
             "/v1.0/users/{id}/contactFolders/{fid}/contacts/{cid}",
@@ -163,6 +165,42 @@ pub(crate) fn collection(
     Value::Object(m)
 }
 
+/// A collection or delta page whose items are already serialised JSON objects: `page` is the page built as usual
+/// with an empty `value`, the items are spliced in. Same bytes as serialising the page with the items parsed in.
+pub(crate) fn page_with_items(page: Value, items: &[Vec<u8>]) -> Vec<u8> {
+    let Value::Object(mut head) = page else {
+        return serde_json::to_vec(&page).unwrap_or_default();
+    };
+    head.remove("value");
+    // `value` is written last, as a sorted map writes it, only if every other key sorts before it (the `@odata.*`
+    // annotations do); otherwise the items are parsed back in.
+    if head.keys().any(|k| k.as_str() > "value") {
+        let values = items
+            .iter()
+            .map(|i| serde_json::from_slice(i).unwrap_or(Value::Null))
+            .collect();
+        head.insert("value".into(), Value::Array(values));
+        return serde_json::to_vec(&Value::Object(head)).unwrap_or_default();
+    }
+    let had_keys = !head.is_empty();
+    let mut out = serde_json::to_vec(&Value::Object(head)).unwrap_or_default();
+    let items_len: usize = items.iter().map(|i| i.len() + 1).sum();
+    out.reserve(items_len + 12);
+    out.pop(); // the closing brace
+    if had_keys {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"value\":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 /// `$top` within Graph's bounds for a resource, defaulting to the knob's page size.
 pub(crate) fn page_size(
     state: &SimState,
@@ -236,3 +274,40 @@ pub(crate) fn not_found(what: &str) -> Response {
 }
 
 pub(crate) use contacts::insert_contact as contacts_insert;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_with_serialised_items_are_the_pages_serialised_whole() {
+        let items = [
+            json!({"id": "1", "b": [1, 2]}),
+            json!({"id": "2\"", "@removed": {"reason": "deleted"}}),
+        ];
+        let bytes: Vec<Vec<u8>> = items
+            .iter()
+            .map(|i| serde_json::to_vec(i).unwrap())
+            .collect();
+        let heads = [
+            json!({"@odata.context": "https://x/v1.0/$metadata#c", "@odata.nextLink": "https://x/n?$skip=2"}),
+            json!({"@odata.context": "c", "@odata.deltaLink": "d"}),
+            json!({}),
+            // A key that sorts after `value` takes the slow road and still comes out right.
+            json!({"@odata.context": "c", "zzz": 1}),
+        ];
+        for head in heads {
+            for n in [0, 1, 2] {
+                let mut whole = head.clone();
+                whole["value"] = Value::Array(items[..n].to_vec());
+                let mut page = head.clone();
+                page["value"] = json!([]);
+                assert_eq!(
+                    String::from_utf8(page_with_items(page, &bytes[..n])).unwrap(),
+                    serde_json::to_string(&whole).unwrap(),
+                    "{head} with {n} items"
+                );
+            }
+        }
+    }
+}

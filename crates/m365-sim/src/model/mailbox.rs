@@ -124,20 +124,45 @@ impl PersonalContact {
     /// written by `apply` from parsed values), without building a map of every property. Same bytes as
     /// `serde_json::to_vec(&Value::Object(self.render()))`: keys in serde_json's sorted map order.
     pub(crate) fn render_json(&self) -> Vec<u8> {
+        self.render_json_with(None)
+    }
+
+    /// `render_json` with one more key (`singleValueExtendedProperties` of an `$expand`) and its JSON, written at
+    /// its sorted place as a map would.
+    pub(crate) fn render_json_with(&self, extra: Option<(&str, &[u8])>) -> Vec<u8> {
         let stored = if self.fields.is_empty() {
             "{}"
         } else {
             &self.fields
         };
         // Keys are canonical property names (no escapes), so they borrow; anything else takes the slow road.
-        let Ok(fields) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(stored) else {
-            return serde_json::to_vec(&Value::Object(self.render())).unwrap_or_default();
+        let Ok(StoredFields(mut fields)) = serde_json::from_str::<StoredFields<'_>>(stored) else {
+            let mut m = self.render();
+            if let Some((key, json)) = extra {
+                m.insert(
+                    key.to_string(),
+                    serde_json::from_slice(json).unwrap_or(Value::Null),
+                );
+            }
+            return serde_json::to_vec(&Value::Object(m)).unwrap_or_default();
         };
+        // `apply` writes the fields from a sorted map, so they come sorted; merge them with the sorted keys.
+        if !fields.is_sorted_by(|a, b| a.0 < b.0) {
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut stored_fields = fields.into_iter().peekable();
+        let mut extra = extra;
         let mut out = Vec::with_capacity(stored.len() + 900);
         out.push(b'{');
         for (i, (key, slot)) in RENDER_ORDER.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
+            }
+            if let Some((extra_key, json)) = extra.filter(|(k, _)| k < key) {
+                write_key(&mut out, extra_key);
+                out.extend_from_slice(json);
+                out.push(b',');
+                extra = None;
             }
             out.push(b'"');
             out.extend_from_slice(key.as_bytes());
@@ -153,11 +178,19 @@ impl PersonalContact {
                 RenderSlot::Modified => text(&mut out, &self.modified),
                 RenderSlot::ChangeKey => text(&mut out, &format!("CQAAAB{:08}", self.change_key)),
                 RenderSlot::ParentFolder => text(&mut out, &self.parent_folder_id),
-                RenderSlot::Property(empty) => match fields.get(key) {
-                    Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                    None => out.extend_from_slice(empty.as_bytes()),
-                },
+                RenderSlot::Property(empty) => {
+                    while stored_fields.next_if(|(name, _)| name < key).is_some() {}
+                    match stored_fields.next_if(|(name, _)| name == key) {
+                        Some((_, raw)) => out.extend_from_slice(raw.get().as_bytes()),
+                        None => out.extend_from_slice(empty.as_bytes()),
+                    }
+                }
             }
+        }
+        if let Some((extra_key, json)) = extra {
+            out.push(b',');
+            write_key(&mut out, extra_key);
+            out.extend_from_slice(json);
         }
         out.push(b'}');
         out
@@ -243,6 +276,40 @@ impl PersonalContact {
             .into_boxed_str();
         Ok(())
     }
+}
+
+/// A contact's stored fields as (name, raw JSON) in stored order, borrowed: no map is built. Names are canonical
+/// property names (no escapes), so they borrow.
+struct StoredFields<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for StoredFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = StoredFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of contact properties")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    fields.push(entry);
+                }
+                Ok(StoredFields(fields))
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// `"key":` with the key escaped as JSON.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    // Serialising a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
 }
 
 /// Where the value of each key of a rendered contact comes from.
@@ -397,12 +464,36 @@ mod tests {
                 "{body}"
             );
         }
+        // Stored fields out of order, or with a name that is not a property, still render as `render` does.
+        let mut odd = contact(json!({}));
+        odd.fields = r#"{"surname":"Z","zzz":1,"displayName":"A","aaa":[]}"#.into();
+        assert_eq!(
+            String::from_utf8(odd.render_json()).unwrap(),
+            serde_json::to_string(&Value::Object(odd.render())).unwrap()
+        );
         // A contact that was never given fields renders too.
         let bare = PersonalContact::default();
         assert_eq!(
             bare.render_json(),
             serde_json::to_vec(&Value::Object(bare.render())).unwrap()
         );
+    }
+
+    #[test]
+    fn render_json_with_places_the_expanded_key_as_a_map_would() {
+        let c = contact(json!({"displayName": "A", "surname": "Z", "yomiSurname": "y"}));
+        let expanded =
+            json!([{"id": "String {00020329-0000-0000-C000-000000000046} Name a", "value": "v\""}]);
+        let json = serde_json::to_vec(&expanded).unwrap();
+        for key in ["singleValueExtendedProperties", "aaa", "zzz"] {
+            let mut m = c.render();
+            m.insert(key.to_string(), expanded.clone());
+            assert_eq!(
+                String::from_utf8(c.render_json_with(Some((key, &json)))).unwrap(),
+                serde_json::to_string(&Value::Object(m)).unwrap(),
+                "{key}"
+            );
+        }
     }
 
     #[test]

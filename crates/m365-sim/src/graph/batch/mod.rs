@@ -1,6 +1,8 @@
 //! `POST /v1.0/$batch`: at most 20 requests; `dependsOn` orders them and a failed dependency yields 424; the outer
 //! status is 200 whatever the inner ones say; each inner request goes through the full pipeline (auth, throttling,
 //! faults, counters) on its own. Independent requests run at most 4 at a time (Outlook's rule for one batch).
+//! Bodies stay JSON text on the way in and out (envelope.rs): an inner body is a slice of the outer request, an inner
+//! JSON response is embedded as it was written, so a batch never parses and re-serialises what it only forwards.
 
 mod envelope;
 
