@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 
 use super::contact::{
-    CONTACT_PROPERTIES, adoption_patch, anchor_property_id, create_body, patch_for_current,
-    patch_for_written, primary_address,
+    CONTACT_PROPERTIES, adoption_patch, anchor_property_id, patch_for_current, patch_for_written,
+    primary_address,
 };
 use super::mailbox_sync::{MailboxRun, Op, id_of};
 use super::spec::OnPersonGone;
@@ -162,7 +162,6 @@ impl MailboxRun<'_> {
                         }
                         None => ops.push(Op::Create {
                             anchor: anchor.clone(),
-                            body: create_body(&want.props, self.categories(), anchor),
                         }),
                     }
                 }
@@ -231,9 +230,8 @@ impl MailboxRun<'_> {
                         });
                     }
                 }
-                (Some(want), None) => ops.push(Op::Create {
+                (Some(_), None) => ops.push(Op::Create {
                     anchor: anchor.clone(),
-                    body: create_body(&want.props, self.categories(), anchor),
                 }),
                 (None, Some(_)) if fanout.held.contains(anchor) => {}
                 (None, Some(_)) if fanout.target.on_delete == OnPersonGone::Keep => {
@@ -313,7 +311,6 @@ impl MailboxRun<'_> {
             if contact.get("@removed").is_some() {
                 ops.push(Op::Create {
                     anchor: anchor.clone(),
-                    body: create_body(&want.props, self.categories(), anchor),
                 });
                 continue;
             }
@@ -330,11 +327,10 @@ impl MailboxRun<'_> {
             }
         }
         // People with no contact in this mailbox yet (a create that failed earlier).
-        for (anchor, want) in &fanout.desired {
+        for anchor in fanout.desired.keys() {
             if !self.state.contacts.contains_key(anchor) && planned.insert(anchor.clone()) {
                 ops.push(Op::Create {
                     anchor: anchor.clone(),
-                    body: create_body(&want.props, self.categories(), anchor),
                 });
             }
         }

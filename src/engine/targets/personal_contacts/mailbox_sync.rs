@@ -44,6 +44,9 @@ pub struct Desired {
 /// partition query) rather than per-anchor lookups (Table Storage: one point GET per anchor).
 pub const PARTIAL_LOAD_MAX_ANCHORS: usize = 200;
 
+/// Contact records saved together while a mailbox is written (one Table Storage entity group transaction).
+pub const RECORDS_PER_FLUSH: usize = 100;
+
 /// What a run fans out to every mailbox. Owned (and shared through an `Arc`) so that each mailbox runs as a task
 /// of its own, on every core: polled from one task, the JSON work of all mailboxes shared one core.
 pub struct Fanout {
@@ -76,9 +79,9 @@ pub struct MailboxOutcome {
 }
 
 pub(super) enum Op {
+    /// The body is built when its batch is sent (a mailbox's first fill plans hundreds of creates at once).
     Create {
         anchor: String,
-        body: Value,
     },
     Patch {
         anchor: String,
@@ -254,6 +257,31 @@ impl MailboxRun<'_> {
     }
 
     /// Records a contact as holding the desired properties (the photo as given).
+    /// Saves the records of written contacts once [`RECORDS_PER_FLUSH`] have gathered, so a mailbox in flight
+    /// holds at most that many and a crash loses at most that many (the next run's thorough pass finds them again
+    /// by anchor). A failed save keeps them for the final save of the mailbox.
+    pub(super) async fn flush_records(&mut self) {
+        if self.changes.put.len() < RECORDS_PER_FLUSH {
+            return;
+        }
+        let batch = MailboxChanges {
+            put: std::mem::take(&mut self.changes.put),
+            ..MailboxChanges::default()
+        };
+        let fanout = self.fanout;
+        if let Err(error) = save_mailbox(
+            fanout.store.as_ref(),
+            &fanout.link,
+            &self.mailbox.id,
+            &batch,
+        )
+        .await
+        {
+            tracing::warn!(link = %fanout.link, mailbox = %self.mailbox.upn, error = %error, "Saving contact records failed; retried when the mailbox is done.");
+            self.changes.put.extend(batch.put);
+        }
+    }
+
     pub(super) fn remember(&mut self, anchor: &str, contact_id: &str, photo: Option<String>) {
         let Some(want) = self.fanout.desired.get(anchor) else {
             return;

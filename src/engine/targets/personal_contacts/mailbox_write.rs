@@ -74,40 +74,51 @@ pub async fn remove_recorded(
 
 impl MailboxRun<'_> {
     pub(super) async fn execute(&mut self, ops: Vec<Op>) -> Result<(), GraphError> {
-        let mut requests = Vec::new();
-        let mut by_id: HashMap<String, Op> = HashMap::new();
-        for (index, mut op) in ops.into_iter().enumerate() {
-            let id = index.to_string();
-            let mailbox = &self.mailbox.id;
-            // The body moves into the request (booking an answer never reads it), so it is not cloned.
-            let request = match &mut op {
-                Op::Create { body, .. } => {
-                    BatchRequest::create_contact(&id, mailbox, self.folder(), std::mem::take(body))
-                }
-                Op::Patch {
-                    contact_id, body, ..
-                } => BatchRequest::patch_contact(&id, mailbox, contact_id, std::mem::take(body)),
-                Op::Delete { contact_id, .. } => {
-                    BatchRequest::delete_contact(&id, mailbox, contact_id)
-                }
-                Op::Photo {
-                    anchor, contact_id, ..
-                } => {
-                    self.photo_queue.push((anchor.clone(), contact_id.clone()));
-                    continue;
-                }
-            };
-            requests.push(request);
-            by_id.insert(id, op);
-        }
         let mut recreate = Vec::new();
-        let mut requests = requests.into_iter().peekable();
-        while requests.peek().is_some() {
-            let chunk: Vec<BatchRequest> = requests.by_ref().take(MAX_BATCH_SIZE).collect();
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            // Requests (and create bodies) are built one batch at a time, so a mailbox in flight holds 20, not all.
+            let mut requests = Vec::with_capacity(MAX_BATCH_SIZE);
+            let mut by_id: HashMap<String, Op> = HashMap::with_capacity(MAX_BATCH_SIZE);
+            while requests.len() < MAX_BATCH_SIZE
+                && let Some(mut op) = ops.next()
+            {
+                let id = by_id.len().to_string();
+                let mailbox = &self.mailbox.id;
+                // A patch body moves into the request (booking an answer never reads it), so it is not cloned.
+                let request = match &mut op {
+                    Op::Create { anchor } => {
+                        let Some(want) = self.fanout.desired.get(anchor.as_str()) else {
+                            continue;
+                        };
+                        let body = create_body(&want.props, self.categories(), anchor);
+                        BatchRequest::create_contact(&id, mailbox, self.folder(), body)
+                    }
+                    Op::Patch {
+                        contact_id, body, ..
+                    } => {
+                        BatchRequest::patch_contact(&id, mailbox, contact_id, std::mem::take(body))
+                    }
+                    Op::Delete { contact_id, .. } => {
+                        BatchRequest::delete_contact(&id, mailbox, contact_id)
+                    }
+                    Op::Photo {
+                        anchor, contact_id, ..
+                    } => {
+                        self.photo_queue.push((anchor.clone(), contact_id.clone()));
+                        continue;
+                    }
+                };
+                requests.push(request);
+                by_id.insert(id, op);
+            }
+            if requests.is_empty() {
+                continue;
+            }
             let answers = self
                 .fanout
                 .graph
-                .batch(Some(&self.mailbox.id), chunk)
+                .batch(Some(&self.mailbox.id), requests)
                 .await?;
             for answer in answers {
                 let Some(op) = by_id.remove(&answer.id) else {
@@ -122,16 +133,14 @@ impl MailboxRun<'_> {
                     recreate.push(anchor);
                 }
             }
+            self.flush_records().await;
         }
         if !recreate.is_empty() {
             // Drift seen during an incremental write: the owner deleted a managed contact; it comes back now.
             let ops = recreate
                 .into_iter()
-                .filter_map(|anchor| {
-                    let want = self.fanout.desired.get(&anchor)?;
-                    let body = create_body(&want.props, self.categories(), &anchor);
-                    Some(Op::Create { anchor, body })
-                })
+                .filter(|anchor| self.fanout.desired.contains_key(anchor))
+                .map(|anchor| Op::Create { anchor })
                 .collect();
             Box::pin(self.execute(ops)).await?;
         }

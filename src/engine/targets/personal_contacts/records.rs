@@ -17,8 +17,8 @@ use crate::state::{LINK_SCOPE, ObjectRecord, StateError, StateStore};
 /// The key of the folder record in a mailbox scope (never an anchor: anchors start with `galbridge:`).
 pub const FOLDER_KEY: &str = "~folder";
 
-// Records go in one store call per mailbox: the file store rewrites a scope's file per call (a read-modify-write of
-// the whole map), and the table store cuts a call into entity group transactions of 100 itself.
+// Records go to the store 100 at a time while a mailbox is written (`RECORDS_PER_FLUSH`): one entity group
+// transaction in Table Storage, one journal append in the file store.
 
 /// One person of the source snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,8 +151,9 @@ fn mailbox_state(records: Vec<ObjectRecord>) -> Result<MailboxState, StateError>
     Ok(state)
 }
 
-/// Record changes of one mailbox, written together when the mailbox is done (a crash before that is repaired by
-/// the full reconcile the next run does, see the module docs of `personal_contacts`).
+/// Record changes of one mailbox: contact records are saved every 100 while it is written, the rest (folder record,
+/// forgotten anchors) when it is done. What a crash loses is repaired by the thorough pass the next run does (see
+/// the module docs of `personal_contacts`).
 #[derive(Debug, Default)]
 pub struct MailboxChanges {
     /// A new folder record: the folder id and its delta link.
