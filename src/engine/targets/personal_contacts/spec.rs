@@ -121,7 +121,7 @@ fn build(
         interval,
         full_reconcile_every: link.full_reconcile_every.as_chrono(),
         max_concurrency: usize::try_from(service.mailboxes_in_flight)
-            .unwrap_or(100)
+            .unwrap_or(256)
             .max(1),
     })
 }
