@@ -12,8 +12,9 @@ use crate::common::{EXCHANGE, GRAPH, spawn, spawn_with};
 async fn outlook_allows_four_concurrent_requests_per_mailbox_then_429_with_retry_after() {
     // [§4] Outlook: 4 concurrent requests per (app, mailbox); beyond that 429 + Retry-After.
     let mut knobs = m365_sim::Knobs::default();
+    // Long enough that all 8 requests (each opening its own TLS connection) overlap even on a loaded machine.
     knobs.latency.graph = m365_sim::Latency {
-        fixed_ms: 150,
+        fixed_ms: 2_000,
         jitter_ms: 0,
     };
     let t = spawn_with(&[("acme", 20)], knobs).await;
