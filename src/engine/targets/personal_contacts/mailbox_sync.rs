@@ -256,7 +256,6 @@ impl MailboxRun<'_> {
         self.state.folder_id.as_deref().filter(|id| !id.is_empty())
     }
 
-    /// Records a contact as holding the desired properties (the photo as given).
     /// Saves the records of written contacts once [`RECORDS_PER_FLUSH`] have gathered, so a mailbox in flight
     /// holds at most that many and a crash loses at most that many (the next run's thorough pass finds them again
     /// by anchor). A failed save keeps them for the final save of the mailbox.
@@ -282,6 +281,7 @@ impl MailboxRun<'_> {
         }
     }
 
+    /// Records a contact as holding the desired properties (the photo as given).
     pub(super) fn remember(&mut self, anchor: &str, contact_id: &str, photo: Option<String>) {
         let Some(want) = self.fanout.desired.get(anchor) else {
             return;
