@@ -67,16 +67,16 @@ pub struct Runner {
 }
 
 /// The parts of a report the run itself determines.
-struct RunBody {
-    mode: RunMode,
-    outcome: RunOutcome,
-    source_read: u64,
-    source_changes: u64,
-    planned: PlanCounts,
-    applied: PlanCounts,
-    failures: Vec<Failure>,
-    quarantine: Option<QuarantineInfo>,
-    plan: Option<serde_json::Value>,
+pub(crate) struct RunBody {
+    pub(crate) mode: RunMode,
+    pub(crate) outcome: RunOutcome,
+    pub(crate) source_read: u64,
+    pub(crate) source_changes: u64,
+    pub(crate) planned: PlanCounts,
+    pub(crate) applied: PlanCounts,
+    pub(crate) failures: Vec<Failure>,
+    pub(crate) quarantine: Option<QuarantineInfo>,
+    pub(crate) plan: Option<serde_json::Value>,
 }
 
 impl RunBody {
@@ -86,6 +86,11 @@ impl RunBody {
             StepError::Target(_) => "target_unreadable",
             StepError::State(_) => "state_error",
         };
+        RunBody::failure(mode, kind, error.to_string())
+    }
+
+    /// A run that stopped before applying anything, with one failure of `kind`.
+    pub(crate) fn failure(mode: RunMode, kind: &str, reason: String) -> RunBody {
         RunBody {
             mode,
             outcome: RunOutcome::Failed,
@@ -97,12 +102,57 @@ impl RunBody {
                 anchor: None,
                 mailbox: None,
                 kind: kind.into(),
-                reason: error.to_string(),
+                reason,
             }],
             quarantine: None,
             plan: None,
         }
     }
+}
+
+/// When and how a run started, for its report.
+pub(crate) struct RunStart {
+    pub(crate) run_id: String,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) clock: Instant,
+}
+
+/// Turns a finished run into its report, stores the run record (not for a dry run) and logs the summary: the same
+/// ending for every kind of link.
+pub(crate) async fn record_run(
+    store: &dyn StateStore,
+    link: &str,
+    start: RunStart,
+    spent: CounterSnapshot,
+    body: RunBody,
+    summary: String,
+    options: &RunOptions,
+) -> RunReport {
+    let report = RunReport {
+        link: link.to_owned(),
+        run_id: start.run_id,
+        mode: body.mode,
+        outcome: body.outcome,
+        started_at: start.started_at,
+        duration_ms: start.clock.elapsed().as_millis() as u64,
+        source_read: body.source_read,
+        source_changes: body.source_changes,
+        summary,
+        planned: body.planned,
+        applied: body.applied,
+        failures: body.failures,
+        throttled_retries: spent.throttled_retries,
+        requests: spent.requests,
+        quarantine: body.quarantine,
+        plan: body.plan,
+    };
+    if !options.dry_run
+        && let Err(error) = store.put_run_record(&report).await
+    {
+        tracing::warn!(link = %link, error = %error, "Storing the run record failed.");
+    }
+    tracing::info!(link = %link, outcome = ?report.outcome, "{}", report.summary);
+    report
 }
 
 impl Runner {
@@ -134,31 +184,22 @@ impl Runner {
             tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
         }
         let spent = self.counters().since(&before);
-        let report = RunReport {
-            link: link.name.clone(),
+        let summary = summary(&link.name, &body);
+        let start = RunStart {
             run_id,
-            mode: body.mode,
-            outcome: body.outcome,
             started_at,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            source_read: body.source_read,
-            source_changes: body.source_changes,
-            summary: summary(&link.name, &body),
-            planned: body.planned,
-            applied: body.applied,
-            failures: body.failures,
-            throttled_retries: spent.throttled_retries,
-            requests: spent.requests,
-            quarantine: body.quarantine,
-            plan: body.plan,
+            clock,
         };
-        if !options.dry_run
-            && let Err(error) = self.store.put_run_record(&report).await
-        {
-            tracing::warn!(link = %link.name, error = %error, "Storing the run record failed.");
-        }
-        tracing::info!(link = %link.name, outcome = ?report.outcome, "{}", report.summary);
-        Ok(report)
+        Ok(record_run(
+            self.store.as_ref(),
+            &link.name,
+            start,
+            spent,
+            body,
+            summary,
+            options,
+        )
+        .await)
     }
 
     async fn run_leased(

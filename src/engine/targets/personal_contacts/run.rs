@@ -22,7 +22,7 @@ use super::spec::PhonesSpec;
 use crate::engine::entry::anchor_prefix_for;
 use crate::engine::lease::HeldLease;
 use crate::engine::ports::{CounterSnapshot, RequestCounters, SourceDirectory};
-use crate::engine::runner::RunError;
+use crate::engine::runner::{RunBody, RunError, RunStart, record_run};
 use crate::engine::safety::SafetyLimits;
 use crate::m365::GraphClient;
 use crate::report::{
@@ -48,39 +48,6 @@ pub struct PhonesRunner {
     pub counters: Option<Arc<dyn RequestCounters>>,
     pub holder: String,
     pub lease_ttl: chrono::Duration,
-}
-
-struct Body {
-    mode: RunMode,
-    outcome: RunOutcome,
-    read: u64,
-    changes: u64,
-    planned: PlanCounts,
-    applied: PlanCounts,
-    failures: Vec<Failure>,
-    quarantine: Option<QuarantineInfo>,
-    plan: Option<serde_json::Value>,
-}
-
-impl Body {
-    fn failed(reason: String, kind: &str) -> Body {
-        Body {
-            mode: RunMode::Incremental,
-            outcome: RunOutcome::Failed,
-            read: 0,
-            changes: 0,
-            planned: PlanCounts::default(),
-            applied: PlanCounts::default(),
-            failures: vec![Failure {
-                anchor: None,
-                mailbox: None,
-                kind: kind.into(),
-                reason,
-            }],
-            quarantine: None,
-            plan: None,
-        }
-    }
 }
 
 impl PhonesRunner {
@@ -111,7 +78,7 @@ impl PhonesRunner {
             Ok(body) => body,
             Err(error) => {
                 tracing::warn!(link = %link.name, error = %error, "Phones run failed.");
-                Body::failed(error.to_string(), "state_error")
+                RunBody::failure(RunMode::Incremental, "state_error", error.to_string())
             }
         };
         renewal.finish().await;
@@ -130,7 +97,7 @@ impl PhonesRunner {
             link.name,
             body.mode,
             body.outcome,
-            body.read,
+            body.source_read,
             counts.creates,
             counts.updates,
             counts.deletes,
@@ -145,31 +112,21 @@ impl PhonesRunner {
                 ))
                 .unwrap_or_default()
         );
-        let report = RunReport {
-            link: link.name.clone(),
+        let start = RunStart {
             run_id,
-            mode: body.mode,
-            outcome: body.outcome,
             started_at,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            source_read: body.read,
-            source_changes: body.changes,
-            summary,
-            planned: body.planned,
-            applied: body.applied,
-            failures: body.failures,
-            throttled_retries: spent.throttled_retries,
-            requests: spent.requests,
-            quarantine: body.quarantine,
-            plan: body.plan,
+            clock,
         };
-        if !options.dry_run
-            && let Err(error) = self.store.put_run_record(&report).await
-        {
-            tracing::warn!(link = %link.name, error = %error, "Storing the run record failed.");
-        }
-        tracing::info!(link = %link.name, outcome = ?report.outcome, "{}", report.summary);
-        Ok(report)
+        Ok(record_run(
+            self.store.as_ref(),
+            &link.name,
+            start,
+            spent,
+            body,
+            summary,
+            options,
+        )
+        .await)
     }
 
     async fn steps(
@@ -177,14 +134,20 @@ impl PhonesRunner {
         link: &PhonesSpec,
         options: &RunOptions,
         cancelled: &Arc<AtomicBool>,
-    ) -> Result<Body, StateError> {
+    ) -> Result<RunBody, StateError> {
         let now = Utc::now();
         let mut checkpoint = self.store.load_checkpoint(&link.name).await?;
         let unfinished = checkpoint.extra.get(OPEN_MARK).and_then(|v| v.as_bool()) == Some(true);
         let snapshot = load_snapshot(self.store.as_ref(), &link.name).await?;
         let tenant_id = match self.source.tenant_id().await {
             Ok(id) => id,
-            Err(error) => return Ok(Body::failed(error.to_string(), "source_unreadable")),
+            Err(error) => {
+                return Ok(RunBody::failure(
+                    RunMode::Incremental,
+                    "source_unreadable",
+                    error.to_string(),
+                ));
+            }
         };
         let photos = link
             .target
@@ -201,11 +164,23 @@ impl PhonesRunner {
         .await
         {
             Ok(source) => source,
-            Err(error) => return Ok(Body::failed(error.to_string(), "source_unreadable")),
+            Err(error) => {
+                return Ok(RunBody::failure(
+                    RunMode::Incremental,
+                    "source_unreadable",
+                    error.to_string(),
+                ));
+            }
         };
         let selection = match select_mailboxes(&self.target_graph, &link.target).await {
             Ok(selection) => selection,
-            Err(error) => return Ok(Body::failed(error.to_string(), "target_unreadable")),
+            Err(error) => {
+                return Ok(RunBody::failure(
+                    RunMode::Incremental,
+                    "target_unreadable",
+                    error.to_string(),
+                ));
+            }
         };
         let known: BTreeSet<String> = self
             .store
@@ -292,11 +267,11 @@ impl PhonesRunner {
             ..PlanCounts::default()
         };
         if options.dry_run {
-            return Ok(Body {
+            return Ok(RunBody {
                 mode,
                 outcome: RunOutcome::Planned,
-                read: source.read,
-                changes: source.changed.len() as u64,
+                source_read: source.read,
+                source_changes: source.changed.len() as u64,
                 planned,
                 applied: PlanCounts::default(),
                 failures,
@@ -397,11 +372,11 @@ impl PhonesRunner {
                 kind: "lease_lost".into(),
                 reason: "the link's lease was lost during the run; the remaining mailboxes were not written".into(),
             });
-            return Ok(Body {
+            return Ok(RunBody {
                 mode,
                 outcome: RunOutcome::PartiallyFailed,
-                read: source.read,
-                changes: source.changed.len() as u64,
+                source_read: source.read,
+                source_changes: source.changed.len() as u64,
                 planned,
                 applied,
                 failures,
@@ -445,11 +420,11 @@ impl PhonesRunner {
             checkpoint.extra.remove(OPEN_MARK);
         }
         self.store.save_checkpoint(&link.name, &checkpoint).await?;
-        Ok(Body {
+        Ok(RunBody {
             mode,
             outcome,
-            read: source.read,
-            changes: source.changed.len() as u64,
+            source_read: source.read,
+            source_changes: source.changed.len() as u64,
             planned,
             applied,
             failures,
