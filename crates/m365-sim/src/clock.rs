@@ -19,6 +19,11 @@ impl SimClock {
         self.now().timestamp_millis()
     }
 
+    /// Now as Exchange and Graph write timestamps: `yyyy-MM-ddTHH:mm:ssZ`.
+    pub(crate) fn stamp(&self) -> String {
+        self.now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
     pub(crate) fn now_secs(&self) -> i64 {
         self.now().timestamp()
     }

@@ -85,6 +85,32 @@ pub enum DeltaExpiryStyle {
     SyncStateNotFound400,
 }
 
+/// Where an Exchange `InvokeCommand` error names its exception. `InvokeCommand`'s error shape is not documented; both
+/// variants appear in public material (docs/microsoft-apis.md, the crate README) [guess: neither is known to be the
+/// real one, clients must handle both].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExchangeErrorShape {
+    /// `error.message` = `|{exception type}|{text}`, `error.innererror.type` = the exception type.
+    #[default]
+    Message,
+    /// `error.message` = "Error executing cmdlet", `error.innererror.type` =
+    /// `Microsoft.Exchange.Admin.OData.Core.ODataServiceException`; the exception only in `error.details[0].message`
+    /// (`ExNNNNNN|{exception type}|{text}`) and `error.innererror.internalexception.{type,message}`.
+    Details,
+}
+
+/// A fixed-window rate limit on `InvokeCommand` per (app, tenant) [guess: EXO throttles, its windows are unpublished].
+/// The first served request after a window ends starts the next window; within a window the first `commands`
+/// requests are served and every further one gets 429 with `Retry-After` = the rest of the window (whole seconds,
+/// rounded up, at least 1). Refused requests never start a window. `commands: 0` means unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRateLimit {
+    pub commands: u32,
+    pub window_secs: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Knobs {
@@ -105,6 +131,20 @@ pub struct Knobs {
     pub invitations_per_5_s: u32,
     /// Exchange commands per (app, tenant) per 10 s (0 = unlimited) [guess: EXO has a per-app budget, size unpublished].
     pub exchange_commands_per_10_s: u32,
+    /// Where Exchange errors name their exception (both shapes are plausible) [guess].
+    pub exchange_error_shape: ExchangeErrorShape,
+    /// HTTP status of `ManagementObjectNotFoundException` answers: 400 (default) or 404 [guess: both are seen].
+    pub exchange_not_found_status: u16,
+    /// Fixed-window `InvokeCommand` rate limit per (app, tenant); None = off [guess].
+    pub exchange_rate_limit: Option<ExchangeRateLimit>,
+    /// Concurrent `InvokeCommand` requests per (app, tenant); more get 429 with `Retry-After: retry_after_secs`.
+    /// 0 = unlimited [guess: EXO limits concurrency, the number is unpublished].
+    pub exchange_concurrency_per_tenant: usize,
+    /// Exchange replication: a mail contact made by New-MailContact is missing from every Get-* cmdlet
+    /// (Get-MailContact, Get-Contact, Get-Recipient; by Identity, by Filter and in lists) for this long, while its
+    /// address and Name already conflict in New-MailContact and Set-*/Remove-* already find it [guess].
+    /// Independent of `consistency_delay_ms` (which hides it from lists and filters only; the longer one wins).
+    pub exchange_replication_delay_ms: u64,
     /// Retry-After (seconds) sent with concurrency 429s.
     pub retry_after_secs: u64,
     /// A mail contact appears as a Graph orgContact this long after Exchange created it.
@@ -136,6 +176,11 @@ impl Default for Knobs {
             directory_units_per_10_s: None,
             invitations_per_5_s: 150,
             exchange_commands_per_10_s: 0,
+            exchange_error_shape: ExchangeErrorShape::Message,
+            exchange_not_found_status: 400,
+            exchange_rate_limit: None,
+            exchange_concurrency_per_tenant: 0,
+            exchange_replication_delay_ms: 0,
             retry_after_secs: 1,
             replication_delay_ms: 0,
             consistency_delay_ms: 0,

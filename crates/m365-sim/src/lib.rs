@@ -45,7 +45,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use control::Control;
-pub use knobs::{DeltaExpiryStyle, Fault, FaultRule, Knobs, Latency, LatencyModel, Service};
+pub use knobs::{
+    DeltaExpiryStyle, ExchangeErrorShape, ExchangeRateLimit, Fault, FaultRule, Knobs, Latency,
+    LatencyModel, Service,
+};
 pub use limits::MailboxLoad;
 pub use metrics::CounterRow;
 pub use seed::TenantSeed;

@@ -1,5 +1,5 @@
 //! Microsoft's throttling, reproduced: Outlook's 4 concurrent requests and 10,000 requests per 10 minutes per
-//! (app, mailbox); the directory write budget per (app, tenant); invitations per tenant; an optional Exchange budget.
+//! (app, mailbox); the directory write budget per (app, tenant); invitations per tenant; optional Exchange budgets (sliding 10 s, fixed windows, concurrency).
 //! Windows are sliding (ten buckets per window), the stricter reading of "N per period".
 
 use std::collections::{HashMap, VecDeque};
@@ -75,10 +75,37 @@ pub struct MailboxLoad {
     pub throttled: u64,
 }
 
+/// A fixed window: started by the first served event after the previous window ended.
+#[derive(Clone, Copy, Default)]
+struct FixedWindow {
+    start_ms: i64,
+    served: u32,
+}
+
 #[derive(Default)]
 pub(crate) struct Limits {
     mailboxes: Mutex<HashMap<(String, String), MailboxSlot>>,
     windows: Mutex<HashMap<(&'static str, String), SlidingWindow>>,
+    fixed: Mutex<HashMap<(&'static str, String), FixedWindow>>,
+    in_flight: Mutex<HashMap<(&'static str, String), usize>>,
+}
+
+/// Held while a request limited by concurrency runs; frees its slot when dropped.
+pub(crate) struct ConcurrencyPermit {
+    limits: Arc<Limits>,
+    key: (&'static str, String),
+}
+
+impl Drop for ConcurrencyPermit {
+    fn drop(&mut self) {
+        let mut table = self.limits.in_flight.lock();
+        if let Some(n) = table.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                table.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Held while an Outlook request runs; frees its concurrency slot when dropped.
@@ -143,6 +170,62 @@ impl Limits {
             .try_admit(now_ms, window_ms, limit)
     }
 
+    /// At most `limit` events per fixed window of `window_ms` under `(kind, key)`: the first event admitted after a
+    /// window has ended starts the next one; refused events never do. `limit` 0 = unlimited.
+    pub(crate) fn admit_fixed(
+        &self,
+        kind: &'static str,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<(), Throttled> {
+        if limit == 0 {
+            return Ok(());
+        }
+        let mut table = self.fixed.lock();
+        let w = table.entry((kind, key.to_string())).or_default();
+        if w.served == 0 || now_ms >= w.start_ms + window_ms {
+            *w = FixedWindow {
+                start_ms: now_ms,
+                served: 1,
+            };
+            return Ok(());
+        }
+        if w.served < limit {
+            w.served += 1;
+            return Ok(());
+        }
+        let wait_ms = (w.start_ms + window_ms - now_ms).max(1);
+        Err(Throttled {
+            retry_after_secs: u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1),
+        })
+    }
+
+    /// A slot among at most `max` concurrent requests under `(kind, key)` (0 = unlimited).
+    pub(crate) fn acquire_concurrent(
+        self: &Arc<Self>,
+        kind: &'static str,
+        key: &str,
+        max: usize,
+        retry_after_secs: u64,
+    ) -> Result<Option<ConcurrencyPermit>, Throttled> {
+        if max == 0 {
+            return Ok(None);
+        }
+        let key = (kind, key.to_string());
+        let mut table = self.in_flight.lock();
+        let n = table.entry(key.clone()).or_default();
+        if *n >= max {
+            return Err(Throttled { retry_after_secs });
+        }
+        *n += 1;
+        Ok(Some(ConcurrencyPermit {
+            limits: Arc::clone(self),
+            key,
+        }))
+    }
+
     pub(crate) fn mailbox_loads(&self) -> Vec<MailboxLoad> {
         let table = self.mailboxes.lock();
         let mut loads: Vec<MailboxLoad> = table
@@ -168,5 +251,6 @@ impl Limits {
             slot.window = SlidingWindow::default();
         }
         self.windows.lock().clear();
+        self.fixed.lock().clear();
     }
 }

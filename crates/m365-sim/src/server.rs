@@ -20,17 +20,17 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::knobs::{Fault, Service};
-use crate::limits::MailboxPermit;
 use crate::respond::{DropConnection, EndpointLabel, graph_error, throttled};
 use crate::state::SimState;
 
 tokio::task_local! {
-    static HELD_PERMITS: RefCell<Vec<MailboxPermit>>;
+    static HELD_PERMITS: RefCell<Vec<Box<dyn Send>>>;
 }
 
-/// Keeps an Outlook slot until the current request's response is ready (dropped at once outside a request).
-pub(crate) fn hold_permit(permit: MailboxPermit) {
-    let _ = HELD_PERMITS.try_with(|held| held.borrow_mut().push(permit));
+/// Keeps a slot (Outlook mailbox, Exchange concurrency) until the current request's response is ready, modelled
+/// latency included (dropped at once outside a request).
+pub(crate) fn hold_permit(permit: impl Send + 'static) {
+    let _ = HELD_PERMITS.try_with(|held| held.borrow_mut().push(Box::new(permit)));
 }
 
 /// Latency, faults and counting, applied to every routed request (inner `$batch` requests included).

@@ -89,6 +89,11 @@ pub(crate) struct Directory {
     /// Sim-clock millis at which each mail contact becomes a Graph orgContact (replication delay).
     pub(crate) contact_replicated_at: HashMap<String, i64>,
     pub(crate) groups: BTreeMap<String, Group>,
+    /// Sim-clock millis before which Exchange's Get-* cmdlets do not see a new mail contact (replication delay).
+    contact_readable_at: HashMap<String, i64>,
+    /// Exchange's WhenChangedUTC of users whose recipient changed since they were seeded or added (else their
+    /// creation time): Exchange-only changes (hidden flag) move it without touching Graph's delta.
+    user_exchange_changed: HashMap<String, String>,
     addresses: HashMap<String, AddressOwner>,
     contact_names: HashMap<String, String>,
 }
@@ -157,17 +162,26 @@ impl Directory {
         );
     }
 
-    /// Applies a Graph-style patch; returns the changed properties.
+    /// Applies a Graph-style patch at `now_utc` (Exchange's WhenChangedUTC); returns the changed properties.
+    /// The hidden-from-address-lists flag lives in Exchange only: changing it moves WhenChangedUTC but not Graph's
+    /// delta (Graph is not kept in step with Exchange: known issue, docs/microsoft-apis.md §2).
     pub(crate) fn patch_user(
         &mut self,
         id: &str,
         patch: &Map<String, Value>,
+        now_utc: &str,
     ) -> Result<Vec<&'static str>, PatchError> {
         let tracked = self.users.get_mut(id).ok_or(PatchError::NotFound)?;
         let mut updated = tracked.value.clone();
         let changed = updated.apply_patch(patch).map_err(PatchError::Invalid)?;
-        // Sim-only fields (mailbox kind, hidden flag, manager) change the object without a Graph property.
-        let touched = updated != tracked.value;
+        let exchange_changed = updated != tracked.value;
+        // Sim-only fields (mailbox kind, manager) change the object without a Graph property; the hidden flag does
+        // not change it for Graph at all.
+        let touched = {
+            let mut graph_view = updated.clone();
+            graph_view.hidden_from_address_lists = tracked.value.hidden_from_address_lists;
+            graph_view != tracked.value
+        };
         let manager_changed = updated.manager_id != tracked.value.manager_id;
         let old_addresses = user_addresses(&tracked.value);
         let new_addresses = user_addresses(&updated);
@@ -186,6 +200,10 @@ impl Directory {
         tracked.value = updated;
         if touched {
             tracked.version = version;
+        }
+        if exchange_changed {
+            self.user_exchange_changed
+                .insert(id.to_string(), now_utc.to_string());
         }
         for p in &changed {
             tracked.prop_versions.insert(p, version);
@@ -210,6 +228,7 @@ impl Directory {
         for a in user_addresses(&tracked.value) {
             self.addresses.remove(&a);
         }
+        self.user_exchange_changed.remove(id);
         let version = self.bump();
         self.user_tombstones.insert(
             id.to_string(),
@@ -233,6 +252,9 @@ impl Directory {
             return false;
         };
         self.insert_user(user, now_ms);
+        if let Some(t) = chrono::DateTime::from_timestamp_millis(now_ms) {
+            self.touch_user_exchange(id, &t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        }
         true
     }
 
@@ -267,6 +289,32 @@ impl Directory {
         );
     }
 
+    /// Hides a new mail contact from Exchange's Get-* cmdlets until `readable_at_ms` (replication delay).
+    pub(crate) fn set_contact_readable_at(&mut self, id: &str, readable_at_ms: i64) {
+        self.contact_readable_at
+            .insert(id.to_string(), readable_at_ms);
+    }
+
+    /// Whether Exchange's Get-* cmdlets see this mail contact at `now_ms`.
+    pub(crate) fn contact_readable(&self, id: &str, now_ms: i64) -> bool {
+        self.contact_readable_at
+            .get(id)
+            .is_none_or(|at| *at <= now_ms)
+    }
+
+    /// Exchange's WhenChangedUTC of a user: the last Exchange-visible change, else the creation time.
+    pub(crate) fn user_when_changed<'a>(&'a self, user: &'a User) -> &'a str {
+        self.user_exchange_changed
+            .get(&user.id)
+            .map_or(user.created_date_time.as_str(), String::as_str)
+    }
+
+    /// Marks a user's recipient as changed by something outside `patch_user` (proxy addresses set by control).
+    pub(crate) fn touch_user_exchange(&mut self, id: &str, now_utc: &str) {
+        self.user_exchange_changed
+            .insert(id.to_string(), now_utc.to_string());
+    }
+
     /// Replaces a mail contact after a Set-* cmdlet, keeping the indexes right.
     pub(crate) fn replace_contact(&mut self, updated: MailContact) {
         let id = updated.external_directory_object_id.clone();
@@ -299,6 +347,7 @@ impl Directory {
         self.contact_names
             .remove(&tracked.value.name.to_lowercase());
         self.contact_replicated_at.remove(id);
+        self.contact_readable_at.remove(id);
         let version = self.bump();
         self.contact_tombstones.insert(
             id.to_string(),

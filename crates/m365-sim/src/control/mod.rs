@@ -164,12 +164,15 @@ impl Control {
         Ok(id)
     }
 
-    /// Changes a person with a Graph-style patch (same names as `add_user`).
+    /// Changes a person with a Graph-style patch (same names as `add_user`). `hiddenFromAddressLists` is Exchange's
+    /// flag: it moves the recipient's WhenChangedUTC and never shows in Graph (no users/delta entry, and
+    /// `showInAddressList` stays null).
     pub fn update_user(&self, tenant: &str, id: &str, patch: Value) -> Result<(), SimError> {
         let t = self.tenant(tenant)?;
         let Value::Object(mut patch) = patch else {
             return Err(SimError::Refused("patch must be a JSON object".into()));
         };
+        let stamp = self.state.clock.stamp();
         let mut dir = t.dir.write();
         if let Some(photo) = patch.remove("photo") {
             let u = dir
@@ -194,11 +197,14 @@ impl Control {
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect();
+            dir.touch_user_exchange(id, &stamp);
         }
-        dir.patch_user(id, &patch).map(|_| ()).map_err(|e| match e {
-            PatchError::NotFound => SimError::NotFound(format!("user {id}")),
-            PatchError::Invalid(m) => SimError::Refused(m),
-        })
+        dir.patch_user(id, &patch, &stamp)
+            .map(|_| ())
+            .map_err(|e| match e {
+                PatchError::NotFound => SimError::NotFound(format!("user {id}")),
+                PatchError::Invalid(m) => SimError::Refused(m),
+            })
     }
 
     /// Deletes a person: `soft` keeps it restorable (delta says `changed`), else gone (`deleted`).
@@ -221,7 +227,8 @@ impl Control {
         }
     }
 
-    /// Every user with every property (plus sim fields: mailbox kind, hidden, photo digest).
+    /// Every user with every property (plus sim fields: mailbox kind, hidden, photo digest, Exchange's
+    /// WhenChangedUTC as `exchangeWhenChangedUTC`).
     pub fn users(&self, tenant: &str) -> Result<Vec<Value>, SimError> {
         let t = self.tenant(tenant)?;
         let dir = t.dir.read();
@@ -231,6 +238,10 @@ impl Control {
             .map(|tr| {
                 let u = &tr.value;
                 let mut m = u.render_all();
+                m.insert(
+                    "exchangeWhenChangedUTC".into(),
+                    json!(dir.user_when_changed(u)),
+                );
                 m.insert("mailbox".into(), json!(u.mailbox));
                 m.insert(
                     "hiddenFromAddressLists".into(),

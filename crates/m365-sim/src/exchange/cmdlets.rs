@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::opath::{self, OPath};
-use super::recipients::{self, user_recipient};
+use super::recipients::{self, recipient_kind};
 use super::{CmdletError, Output};
 use crate::graph::{decode_token, encode_token};
 use crate::model::mail_contact::{MailContact, bare_address};
@@ -102,11 +102,11 @@ pub(crate) fn dispatch(
             values: vec![v],
             next_skip: None,
         }),
-        "set-mailcontact" => set_mail_contact(tenant, params, false).map(|_| Output {
+        "set-mailcontact" => set_mail_contact(state, tenant, params, false).map(|_| Output {
             values: Vec::new(),
             next_skip: None,
         }),
-        "set-contact" => set_mail_contact(tenant, params, true).map(|_| Output {
+        "set-contact" => set_mail_contact(state, tenant, params, true).map(|_| Output {
             values: Vec::new(),
             next_skip: None,
         }),
@@ -118,10 +118,21 @@ pub(crate) fn dispatch(
         "get-mailuser" => {
             recipients::get_recipients(state, tenant, params, page_size, skip, Some("MailUser"))
         }
-        "set-mailuser" => recipients::set_mail_user(tenant, params).map(|_| Output {
-            values: Vec::new(),
-            next_skip: None,
-        }),
+        "get-mailbox" => {
+            recipients::get_recipients(state, tenant, params, page_size, skip, Some("UserMailbox"))
+        }
+        "set-mailuser" => {
+            recipients::set_hidden(state, tenant, params, "MailUser").map(|_| Output {
+                values: Vec::new(),
+                next_skip: None,
+            })
+        }
+        "set-mailbox" => {
+            recipients::set_hidden(state, tenant, params, "UserMailbox").map(|_| Output {
+                values: Vec::new(),
+                next_skip: None,
+            })
+        }
         _ => Err(CmdletError::bad(
             "System.Management.Automation.CommandNotFoundException",
             format!(
@@ -245,8 +256,12 @@ fn get_mail_contacts(
             c.render_mail_contact(&tenant.initial_domain)
         })
     };
+    let now = state.clock.now_ms();
     if let Some(identity) = param_str(params, "Identity") {
-        return match resolve_contact(&dir, tenant, &identity) {
+        // Replication delay: a new contact is not found by any identity until Exchange has replicated it.
+        let found = resolve_contact(&dir, tenant, &identity)
+            .filter(|c| dir.contact_readable(&c.external_directory_object_id, now));
+        return match found {
             Some(c) => Ok(Output {
                 values: vec![render(c)],
                 next_skip: None,
@@ -259,13 +274,12 @@ fn get_mail_contacts(
         Some(s) => (Some(s.after), s.remaining),
         None => (None, result_size(params)?),
     };
-    let now = state.clock.now_ms();
     let fast = filter.as_ref().and_then(|f| f.as_custom_attribute_eq());
     let mut items = Vec::new();
     let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
     for (id, t) in dir.contacts.range((start, std::ops::Bound::Unbounded)) {
         // Eventual consistency: a fresh contact is missing from filtered/listed results for a while.
-        if t.visible_from_ms > now {
+        if t.visible_from_ms > now || !dir.contact_readable(id, now) {
             continue;
         }
         let keep = match (&filter, fast) {
@@ -390,7 +404,7 @@ fn new_mail_contact(
     let mut dir = tenant.dir.write();
     if dir.contact_by_name(&name).is_some()
         || dir.users.values().any(|t| {
-            user_recipient(&t.value).is_some() && t.value.mail_nickname.eq_ignore_ascii_case(&name)
+            recipient_kind(&t.value).is_some() && t.value.mail_nickname.eq_ignore_ascii_case(&name)
         })
     {
         return Err(CmdletError::bad(
@@ -430,7 +444,11 @@ fn new_mail_contact(
     let rendered = Value::Object(contact.render_mail_contact(&tenant.initial_domain));
     let visible = now_ms + i64::try_from(knobs.consistency_delay_ms).unwrap_or(0);
     let replicated = now_ms + i64::try_from(knobs.replication_delay_ms).unwrap_or(0);
+    let readable = now_ms + i64::try_from(knobs.exchange_replication_delay_ms).unwrap_or(0);
     dir.insert_contact(contact, visible, replicated);
+    if readable > now_ms {
+        dir.set_contact_readable_at(&id, readable);
+    }
     Ok(rendered)
 }
 
@@ -484,6 +502,7 @@ const SET_CONTACT: &[&str] = &[
 ];
 
 fn set_mail_contact(
+    state: &SimState,
     tenant: &Tenant,
     params: &Map<String, Value>,
     contact_view: bool,
@@ -607,7 +626,7 @@ fn set_mail_contact(
             _ => {}
         }
     }
-    c.when_changed_utc = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    c.when_changed_utc = state.clock.stamp();
     dir.replace_contact(c);
     Ok(())
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::AUDIENCE_EXCHANGE;
 use crate::auth::tokens::bearer;
-use crate::knobs::{Fault, Service};
+use crate::knobs::{ExchangeErrorShape, Fault, Service};
 use crate::respond::{DropConnection, EndpointLabel, json_response};
 use crate::state::SimState;
 use crate::tenant::Tenant;
@@ -46,7 +46,7 @@ impl CmdletError {
 
     pub(crate) fn not_found(identity: &str, tenant: &Tenant) -> Self {
         CmdletError::bad(
-            "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+            NOT_FOUND,
             format!(
                 "The operation couldn't be performed because object '{identity}' couldn't be found on '{}'.",
                 server_name(tenant)
@@ -63,24 +63,135 @@ pub(crate) fn server_name(tenant: &Tenant) -> String {
     )
 }
 
-pub(crate) fn exchange_error(status: StatusCode, exception: &str, message: &str) -> Response {
+pub(crate) const NOT_FOUND: &str =
+    "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException";
+/// The generic exception the `details` error shape puts where the real one would be.
+pub(crate) const ODATA_SERVICE_EXCEPTION: &str =
+    "Microsoft.Exchange.Admin.OData.Core.ODataServiceException";
+const ERROR_EXECUTING_CMDLET: &str = "Error executing cmdlet";
+
+/// Every Exchange error answer, in the shape the knobs select (`exchange_error_shape`); not-found answers take the
+/// status of `exchange_not_found_status` (400 or 404).
+pub(crate) fn exchange_error(
+    state: &SimState,
+    status: StatusCode,
+    exception: &str,
+    message: &str,
+) -> Response {
+    let (shape, not_found_status) = {
+        let k = state.knobs.read();
+        (k.exchange_error_shape, k.exchange_not_found_status)
+    };
+    let status = if exception == NOT_FOUND && status == StatusCode::BAD_REQUEST {
+        StatusCode::from_u16(not_found_status).unwrap_or(StatusCode::BAD_REQUEST)
+    } else {
+        status
+    };
+    json_response(status, &error_body(shape, status, exception, message))
+}
+
+fn error_body(
+    shape: ExchangeErrorShape,
+    status: StatusCode,
+    exception: &str,
+    message: &str,
+) -> Value {
     let short = exception.rsplit('.').next().unwrap_or(exception);
     let code = if status.is_server_error() {
         "InternalServerError"
     } else {
         "BadRequest"
     };
-    json_response(
-        status,
-        &json!({
+    let detail = format!(
+        "Ex{:06X}|{exception}|{message}",
+        rand::random::<u32>() & 0xFF_FFFF
+    );
+    match shape {
+        ExchangeErrorShape::Message => json!({
             "error": {
                 "code": code,
                 "message": format!("|{exception}|{message}"),
-                "details": [{"code": "Context", "target": "", "message": format!("Ex{:06X}|{exception}|{message}", rand::random::<u32>() & 0xFF_FFFF)}],
+                "details": [{"code": "Context", "target": "", "message": detail}],
                 "innererror": {"message": message, "type": exception, "@Microsoft.ExchangeService.error.details": [{"code": short}]}
             }
         }),
-    )
+        ExchangeErrorShape::Details => json!({
+            "error": {
+                "code": code,
+                "message": ERROR_EXECUTING_CMDLET,
+                "details": [{"code": "Context", "target": "", "message": detail}],
+                "innererror": {
+                    "message": ERROR_EXECUTING_CMDLET,
+                    "type": ODATA_SERVICE_EXCEPTION,
+                    "stacktrace": "",
+                    "internalexception": {"message": message, "type": exception, "stacktrace": ""}
+                }
+            }
+        }),
+    }
+}
+
+/// The exception named by rate-limit and concurrency refusals [guess: EXO's is unpublished].
+pub(crate) const THROTTLING: &str = "Microsoft.Exchange.Net.ThrottlingException";
+
+/// Exchange's limits per (app, tenant), in this order: concurrency (`exchange_concurrency_per_tenant`; the slot is
+/// held until the response is ready, modelled latency included), the fixed-window rate limit
+/// (`exchange_rate_limit`), the sliding 10 s budget (`exchange_commands_per_10_s`). A request refused by one limit
+/// is not counted by the later ones.
+fn admit(state: &SimState, key: &str) -> Result<(), Response> {
+    let (concurrency, rate, per_10_s, retry_after) = {
+        let k = state.knobs.read();
+        (
+            k.exchange_concurrency_per_tenant,
+            k.exchange_rate_limit,
+            k.exchange_commands_per_10_s,
+            k.retry_after_secs,
+        )
+    };
+    let refuse = |exception: &str, message: &str, retry_after_secs: u64| {
+        let mut r = exchange_error(state, StatusCode::TOO_MANY_REQUESTS, exception, message);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, retry_after_secs.into());
+        r
+    };
+    match state
+        .limits
+        .acquire_concurrent("exchange-concurrency", key, concurrency, retry_after)
+    {
+        Ok(Some(permit)) => crate::server::hold_permit(permit),
+        Ok(None) => {}
+        Err(t) => {
+            return Err(refuse(
+                THROTTLING,
+                "Too many concurrent requests. Retry later.",
+                t.retry_after_secs,
+            ));
+        }
+    }
+    let now = state.clock.now_ms();
+    if let Some(rate) = rate {
+        let window_ms =
+            i64::try_from(rate.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 4);
+        if let Err(t) =
+            state
+                .limits
+                .admit_fixed("exchange-rate", key, now, window_ms.max(1), rate.commands)
+        {
+            return Err(refuse(
+                THROTTLING,
+                "Too many requests. Retry later.",
+                t.retry_after_secs,
+            ));
+        }
+    }
+    if let Err(t) = state.limits.admit("exchange", key, now, 10_000, per_10_s) {
+        return Err(refuse(
+            "Microsoft.Exchange.Net.ServerBusyException",
+            "The server is busy: the application is over its command budget.",
+            t.retry_after_secs,
+        ));
+    }
+    Ok(())
 }
 
 /// A page of cmdlet output for a tenant.
@@ -124,6 +235,7 @@ async fn run(
 ) -> Response {
     let unauthorized = |msg: &str| {
         let mut r = exchange_error(
+            state,
             StatusCode::UNAUTHORIZED,
             "System.UnauthorizedAccessException",
             msg,
@@ -148,6 +260,7 @@ async fn run(
     };
     let Some(tenant) = state.tenant(tenant_key).cloned() else {
         return exchange_error(
+            state,
             StatusCode::NOT_FOUND,
             "Microsoft.Exchange.Data.Directory.TenantNotFoundException",
             &format!("Tenant '{tenant_key}' was not found."),
@@ -158,6 +271,7 @@ async fn run(
     }
     if !tenant.app.has_permission(&["Exchange.ManageAsApp"]) {
         return exchange_error(
+            state,
             StatusCode::FORBIDDEN,
             "System.UnauthorizedAccessException",
             "The role assigned to application isn't supported in this scenario.",
@@ -165,6 +279,7 @@ async fn run(
     }
     let Some((cmdlet, params)) = parsed else {
         return exchange_error(
+            state,
             StatusCode::BAD_REQUEST,
             "System.ArgumentException",
             "The request body must be {\"CmdletInput\":{\"CmdletName\":…,\"Parameters\":{…}}}.",
@@ -175,6 +290,7 @@ async fn run(
         Some(Fault::ExchangeTransient { status, exception }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return exchange_error(
+                state,
                 status,
                 &format!("Microsoft.Exchange.Data.Storage.{exception}"),
                 &format!(
@@ -184,6 +300,7 @@ async fn run(
         }
         Some(Fault::Throttle { retry_after_secs }) => {
             let mut r = exchange_error(
+                state,
                 StatusCode::TOO_MANY_REQUESTS,
                 "Microsoft.Exchange.Net.ServerBusyException",
                 "The server is busy. Retry later.",
@@ -194,6 +311,7 @@ async fn run(
         }
         Some(Fault::ServiceUnavailable { .. }) => {
             return exchange_error(
+                state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Microsoft.Exchange.Net.ServerBusyException",
                 "Service unavailable.",
@@ -201,6 +319,7 @@ async fn run(
         }
         Some(Fault::GatewayTimeout) => {
             return exchange_error(
+                state,
                 StatusCode::GATEWAY_TIMEOUT,
                 "System.TimeoutException",
                 "Gateway timeout.",
@@ -221,21 +340,7 @@ async fn run(
         }
         None => {}
     }
-    let limit = state.knobs.read().exchange_commands_per_10_s;
-    if let Err(t) = state.limits.admit(
-        "exchange",
-        &format!("{}|{}", claims.appid, tenant.id),
-        state.clock.now_ms(),
-        10_000,
-        limit,
-    ) {
-        let mut r = exchange_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Microsoft.Exchange.Net.ServerBusyException",
-            "The server is busy: the application is over its command budget.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, t.retry_after_secs.into());
+    if let Err(r) = admit(state, &format!("{}|{}", claims.appid, tenant.id)) {
         return r;
     }
     let page_size = crate::graph::prefer_value(headers, "odata.maxpagesize")
@@ -263,6 +368,6 @@ async fn run(
             m.insert("value".into(), Value::Array(out.values));
             json_response(StatusCode::OK, &Value::Object(m))
         }
-        Err(e) => exchange_error(e.status, &e.exception, &e.message),
+        Err(e) => exchange_error(state, e.status, &e.exception, &e.message),
     }
 }

@@ -1,6 +1,7 @@
 //! Exchange's OPATH filter syntax as `Get-MailContact -Filter` / `Get-Recipient -Filter` take it:
 //! `CustomAttribute15 -eq 'galbridge:…'`, `ExternalEmailAddress -like '*@acme.example'`, `-and`, `-or`, `-not`,
-//! `-ne`, `-notlike`, parentheses, `$true`/`$false`/`$null`. Comparisons are case-insensitive, as in Exchange.
+//! `-ne`, `-notlike`, `-gt`/`-ge`/`-lt`/`-le` (dates such as `WhenChangedUTC -ge '2026-12-06T11:00:00Z'`, numbers,
+//! text), parentheses, `$true`/`$false`/`$null`. Comparisons are case-insensitive, as in Exchange.
 
 use serde_json::Value;
 
@@ -139,7 +140,10 @@ fn unary(t: &[Tok], pos: &mut usize) -> Result<OPath, String> {
             let Some(Tok::Op(op)) = t.get(*pos).cloned() else {
                 return Err(format!("expected an operator after {prop}"));
             };
-            if !matches!(op.as_str(), "eq" | "ne" | "like" | "notlike") {
+            if !matches!(
+                op.as_str(),
+                "eq" | "ne" | "like" | "notlike" | "gt" | "ge" | "lt" | "le"
+            ) {
                 return Err(format!("The operator '-{op}' is not supported."));
             }
             *pos += 1;
@@ -199,8 +203,53 @@ fn scalar_matches(v: &Value, op: &str, want: Option<&str>) -> bool {
             a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase()
         }
         ("like", Some(a), Some(b)) => like(b, a),
+        ("gt" | "ge" | "lt" | "le", Some(a), Some(b)) => {
+            let ord = compare(a, b);
+            match op {
+                "gt" => ord.is_gt(),
+                "ge" => ord.is_ge(),
+                "lt" => ord.is_lt(),
+                _ => ord.is_le(),
+            }
+        }
         _ => false,
     }
+}
+
+/// A date-time as OPATH accepts one: ISO 8601 (`2026-12-06T11:00:00Z`, with an offset, or without a zone: UTC),
+/// `yyyy-MM-dd HH:mm:ss`, `yyyy-MM-dd`, or the en-US `M/d/yyyy H:mm:ss` PowerShell prints [guess at the set].
+fn parse_date(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    let s = s.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(d.with_timezone(&Utc));
+    }
+    let naive = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %I:%M:%S %p",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), f).ok())
+    .or_else(|| {
+        ["%Y-%m-%d", "%m/%d/%Y"]
+            .iter()
+            .find_map(|f| NaiveDate::parse_from_str(s, f).ok())
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })?;
+    Some(Utc.from_utc_datetime(&naive))
+}
+
+/// Orders two property values: as date-times when both are, else as numbers, else as case-insensitive text.
+fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    if let (Some(x), Some(y)) = (parse_date(a), parse_date(b)) {
+        return x.cmp(&y);
+    }
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        return x.total_cmp(&y);
+    }
+    a.to_lowercase().cmp(&b.to_lowercase())
 }
 
 impl OPath {
@@ -262,6 +311,24 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn opath_orders_dates_and_combines_hidden_and_id_filters() {
+        let obj = json!({"ExternalDirectoryObjectId": "id-2", "HiddenFromAddressListsEnabled": true, "WhenChangedUTC": "2026-12-06T11:00:05Z"});
+        let obj = obj.as_object().unwrap();
+        let yes = |f: &str| parse(f).unwrap().eval(obj);
+        assert!(yes("WhenChangedUTC -ge '2026-12-06T11:00:05Z'"));
+        assert!(!yes("WhenChangedUTC -gt '2026-12-06T11:00:05Z'"));
+        assert!(yes("WhenChangedUTC -gt '2026-12-06 11:00:04'"));
+        assert!(yes("WhenChangedUTC -lt '12/7/2026 00:00:00'"));
+        assert!(yes("HiddenFromAddressListsEnabled -eq 'True'"));
+        assert!(yes(
+            "HiddenFromAddressListsEnabled -eq $true -and (ExternalDirectoryObjectId -eq 'id-1' -or ExternalDirectoryObjectId -eq 'id-2')"
+        ));
+        assert!(!yes(
+            "(ExternalDirectoryObjectId -eq 'id-1' -or ExternalDirectoryObjectId -eq 'id-3') -and HiddenFromAddressListsEnabled -eq $true"
+        ));
+    }
+
+    #[test]
     fn opath_eq_like_and_or_match_exchange_semantics() {
         let obj = json!({"CustomAttribute15": "galbridge:t:1", "ExternalEmailAddress": "SMTP:ada@acme.example", "EmailAddresses": ["SMTP:ada@acme.example"], "HiddenFromAddressListsEnabled": false});
         let obj = obj.as_object().unwrap();
@@ -293,6 +360,6 @@ mod tests {
                 .unwrap()
                 .eval(obj)
         );
-        assert!(parse("CustomAttribute15 -gt 'a'").is_err());
+        assert!(parse("CustomAttribute15 -between 'a'").is_err());
     }
 }

@@ -1,5 +1,7 @@
-//! Recipients as Exchange lists them: `Get-Recipient` (who owns an address: mailboxes, mail-enabled guests, mail
-//! contacts), `Get-MailUser` and `Set-MailUser -HiddenFromAddressListsEnabled` (unhiding B2B guests, §5).
+//! Recipients as Exchange lists them: `Get-Recipient` (who owns an address, who is hidden from the address lists:
+//! mailboxes, mail-enabled guests, mail contacts), `Get-Mailbox`, `Get-MailUser`, and
+//! `Set-Mailbox`/`Set-MailUser -HiddenFromAddressListsEnabled`. Users carry ExternalDirectoryObjectId (the Entra id),
+//! HiddenFromAddressListsEnabled (Exchange's flag, which Graph never shows) and WhenChangedUTC.
 
 use serde_json::{Map, Value, json};
 
@@ -14,14 +16,19 @@ use crate::model::user::{MailboxKind, User};
 use crate::state::SimState;
 use crate::tenant::{AddressOwner, Tenant};
 
-/// A user as Exchange lists it as a recipient (None for users Exchange does not know: no mailbox and no mail).
-pub(super) fn user_recipient(u: &User) -> Option<Map<String, Value>> {
-    let (kind, details) = match (u.mailbox, u.user_type.as_str()) {
-        (MailboxKind::User, _) => ("UserMailbox", "UserMailbox"),
-        (MailboxKind::Shared, _) => ("UserMailbox", "SharedMailbox"),
-        (MailboxKind::None, "Guest") if u.mail.is_some() => ("MailUser", "GuestMailUser"),
-        _ => return None,
-    };
+/// A user's RecipientType and RecipientTypeDetails (None for users Exchange does not know: no mailbox and no mail).
+pub(super) fn recipient_kind(u: &User) -> Option<(&'static str, &'static str)> {
+    match (u.mailbox, u.user_type.as_str()) {
+        (MailboxKind::User, _) => Some(("UserMailbox", "UserMailbox")),
+        (MailboxKind::Shared, _) => Some(("UserMailbox", "SharedMailbox")),
+        (MailboxKind::None, "Guest") if u.mail.is_some() => Some(("MailUser", "GuestMailUser")),
+        _ => None,
+    }
+}
+
+/// A user as Exchange lists it as a recipient, with its WhenChangedUTC (None for users Exchange does not know).
+pub(super) fn user_recipient(u: &User, when_changed_utc: &str) -> Option<Map<String, Value>> {
+    let (kind, details) = recipient_kind(u)?;
     let mut m = Map::new();
     m.insert("Identity".into(), json!(u.mail_nickname));
     m.insert("Name".into(), json!(u.mail_nickname));
@@ -53,6 +60,9 @@ pub(super) fn user_recipient(u: &User) -> Option<Map<String, Value>> {
             json!(v.clone().unwrap_or_default()),
         );
     }
+    // Date format a guess (the JSON InvokeCommand returns is not documented): ISO 8601 UTC to the second.
+    m.insert("WhenCreatedUTC".into(), json!(u.created_date_time));
+    m.insert("WhenChangedUTC".into(), json!(when_changed_utc));
     Some(m)
 }
 
@@ -64,10 +74,10 @@ pub(super) fn get_recipients(
     skip: Option<&str>,
     only: Option<&str>,
 ) -> Result<Output, CmdletError> {
-    let cmdlet = if only.is_some() {
-        "Get-MailUser"
-    } else {
-        "Get-Recipient"
+    let cmdlet = match only {
+        Some("MailUser") => "Get-MailUser",
+        Some(_) => "Get-Mailbox",
+        None => "Get-Recipient",
     };
     check_known(
         cmdlet,
@@ -80,21 +90,27 @@ pub(super) fn get_recipients(
                 "ResultSize",
                 "RecipientTypeDetails",
                 "RecipientType",
+                "Properties",
             ],
         ]
         .concat(),
     )?;
     let dir = tenant.dir.read();
+    let now = state.clock.now_ms();
     // Fast path: an address names its owner through the address index (galbridge's conflict lookups).
     if let Some(identity) = param_str(params, "Identity") {
         let owner = match dir.address_owner(&identity) {
-            Some(AddressOwner::User(id)) => {
-                dir.users.get(id).and_then(|t| user_recipient(&t.value))
-            }
-            Some(AddressOwner::MailContact(id)) if only.is_none() => dir
-                .contacts
+            Some(AddressOwner::User(id)) => dir
+                .users
                 .get(id)
-                .map(|t| t.value.render_mail_contact(&tenant.initial_domain)),
+                .and_then(|t| user_recipient(&t.value, dir.user_when_changed(&t.value))),
+            Some(AddressOwner::MailContact(id))
+                if only.is_none() && dir.contact_readable(id, now) =>
+            {
+                dir.contacts
+                    .get(id)
+                    .map(|t| t.value.render_mail_contact(&tenant.initial_domain))
+            }
             _ => None,
         };
         let kind_ok = |m: &Map<String, Value>| {
@@ -110,14 +126,15 @@ pub(super) fn get_recipients(
     let mut all: Vec<(String, Map<String, Value>)> = dir
         .users
         .iter()
-        .filter_map(|(id, t)| user_recipient(&t.value).map(|m| (format!("u{id}"), m)))
+        .filter_map(|(id, t)| {
+            user_recipient(&t.value, dir.user_when_changed(&t.value)).map(|m| (format!("u{id}"), m))
+        })
         .collect();
     if only.is_none() {
-        let now = state.clock.now_ms();
         all.extend(
             dir.contacts
                 .iter()
-                .filter(|(_, t)| t.visible_from_ms <= now)
+                .filter(|(id, t)| t.visible_from_ms <= now && dir.contact_readable(id, now))
                 .map(|(id, t)| {
                     (
                         format!("c{id}"),
@@ -185,12 +202,20 @@ pub(super) fn get_recipients(
     Ok(paged(items, page_size, remaining))
 }
 
-pub(super) fn set_mail_user(
+/// `Set-MailUser` (guests) and `Set-Mailbox` (user and shared mailboxes): `-HiddenFromAddressListsEnabled`.
+pub(super) fn set_hidden(
+    state: &SimState,
     tenant: &Tenant,
     params: &Map<String, Value>,
+    kind: &str,
 ) -> Result<(), CmdletError> {
+    let cmdlet = if kind == "MailUser" {
+        "Set-MailUser"
+    } else {
+        "Set-Mailbox"
+    };
     check_known(
-        "Set-MailUser",
+        cmdlet,
         params,
         &[COMMON, &["Identity", "HiddenFromAddressListsEnabled"]].concat(),
     )?;
@@ -207,10 +232,7 @@ pub(super) fn set_mail_user(
         .users
         .values()
         .map(|t| &t.value)
-        .filter(|u| {
-            user_recipient(u)
-                .is_some_and(|m| m.get("RecipientType").and_then(Value::as_str) == Some("MailUser"))
-        })
+        .filter(|u| recipient_kind(u).is_some_and(|(k, _)| k == kind))
         .find(|u| {
             u.id == identity
                 || u.mail_nickname.to_lowercase() == lower
@@ -222,7 +244,7 @@ pub(super) fn set_mail_user(
     if let Some(h) = hidden {
         let mut patch = Map::new();
         patch.insert("hiddenFromAddressLists".into(), Value::Bool(h));
-        dir.patch_user(&id, &patch)
+        dir.patch_user(&id, &patch, &state.clock.stamp())
             .map_err(|e| CmdletError::bad(RECIPIENT_TASK, e.to_string()))?;
     }
     Ok(())

@@ -318,7 +318,7 @@ pub(crate) async fn patch(
         .into_iter()
         .filter(|(k, _)| !k.starts_with("@odata"))
         .collect();
-    match dir.patch_user(&user_id, &patch) {
+    match dir.patch_user(&user_id, &patch, &state.clock.stamp()) {
         Ok(_) => no_content(),
         Err(PatchError::NotFound) => not_found(&id),
         Err(PatchError::Invalid(msg)) => {

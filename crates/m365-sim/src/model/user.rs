@@ -163,7 +163,9 @@ impl User {
             "employeeId" => opt(&self.employee_id),
             "userType" => json!(self.user_type),
             "accountEnabled" => json!(self.account_enabled),
-            "showInAddressList" => json!(!self.hidden_from_address_lists),
+            // Graph's showInAddressList is "do not use": not kept in step with Exchange, null for cloud mailboxes
+            // (Graph known issue; docs/microsoft-apis.md §2). Hidden lives in Exchange only.
+            "showInAddressList" => Value::Null,
             "createdDateTime" => json!(self.created_date_time),
             "externalUserState" => opt(&self.external_user_state),
             "onPremisesExtensionAttributes" => {
