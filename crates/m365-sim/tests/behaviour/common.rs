@@ -176,6 +176,81 @@ impl TestSim {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Runs a cmdlet through InvokeCommand with extra headers; returns status, headers and body.
+    pub async fn exo_with(
+        &self,
+        tenant: &str,
+        token: &str,
+        cmdlet: &str,
+        params: Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let t = self.sim.tenant(tenant).expect("tenant");
+        let mut req = self
+            .http
+            .post(self.url(&format!(
+                "/adminapi/beta/{}/InvokeCommand",
+                t.initial_domain
+            )))
+            .bearer_auth(token)
+            .header("X-ResponseFormat", "json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
+            .json(&json!({"CmdletInput": {"CmdletName": cmdlet, "Parameters": params}}))
+            .send()
+            .await
+            .expect("InvokeCommand");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        (status, headers, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Runs a cmdlet and POSTs the same body to every `@odata.nextLink` (with `Prefer: odata.maxpagesize=N`);
+    /// returns every value and the number of requests made.
+    pub async fn exo_all(
+        &self,
+        tenant: &str,
+        token: &str,
+        cmdlet: &str,
+        params: Value,
+        page_size: usize,
+    ) -> (Vec<Value>, usize) {
+        let t = self.sim.tenant(tenant).expect("tenant");
+        let body = json!({"CmdletInput": {"CmdletName": cmdlet, "Parameters": params}});
+        let prefer = format!("odata.maxpagesize={page_size}");
+        let mut url = self.url(&format!(
+            "/adminapi/beta/{}/InvokeCommand",
+            t.initial_domain
+        ));
+        let (mut all, mut requests) = (Vec::new(), 0);
+        loop {
+            requests += 1;
+            let resp = self
+                .http
+                .post(&url)
+                .bearer_auth(token)
+                .header("Prefer", prefer.as_str())
+                .json(&body)
+                .send()
+                .await
+                .expect("InvokeCommand");
+            assert_eq!(resp.status(), StatusCode::OK, "{cmdlet} page {requests}");
+            let page: Value = resp.json().await.expect("json");
+            let values = page["value"].as_array().cloned().unwrap_or_default();
+            assert!(
+                values.len() <= page_size,
+                "a page holds at most {page_size}"
+            );
+            all.extend(values);
+            match page["@odata.nextLink"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => return (all, requests),
+            }
+        }
+    }
+
     /// Follows `@odata.nextLink` to the end; returns all values and the final body.
     pub async fn get_all(
         &self,
