@@ -86,7 +86,7 @@ pub enum DeltaExpiryStyle {
 }
 
 /// Where an Exchange `InvokeCommand` error names its exception. `InvokeCommand`'s error shape is not documented; both
-/// variants appear in public material (docs/microsoft-apis.md, the crate README) [guess: neither is known to be the
+/// variants appear in public material (crate README, "Exchange InvokeCommand") [guess: neither is known to be the
 /// real one, clients must handle both].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,5 +275,43 @@ impl FaultRule {
     pub fn on_target(mut self, target_contains: &str) -> Self {
         self.target_contains = Some(target_contains.to_string());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_variance_knobs_have_snake_case_json_names_and_defaults() {
+        let k: Knobs = serde_json::from_value(serde_json::json!({
+            "exchange_error_shape": "details",
+            "exchange_not_found_status": 404,
+            "exchange_rate_limit": {"commands": 400, "window_secs": 10},
+            "exchange_concurrency_per_tenant": 4,
+            "exchange_replication_delay_ms": 20000
+        }))
+        .expect("knobs parse");
+        assert_eq!(k.exchange_error_shape, ExchangeErrorShape::Details);
+        assert_eq!(k.exchange_not_found_status, 404);
+        assert_eq!(
+            k.exchange_rate_limit,
+            Some(ExchangeRateLimit {
+                commands: 400,
+                window_secs: 10
+            })
+        );
+        assert_eq!(k.exchange_concurrency_per_tenant, 4);
+        assert_eq!(k.exchange_replication_delay_ms, 20_000);
+        let d: Knobs = serde_json::from_value(serde_json::json!({})).expect("defaults");
+        assert_eq!(d.exchange_error_shape, ExchangeErrorShape::Message);
+        assert_eq!(d.exchange_not_found_status, 400);
+        assert_eq!(d.exchange_rate_limit, None);
+        assert_eq!(d.exchange_concurrency_per_tenant, 0);
+        assert_eq!(d.exchange_replication_delay_ms, 0);
+        assert_eq!(
+            serde_json::to_value(ExchangeErrorShape::Message).expect("json"),
+            "message"
+        );
     }
 }

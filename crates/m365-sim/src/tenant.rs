@@ -164,7 +164,7 @@ impl Directory {
 
     /// Applies a Graph-style patch at `now_utc` (Exchange's WhenChangedUTC); returns the changed properties.
     /// The hidden-from-address-lists flag lives in Exchange only: changing it moves WhenChangedUTC but not Graph's
-    /// delta (Graph is not kept in step with Exchange: known issue, docs/microsoft-apis.md §2).
+    /// delta (Graph is not kept in step with Exchange: Graph known issue, see the crate README).
     pub(crate) fn patch_user(
         &mut self,
         id: &str,

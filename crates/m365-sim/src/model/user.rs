@@ -164,7 +164,8 @@ impl User {
             "userType" => json!(self.user_type),
             "accountEnabled" => json!(self.account_enabled),
             // Graph's showInAddressList is "do not use": not kept in step with Exchange, null for cloud mailboxes
-            // (Graph known issue; docs/microsoft-apis.md §2). Hidden lives in Exchange only.
+            // (Graph known issue "showInAddressList property is out of sync with Microsoft Exchange"; crate README).
+            // Hidden lives in Exchange only.
             "showInAddressList" => Value::Null,
             "createdDateTime" => json!(self.created_date_time),
             "externalUserState" => opt(&self.external_user_state),

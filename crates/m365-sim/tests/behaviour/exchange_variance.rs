@@ -379,7 +379,7 @@ async fn lookups(t: &TestSim, tok: &str, id: &str) -> Vec<(String, bool, Value)>
     ] {
         let (status, body) = t.exo("acme", tok, cmdlet, json!({"Filter": filter})).await;
         assert_eq!(status, StatusCode::OK);
-        let hit = !body["value"].as_array().unwrap().is_empty();
+        let hit = !body["value"].as_array().expect("value").is_empty();
         found.push((format!("{cmdlet} -Filter {filter}"), hit, body));
     }
     for cmdlet in ["Get-MailContact", "Get-Contact", "Get-Recipient"] {
@@ -389,7 +389,7 @@ async fn lookups(t: &TestSim, tok: &str, id: &str) -> Vec<(String, bool, Value)>
         assert_eq!(status, StatusCode::OK);
         let hit = body["value"]
             .as_array()
-            .unwrap()
+            .expect("value")
             .iter()
             .any(|v| v["Name"] == "Ada (Northern)");
         found.push((format!("{cmdlet} (list)"), hit, body));

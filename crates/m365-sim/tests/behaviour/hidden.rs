@@ -16,7 +16,7 @@ fn recipients(t: &TestSim) -> Vec<Value> {
     t.sim
         .control()
         .users("acme")
-        .unwrap()
+        .expect("tenant")
         .into_iter()
         .filter(|u| u["mailbox"] != "none" || (u["userType"] == "Guest" && u["mail"].is_string()))
         .collect()
@@ -25,7 +25,12 @@ fn recipients(t: &TestSim) -> Vec<Value> {
 fn ids(values: &[Value]) -> BTreeSet<String> {
     values
         .iter()
-        .map(|v| v["ExternalDirectoryObjectId"].as_str().unwrap().to_string())
+        .map(|v| {
+            v["ExternalDirectoryObjectId"]
+                .as_str()
+                .expect("ExternalDirectoryObjectId")
+                .to_string()
+        })
         .collect()
 }
 
