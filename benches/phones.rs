@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use galbridge::config::{Config, ServiceSettings};
-use galbridge::engine::adapters::simulated::SimConnector;
+use galbridge::engine::adapters::simulated::sim_connector;
 use galbridge::engine::service::EngineService;
 use galbridge::report::{RunOptions, RunReport};
 use galbridge::service::SyncService;
@@ -148,8 +148,7 @@ async fn main() {
     );
     let config = Config::from_toml_str(&toml, std::path::Path::new("bench.toml"))
         .expect("valid configuration");
-    let connector =
-        Arc::new(SimConnector::new(&sim, &["acme", "northern"]).expect("simulator reachable"));
+    let connector = Arc::new(sim_connector(&sim, &config).expect("simulator reachable"));
     let store = Arc::new(FileStore::open(state.path()).expect("file store"));
     let service = EngineService::new(&config, store, connector);
 

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::engine::adapters::simulated::{SimConnectError, SimConnector};
+use crate::engine::adapters::simulated::{SimConnectError, sim_connector};
 use crate::engine::service::EngineService;
 use crate::report::{RunOptions, RunOutcome, RunReport};
 use crate::service::SyncService;
@@ -162,7 +162,7 @@ async fn tour(
         path: state_dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    let connector = Arc::new(SimConnector::new(sim, &["acme", "northern"])?);
+    let connector = Arc::new(sim_connector(sim, &config)?);
     let service = EngineService::new(&config, Arc::new(store), connector);
     let links: Vec<String> = config
         .links()

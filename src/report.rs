@@ -117,6 +117,9 @@ pub struct LinkStatus {
     pub quarantine: Option<QuarantineInfo>,
     /// Who holds the link's lease right now, if a run is in progress.
     pub running: Option<String>,
+    /// Until when that lease holds unless renewed (a crashed holder's lease lapses then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_until: Option<DateTime<Utc>>,
 }
 
 /// `GET /api/status` and `galbridge status --json`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use engine_support::in_default_scope;
 use galbridge::config::Config;
-use galbridge::engine::adapters::simulated::SimConnector;
+use galbridge::engine::adapters::simulated::sim_connector;
 use galbridge::engine::from_config::link_spec;
 use galbridge::engine::runner::Runner;
 use galbridge::engine::service::Connector;
@@ -47,7 +47,7 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
         Config::from_toml_str(&toml, std::path::Path::new("galbridge.toml")).expect("valid");
     let link = &config.links()[0];
     let spec = link_spec(link, config.service()).expect("spec");
-    let connector = SimConnector::new(&sim, &["acme", "northern"]).expect("connector");
+    let connector = sim_connector(&sim, &config).expect("connector");
     let runner = Runner {
         store: Arc::new(FileStore::open(state.path()).expect("store")),
         source: connector.source(&link.source_tenant).await.expect("source"),

@@ -115,6 +115,7 @@ impl SyncService for FakeService {
                 managed_objects: 12,
                 quarantine: None,
                 running: None,
+                running_until: None,
             }],
         })
     }

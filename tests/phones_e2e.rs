@@ -10,7 +10,6 @@ mod phones_support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use galbridge::engine::adapters::simulated::sim_graph_client;
 use galbridge::m365::BatchRequest;
 use galbridge::report::{RunOptions, RunOutcome};
 use galbridge::service::SyncService;
@@ -208,9 +207,7 @@ async fn every_mailbox_gets_the_list_changes_fan_out_and_drift_is_repaired() {
     let victim = people(&world)[1].clone();
     let victim_contact = folder[&anchor_of(&acme_id, &victim)][0].id.clone();
     let duplicated = anchor_of(&acme_id, &people(&world)[2]);
-    let info = world.sim.tenant("northern").expect("northern");
-    let http = test_http(&world.sim);
-    let graph = sim_graph_client(&http, world.sim.base_url(), &info).expect("graph");
+    let graph = world.graph("northern").await;
     let answers = graph
         .batch(
             Some(&owner_id),
@@ -371,9 +368,7 @@ async fn the_periodic_repair_reads_each_folder_delta_not_the_whole_folder() {
     let everyone = people(&world);
     let deleted = folder[&anchor_of(&acme_id, &everyone[0])][0].id.clone();
     let edited = folder[&anchor_of(&acme_id, &everyone[1])][0].id.clone();
-    let http = test_http(&world.sim);
-    let info = world.sim.tenant("northern").expect("northern");
-    let graph = sim_graph_client(&http, world.sim.base_url(), &info).expect("graph");
+    let graph = world.graph("northern").await;
     let answers = graph
         .batch(
             Some(&owner_id),
@@ -403,16 +398,6 @@ async fn the_periodic_repair_reads_each_folder_delta_not_the_whole_folder() {
     assert_eq!(repair.applied.creates, 1, "the deleted contact came back");
     assert_eq!(repair.applied.updates, 1, "the edited contact was reset");
     assert_folders_match(&world, false);
-}
-
-fn test_http(sim: &m365_sim::SimHandle) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = std::fs::read(sim.ca_pem_path()).expect("CA");
-    reqwest::Client::builder()
-        .tls_backend_rustls()
-        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca).expect("pem"))
-        .build()
-        .expect("client")
 }
 
 #[tokio::test]

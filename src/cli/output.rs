@@ -173,7 +173,13 @@ pub fn status_table(status: &StatusReport) -> String {
         .map(|link| {
             let (last, outcome) = last_run_cell(link);
             let state = match (&link.running, &link.quarantine) {
-                (Some(holder), _) => format!("running ({holder})"),
+                (Some(holder), _) => match link.running_until {
+                    Some(until) => format!(
+                        "running ({holder}, lease until {})",
+                        until.format("%H:%M:%S UTC")
+                    ),
+                    None => format!("running ({holder})"),
+                },
                 (None, Some(quarantine)) => {
                     format!("quarantined ({} deletes held)", quarantine.held_deletes)
                 }

@@ -51,6 +51,11 @@ pub struct ServiceSettings {
     /// Graph's 130,000 requests per 10 s per app, which galbridge never exceeds however high this is. A mailbox in
     /// flight holds one batch and its list of pending people (well under 1 MB for 2,000 people).
     pub mailboxes_in_flight: u32,
+    /// The longest a run (or a timer invocation running several due links) keeps working, throttled retries and
+    /// `Retry-After` waits included. Throttling never makes galbridge give up before this; at the budget a run keeps
+    /// what it finished, ends `partially_failed`, and the next run carries on. Keep it well inside the Functions
+    /// timeout (host.json `functionTimeout`, 30 minutes). Default "20m"; at least "1m".
+    pub run_budget: Duration,
     /// A PEM file of extra certificate authorities to trust (a proxy, local test doubles). Relative paths are
     /// resolved from the configuration file's folder. The environment variable GALBRIDGE_EXTRA_CA_FILE overrides it.
     pub extra_ca_file: Option<PathBuf>,
@@ -67,6 +72,7 @@ impl Default for ServiceSettings {
             full_reconcile_every: Duration::from_secs(24 * 3_600),
             max_concurrency: 8,
             mailboxes_in_flight: 256,
+            run_budget: Duration::from_secs(20 * 60),
             extra_ca_file: None,
             managed_identity_client_id: None,
         }

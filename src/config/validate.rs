@@ -123,6 +123,12 @@ impl ConfigFile {
         if self.service.mailboxes_in_flight == 0 {
             issues.add("service.mailboxes_in_flight", "must be at least 1");
         }
+        if self.service.run_budget.as_std() < std::time::Duration::from_secs(60) {
+            issues.add(
+                "service.run_budget",
+                "must be at least \"1m\" (a run needs time to read, apply and record)",
+            );
+        }
     }
 
     fn check_state(&self, issues: &mut Issues) {

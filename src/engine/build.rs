@@ -125,8 +125,7 @@ mod tests {
         let config = Config::from_toml_str(&toml, Path::new("galbridge.toml")).unwrap();
         let connect = || -> Arc<dyn Connector> {
             Arc::new(
-                crate::engine::adapters::simulated::SimConnector::new(&sim, &["acme", "northern"])
-                    .unwrap(),
+                crate::engine::adapters::simulated::sim_connector(&sim, &config).unwrap(),
             )
         };
         let first = build_service_with(&config, connect()).await.unwrap();

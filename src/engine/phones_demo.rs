@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::demo::DemoError;
-use crate::engine::adapters::simulated::SimConnector;
+use crate::engine::adapters::simulated::sim_connector;
 use crate::engine::service::EngineService;
 use crate::report::{RunOptions, RunOutcome, RunReport};
 use crate::service::SyncService;
@@ -64,7 +64,7 @@ pub async fn phones_step(
         path: state_dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    let connector = Arc::new(SimConnector::new(sim, &["acme", "northern"])?);
+    let connector = Arc::new(sim_connector(sim, &config)?);
     let service = EngineService::new(&config, Arc::new(store), connector);
     let run = |label: &'static str| {
         let service = &service;

@@ -95,6 +95,9 @@ pub trait MailContactTarget: Send + Sync {
         address: &str,
         anchor_attribute: u8,
     ) -> Result<Option<TargetObject>, PortError>;
+    /// Who holds `address` among every kind of recipient (mailbox, group, guest, contact), as "kind name", if
+    /// anyone visible does (`Get-Recipient`).
+    async fn recipient_holding(&self, address: &str) -> Result<Option<String>, PortError>;
     /// `New-MailContact` (name, address, display and given names); returns the new contact's id.
     /// Quirk (microsoft-apis.md §1): New-MailContact cannot set `CustomAttributeN`; the anchor follows separately.
     async fn create(&self, name: &str, entry: &Entry) -> Result<String, PortError>;

@@ -102,9 +102,27 @@ impl Runner {
             .await
             .map_err(|e| format!("source tenant: {e}"))?;
         let prefix = anchor_prefix_for(&tenant_id);
-        let managed = load_managed(self.store.as_ref(), &link.name)
+        let mut managed = load_managed(self.store.as_ref(), &link.name)
             .await
             .map_err(|e| e.to_string())?;
+        let no_prior_intents = std::collections::BTreeSet::new();
+        let mut options = link.target.clone();
+        options.policy.on_delete = OnDelete::Delete;
+        let applier = MailContactApplier {
+            link: &link.name,
+            target: self.target.as_ref(),
+            store: self.store.as_ref(),
+            options: &options,
+            managed: &std::collections::BTreeMap::new(),
+            max_concurrency: link.max_concurrency,
+            cancelled,
+            prior_intents: &no_prior_intents,
+        };
+        let mut intent_failures = Vec::new();
+        if execute && managed.values().any(|m| m.pending) {
+            // An interrupted create may have left a contact without its anchor: claim it first, so it is purged too.
+            intent_failures = applier.resolve_intents(&mut managed).await.failures;
+        }
         let contacts = self
             .target
             .list_contacts(link.target.anchor_attribute)
@@ -145,18 +163,12 @@ impl Runner {
         if !execute {
             return Ok((plan, PlanCounts::default(), Vec::new(), RunOutcome::Planned));
         }
-        let mut options = link.target.clone();
-        options.policy.on_delete = OnDelete::Delete;
         let applier = MailContactApplier {
-            link: &link.name,
-            target: self.target.as_ref(),
-            store: self.store.as_ref(),
-            options: &options,
             managed: &managed,
-            max_concurrency: link.max_concurrency,
-            cancelled,
+            ..applier
         };
-        let result = applier.apply(&plan).await;
+        let mut result = applier.apply(&plan).await;
+        result.failures.extend(intent_failures);
         let outcome = if result.hard_failures() == 0 {
             self.store
                 .delete_link(&link.name)

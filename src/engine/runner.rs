@@ -3,7 +3,7 @@
 //! scope, map, diff, apply the safety net, apply the plan, commit the delta link only if everything applied, release
 //! the lease, store the run report. A dry run stops after the safety net and returns the plan.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -21,7 +21,7 @@ use super::ports::{
 use super::records::load_managed;
 use super::safety;
 use super::spec::{LinkSpec, ObjectOverride};
-use super::targets::mail_contact::MailContactApplier;
+use super::targets::mail_contact::{IntentResolution, MailContactApplier};
 use crate::report::{
     Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
 };
@@ -301,6 +301,7 @@ impl Runner {
         };
 
         let mut managed = load_managed(self.store.as_ref(), &link.name).await?;
+        let no_prior_intents = BTreeSet::new();
         let applier = MailContactApplier {
             link: &link.name,
             target: self.target.as_ref(),
@@ -309,14 +310,16 @@ impl Runner {
             managed: &BTreeMap::new(),
             max_concurrency: link.max_concurrency,
             cancelled,
+            prior_intents: &no_prior_intents,
         };
-        if !options.dry_run && managed.values().any(|m| m.pending) {
-            let claimed = applier
-                .resolve_intents(&mut managed)
-                .await
-                .map_err(StepError::Target)?;
-            tracing::info!(link = %link.name, claimed, "Resolved the create intents of an interrupted run.");
-        }
+        let intents = if !options.dry_run && managed.values().any(|m| m.pending) {
+            let resolution = applier.resolve_intents(&mut managed).await;
+            tracing::info!(link = %link.name, claimed = resolution.claimed, not_found = resolution.not_found.len(),
+                held_back = resolution.held_back.len(), "Resolved the create intents of an interrupted run.");
+            resolution
+        } else {
+            IntentResolution::default()
+        };
 
         let source_view = self.source_view(link, &tenant_id, &read, full, &group_members);
         let target_objects = if full {
@@ -342,6 +345,10 @@ impl Runner {
         plan.full = full;
         plan.from_checkpoint = from_checkpoint;
         plan.to_checkpoint = Some(read.delta_link.clone());
+        // A person whose interrupted create could not be looked up waits for the next run (creating now could
+        // duplicate a contact that exists).
+        plan.creates
+            .retain(|create| !intents.held_back.contains(&create.anchor));
 
         let managed_count = managed.values().filter(|m| !m.pending).count() as u64;
         let in_scope = full.then_some(source_view.desired.len() as u64);
@@ -378,9 +385,11 @@ impl Runner {
 
         let applier = MailContactApplier {
             managed: &managed,
+            prior_intents: &intents.not_found,
             ..applier
         };
-        let result = applier.apply(&plan).await;
+        let mut result = applier.apply(&plan).await;
+        result.failures.extend(intents.failures);
         let hard_failures = result.hard_failures();
         let lost = cancelled.load(Ordering::SeqCst);
         let outcome = if hard_failures > 0 || lost {

@@ -98,6 +98,8 @@ pub struct EngineService {
     connector: Arc<dyn Connector>,
     holder: String,
     lease_ttl: chrono::Duration,
+    /// `service.run_budget`: how long one invocation (a run, or a timer's due links) may keep working.
+    run_budget: std::time::Duration,
     sources: Mutex<HashMap<String, Arc<dyn SourceDirectory>>>,
     targets: Mutex<HashMap<String, Arc<dyn MailContactTarget>>>,
     graphs: Mutex<HashMap<String, crate::m365::GraphClient>>,
@@ -121,15 +123,13 @@ impl EngineService {
                     .map(|phones| phones.map_err(|e| e.to_string())),
             })
             .collect();
-        let host = std::env::var("HOSTNAME")
-            .or_else(|_| std::env::var("COMPUTERNAME"))
-            .unwrap_or_else(|_| "galbridge".into());
         EngineService {
             links,
             store,
             connector,
-            holder: format!("{host}:{}", std::process::id()),
+            holder: crate::state::local_holder(),
             lease_ttl: lease_ttl_from_env(),
+            run_budget: config.service().run_budget.as_std(),
             sources: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             graphs: Mutex::new(HashMap::new()),
@@ -267,7 +267,23 @@ impl EngineService {
         })
     }
 
+    /// When an invocation starting now must be done (`service.run_budget`).
+    fn deadline(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.run_budget
+    }
+
+    /// Runs a link within the invocation's budget: every request it sends may wait and retry through throttling
+    /// until `deadline`, and no change starts after it (see `m365::budget`).
     async fn run_compiled(
+        &self,
+        link: &CompiledLink,
+        options: &RunOptions,
+        deadline: std::time::Instant,
+    ) -> Result<RunReport, ServiceError> {
+        crate::m365::budget::within(deadline, self.run_compiled_now(link, options)).await
+    }
+
+    async fn run_compiled_now(
         &self,
         link: &CompiledLink,
         options: &RunOptions,
@@ -327,18 +343,24 @@ fn run_error(error: RunError) -> ServiceError {
 impl SyncService for EngineService {
     async fn run_link(&self, link: &str, options: RunOptions) -> Result<RunReport, ServiceError> {
         let compiled = self.find(link)?;
-        self.run_compiled(compiled, &options).await
+        self.run_compiled(compiled, &options, self.deadline()).await
     }
 
     async fn run_all(&self, options: RunOptions) -> Vec<Result<RunReport, ServiceError>> {
+        let deadline = self.deadline();
         let mut reports = Vec::new();
         for link in self.links.iter().filter(|link| link.resolved.enabled) {
-            reports.push(self.run_compiled(link, &options).await);
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(link = %link.resolved.name, "The invocation's run budget is spent; this link runs next time.");
+                continue;
+            }
+            reports.push(self.run_compiled(link, &options, deadline).await);
         }
         reports
     }
 
     async fn run_due(&self, now: DateTime<Utc>) -> Vec<Result<RunReport, ServiceError>> {
+        let deadline = self.deadline();
         let mut reports = Vec::new();
         for link in self
             .links
@@ -351,7 +373,14 @@ impl SyncService for EngineService {
                 .cadence
                 .is_due(last.map(|run| run.started_at), now)
             {
-                reports.push(self.run_compiled(link, &RunOptions::default()).await);
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(link = %link.resolved.name, "The invocation's run budget is spent; this due link runs at the next timer.");
+                    continue;
+                }
+                reports.push(
+                    self.run_compiled(link, &RunOptions::default(), deadline)
+                        .await,
+                );
             }
         }
         reports
@@ -372,12 +401,9 @@ impl SyncService for EngineService {
                 .await
                 .map_err(internal)?
                 .len() as u64;
-            let running = self
-                .store
-                .current_lease(name)
-                .await
-                .map_err(internal)?
-                .map(|lease| lease.holder);
+            let lease = self.store.current_lease(name).await.map_err(internal)?;
+            let running_until = lease.as_ref().map(|lease| lease.until);
+            let running = lease.map(|lease| lease.holder);
             links.push(LinkStatus {
                 link: name.clone(),
                 source_tenant: link.resolved.source_tenant.name.clone(),
@@ -392,6 +418,7 @@ impl SyncService for EngineService {
                 managed_objects: managed,
                 quarantine: checkpoint.quarantine,
                 running,
+                running_until,
             });
         }
         Ok(StatusReport {

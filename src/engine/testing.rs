@@ -518,6 +518,18 @@ impl MailContactTarget for FakeExchange {
             .map(|c| Self::view(&c, anchor_attribute)))
     }
 
+    async fn recipient_holding(&self, address: &str) -> Result<Option<String>, PortError> {
+        let inner = lock(&self.inner);
+        if let Some(owner) = inner.mailboxes.get(&address.to_ascii_lowercase()) {
+            return Ok(Some(format!("UserMailbox {owner:?}")));
+        }
+        Ok(inner
+            .contacts
+            .values()
+            .find(|c| c.address.eq_ignore_ascii_case(address))
+            .map(|c| format!("MailContact {:?}", c.name)))
+    }
+
     async fn create(&self, name: &str, entry: &Entry) -> Result<String, PortError> {
         let mut inner = lock(&self.inner);
         let address = entry.get(Field::Email).to_owned();

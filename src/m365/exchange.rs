@@ -72,19 +72,59 @@ impl ExchangeError {
     }
 }
 
-/// Classifies a failed `InvokeCommand` answer by status and the exception names in its body.
+/// Every string of an error body, at any depth, joined by newlines; the raw text when the body is not JSON.
+///
+/// Quirk (docs/microsoft-facts.md, "Exchange errors"): where the exception name sits is not documented. It has been
+/// seen in `error.message` (`"|Microsoft.Exchange…Exception|text"`) and `error.innererror.type`, and only in
+/// `error.details[0].message` (`"ExNNNNNN|Type|text"`) and `error.innererror.internalexception.type` under a generic
+/// `ODataServiceException` "Error executing cmdlet". Decoding the JSON first also undoes escapes such as `\u0027`
+/// (.NET's encoder writes "couldn't" that way), which a scan of the raw bytes would miss.
+fn error_texts(body: &[u8]) -> String {
+    fn collect(value: &Value, out: &mut String) {
+        match value {
+            Value::String(text) => {
+                out.push_str(text);
+                out.push('\n');
+            }
+            Value::Array(items) => items.iter().for_each(|item| collect(item, out)),
+            Value::Object(map) => map.values().for_each(|item| collect(item, out)),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => {
+            let mut out = String::new();
+            collect(&value, &mut out);
+            out
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// Classifies a failed `InvokeCommand` answer by its status and the exception names anywhere in its body (every
+/// message and type field, at any depth: see [`error_texts`]). Not-found is recognised as HTTP 400 or 404 naming
+/// `ManagementObjectNotFoundException` or saying "couldn't be found", and as a bare 404 naming no other exception.
 pub fn classify(status: u16, body: &[u8]) -> ExchangeErrorKind {
-    let text = String::from_utf8_lossy(body);
+    let text = error_texts(body);
     let has = |needle: &str| text.contains(needle);
-    if super::retry::is_exchange_transient(status, body) || matches!(status, 429 | 503 | 504) {
+    let transient = super::retry::EXCHANGE_TRANSIENT_MARKERS
+        .iter()
+        .any(|marker| has(marker));
+    if matches!(status, 429 | 503 | 504) || (transient && (status == 400 || status >= 500)) {
         ExchangeErrorKind::Transient
     } else if has("ProxyAddressExistsException")
         || has("is already being used by the proxy addresses")
     {
         ExchangeErrorKind::AddressInUse
-    } else if has("ADObjectAlreadyExistsException") || has("NameNotUniqueException") {
+    } else if has("ADObjectAlreadyExistsException")
+        || has("NameNotUniqueException")
+        || has("is already being used. Please try another name")
+    {
         ExchangeErrorKind::NameInUse
-    } else if has("ManagementObjectNotFoundException") || has("couldn't be found") || status == 404
+    } else if has("ManagementObjectNotFoundException")
+        || has("couldn't be found")
+        || has("could not be found")
+        || (status == 404 && !has("TenantNotFoundException"))
     {
         ExchangeErrorKind::NotFound
     } else if matches!(status, 401 | 403)
@@ -102,22 +142,32 @@ pub fn classify(status: u16, body: &[u8]) -> ExchangeErrorKind {
     }
 }
 
-/// The most specific human message of an Exchange error body: `error.details[0].message`, then
-/// `innererror.message`, then `error.message` (the module reads them in that order).
+/// The most specific human message of an Exchange error body: the text of `error.details[0].message`
+/// (`"ExNNNNNN|Type|text"`), then `innererror.internalexception.message`, `innererror.message`, `error.message`,
+/// each without its `|Type|` prefix, skipping the generic "Error executing cmdlet" while a better one exists.
 fn error_message(response: &ApiResponse) -> String {
     let Ok(body) = response.json::<Value>() else {
         return response.body_excerpt();
     };
     let error = &body["error"];
-    [
+    let candidates = [
         &error["details"][0]["message"],
+        &error["innererror"]["internalexception"]["message"],
         &error["innererror"]["message"],
         &error["message"],
-    ]
-    .into_iter()
-    .find_map(Value::as_str)
-    .map(str::to_owned)
-    .unwrap_or_else(|| response.body_excerpt())
+    ];
+    let texts: Vec<String> = candidates
+        .into_iter()
+        .filter_map(Value::as_str)
+        .map(|text| text.rsplit('|').next().unwrap_or(text).trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .collect();
+    texts
+        .iter()
+        .find(|text| !text.eq_ignore_ascii_case("Error executing cmdlet"))
+        .or(texts.first())
+        .cloned()
+        .unwrap_or_else(|| response.body_excerpt())
 }
 
 /// Quotes a value for an OPATH filter string: single quotes, inner quotes doubled.
@@ -275,7 +325,7 @@ impl ExchangeClient {
         &self,
         address: &str,
     ) -> Result<Option<Value>, ExchangeError> {
-        self.get_single("Get-MailContact", address).await
+        self.get_by_identity("Get-MailContact", address).await
     }
 
     /// Who owns `address` (mailbox, group, guest, contact), if anyone: `Get-Recipient -Identity`.
@@ -283,10 +333,12 @@ impl ExchangeClient {
         &self,
         address: &str,
     ) -> Result<Option<Value>, ExchangeError> {
-        self.get_single("Get-Recipient", address).await
+        self.get_by_identity("Get-Recipient", address).await
     }
 
-    async fn get_single(
+    /// The one object `cmdlet -Identity identity` answers, if any: not-found (HTTP 400 or 404, in any error shape)
+    /// and a 200 without objects both mean "none".
+    pub async fn get_by_identity(
         &self,
         cmdlet: &str,
         identity: &str,
@@ -458,6 +510,96 @@ mod tests {
                 "{exception}"
             );
         }
+    }
+
+    /// The shape where the exception is only in `details[0].message` and `innererror.internalexception.type`, under
+    /// a generic ODataServiceException "Error executing cmdlet" (docs/microsoft-facts.md, "Exchange errors").
+    fn details_shape(exception: &str, text: &str) -> String {
+        serde_json::json!({"error": {
+            "code": "BadRequest",
+            "message": "Error executing cmdlet",
+            "details": [{"code": "Context", "target": "", "message": format!("Ex6F9304|{exception}|{text}")}],
+            "innererror": {
+                "message": "Error executing cmdlet",
+                "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                "internalexception": {"message": text, "type": exception}
+            }
+        }})
+        .to_string()
+    }
+
+    #[test]
+    fn errors_are_classified_in_either_shape_and_either_not_found_status() {
+        let not_found = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException";
+        let text = "The operation couldn't be performed because object 'ada@acme.example' couldn't be found on 'X'.";
+        for status in [400, 404] {
+            assert_eq!(
+                classify(status, details_shape(not_found, text).as_bytes()),
+                ExchangeErrorKind::NotFound,
+                "details shape, HTTP {status}"
+            );
+        }
+        let escaped = r#"{"error":{"code":"NotFound","message":"The object couldn't be found."}}"#;
+        assert_eq!(classify(404, escaped.as_bytes()), ExchangeErrorKind::NotFound);
+        assert_eq!(
+            classify(
+                404,
+                br#"{"error":{"message":"|Microsoft.Exchange.Data.Directory.TenantNotFoundException|no tenant"}}"#
+            ),
+            ExchangeErrorKind::Other,
+            "a missing tenant is not a missing object"
+        );
+        let cases = [
+            (
+                "Microsoft.Exchange.Data.Directory.ProxyAddressExistsException",
+                ExchangeErrorKind::AddressInUse,
+            ),
+            (
+                "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
+                ExchangeErrorKind::NameInUse,
+            ),
+            (
+                "Microsoft.Exchange.Net.ServerBusyException",
+                ExchangeErrorKind::Transient,
+            ),
+        ];
+        for (exception, expected) in cases {
+            assert_eq!(
+                classify(400, details_shape(exception, "x").as_bytes()),
+                expected,
+                "{exception}"
+            );
+        }
+        assert_eq!(
+            classify(429, details_shape("System.Exception", "Too many requests. Retry later.").as_bytes()),
+            ExchangeErrorKind::Transient
+        );
+    }
+
+    #[test]
+    fn the_message_is_the_most_specific_text_in_either_shape() {
+        let answer = |body: String, status: u16| ApiResponse {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
+            body: body.into_bytes(),
+            url: "https://outlook.test/".parse().unwrap(),
+        };
+        let text = "The operation couldn't be performed because object 'c9' couldn't be found on 'X'.";
+        let details = answer(
+            details_shape(
+                "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+                text,
+            ),
+            404,
+        );
+        assert_eq!(error_message(&details), text);
+        let message_shape = answer(
+            format!(
+                r#"{{"error":{{"code":"BadRequest","message":"|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|{text}"}}}}"#
+            ),
+            400,
+        );
+        assert_eq!(error_message(&message_shape), text);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::counters::{RequestCounters, Service};
+use super::budget::{self, PauseGate};
 use super::limiter::AdaptiveLimiter;
 use super::retry::{RetryPolicy, is_exchange_transient, is_throttling_status, parse_retry_after};
 use super::secret::Secret;
@@ -76,6 +77,11 @@ pub enum HttpError {
     },
     #[error("invalid header value for {name}")]
     InvalidHeader { name: String },
+    #[error(
+        "{service} request to {url} not sent: the run's time budget ends before the service's Retry-After pause; \
+         the next run carries on"
+    )]
+    BudgetSpent { service: &'static str, url: String },
 }
 
 /// Settings of the shared `reqwest` client.
@@ -308,6 +314,7 @@ pub struct ApiClient {
     retry: RetryPolicy,
     counters: Arc<RequestCounters>,
     limiter: Option<AdaptiveLimiter>,
+    pause: Option<PauseGate>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -336,6 +343,7 @@ impl ApiClient {
             retry: RetryPolicy::default(),
             counters: RequestCounters::shared(),
             limiter: None,
+            pause: None,
         }
     }
 
@@ -355,6 +363,19 @@ impl ApiClient {
     pub fn with_limiter(mut self, limiter: AdaptiveLimiter) -> Self {
         self.limiter = Some(limiter);
         self
+    }
+
+    /// Shares one pause among every request of this client (and its clones): after a 429/503 with `Retry-After`,
+    /// nothing is sent before the window ends. For services whose limit is per client (Exchange per app and tenant),
+    /// not for per-mailbox limits.
+    pub fn with_pause_gate(mut self, gate: PauseGate) -> Self {
+        self.pause = Some(gate);
+        self
+    }
+
+    /// The adaptive limit of this client, if it has one.
+    pub fn limiter(&self) -> Option<&AdaptiveLimiter> {
+        self.limiter.as_ref()
     }
 
     /// The service this client talks to.
@@ -390,8 +411,10 @@ impl ApiClient {
         })
     }
 
-    /// Sends `request`, retrying throttling and transient failures per the policy. Returns the final response whatever
-    /// its status; errors are only for requests that could not be made (foreign host, token, transport).
+    /// Sends `request`, retrying throttling and transient failures: inside a run for as long as a retry can finish
+    /// within the run's budget ([`budget`]), elsewhere up to the policy's attempts. Returns the final response
+    /// whatever its status; errors are only for requests that could not be made (foreign host, token, transport,
+    /// a budget that ends inside a `Retry-After` pause).
     pub async fn send(&self, request: ApiRequest) -> Result<ApiResponse, HttpError> {
         let mut url = request.url.clone();
         let mut method = request.method.clone();
@@ -402,6 +425,7 @@ impl ApiClient {
         loop {
             self.check_allowed(&url)?;
             attempt += 1;
+            self.wait_for_pause(&url).await?;
             let _tenant_permit = match &self.limiter {
                 Some(limiter) => Some(limiter.acquire(1).await),
                 None => None,
@@ -495,13 +519,26 @@ impl ApiClient {
                     limiter.record_success();
                 }
             }
-            if (throttled || transient) && attempt < self.retry.max_attempts {
+            if throttled || transient {
                 let retry_after = response
                     .headers
                     .get(RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| parse_retry_after(value, Utc::now()));
                 let wait = self.retry.delay_for(attempt, retry_after);
+                if let Some(gate) = &self.pause
+                    && matches!(status, 429 | 503)
+                {
+                    // The service refuses this client for a while: hold every request of it, not only this one.
+                    gate.pause_for(wait);
+                }
+                let may_retry = match budget::allows_wait(wait) {
+                    Some(inside_budget) => inside_budget,
+                    None => attempt < self.retry.max_attempts,
+                };
+                if !may_retry {
+                    return Ok(response);
+                }
                 self.counters.count_throttled_retry();
                 tracing::debug!(
                     service = self.service.as_str(),
@@ -517,6 +554,23 @@ impl ApiClient {
             }
             return Ok(response);
         }
+    }
+
+    /// Waits while the client's pause is closed; a pause that outlasts the run's budget is an error (nothing sent).
+    async fn wait_for_pause(&self, url: &Url) -> Result<(), HttpError> {
+        let Some(gate) = &self.pause else {
+            return Ok(());
+        };
+        if let Some(until) = gate.closed_until()
+            && budget::deadline().is_some_and(|deadline| until >= deadline)
+        {
+            return Err(HttpError::BudgetSpent {
+                service: self.service.as_str(),
+                url: redact_query(url),
+            });
+        }
+        gate.wait().await;
+        Ok(())
     }
 
     async fn send_once(

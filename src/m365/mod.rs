@@ -1,8 +1,8 @@
 //! Thin clients for the Microsoft services galbridge talks to, and the credentials they authenticate with.
 //!
 //! - [`http`]: the shared `reqwest` client factory and the request executor (allowlist, retries, counters, limits).
-//! - [`retry`], [`limiter`], [`pacer`], [`counters`]: retry policy, adaptive concurrency (AIMD), Graph's per-app
-//!   request rate, request counting.
+//! - [`retry`], [`limiter`], [`pacer`], [`counters`], [`budget`]: retry policy, adaptive concurrency (AIMD), Graph's
+//!   per-app request rate, request counting, the run's time budget and `Retry-After` pauses.
 //! - [`auth`], [`assertion`], [`keyvault`], [`sdk`]: tokens per (tenant, audience) from the official Azure identity
 //!   crates; certificate assertions signed with ring; Key Vault reads; the bridge to the SDK's transport.
 //! - [`graph`], [`batch`], [`mailbox`]: Microsoft Graph reads (users delta, groups, org contacts, photos), `$batch`
@@ -15,6 +15,7 @@
 pub mod assertion;
 pub mod auth;
 pub mod batch;
+pub mod budget;
 pub mod counters;
 pub mod exchange;
 pub mod graph;

@@ -17,10 +17,12 @@
 //! All three pass the same conformance suite (`tests/state_conformance.rs`).
 
 pub mod file;
+mod holder;
 pub mod memory;
 pub mod table;
 
 pub use file::FileStore;
+pub use holder::{holder_is_gone, local_holder};
 pub use memory::MemoryStore;
 pub use table::{RetryPolicy, TableAuth, TableStore, TableStoreConfig};
 

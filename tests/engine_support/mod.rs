@@ -1,13 +1,15 @@
 //! Test support for the engine's end-to-end tests: m365-sim started in-process, a galbridge configuration pointing
-//! every tenant at it, and the engine's simulator connector (Graph and Exchange adapters over direct transports).
+//! every tenant at it, and the production connector over it (the same HTTP client, TLS, retries and limits as in
+//! Azure; the simulator's CA and client secrets handed over in process).
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
-use galbridge::config::Config;
-use galbridge::engine::adapters::simulated::SimConnector;
-use galbridge::engine::service::EngineService;
+use galbridge::config::{Config, NamedTenant};
+use galbridge::engine::adapters::m365::M365Connector;
+use galbridge::engine::adapters::simulated::sim_connector;
+use galbridge::engine::service::{Connector, EngineService};
 use galbridge::state::{FileStore, StateStore};
 use m365_sim::{SimConfig, SimHandle, TenantSeed};
 
@@ -16,7 +18,19 @@ pub struct World {
     pub sim: SimHandle,
     pub state_dir: tempfile::TempDir,
     pub service: EngineService,
-    pub connector: Arc<SimConnector>,
+    pub connector: Arc<M365Connector>,
+    pub config: Config,
+}
+
+impl World {
+    /// The production Graph client to one simulated tenant (as the engine builds it).
+    pub async fn graph(&self, tenant: &str) -> galbridge::m365::GraphClient {
+        let named = NamedTenant {
+            name: tenant.to_owned(),
+            tenant: self.config.tenant(tenant).expect("configured tenant").clone(),
+        };
+        self.connector.graph(&named).await.expect("graph client")
+    }
 }
 
 /// The `[tenants.*]` sections for the simulator's tenants.
@@ -67,7 +81,7 @@ pub async fn world_over(
     );
     let config = Config::from_toml_str(&toml, std::path::Path::new("galbridge.toml"))
         .expect("valid configuration");
-    let connector = Arc::new(SimConnector::new(&sim, &names).expect("simulator reachable"));
+    let connector = Arc::new(sim_connector(&sim, &config).expect("simulator reachable"));
     let store = FileStore::open(state_dir.path()).expect("file store");
     let service = EngineService::new(&config, wrap(Arc::new(store)), connector.clone());
     World {
@@ -75,6 +89,7 @@ pub async fn world_over(
         state_dir,
         service,
         connector,
+        config,
     }
 }
 

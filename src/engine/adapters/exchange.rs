@@ -1,12 +1,9 @@
-//! [`ExchangeContacts`]: the mail-contact target over Exchange Online's `InvokeCommand` REST endpoint
-//! (microsoft-apis.md §1). Pages come as `@odata.nextLink`, to which the same body is POSTed again.
-//! Quirk: transient Exchange failures may arrive as HTTP 400 whose exception names `ServerBusyException`,
-//! `TransientException`, `BackendCommunicationException` or `CmdletProxyNotAvailableFailure`; the transport retries
-//! 429/5xx, this adapter retries those 400s (with backoff and jitter).
+//! [`ExchangeContacts`]: the mail-contact target port over the one Exchange client, [`crate::m365::ExchangeClient`]
+//! (`InvokeCommand`, docs/microsoft-facts.md "Exchange"). The client owns the transport rules (allowlist, tokens,
+//! retries until the run's budget, the tenant's adaptive limit and `Retry-After` pause, error classification);
+//! this adapter only turns engine calls into cmdlets and client errors into [`PortError`]s.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -15,86 +12,25 @@ use super::shapes::{
     contact_id, exchange_error, new_mail_contact_parameters, set_contact_parameters,
     set_mail_contact_parameters, target_object,
 };
-use super::transport::{JsonRequest, JsonTransport};
 use crate::engine::diff::TargetObject;
 use crate::engine::entry::{Entry, Field};
 use crate::engine::ports::{MailContactSettings, MailContactTarget, PortError};
+use crate::m365::{ExchangeClient, ExchangeError};
 
-/// Exception types Exchange uses for failures worth retrying.
-const TRANSIENT_EXCEPTIONS: [&str; 4] = [
-    "ServerBusyException",
-    "TransientException",
-    "BackendCommunicationException",
-    "CmdletProxyNotAvailable",
-];
-/// Attempts for a transient 400.
-const TRANSIENT_ATTEMPTS: u32 = 5;
-
-/// The well-known system mailbox Exchange routes admin commands through (`X-AnchorMailbox`).
-pub fn anchor_mailbox(initial_domain: &str) -> String {
-    format!("UPN:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{initial_domain}")
-}
-
-/// Runs a cmdlet and returns every object of every page.
-pub async fn invoke_all(
-    transport: &dyn JsonTransport,
-    tenant: &str,
-    anchor_mailbox: &str,
-    cmdlet: &str,
-    parameters: Value,
-) -> Result<Vec<Value>, PortError> {
-    let body = json!({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters}});
-    let read_only = cmdlet.starts_with("Get-");
-    let mut url = format!("{}adminapi/beta/{tenant}/InvokeCommand", transport.base());
-    let mut objects = Vec::new();
-    loop {
-        let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
-            let request = JsonRequest::post(url.clone(), body.clone())
-                .header("X-AnchorMailbox", anchor_mailbox)
-                .header("X-ResponseFormat", "json")
-                .header("Prefer", "odata.maxpagesize=1000")
-                .idempotent(read_only);
-            let response = transport.send(request).await?;
-            if response.is_success() {
-                break response;
-            }
-            let (_, message, exception) = response.error_parts();
-            let transient = TRANSIENT_EXCEPTIONS
-                .iter()
-                .any(|t| exception.contains(t) || message.contains(t));
-            if transient && attempt < TRANSIENT_ATTEMPTS {
-                transport.count_retry();
-                let backoff = 200u64 * 2u64.pow(attempt) + rand::random::<u64>() % 200;
-                tokio::time::sleep(Duration::from_millis(backoff)).await;
-                continue;
-            }
-            if exception.is_empty() && message.is_empty() {
-                return Err(PortError::Failed {
-                    service: "exchange".into(),
-                    message: format!("{cmdlet}: HTTP {}", response.status),
-                });
-            }
-            return Err(exchange_error(&exception, &message));
-        };
-        if let Some(values) = response.body["value"].as_array() {
-            objects.extend(values.iter().cloned());
-        }
-        match response.body["@odata.nextLink"].as_str() {
-            Some(next) => url = next.to_owned(),
-            None => return Ok(objects),
-        }
+/// A client error as the engine sees it: conflicts and not-found by their classification, the rest as failures.
+pub fn port_error(error: ExchangeError) -> PortError {
+    match &error {
+        ExchangeError::Command { kind, message, .. } => exchange_error(*kind, message),
+        _ => PortError::Failed {
+            service: "exchange".into(),
+            message: error.to_string(),
+        },
     }
 }
 
 /// Mail contacts of one tenant.
 pub struct ExchangeContacts {
-    pub exchange: Arc<dyn JsonTransport>,
-    /// Path segment of `InvokeCommand` (directory id or initial domain).
-    pub tenant: String,
-    /// `X-AnchorMailbox` value (see [`anchor_mailbox`]).
-    pub anchor_mailbox: String,
+    pub exchange: ExchangeClient,
 }
 
 impl ExchangeContacts {
@@ -102,15 +38,12 @@ impl ExchangeContacts {
         &self,
         cmdlet: &str,
         parameters: Map<String, Value>,
+        resendable: bool,
     ) -> Result<Vec<Value>, PortError> {
-        invoke_all(
-            self.exchange.as_ref(),
-            &self.tenant,
-            &self.anchor_mailbox,
-            cmdlet,
-            Value::Object(parameters),
-        )
-        .await
+        self.exchange
+            .invoke(cmdlet, Value::Object(parameters), resendable)
+            .await
+            .map_err(port_error)
     }
 }
 
@@ -119,10 +52,12 @@ impl MailContactTarget for ExchangeContacts {
     async fn list_contacts(&self, anchor_attribute: u8) -> Result<Vec<TargetObject>, PortError> {
         let mut unlimited = Map::new();
         unlimited.insert("ResultSize".into(), json!("Unlimited"));
-        let mail_contacts = self.invoke("Get-MailContact", unlimited.clone()).await?;
+        let mail_contacts = self
+            .invoke("Get-MailContact", unlimited.clone(), true)
+            .await?;
         let mut contact_view = unlimited;
         contact_view.insert("RecipientTypeDetails".into(), json!("MailContact"));
-        let contacts = self.invoke("Get-Contact", contact_view).await?;
+        let contacts = self.invoke("Get-Contact", contact_view, true).await?;
         let by_id: BTreeMap<String, &Map<String, Value>> = contacts
             .iter()
             .filter_map(Value::as_object)
@@ -146,31 +81,59 @@ impl MailContactTarget for ExchangeContacts {
         address: &str,
         anchor_attribute: u8,
     ) -> Result<Option<TargetObject>, PortError> {
-        let mut identity = Map::new();
-        identity.insert("Identity".into(), json!(address));
-        let found = match self.invoke("Get-MailContact", identity.clone()).await {
-            Ok(found) => found,
-            Err(PortError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let Some(mail_contact) = found.first().and_then(Value::as_object) else {
+        let Some(mail_contact) = self
+            .exchange
+            .get_by_identity("Get-MailContact", address)
+            .await
+            .map_err(port_error)?
+        else {
             return Ok(None);
         };
-        let contact = match self.invoke("Get-Contact", identity).await {
-            Ok(contact) => contact,
-            Err(PortError::NotFound { .. }) => Vec::new(),
-            Err(error) => return Err(error),
+        let Some(mail_contact) = mail_contact.as_object() else {
+            return Ok(None);
         };
+        // The person fields live on the Contact view of the same object; it may lag behind (replication).
+        let contact = self
+            .exchange
+            .get_by_identity("Get-Contact", address)
+            .await
+            .map_err(port_error)?;
         Ok(Some(target_object(
             mail_contact,
-            contact.first().and_then(Value::as_object),
+            contact.as_ref().and_then(Value::as_object),
             anchor_attribute,
         )))
     }
 
+    async fn recipient_holding(&self, address: &str) -> Result<Option<String>, PortError> {
+        let found = self
+            .exchange
+            .recipient_by_address(address)
+            .await
+            .map_err(port_error)?;
+        Ok(found.and_then(|recipient| {
+            let text = |key: &str| recipient.get(key).and_then(Value::as_str).unwrap_or_default();
+            let kind = match text("RecipientTypeDetails") {
+                "" => "recipient",
+                kind => kind,
+            };
+            let name = match text("DisplayName") {
+                "" => text("Name"),
+                name => name,
+            };
+            Some(format!("{kind} {name:?}"))
+        }))
+    }
+
     async fn create(&self, name: &str, entry: &Entry) -> Result<String, PortError> {
+        // Never resent after a dropped connection: a New-MailContact that reached Exchange may have applied (the
+        // create intent lets the next run claim such a contact).
         let created = self
-            .invoke("New-MailContact", new_mail_contact_parameters(name, entry))
+            .invoke(
+                "New-MailContact",
+                new_mail_contact_parameters(name, entry),
+                false,
+            )
             .await?;
         let id = created
             .first()
@@ -194,9 +157,14 @@ impl MailContactTarget for ExchangeContacts {
         id: &str,
         settings: &MailContactSettings,
     ) -> Result<(), PortError> {
-        self.invoke("Set-MailContact", set_mail_contact_parameters(id, settings))
-            .await
-            .map(drop)
+        // Setting the same values twice is harmless, so Set-* may be resent.
+        self.invoke(
+            "Set-MailContact",
+            set_mail_contact_parameters(id, settings),
+            true,
+        )
+        .await
+        .map(drop)
     }
 
     async fn set_contact(
@@ -208,15 +176,13 @@ impl MailContactTarget for ExchangeContacts {
         if parameters.len() <= 1 {
             return Ok(());
         }
-        self.invoke("Set-Contact", parameters).await.map(drop)
+        self.invoke("Set-Contact", parameters, true).await.map(drop)
     }
 
     async fn remove(&self, id: &str) -> Result<(), PortError> {
-        let mut parameters = Map::new();
-        parameters.insert("Identity".into(), json!(id));
-        parameters.insert("Confirm".into(), json!(false));
-        self.invoke("Remove-MailContact", parameters)
+        self.exchange
+            .remove_mail_contact(id)
             .await
-            .map(drop)
+            .map_err(port_error)
     }
 }

@@ -22,9 +22,7 @@ pub struct GraphSource {
     /// The tenant's directory id (GUID), when the configuration gives it; else taken from the token's `tid`.
     pub tenant_id: Option<String>,
     /// Exchange of the same tenant, to recognise org contacts galbridge wrote (their anchors are not in Graph).
-    pub exchange: Option<Arc<dyn JsonTransport>>,
-    /// `(tenant path segment, X-AnchorMailbox)` for that Exchange.
-    pub exchange_route: Option<(String, String)>,
+    pub exchange: Option<crate::m365::ExchangeClient>,
 }
 
 fn graph_failure(what: &str, response: &JsonResponse) -> PortError {
@@ -88,19 +86,17 @@ impl GraphSource {
     async fn anchored_contact_ids(
         &self,
     ) -> Result<std::collections::HashMap<String, String>, PortError> {
-        let (Some(exchange), Some((tenant, anchor_mailbox))) =
-            (&self.exchange, &self.exchange_route)
-        else {
+        let Some(exchange) = &self.exchange else {
             return Ok(Default::default());
         };
-        let objects = super::exchange::invoke_all(
-            exchange.as_ref(),
-            tenant,
-            anchor_mailbox,
-            "Get-MailContact",
-            serde_json::json!({"ResultSize": "Unlimited"}),
-        )
-        .await?;
+        let objects = exchange
+            .invoke(
+                "Get-MailContact",
+                serde_json::json!({"ResultSize": "Unlimited"}),
+                true,
+            )
+            .await
+            .map_err(super::exchange::port_error)?;
         Ok(objects
             .iter()
             .filter_map(|object| {
@@ -245,7 +241,6 @@ mod tests {
                 graph: canned.clone(),
                 tenant_id: Some("t1".into()),
                 exchange: None,
-                exchange_route: None,
             },
             canned,
         )

@@ -2,12 +2,16 @@
 //! (allowlist of the tenant's configured hosts, bearer tokens from the token provider, retries with Retry-After,
 //! transient Exchange errors, request counters) and `TokenProvider` (client secret or certificate from Key Vault,
 //! environment secrets, managed-identity federation). Endpoints come from the configuration (cloud or overrides).
+//! Each tenant has one Exchange client, shared by every run that writes to or reads from its Exchange, so the
+//! tenant's adaptive limit and `Retry-After` pause hold across links.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::exchange::{ExchangeContacts, anchor_mailbox};
+use super::exchange::ExchangeContacts;
 use super::graph::{GraphSource, tenant_id_from_token};
 use super::transport::{JsonRequest, JsonResponse, JsonTransport, Method};
 use crate::config::{Config, Credential, NamedTenant, TenantId};
@@ -15,9 +19,11 @@ use crate::engine::ports::{
     CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory,
 };
 use crate::engine::service::Connector;
+use crate::m365::budget::PauseGate;
 use crate::m365::{
-    ApiClient, ApiRequest, AuthError, CredentialSource, GraphClient, HttpError, HttpSettings,
-    LimiterSet, PlatformIdentity, Service, TenantAuth, TokenProvider, build_http_client,
+    AdaptiveLimiter, ApiClient, ApiRequest, AuthError, CredentialSource, ExchangeClient,
+    ExchangeError, GraphClient, HttpError, HttpSettings, LimiterSet, PlatformIdentity,
+    RetryPolicy, Secret, Service, TenantAuth, TokenProvider, build_http_client,
 };
 
 /// A [`JsonTransport`] over an m365 `ApiClient`.
@@ -92,16 +98,38 @@ pub struct M365Connector {
     http: reqwest::Client,
     tokens: TokenProvider,
     counters: Arc<crate::m365::RequestCounters>,
+    retry: RetryPolicy,
+    /// Exchange commands in flight per tenant at most (`service.max_concurrency`); throttling lowers it to 1.
+    exchange_concurrency: u32,
+    exchange: Mutex<HashMap<String, ExchangeClient>>,
 }
 
 impl M365Connector {
     /// One HTTP client and one token provider for every tenant of the configuration.
     pub fn new(config: &Config) -> Result<M365Connector, ConnectError> {
-        let settings = HttpSettings {
-            extra_ca_file: config.service().extra_ca_file.clone(),
-            ..HttpSettings::default()
-        }
-        .with_env_overrides();
+        Self::with_secrets(config, BTreeMap::new(), None)
+    }
+
+    /// [`M365Connector::new`], except that the tenants named in `secrets` authenticate with the client secret given
+    /// here instead of their configured credential (the demo and the tests hand over the simulator's secrets in
+    /// process; everything else, HTTP client, TLS, retries and limits, is the production path). `extra_ca_file`, when
+    /// given, replaces the configured one (the simulator's CA).
+    pub fn with_secrets(
+        config: &Config,
+        secrets: BTreeMap<String, Secret>,
+        extra_ca_file: Option<std::path::PathBuf>,
+    ) -> Result<M365Connector, ConnectError> {
+        let settings = match extra_ca_file {
+            Some(path) => HttpSettings {
+                extra_ca_file: Some(path),
+                ..HttpSettings::default()
+            },
+            None => HttpSettings {
+                extra_ca_file: config.service().extra_ca_file.clone(),
+                ..HttpSettings::default()
+            }
+            .with_env_overrides(),
+        };
         let http = build_http_client(&settings)?;
         let counters = crate::m365::RequestCounters::shared();
         let tenants = config
@@ -113,21 +141,13 @@ impl M365Connector {
                 tenant_id: tenant.tenant_id.as_str().to_owned(),
                 client_id: tenant.client_id.as_str().to_owned(),
                 login_base: tenant.endpoints().login,
-                credential: match &tenant.credential {
-                    Credential::KeyVaultSecret(secret) => {
-                        CredentialSource::KeyVaultSecret(secret.clone())
-                    }
-                    Credential::KeyVaultCertificate(secret) => {
-                        CredentialSource::KeyVaultCertificate(secret.clone())
-                    }
-                    Credential::Env(variable) => CredentialSource::Env(variable.clone()),
-                    Credential::FederatedManagedIdentity => {
-                        CredentialSource::FederatedManagedIdentity
-                    }
+                credential: match secrets.get(name) {
+                    Some(secret) => CredentialSource::ClientSecret(secret.clone()),
+                    None => credential_source(&tenant.credential),
                 },
             })
             .collect();
-        let key_vault = config.key_vault().map(|vault| vault.url.url().clone());
+                let key_vault = config.key_vault().map(|vault| vault.url.url().clone());
         let tokens = TokenProvider::new(
             http.clone(),
             tenants,
@@ -139,33 +159,79 @@ impl M365Connector {
             http,
             tokens,
             counters,
+            retry: RetryPolicy::default(),
+            exchange_concurrency: config.service().max_concurrency.max(1),
+            exchange: Mutex::new(HashMap::new()),
         })
     }
 
-    fn transport(&self, tenant: &NamedTenant, service: Service) -> Arc<ApiTransport> {
-        let endpoints = tenant.tenant.endpoints();
-        let (base, audience) = match service {
-            Service::Exchange => (endpoints.exchange, endpoints.exchange_audience),
-            _ => (endpoints.graph, endpoints.graph_audience),
-        };
-        let token = self
-            .tokens
-            .source(&tenant.name, &format!("{audience}/.default"));
-        let client = ApiClient::new(self.http.clone(), service, &[&base], Some(token))
-            .with_counters(self.counters.clone());
-        Arc::new(ApiTransport { client, base })
+    /// Uses `retry` for every client made from now on (tests shorten the backoff when no `Retry-After` is given;
+    /// a service's `Retry-After` is still honoured).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
-    /// `(InvokeCommand path segment, X-AnchorMailbox)`. [unverified] Without a known initial domain the routing
-    /// header names the configured tenant id; set `initial_domain` when `tenant_id` is a GUID.
-    fn exchange_route(tenant: &NamedTenant) -> (String, String) {
+    /// The tenant's one Exchange client: its adaptive limit (`max_concurrency` down to 1 under throttling) and its
+    /// `Retry-After` pause are shared by every run and every port that talks to this tenant's Exchange.
+    fn exchange_client(&self, tenant: &NamedTenant) -> Result<ExchangeClient, PortError> {
+        let mut clients = self
+            .exchange
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&tenant.name) {
+            return Ok(client.clone());
+        }
+        let endpoints = tenant.tenant.endpoints();
+        let token = self.tokens.source(
+            &tenant.name,
+            &format!("{}/.default", endpoints.exchange_audience),
+        );
+        let api = ApiClient::new(
+            self.http.clone(),
+            Service::Exchange,
+            &[&endpoints.exchange],
+            Some(token),
+        )
+        .with_counters(self.counters.clone())
+        .with_retry(self.retry.clone())
+        .with_limiter(AdaptiveLimiter::new(
+            self.exchange_concurrency,
+            Duration::from_secs(1),
+        ))
+        .with_pause_gate(PauseGate::new());
+        // [unverified] Without a known initial domain the routing header names the configured tenant id; set
+        // `initial_domain` when `tenant_id` is a GUID.
         let id = tenant.tenant.tenant_id.as_str().to_owned();
-        let domain = tenant
-            .tenant
-            .known_initial_domain()
-            .unwrap_or(&id)
-            .to_owned();
-        (id, anchor_mailbox(&domain))
+        let domain = tenant.tenant.known_initial_domain().unwrap_or(&id).to_owned();
+        let client = ExchangeClient::new(api, &endpoints.exchange, &id, &domain).map_err(
+            |error: ExchangeError| PortError::Failed {
+                service: "exchange".into(),
+                message: error.to_string(),
+            },
+        )?;
+        clients.insert(tenant.name.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn graph_transport(&self, tenant: &NamedTenant) -> Arc<ApiTransport> {
+        let endpoints = tenant.tenant.endpoints();
+        let token = self.tokens.source(
+            &tenant.name,
+            &format!("{}/.default", endpoints.graph_audience),
+        );
+        let client = ApiClient::new(
+            self.http.clone(),
+            Service::Graph,
+            &[&endpoints.graph],
+            Some(token),
+        )
+        .with_counters(self.counters.clone())
+        .with_retry(self.retry.clone());
+        Arc::new(ApiTransport {
+            client,
+            base: endpoints.graph,
+        })
     }
 
     async fn directory_id(&self, tenant: &NamedTenant) -> Result<String, PortError> {
@@ -201,10 +267,9 @@ impl Connector for M365Connector {
     async fn source(&self, tenant: &NamedTenant) -> Result<Arc<dyn SourceDirectory>, PortError> {
         let tenant_id = self.directory_id(tenant).await?;
         Ok(Arc::new(GraphSource {
-            graph: self.transport(tenant, Service::Graph),
+            graph: self.graph_transport(tenant),
             tenant_id: Some(tenant_id),
-            exchange: Some(self.transport(tenant, Service::Exchange)),
-            exchange_route: Some(Self::exchange_route(tenant)),
+            exchange: Some(self.exchange_client(tenant)?),
         }))
     }
 
@@ -212,11 +277,8 @@ impl Connector for M365Connector {
         &self,
         tenant: &NamedTenant,
     ) -> Result<Arc<dyn MailContactTarget>, PortError> {
-        let (path, anchor_mailbox) = Self::exchange_route(tenant);
         Ok(Arc::new(ExchangeContacts {
-            exchange: self.transport(tenant, Service::Exchange),
-            tenant: path,
-            anchor_mailbox,
+            exchange: self.exchange_client(tenant)?,
         }))
     }
 
@@ -236,12 +298,25 @@ impl Connector for M365Connector {
             &[&endpoints.graph],
             Some(token),
         )
-        .with_counters(self.counters.clone());
+        .with_counters(self.counters.clone())
+        .with_retry(self.retry.clone());
         GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
             .map(|graph| graph.for_app(tenant.tenant.client_id.as_str()))
             .map_err(|e| PortError::Failed {
                 service: "graph".into(),
                 message: e.to_string(),
             })
+    }
+}
+
+/// The token provider's view of a configured credential.
+fn credential_source(credential: &Credential) -> CredentialSource {
+    match credential {
+        Credential::KeyVaultSecret(secret) => CredentialSource::KeyVaultSecret(secret.clone()),
+        Credential::KeyVaultCertificate(secret) => {
+            CredentialSource::KeyVaultCertificate(secret.clone())
+        }
+        Credential::Env(variable) => CredentialSource::Env(variable.clone()),
+        Credential::FederatedManagedIdentity => CredentialSource::FederatedManagedIdentity,
     }
 }

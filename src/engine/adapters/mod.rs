@@ -1,10 +1,8 @@
-//! The runner's ports implemented over HTTP: [`graph::GraphSource`] (the source directory through Graph) and
-//! [`exchange::ExchangeContacts`] (mail contacts through Exchange `InvokeCommand`), both over a
-//! [`transport::JsonTransport`] (the m365 room's `ApiClient` in production: allowlist, tokens, retries, counters).
-//! [`m365::M365Connector`] is the production connector. [`shapes`] holds the pure translations of wire shapes; [`direct`] and [`simulated`] connect the engine to an
-//! in-process m365-sim (demo, tests, benchmarks).
+//! The runner's ports implemented over the m365 room's clients: [`graph::GraphSource`] (the source directory through
+//! Graph, over a [`transport::JsonTransport`]) and [`exchange::ExchangeContacts`] (mail contacts through the one
+//! Exchange client). [`m365::M365Connector`] is the connector, in production and against the simulator alike
+//! ([`simulated`] hands it the simulator's CA and secrets). [`shapes`] holds the pure translations of wire shapes.
 
-pub mod direct;
 pub mod exchange;
 pub mod graph;
 pub mod m365;

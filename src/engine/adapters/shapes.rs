@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::engine::diff::TargetObject;
 use crate::engine::entry::{Entry, Field, SourceKind, SourceObject, is_anchor};
 use crate::engine::ports::{MailContactSettings, PortError};
+use crate::m365::ExchangeErrorKind;
 
 /// The `Set-Contact` parameter of an entry field (`None`: written by `Set-MailContact`, or not at all).
 pub fn set_contact_parameter(field: Field) -> Option<&'static str> {
@@ -187,42 +188,40 @@ pub fn any_anchor(mail_contact: &Map<String, Value>) -> Option<String> {
         .find(|value| is_anchor(value))
 }
 
-/// Classifies an Exchange failure by its .NET exception type (or message, when the type is missing).
-pub fn exchange_error(exception: &str, message: &str) -> PortError {
-    let lower = message.to_ascii_lowercase();
-    if exception.contains("ProxyAddressExists")
-        || lower.contains("proxy address") && lower.contains("already")
-    {
-        let address = message
-            .split('"')
-            .nth(1)
-            .map(bare_address)
-            .unwrap_or_default();
-        let owner = message
-            .split('"')
-            .nth(3)
-            .unwrap_or("another recipient")
-            .to_owned();
-        return PortError::AddressInUse {
-            address,
-            owner: format!("recipient {owner:?}"),
-        };
-    }
-    if exception.contains("ADObjectAlreadyExists") || lower.contains("is already being used") {
-        let name = message.split('"').nth(1).unwrap_or_default().to_owned();
-        return PortError::NameInUse { name };
-    }
-    if exception.contains("ManagementObjectNotFound") || lower.contains("couldn't be found") {
-        let id = message
-            .split_once("object '")
-            .and_then(|(_, rest)| rest.split_once('\''))
-            .map(|(id, _)| id.to_owned())
-            .unwrap_or_default();
-        return PortError::NotFound { id };
-    }
-    PortError::Failed {
-        service: "exchange".into(),
-        message: format!("{exception}: {message}"),
+/// A classified Exchange failure as the engine's [`PortError`], with the address, owner, name or id taken from
+/// Exchange's message (`message` is the most specific text the client found, without its exception prefix).
+pub fn exchange_error(kind: ExchangeErrorKind, message: &str) -> PortError {
+    match kind {
+        ExchangeErrorKind::AddressInUse => {
+            let address = message
+                .split('"')
+                .nth(1)
+                .map(bare_address)
+                .unwrap_or_default();
+            let owner = message
+                .split('"')
+                .nth(3)
+                .unwrap_or("another recipient")
+                .to_owned();
+            PortError::AddressInUse {
+                address,
+                owner: format!("recipient {owner:?}"),
+            }
+        }
+        ExchangeErrorKind::NameInUse => PortError::NameInUse {
+            name: message.split('"').nth(1).unwrap_or_default().to_owned(),
+        },
+        ExchangeErrorKind::NotFound => PortError::NotFound {
+            id: message
+                .split_once("object '")
+                .and_then(|(_, rest)| rest.split_once('\''))
+                .map(|(id, _)| id.to_owned())
+                .unwrap_or_default(),
+        },
+        other => PortError::Failed {
+            service: "exchange".into(),
+            message: format!("{other:?}: {message}"),
+        },
     }
 }
 
@@ -349,7 +348,7 @@ mod tests {
     #[test]
     fn exchange_errors_are_classified() {
         let address = exchange_error(
-            "Microsoft.Exchange.Data.Directory.ProxyAddressExistsException",
+            ExchangeErrorKind::AddressInUse,
             "The proxy address \"SMTP:bob@acme.com\" is already being used by the proxy addresses or LegacyExchangeDN of \"Bob Smith\". Please choose another proxy address.",
         );
         assert_eq!(
@@ -360,7 +359,7 @@ mod tests {
             }
         );
         let name = exchange_error(
-            "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
+            ExchangeErrorKind::NameInUse,
             "The name \"John Smith\" is already being used. Please try another name.",
         );
         assert_eq!(
@@ -370,12 +369,12 @@ mod tests {
             }
         );
         let missing = exchange_error(
-            "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+            ExchangeErrorKind::NotFound,
             "The operation couldn't be performed because object 'c9' couldn't be found on 'X'.",
         );
         assert_eq!(missing, PortError::NotFound { id: "c9".into() });
         assert!(matches!(
-            exchange_error("System.Exception", "boom"),
+            exchange_error(ExchangeErrorKind::Other, "boom"),
             PortError::Failed { .. }
         ));
     }

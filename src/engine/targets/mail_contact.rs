@@ -5,17 +5,24 @@
 //! `Set-Contact` (every other field). Crash-safety quirk (microsoft-apis.md §1): New-MailContact cannot set
 //! `CustomAttributeN`, so a crash between New and Set would leave an unanchored contact nobody owns. Before each
 //! create, an *intent* (a pending record with the intended name and address) is written; the next run resolves it
-//! ([`MailContactApplier::resolve_intents`]): a contact with that address, unanchored and with exactly the intended
-//! name, is ours and gets its anchor; otherwise the intent is dropped.
+//! ([`MailContactApplier::resolve_intents`]): a contact with that address, unanchored and carrying one of the names
+//! galbridge gives that person ([`is_our_name`]), is ours and gets its anchor; a contact that is not there was not
+//! created (the intent is dropped and the person created again); a lookup that fails keeps the intent for the next
+//! run and holds back only that person's create. Exchange's replication delay means a contact created moments ago
+//! may be invisible to `Get-*` while `New-MailContact` already refuses its address: such a create keeps its intent
+//! and is claimed by a later run, never reported as a conflict with ourselves.
+//!
+//! One object's failure is that object's: it is reported and retried by the next run, never the run's. The run's
+//! time budget (`service.run_budget`) stops new changes from starting once spent; the rest waits for the next run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 
 use crate::engine::diff::{ManagedObject, TargetObject, field_changes};
 use crate::engine::entry::{Entry, Field};
-use crate::engine::names::suffixed_name;
+use crate::engine::names::{base_name, suffixed_name};
 use crate::engine::plan::{Adoption, Create, Plan, Removal, RemovalAction, Update};
 use crate::engine::ports::{MailContactSettings, MailContactTarget, PortError};
 use crate::engine::records::Recorder;
@@ -41,6 +48,8 @@ pub fn is_unsupported_field(field: Field) -> bool {
 pub struct ApplyResult {
     pub applied: PlanCounts,
     pub failures: Vec<Failure>,
+    /// Changes never started (the lease was lost or the budget spent first).
+    pub not_started: u64,
 }
 
 impl ApplyResult {
@@ -83,6 +92,22 @@ pub struct MailContactApplier<'a> {
     pub max_concurrency: usize,
     /// Set when the lease was lost: stop starting new changes.
     pub cancelled: &'a AtomicBool,
+    /// Anchors whose create intent, left by an earlier run, found no contact: a contact of theirs that shows up
+    /// now (Exchange's replication caught up) is the one that run made.
+    pub prior_intents: &'a BTreeSet<String>,
+}
+
+/// What resolving the intents of an interrupted run found.
+#[derive(Debug, Default)]
+pub struct IntentResolution {
+    /// Contacts claimed (found with our anchor, or unanchored with our name, and anchored now).
+    pub claimed: u64,
+    /// Intents whose contact was not found: not created, so created again (the intent stays as evidence).
+    pub not_found: BTreeSet<String>,
+    /// Intents that could not be resolved this run (the lookup failed): their creates wait for the next run.
+    pub held_back: BTreeSet<String>,
+    /// The failures of those lookups, one per person.
+    pub failures: Vec<Failure>,
 }
 
 impl MailContactApplier<'_> {
@@ -116,8 +141,9 @@ impl MailContactApplier<'_> {
         self.drain(updates, &mut recorder, &mut result).await;
         let adoptions: Vec<_> = plan.adoptions.iter().map(|a| self.adopt(a)).collect();
         self.drain(adoptions, &mut recorder, &mut result).await;
-        for chunk in plan.creates.chunks(CREATE_CHUNK) {
-            if self.cancelled.load(Ordering::SeqCst) {
+        for (index, chunk) in plan.creates.chunks(CREATE_CHUNK).enumerate() {
+            if self.cancelled.load(Ordering::SeqCst) || crate::m365::budget::exhausted() {
+                result.not_started += (plan.creates.len() - index * CREATE_CHUNK) as u64;
                 break;
             }
             // Intents first (one batched write), then the creates of the chunk.
@@ -137,19 +163,22 @@ impl MailContactApplier<'_> {
                 reason: format!("a landed change was not recorded: {error}"),
             });
         }
-        let skipped =
-            plan.creates.len() + plan.updates.len() + plan.adoptions.len() + plan.removals.len();
-        let landed = result.applied.creates
-            + result.applied.updates
-            + result.applied.adoptions
-            + result.applied.deletes
-            + result.applied.hides;
-        if self.cancelled.load(Ordering::SeqCst) && (skipped as u64) > landed {
+        if self.cancelled.load(Ordering::SeqCst) && result.not_started > 0 {
             result.failures.push(Failure {
                 anchor: None,
                 mailbox: None,
                 kind: "lease_lost".into(),
                 reason: "the link's lease was lost during the run; the remaining changes were not applied".into(),
+            });
+        } else if result.not_started > 0 {
+            result.failures.push(Failure {
+                anchor: None,
+                mailbox: None,
+                kind: "budget_spent".into(),
+                reason: format!(
+                    "the run's time budget (service.run_budget) was spent with {} change(s) not started; the next run carries on",
+                    result.not_started
+                ),
             });
         }
         result
@@ -168,7 +197,10 @@ impl MailContactApplier<'_> {
         );
         while let Some(outcome) = landed.next().await {
             let kind = match outcome {
-                Landed::Skipped => continue,
+                Landed::Skipped => {
+                    result.not_started += 1;
+                    continue;
+                }
                 Landed::Put(object, kind) => {
                     recorder.put(&object).await;
                     kind
@@ -376,26 +408,25 @@ impl MailContactApplier<'_> {
         }
         let id = match created {
             Ok(id) => id,
-            Err(PortError::AddressInUse { address, owner }) => {
-                return self.address_in_use(create, &address, &owner).await;
+            Err(PortError::AddressInUse { address, .. }) => {
+                let address = if address.is_empty() {
+                    create.entry.get(Field::Email).to_owned()
+                } else {
+                    address
+                };
+                return self.address_in_use(create, &address).await;
+            }
+            Err(PortError::NameInUse { .. }) if self.prior_intents.contains(&create.anchor) => {
+                // Both of our names are taken and an earlier create of this person may not be visible yet: keep
+                // the intent; the next run claims the contact or creates it.
+                return self.not_yet_visible(create, "its name");
             }
             Err(error) => {
                 // The intent stays pending only if the contact might exist; a clean refusal drops it.
-                return match error {
-                    PortError::NameInUse { .. } => {
-                        let failure = self.failure(&create.anchor, &error, "create");
-                        let _ = self
-                            .store
-                            .delete_objects(
-                                self.link,
-                                crate::state::LINK_SCOPE,
-                                std::slice::from_ref(&create.anchor),
-                            )
-                            .await;
-                        failure
-                    }
-                    error => self.failure(&create.anchor, &error, "create"),
-                };
+                if matches!(error, PortError::NameInUse { .. }) {
+                    self.drop_intent(&create.anchor).await;
+                }
+                return self.failure(&create.anchor, &error, "create");
             }
         };
         let rest: BTreeMap<Field, String> = create
@@ -425,42 +456,58 @@ impl MailContactApplier<'_> {
         )
     }
 
-    /// `New-MailContact` refused the address: adopt it (opt-in, unanchored mail contact), re-take our own anchored
-    /// contact (a crash lost its record), or report the conflict.
-    async fn address_in_use(&self, create: &Create, address: &str, owner: &str) -> Landed {
+    /// `New-MailContact` refused the address: re-take our own anchored contact (a crash lost its record), claim the
+    /// unanchored contact an earlier interrupted create made, adopt an unanchored one (opt-in), wait for one Exchange
+    /// does not show yet, or report the conflict.
+    async fn address_in_use(&self, create: &Create, address: &str) -> Landed {
         let existing = match self
             .target
             .find_by_address(address, self.options.anchor_attribute)
             .await
         {
             Ok(existing) => existing,
+            // The intent stays: the next run looks again.
             Err(error) => return self.failure(&create.anchor, &error, "address lookup"),
         };
         match existing {
             Some(object) if object.anchor.as_deref() == Some(create.anchor.as_str()) => {
                 self.retake(create, object, Kind::Create).await
             }
+            Some(object)
+                if object.anchor.is_none()
+                    && self.prior_intents.contains(&create.anchor)
+                    && is_our_name(&object.name, &create.entry) =>
+            {
+                self.retake(create, object, Kind::Create).await
+            }
             Some(object) if object.anchor.is_none() && self.options.policy.adopt_existing => {
                 self.retake(create, object, Kind::Adopt).await
             }
-            _ => {
-                let _ = self
-                    .store
-                    .delete_objects(
-                        self.link,
-                        crate::state::LINK_SCOPE,
-                        std::slice::from_ref(&create.anchor),
+            // No mail contact holds it: another kind of recipient (a mailbox, a group) does, which is a conflict;
+            // or nobody visible does: a contact created moments ago that `Get-*` does not see yet (replication),
+            // not a conflict, and the intent lets the next run claim it.
+            None => match self.target.recipient_holding(address).await {
+                Ok(Some(owner)) => {
+                    self.drop_intent(&create.anchor).await;
+                    Landed::Failed(Failure {
+                        anchor: Some(create.anchor.clone()),
+                        mailbox: None,
+                        kind: "conflict_address".into(),
+                        reason: format!("{address} is already used by {owner}"),
+                    })
+                }
+                Ok(None) => self.not_yet_visible(create, "its address"),
+                Err(error) => self.failure(&create.anchor, &error, "address lookup"),
+            },
+            Some(object) => {
+                self.drop_intent(&create.anchor).await;
+                let owner = if object.anchor.is_none() {
+                    format!(
+                        "unanchored contact {:?} (set adopt_existing to take it over)",
+                        object.name
                     )
-                    .await;
-                let owner = match existing {
-                    Some(object) if object.anchor.is_none() => {
-                        format!(
-                            "unanchored contact {:?} (set adopt_existing to take it over)",
-                            object.name
-                        )
-                    }
-                    Some(object) => format!("contact {:?} managed by another link", object.name),
-                    None => owner.to_owned(),
+                } else {
+                    format!("contact {:?} managed by another link", object.name)
                 };
                 Landed::Failed(Failure {
                     anchor: Some(create.anchor.clone()),
@@ -469,6 +516,34 @@ impl MailContactApplier<'_> {
                     reason: format!("{address} is already used by {owner}"),
                 })
             }
+        }
+    }
+
+    /// A create refused because of an object Exchange does not show yet: reported as this person's failure (retried
+    /// next run), with the intent kept so that run can claim the contact.
+    fn not_yet_visible(&self, create: &Create, what: &str) -> Landed {
+        tracing::info!(link = %self.link, anchor = %create.anchor, "Create refused for {what}, but no such recipient is visible yet; retrying next run.");
+        Landed::Failed(Failure {
+            anchor: Some(create.anchor.clone()),
+            mailbox: None,
+            kind: "not_yet_visible".into(),
+            reason: format!(
+                "Exchange refused {what} but shows no recipient holding it yet (replication delay); the next run claims or creates the contact"
+            ),
+        })
+    }
+
+    async fn drop_intent(&self, anchor: &str) {
+        if let Err(error) = self
+            .store
+            .delete_objects(
+                self.link,
+                crate::state::LINK_SCOPE,
+                std::slice::from_ref(&anchor.to_owned()),
+            )
+            .await
+        {
+            tracing::warn!(link = %self.link, anchor = %anchor, error = %error, "Dropping a create intent failed; the next run resolves it.");
         }
     }
 
@@ -490,37 +565,72 @@ impl MailContactApplier<'_> {
         }
     }
 
-    /// Resolves the intents a crashed run left behind (see the module docs). Returns how many contacts were claimed.
+    /// Resolves the intents an interrupted run left behind (see the module docs). Never fails the run: a lookup that
+    /// fails is that person's failure, and their create waits for the next run.
     pub async fn resolve_intents(
         &self,
         managed: &mut BTreeMap<String, ManagedObject>,
-    ) -> Result<u64, PortError> {
+    ) -> IntentResolution {
         let pending: Vec<ManagedObject> = managed.values().filter(|m| m.pending).cloned().collect();
         let mut recorder = Recorder::new(self.store, self.link);
-        let mut claimed = 0;
+        let mut resolution = IntentResolution::default();
         for intent in pending {
+            if crate::m365::budget::exhausted() {
+                resolution.held_back.insert(intent.anchor.clone());
+                continue;
+            }
             let address = intent.entry.get(Field::Email).to_owned();
-            let found = self
+            let found = match self
                 .target
                 .find_by_address(&address, self.options.anchor_attribute)
-                .await?;
+                .await
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    resolution.held_back.insert(intent.anchor.clone());
+                    if let Landed::Failed(failure) =
+                        self.failure(&intent.anchor, &error, "resolving an interrupted create")
+                    {
+                        resolution.failures.push(failure);
+                    }
+                    continue;
+                }
+            };
             let ours = match found {
                 Some(object) if object.anchor.as_deref() == Some(intent.anchor.as_str()) => {
                     Some(object)
                 }
-                Some(object) if object.anchor.is_none() && object.name == intent.name => {
+                Some(object)
+                    if object.anchor.is_none()
+                        && (object.name == intent.name
+                            || is_our_name(&object.name, &intent.entry)) =>
+                {
                     let settings = MailContactSettings {
                         anchor: Some((self.options.anchor_attribute, intent.anchor.clone())),
                         ..Default::default()
                     };
-                    self.target.set_mail_contact(&object.id, &settings).await?;
+                    if let Err(error) = self.target.set_mail_contact(&object.id, &settings).await {
+                        resolution.held_back.insert(intent.anchor.clone());
+                        if let Landed::Failed(failure) =
+                            self.failure(&intent.anchor, &error, "claiming an interrupted create")
+                        {
+                            resolution.failures.push(failure);
+                        }
+                        continue;
+                    }
                     Some(object)
                 }
-                _ => None,
+                None => {
+                    // Not created (or not visible yet): create it again; the intent stays as evidence.
+                    resolution.not_found.insert(intent.anchor.clone());
+                    continue;
+                }
+                // Someone else's contact holds the address: the create reports the conflict.
+                Some(_) => None,
             };
             match ours {
                 Some(object) => {
-                    claimed += 1;
+                    resolution.claimed += 1;
                     // Remember what the contact holds now; the diff brings the rest of the fields.
                     let claimed_object = ManagedObject {
                         anchor: intent.anchor.clone(),
@@ -543,23 +653,36 @@ impl MailContactApplier<'_> {
             }
         }
         recorder.flush().await;
-        match recorder.errors.into_iter().next() {
-            Some(error) => Err(PortError::Failed {
-                service: "state".into(),
-                message: error.to_string(),
-            }),
-            None => Ok(claimed),
+        for error in recorder.errors {
+            resolution.failures.push(Failure {
+                anchor: None,
+                mailbox: None,
+                kind: "state_write".into(),
+                reason: format!("a resolved create intent was not recorded: {error}"),
+            });
         }
+        resolution
     }
 }
 
-/// Runs a change unless the lease was lost before it started.
+/// Runs a change unless the lease was lost, or the run's time budget spent, before it started.
 async fn unless_cancelled<F: Future<Output = Landed>>(cancelled: &AtomicBool, change: F) -> Landed {
-    if cancelled.load(Ordering::SeqCst) {
+    if cancelled.load(Ordering::SeqCst) || crate::m365::budget::exhausted() {
         Landed::Skipped
     } else {
         change.await
     }
+}
+
+/// Whether `name` is one galbridge gives the person of `entry` (the plain name or a stable suffixed one, see
+/// `engine::names`): with an intent for that person, an unanchored contact at their address with such a name is
+/// the one an interrupted create made.
+pub fn is_our_name(name: &str, entry: &Entry) -> bool {
+    let name = name.trim();
+    name.eq_ignore_ascii_case(&base_name(entry))
+        || [6, 10, 16, 32]
+            .into_iter()
+            .any(|hex_len| name.eq_ignore_ascii_case(&suffixed_name(entry, hex_len)))
 }
 
 /// The pending record written before `New-MailContact`.

@@ -16,7 +16,8 @@
 //!
 //! The lease is a compare-and-swap under a kernel file lock: take `lease.lock`, read `lease.json`, refuse if another
 //! holder's lease has not expired, else write a new lease with `generation + 1` (the generation is the ETag), release.
-//! Because the kernel drops the lock of a dead process, a crash can never wedge a link: the lease simply expires.
+//! Because the kernel drops the lock of a dead process, a crash can never wedge a link: the lease simply expires,
+//! and a lease held by a process of this host that no longer exists is taken over at once ([`super::holder_is_gone`]).
 //! Every write is atomic and durable when the call returns ([`fsio::write_json_atomic`]); a damaged file is reported
 //! as [`StateError::Corrupt`] with its path, never silently replaced.
 
@@ -119,8 +120,11 @@ impl StateStore for FileStore {
             let path = dir.join("lease.json");
             let current: Option<LeaseFile> = read_json(&path)?;
             let now = Utc::now();
+            // A lease whose holder was a process of this host that no longer exists is taken over at once (a
+            // killed run must not hold its link for the lease's lifetime); any other live lease is refused.
             if let Some(current) = &current
                 && current.until > now
+                && !super::holder_is_gone(&current.holder)
             {
                 return Err(StateError::LeaseHeld {
                     link,

@@ -325,19 +325,26 @@ impl PhonesRunner {
         let mut pending = selection.mailboxes.values();
         let mut running = tokio::task::JoinSet::new();
         let mut applied = PlanCounts::default();
-        let mut lost = false;
+        let mut not_started = 0u64;
         loop {
             while running.len() < link.max_concurrency.max(1)
                 && let Some(mailbox) = pending.next()
             {
                 let (fanout, mailbox, cancelled) =
                     (fanout.clone(), mailbox.clone(), cancelled.clone());
+                // Task-locals do not cross `spawn`: each mailbox task works within the run's budget too.
+                let deadline = crate::m365::budget::deadline();
                 running.spawn(
                     async move {
-                        if cancelled.load(Ordering::SeqCst) {
+                        let spent = deadline.is_some_and(|end| std::time::Instant::now() >= end);
+                        if cancelled.load(Ordering::SeqCst) || spent {
                             return None;
                         }
-                        Some(fanout.sync(&mailbox, mailbox_mode).await)
+                        let sync = fanout.sync(&mailbox, mailbox_mode);
+                        Some(match deadline {
+                            Some(deadline) => crate::m365::budget::within(deadline, sync).await,
+                            None => sync.await,
+                        })
                     }
                     .in_current_span(),
                 );
@@ -347,7 +354,8 @@ impl PhonesRunner {
             };
             match joined {
                 Ok(Some(outcome)) => add(&mut applied, &mut failures, outcome),
-                Ok(None) => lost = true,
+                // Not started: the lease was lost, or the run's budget spent.
+                Ok(None) => not_started += 1,
                 Err(error) => failures.push(Failure {
                     anchor: None,
                     mailbox: None,
@@ -364,13 +372,25 @@ impl PhonesRunner {
                 add(&mut applied, &mut failures, outcome);
             }
         }
-        lost |= cancelled.load(Ordering::SeqCst);
-        if lost {
-            failures.push(Failure {
-                anchor: None,
-                mailbox: None,
-                kind: "lease_lost".into(),
-                reason: "the link's lease was lost during the run; the remaining mailboxes were not written".into(),
+        let lost = cancelled.load(Ordering::SeqCst);
+        if lost || not_started > 0 {
+            // The snapshot and checkpoint stay where they were: the next run writes the mailboxes left out.
+            failures.push(if lost {
+                Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "lease_lost".into(),
+                    reason: "the link's lease was lost during the run; the remaining mailboxes were not written".into(),
+                }
+            } else {
+                Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "budget_spent".into(),
+                    reason: format!(
+                        "the run's time budget (service.run_budget) was spent with {not_started} mailbox(es) not written; the next run carries on"
+                    ),
+                }
             });
             return Ok(RunBody {
                 mode,
