@@ -180,7 +180,7 @@ async fn plan_then_sync_then_incremental_changes_then_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_are_reported_and_adoption_is_opt_in() {
-    let Some(bed) = Bed::start(&[("acme", 20), ("northern", 10)], ONE_WAY).await else {
+    let Some(mut bed) = Bed::start(&[("acme", 20), ("northern", 10)], ONE_WAY).await else {
         return;
     };
     let control = bed.sim.control();

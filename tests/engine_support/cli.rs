@@ -33,6 +33,9 @@ pub struct Bed {
     tenants: Vec<String>,
     table: String,
     env: Vec<(String, String)>,
+    /// Keep state in a local folder (the file store) instead of the bed's Azurite table.
+    file_state: bool,
+    links_toml: String,
 }
 
 /// What one command did.
@@ -92,25 +95,54 @@ impl Bed {
             let info = sim.tenant(name).expect("seeded tenant");
             env.push((secret_variable(name), info.client_secret.clone()));
         }
-        let bed = Bed {
+        let mut bed = Bed {
             config: dir.path().join("galbridge.toml"),
             sim,
             dir,
             tenants: seeds.iter().map(|(name, _)| (*name).to_owned()).collect(),
             table: format!("gb{}", uuid::Uuid::new_v4().simple())[..24].to_owned(),
             env,
+            file_state: false,
+            links_toml: String::new(),
         };
         bed.set_links(links_toml);
         Some(bed)
     }
 
+    /// Keeps the state in the file store (a folder of the bed) from now on, with the default lease lifetime (the
+    /// file store takes over a dead local process's lease at once, so no short lifetime is needed).
+    pub fn use_file_state(&mut self) {
+        self.file_state = true;
+        self.env
+            .retain(|(name, _)| name != "GALBRIDGE_LEASE_TTL_SECS");
+        let links = self.links_toml.clone();
+        self.set_links(&links);
+    }
+
+    /// Sets an environment variable of every command from now on.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(existing, _)| existing != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Rewrites the configuration with other links (same tenants, same state).
-    pub fn set_links(&self, links_toml: &str) {
+    pub fn set_links(&mut self, links_toml: &str) {
+        self.links_toml = links_toml.to_owned();
+        let state = if self.file_state {
+            format!(
+                "[state]\nkind = \"file\"\npath = {:?}\n\n",
+                self.dir.path().join("state").display().to_string()
+            )
+        } else {
+            format!(
+                "[state]\nkind = \"table\"\ntable = \"{}\"\n\
+                 auth = {{ connection_string_env = \"{CONNECTION_STRING_ENV}\" }}\n\n",
+                self.table
+            )
+        };
         let mut toml = format!(
-            "[service]\nmax_concurrency = 4\nextra_ca_file = {:?}\n\n[state]\nkind = \"table\"\ntable = \"{}\"\n\
-             auth = {{ connection_string_env = \"{CONNECTION_STRING_ENV}\" }}\n\n",
+            "[service]\nmax_concurrency = 4\nextra_ca_file = {:?}\n\n{state}",
             self.sim.ca_pem_path().display().to_string(),
-            self.table
         );
         for name in &self.tenants {
             let info = self.sim.tenant(name).expect("seeded tenant");
