@@ -12,7 +12,7 @@ param location string
 @description('Name of the Flex Consumption plan.')
 param planName string
 
-@description('Name of the function app (becomes {name}.azurewebsites.net).')
+@description('Name of the function app. Its host name is not always {name}.azurewebsites.net (apps may get a unique default host name): read it from the defaultHostName output.')
 param functionAppName string
 
 @description('Resource id of the user-assigned managed identity.')
@@ -48,10 +48,17 @@ param configPath string
 @description('6-field NCRONTAB schedule of the sync timer, in UTC.')
 param schedule string
 
-@description('Most instances the app may scale out to.')
+@description('Most instances the app may scale out to (40-1000 on Flex Consumption, see main.bicep).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int
 
 @description('Memory of each instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
 param instanceMemoryMB int
 
 @description('Tags for every resource.')
@@ -112,9 +119,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     publicNetworkAccess: 'Enabled'
     keyVaultReferenceIdentity: identityId
     siteConfig: {
+      // No ftpsState (nor use32BitWorkerProcess, netFrameworkVersion, preWarmedInstanceCount,
+      // functionAppScaleLimit, functionsRuntimeScaleMonitoringEnabled): ARM rejects them on Flex
+      // Consumption sites ("The following site configuration properties (Site.SiteConfig.FtpsState, …)
+      // for Flex Consumption sites is invalid"; https://github.com/Azure/azure-cli/issues/31414,
+      // https://github.com/microsoft/azure-pipelines-tasks/issues/21032). FTP stays off through the
+      // `ftp` basicPublishingCredentialsPolicies below. infra/check_flex_policy.py keeps them out.
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [for setting in items(appSettings): {
         name: setting.key
