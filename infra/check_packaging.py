@@ -115,7 +115,7 @@ def main() -> int:
             cases = [
                 ("no configuration at all", {"GALBRIDGE_CONFIG_FILE": "no/such/galbridge.toml"}, "no operator configuration"),
                 ("a configuration that does not validate", {"GALBRIDGE_CONFIG_FILE": str(bad_toml)}, "does not validate"),
-                ("state kept in a local folder", {"GALBRIDGE_CONFIG_FILE": "examples/one-way.toml"}, "table"),
+                ("state kept in a local folder", {"GALBRIDGE_CONFIG_FILE": "examples/one-way.toml"}, "keeps its state in Table Storage"),
             ]
             for label, values, expected in cases:
                 result = run_step(step, {**base, **values}, work / label.replace(" ", "-"))
