@@ -102,6 +102,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: No client certificates: the HTTP functions are protected by function keys (authLevel function); callers are operators' scripts.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; a timer-driven sync needs no always-ready instances, and a missed run is caught up by the next one.
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption apps (no always-on instances to probe); Status reports each link's health.
+  // checkov:skip=CKV_AZURE_78: FTP is off through the `ftp` basicPublishingCredentialsPolicies (allow: false) below; the check looks for siteConfig.ftpsState, which ARM rejects on Flex Consumption sites (Azure/azure-cli#31414).
   name: functionAppName
   location: location
   // The azd convention for a service's deployment target (azure.yaml deploys through its hook today).
