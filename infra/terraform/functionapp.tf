@@ -15,9 +15,10 @@
 # the connection name is read as a connection string and wins over the AzureWebJobsStorage__*
 # identity settings (https://learn.microsoft.com/azure/azure-functions/functions-reference#connections),
 # and shared keys are off on the account: the host could not reach its storage and would never start.
-# Setting AzureWebJobsStorage = "" in app_settings is no fix: an empty value is still a connection
-# string to the host (https://github.com/Azure/azure-functions-host/issues/11796), and the provider
-# strips the key on read, so the plan never converges.
+# Setting AzureWebJobsStorage = "" in app_settings is no fix: the key is still there (the Functions
+# team reports an injected empty value breaking apps on the .NET 10 host,
+# https://github.com/Azure/azure-functions-host/issues/11796), and the provider strips the key on
+# read, so the plan never converges (#33211).
 
 resource "azurerm_service_plan" "galbridge" {
   #checkov:skip=CKV_AZURE_225:Zone redundancy is not offered for Flex Consumption in every region; a zone outage delays a sync to the next schedule, and the lease plus checkpoints make the retry safe.
