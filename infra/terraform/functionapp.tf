@@ -5,6 +5,20 @@
 # must not be set. Provider quirk: APPLICATIONINSIGHTS_CONNECTION_STRING is managed through
 # site_config.application_insights_connection_string (the provider moves that key out of
 # app_settings when it reads the app back, so setting it in app_settings gives a permanent diff).
+#
+# Provider bug worked around below (azapi_resource_action.app_settings_without_webjobs_storage):
+# whatever storage_authentication_type says, the resource writes its own app setting
+# AzureWebJobsStorage = "DefaultEndpointsProtocol=https;AccountName=…;AccountKey=;…", a connection
+# string with an empty key (helpers.ExpandSiteConfigFunctionFlexConsumptionApp, unchanged from
+# v4.55.0 to v4.81.0 and in v5.2.0; https://github.com/hashicorp/terraform-provider-azurerm/issues/29693,
+# #30732, #29149, #33211; the fix is the open pull request #29099). A setting whose name is exactly
+# the connection name is read as a connection string and wins over the AzureWebJobsStorage__*
+# identity settings (https://learn.microsoft.com/azure/azure-functions/functions-reference#connections),
+# and shared keys are off on the account: the host could not reach its storage and would never start.
+# Setting AzureWebJobsStorage = "" in app_settings is no fix: the key is still there (the Functions
+# team reports an injected empty value breaking apps on the .NET 10 host,
+# https://github.com/Azure/azure-functions-host/issues/11796), and the provider strips the key on
+# read, so the plan never converges (#33211).
 
 resource "azurerm_service_plan" "galbridge" {
   #checkov:skip=CKV_AZURE_225:Zone redundancy is not offered for Flex Consumption in every region; a zone outage delays a sync to the next schedule, and the lease plus checkpoints make the retry safe.
@@ -56,12 +70,12 @@ resource "azurerm_function_app_flex_consumption" "galbridge" {
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${azurerm_user_assigned_identity.galbridge.client_id};Authorization=AAD"
     AZURE_CLIENT_ID                           = azurerm_user_assigned_identity.galbridge.client_id
     # The name galbridge's configuration loader reads for the identity to use (src/config/mod.rs).
-    GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID      = azurerm_user_assigned_identity.galbridge.client_id
-    GALBRIDGE_CONFIG                          = var.config_path
-    GALBRIDGE_SCHEDULE                        = var.schedule
-    GALBRIDGE_KEY_VAULT_URL                   = azurerm_key_vault.galbridge.vault_uri
-    GALBRIDGE_STATE_TABLE_ENDPOINT            = local.state_table_endpoint
-    GALBRIDGE_STATE_TABLE_NAME                = azurerm_storage_table.state.name
+    GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID = azurerm_user_assigned_identity.galbridge.client_id
+    GALBRIDGE_CONFIG                     = var.config_path
+    GALBRIDGE_SCHEDULE                   = var.schedule
+    GALBRIDGE_KEY_VAULT_URL              = azurerm_key_vault.galbridge.vault_uri
+    GALBRIDGE_STATE_TABLE_ENDPOINT       = local.state_table_endpoint
+    GALBRIDGE_STATE_TABLE_NAME           = azurerm_storage_table.state.name
   }
 
   # The host needs blob access the moment it starts.
@@ -71,4 +85,29 @@ resource "azurerm_function_app_flex_consumption" "galbridge" {
     azurerm_role_assignment.app_key_vault_secrets_user,
     azurerm_role_assignment.app_metrics_publisher,
   ]
+}
+
+# The workaround: right after the provider has written the app, replace its whole app-settings
+# collection (PUT .../config/appsettings, "Replaces the application settings of an app",
+# https://learn.microsoft.com/rest/api/appservice/web-apps/update-application-settings) with exactly
+# the settings above plus the Application Insights connection string the provider keeps in
+# site_config: AzureWebJobsStorage is gone, and the host uses the identity. Every create or update of
+# the app re-injects the setting, so every change to the app replaces (re-runs) this action.
+# The provider reads AzureWebJobsStorage into storage_access_key, not app_settings, so removing it
+# leaves no diff behind. infra/check_flex_policy.py fails if this resource goes missing.
+resource "azapi_resource_action" "app_settings_without_webjobs_storage" {
+  type        = "Microsoft.Web/sites/config@2024-04-01"
+  resource_id = "${azurerm_function_app_flex_consumption.galbridge.id}/config/appsettings"
+  method      = "PUT"
+
+  body = {
+    properties = merge(
+      azurerm_function_app_flex_consumption.galbridge.app_settings,
+      { APPLICATIONINSIGHTS_CONNECTION_STRING = azurerm_application_insights.galbridge.connection_string },
+    )
+  }
+
+  lifecycle {
+    replace_triggered_by = [azurerm_function_app_flex_consumption.galbridge]
+  }
 }

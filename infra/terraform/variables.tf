@@ -71,9 +71,18 @@ variable "storage_replication_type" {
 }
 
 variable "maximum_instance_count" {
-  description = "Most instances the app may scale out to. A sync run holds a per-link lease, so more instances do not mean more parallel writes."
+  description = "Most instances the app may scale out to (40-1000). A sync run holds a per-link lease, so more instances do not mean more parallel writes."
   type        = number
   default     = 40
+
+  # azurerm 4.58+ accepts 1-1000 (https://github.com/hashicorp/terraform-provider-azurerm/pull/31392),
+  # but Flex Consumption only accepts values below 40 as a regional preview
+  # (https://github.com/Azure/azure-functions-host/issues/10523); elsewhere ARM rejects them at apply
+  # time. Same bounds as maximumInstanceCount in infra/bicep/main.bicep.
+  validation {
+    condition     = var.maximum_instance_count >= 40 && var.maximum_instance_count <= 1000 && floor(var.maximum_instance_count) == var.maximum_instance_count
+    error_message = "maximum_instance_count must be a whole number from 40 to 1000 (Flex Consumption's limits)."
+  }
 }
 
 variable "instance_memory_in_mb" {
@@ -109,6 +118,11 @@ variable "operator_principal_type" {
   description = "Type of operator_principal_id: User, Group or ServicePrincipal."
   type        = string
   default     = "User"
+
+  validation {
+    condition     = contains(["User", "Group", "ServicePrincipal"], var.operator_principal_type)
+    error_message = "operator_principal_type must be User, Group or ServicePrincipal."
+  }
 }
 
 variable "tags" {

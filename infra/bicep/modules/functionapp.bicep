@@ -12,7 +12,7 @@ param location string
 @description('Name of the Flex Consumption plan.')
 param planName string
 
-@description('Name of the function app (becomes {name}.azurewebsites.net).')
+@description('Name of the function app. Its host name is not always {name}.azurewebsites.net (apps may get a unique default host name): read it from the defaultHostName output.')
 param functionAppName string
 
 @description('Resource id of the user-assigned managed identity.')
@@ -48,10 +48,17 @@ param configPath string
 @description('6-field NCRONTAB schedule of the sync timer, in UTC.')
 param schedule string
 
-@description('Most instances the app may scale out to.')
+@description('Most instances the app may scale out to (40-1000 on Flex Consumption, see main.bicep).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int
 
 @description('Memory of each instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
 param instanceMemoryMB int
 
 @description('Tags for every resource.')
@@ -95,6 +102,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: No client certificates: the HTTP functions are protected by function keys (authLevel function); callers are operators' scripts.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; a timer-driven sync needs no always-ready instances, and a missed run is caught up by the next one.
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption apps (no always-on instances to probe); Status reports each link's health.
+  // checkov:skip=CKV_AZURE_78: FTP is off through the `ftp` basicPublishingCredentialsPolicies (allow: false) below; the check looks for siteConfig.ftpsState, which ARM rejects on Flex Consumption sites (Azure/azure-cli#31414).
   name: functionAppName
   location: location
   // The azd convention for a service's deployment target (azure.yaml deploys through its hook today).
@@ -112,9 +120,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     publicNetworkAccess: 'Enabled'
     keyVaultReferenceIdentity: identityId
     siteConfig: {
+      // No ftpsState (nor use32BitWorkerProcess, netFrameworkVersion, preWarmedInstanceCount,
+      // functionAppScaleLimit, functionsRuntimeScaleMonitoringEnabled): ARM rejects them on Flex
+      // Consumption sites ("The following site configuration properties (Site.SiteConfig.FtpsState, …)
+      // for Flex Consumption sites is invalid"; https://github.com/Azure/azure-cli/issues/31414,
+      // https://github.com/microsoft/azure-pipelines-tasks/issues/21032). FTP stays off through the
+      // `ftp` basicPublishingCredentialsPolicies below. infra/check_flex_policy.py keeps them out.
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [for setting in items(appSettings): {
         name: setting.key
