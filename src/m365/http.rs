@@ -373,11 +373,6 @@ impl ApiClient {
         self
     }
 
-    /// The adaptive limit of this client, if it has one.
-    pub fn limiter(&self) -> Option<&AdaptiveLimiter> {
-        self.limiter.as_ref()
-    }
-
     /// The service this client talks to.
     pub fn service(&self) -> Service {
         self.service
