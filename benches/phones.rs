@@ -27,7 +27,7 @@ use serde_json::json;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Graph's global limit: 130,000 requests per 10 s per app (microsoft-apis.md §4).
+/// Graph's global limit: 130,000 requests per 10 s per app (docs/microsoft-facts.md §4).
 const GRAPH_REQUESTS_PER_SEC: f64 = 13_000.0;
 
 fn env_number(name: &str, default: u64) -> u64 {

@@ -37,7 +37,7 @@ TERRAFORM_SCOPE_KINDS = {
     "azurerm_application_insights": "app-insights",
 }
 
-# Issue 6 / microsoft-apis.md §9: what galbridge's identity must hold, at the narrowest scope.
+# Issue 6 / docs/microsoft-facts.md §9: what galbridge's identity must hold, at the narrowest scope.
 REQUIRED_APP_ROLES = {
     ("0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "table", "app"),  # Storage Table Data Contributor
     ("b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "storage-account", "app"),  # Storage Blob Data Owner
@@ -67,7 +67,7 @@ TUNABLES = [
     ("stateTableName", "state_table_name", "galbridge"),
     ("deploymentContainerName", "deployment_container_name", None),
 ]
-# Flex Consumption rejects these (microsoft-apis.md §9).
+# Flex Consumption rejects these (docs/microsoft-facts.md §9).
 FORBIDDEN_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "WEBSITE_RUN_FROM_PACKAGE", "AzureWebJobsStorage"}
 
 

@@ -1,5 +1,5 @@
 //! The real `galbridge serve` process, spoken to exactly as the Azure Functions host does: readiness on `/`,
-//! invocations POSTed to `/{FunctionName}` with the host's envelopes (microsoft-apis.md §7).
+//! invocations POSTed to `/{FunctionName}` with the host's envelopes (docs/microsoft-facts.md §7).
 //!
 //! These tests cover the protocol: readiness (which must contact nothing), routing, envelope parsing, link lookup,
 //! methods, query validation, status shape and shutdown. The tenants point at an in-process m365-sim (see

@@ -1,7 +1,7 @@
 # The Flex Consumption (FC1) plan and the function app running galbridge as a custom handler
-# (runtime "custom" 1.0, microsoft-apis.md §7), using the user-assigned identity for everything.
+# (runtime "custom" 1.0, docs/microsoft-facts.md §7), using the user-assigned identity for everything.
 #
-# Flex Consumption quirk (microsoft-apis.md §9): FUNCTIONS_WORKER_RUNTIME and WEBSITE_RUN_FROM_PACKAGE
+# Flex Consumption quirk (docs/microsoft-facts.md §9): FUNCTIONS_WORKER_RUNTIME and WEBSITE_RUN_FROM_PACKAGE
 # must not be set. Provider quirk: APPLICATIONINSIGHTS_CONNECTION_STRING is managed through
 # site_config.application_insights_connection_string (the provider moves that key out of
 # app_settings when it reads the app back, so setting it in app_settings gives a permanent diff).

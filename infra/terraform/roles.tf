@@ -1,6 +1,6 @@
 # Least-privilege data-plane roles for galbridge's user-assigned identity (and, optionally, for the
 # operator who stores tenant credentials). Twin of infra/bicep/modules/roles.bicep; role ids from
-# microsoft-apis.md §9.
+# docs/microsoft-facts.md §9.
 
 locals {
   role_definition_prefix = "/subscriptions/${data.azurerm_client_config.current.subscription_id}/providers/Microsoft.Authorization/roleDefinitions"

@@ -39,7 +39,7 @@ pub struct TenantEndpoints {
 }
 
 impl Cloud {
-    /// (login, graph, exchange) base URLs of the cloud (microsoft-apis.md §6).
+    /// (login, graph, exchange) base URLs of the cloud (docs/microsoft-facts.md §6).
     fn hosts(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Self::Global => (
@@ -57,7 +57,7 @@ impl Cloud {
                 "https://dod-graph.microsoft.us/",
                 "https://outlook-dod.office365.us/",
             ),
-            // Quirk: the Exchange admin host of 21Vianet is unverified (microsoft-apis.md §1/§6); the
+            // Quirk: the Exchange admin host of 21Vianet is unverified (docs/microsoft-facts.md §1/§6); the
             // ExchangeOnlineManagement module connects to partner.outlook.cn, so that is what we use.
             // Override `endpoints.exchange` if a tenant answers elsewhere.
             Self::China => (

@@ -16,7 +16,7 @@ pub const SOURCE_TENANT_VARIABLE: &str = "sourceTenant";
 /// Graph user attributes that templates and filters may use, as Graph spells them (camelCase).
 /// Multi-valued ones (`businessPhones`, `otherMails`, `proxyAddresses`) render their first value.
 /// `extensionAttribute1..15` are `onPremisesExtensionAttributes.extensionAttributeN`.
-/// The engine `$select`s exactly these (see microsoft-apis.md §2: only selected properties are tracked by delta).
+/// The engine `$select`s exactly these (see docs/microsoft-facts.md §2: only selected properties are tracked by delta).
 pub const SOURCE_ATTRIBUTES: &[&str] = &[
     "id",
     "displayName",

@@ -184,7 +184,7 @@ impl SourceObject {
 
     /// Merges a `Prefer: return=minimal` partial update into this stored snapshot: properties present in the
     /// update replace the stored ones, properties set to `null` are cleared, the others are kept.
-    /// Quirk (microsoft-apis.md §2): with `return=minimal`, delta returns only the changed properties.
+    /// Quirk (docs/microsoft-facts.md §2): with `return=minimal`, delta returns only the changed properties.
     pub fn merge_partial(&mut self, partial: &serde_json::Value) {
         let Some(object) = partial.as_object() else {
             return;

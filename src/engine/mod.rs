@@ -1,4 +1,4 @@
-//! The sync engine: one run of a link, step by step (design.md, "One sync run of a link"): read the source,
+//! The sync engine: one run of a link, step by step (docs/architecture.md, "One sync run"): read the source,
 //! filter the scope, map to entries, diff into a [`plan::Plan`], apply the safety threshold, apply the plan to the
 //! target, checkpoint. Rooms:
 //! - [`entry`]: the normalised person, anchors, content hashes, source attribute bags.

@@ -1,4 +1,4 @@
-//! Unique target names. Quirk (microsoft-apis.md §1): Exchange `Name` is required, at most 64 characters and unique
+//! Unique target names. Quirk (docs/microsoft-facts.md §1): Exchange `Name` is required, at most 64 characters and unique
 //! across all recipients of the tenant, while display names are neither. The resolution is deterministic and does not
 //! flap: the display name itself when free, else the display name truncated plus a short suffix derived from the
 //! anchor's hash (stable for that person); the diff keeps an assigned name as long as the display name is unchanged.

@@ -1,4 +1,4 @@
-//! The [`Plan`] of one run: data, not code (style.md, kanidm). It says which checkpoint it starts from and which it
+//! The [`Plan`] of one run: data, not code (docs/architecture.md, "One sync run", step 6). It says which checkpoint it starts from and which it
 //! moves to, and every intended change: creates (full field set), field-level updates (`{field, old, new}` for changed
 //! fields only), removals (delete or hide, by the link's `on_delete`), adoptions, conflicts, records to forget, and
 //! the removals held back by the safety threshold. It serialises to JSON (dry runs, golden tests) and prints as a

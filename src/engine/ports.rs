@@ -99,7 +99,7 @@ pub trait MailContactTarget: Send + Sync {
     /// anyone visible does (`Get-Recipient`).
     async fn recipient_holding(&self, address: &str) -> Result<Option<String>, PortError>;
     /// `New-MailContact` (name, address, display and given names); returns the new contact's id.
-    /// Quirk (microsoft-apis.md §1): New-MailContact cannot set `CustomAttributeN`; the anchor follows separately.
+    /// Quirk (docs/microsoft-facts.md §1): New-MailContact cannot set `CustomAttributeN`; the anchor follows separately.
     async fn create(&self, name: &str, entry: &Entry) -> Result<String, PortError>;
     /// `Set-MailContact`.
     async fn set_mail_contact(

@@ -1,4 +1,4 @@
-//! One run of one link (design.md, "One sync run of a link"): take the lease (renewed while running), load the
+//! One run of one link (docs/architecture.md, "One sync run"): take the lease (renewed while running), load the
 //! checkpoint, read the source (delta, or full on the first run / `410` / `full` / periodic reconcile), filter the
 //! scope, map, diff, apply the safety net, apply the plan, commit the delta link only if everything applied, release
 //! the lease, store the run report. A dry run stops after the safety net and returns the plan.
@@ -274,7 +274,7 @@ impl Runner {
         {
             Ok(read) => read,
             Err(PortError::DeltaExpired) => {
-                // Quirk (microsoft-apis.md §2): delta tokens live about 7 days; 410 Gone means start over.
+                // Quirk (docs/microsoft-facts.md §2): delta tokens live about 7 days; 410 Gone means start over.
                 tracing::info!(link = %link.name, "Delta token expired; reading the source in full.");
                 full = true;
                 self.source

@@ -1,4 +1,4 @@
-//! The Azure Functions custom-handler invocation payloads, parsed tolerantly (microsoft-apis.md §7), and the
+//! The Azure Functions custom-handler invocation payloads, parsed tolerantly (docs/microsoft-facts.md §7), and the
 //! response envelope `{Outputs, Logs, ReturnValue}`.
 //!
 //! Quirks the host really has, and which this parser accepts:

@@ -1,6 +1,6 @@
 //! The Azure Functions custom handler (`galbridge serve`): an HTTP server on `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`
 //! that answers the host's readiness probe on `/` and its invocations on `POST /{FunctionName}`
-//! (microsoft-apis.md §7). Payload parsing lives in [`envelope`], per-function behaviour in [`handlers`].
+//! (docs/microsoft-facts.md §7). Payload parsing lives in [`envelope`], per-function behaviour in [`handlers`].
 //!
 //! Runs execute in their own task, so a caller that hangs up does not cancel a run half-way; on SIGTERM the server
 //! stops accepting, then waits (up to a grace period) for in-flight runs to finish and checkpoint.

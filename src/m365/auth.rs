@@ -4,7 +4,7 @@
 //! Each tenant's app registration authenticates with one credential source (config `credential`):
 //! - a client secret from Key Vault or from an environment variable → `ClientSecretCredential`;
 //! - a certificate (PEM with key) from Key Vault → `ClientAssertionCredential` with our RS256 signer (`assertion.rs`);
-//! - secretless federation (microsoft-apis.md §8) → `ClientAssertionCredential` whose assertion is a platform
+//! - secretless federation (docs/microsoft-facts.md §8) → `ClientAssertionCredential` whose assertion is a platform
 //!   managed-identity token for `api://AzureADTokenExchange`.
 //!
 //! The platform identity (Key Vault reads, federation) is `ManagedIdentityCredential` when App Service's
@@ -38,7 +38,7 @@ use super::secret::Secret;
 /// The Graph SDKs' habit, and the identity SDK's own: a token within five minutes of expiry is refreshed.
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-/// Where a tenant's app credential comes from (config-design.md, `tenants.*.credential`).
+/// Where a tenant's app credential comes from (`tenants.*.credential` in galbridge.schema.json; docs/app-registrations.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialSource {
     /// A client secret stored in Key Vault under this secret name.
@@ -50,7 +50,7 @@ pub enum CredentialSource {
     /// A client secret handed over in process (the demo and tests, which start the simulator themselves); never read
     /// from the configuration file, which only names where secrets live.
     ClientSecret(Secret),
-    /// No secret: the platform managed identity is a federated credential of the app (microsoft-apis.md §8).
+    /// No secret: the platform managed identity is a federated credential of the app (docs/microsoft-facts.md §8).
     FederatedManagedIdentity,
 }
 
@@ -455,7 +455,7 @@ impl TokenProvider {
 }
 
 /// The `.default` scope of a resource: `https://graph.microsoft.com` → `https://graph.microsoft.com/.default`.
-/// Audiences follow the tenant's cloud (microsoft-apis.md §6), not endpoint overrides: a proxy or the simulator in
+/// Audiences follow the tenant's cloud (docs/microsoft-facts.md §6), not endpoint overrides: a proxy or the simulator in
 /// front of Graph still wants a Graph token.
 pub fn default_scope(resource: &str) -> String {
     format!("{}/.default", resource.trim_end_matches('/'))

@@ -1,6 +1,6 @@
 //! Graph JSON batching (`POST /v1.0/$batch`): the executor every Graph write goes through.
 //!
-//! Rules from microsoft-apis.md §4 and Graph's batching doc: at most 20 requests per batch (longer lists are cut into
+//! Rules from docs/microsoft-facts.md §4 and Graph's batching doc: at most 20 requests per batch (longer lists are cut into
 //! chunks of 20, run one after another so `dependsOn` across chunks still holds); `dependsOn` orders requests and a
 //! failed dependency answers 424; the outer status is 200 even when inner requests fail; **each inner request is
 //! throttled on its own**, so only the failed ids are retried, after the longest inner `Retry-After`; a 424 whose

@@ -1,4 +1,4 @@
-//! Exchange Online `InvokeCommand` (microsoft-apis.md §1): the REST endpoint the ExchangeOnlineManagement v3 module
+//! Exchange Online `InvokeCommand` (docs/microsoft-facts.md §1): the REST endpoint the ExchangeOnlineManagement v3 module
 //! uses, and the only way to write mail contacts (Graph's `orgContact` is read-only).
 //!
 //! `POST {exchange}/adminapi/beta/{tenant}/InvokeCommand` with `{"CmdletInput":{"CmdletName","Parameters"}}`, headers
@@ -22,7 +22,7 @@ use super::http::{ApiClient, ApiRequest, ApiResponse, HttpError};
 /// The system mailbox every tenant has; ExchangeOnlineManagement anchors admin requests on it.
 const ANCHOR_SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
 
-/// Prefix of every galbridge anchor value (design.md, "Anchor").
+/// Prefix of every galbridge anchor value (docs/architecture.md, "Anchors and ownership").
 pub const ANCHOR_PREFIX: &str = "galbridge:";
 
 /// What kind of failure a cmdlet had, so the engine can report conflicts instead of failing the run.

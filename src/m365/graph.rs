@@ -2,7 +2,7 @@
 //! and the paging every collection shares (`@odata.nextLink` until `@odata.deltaLink`).
 //!
 //! Shapes Microsoft leaves open stay `serde_json::Value` (the engine maps attributes by Graph name). Delta rules from
-//! microsoft-apis.md §2: query options live in the token, so a stored deltaLink is replayed as is; `$deltaToken=latest`
+//! docs/microsoft-facts.md §2: query options live in the token, so a stored deltaLink is replayed as is; `$deltaToken=latest`
 //! starts from now; an expired token answers `410 Gone` or a `syncStateNotFound`-style 40x, which becomes
 //! [`GraphError::DeltaExpired`] so the engine falls back to a full read. Mailbox resources are in `mailbox.rs`,
 //! `$batch` in `batch.rs`.
@@ -48,7 +48,7 @@ pub enum GraphError {
         code: Option<String>,
         message: String,
     },
-    /// The delta (or sync) token expired: read everything again (design.md, "One sync run", step 2).
+    /// The delta (or sync) token expired: read everything again (docs/architecture.md, "One sync run", step 3).
     #[error("the delta token of {path} expired; a full read is needed")]
     DeltaExpired { path: String },
     /// Outlook refuses REST for this mailbox (on-premises, inactive, not licensed): report and skip it.
@@ -373,7 +373,7 @@ impl GraphClient {
         self.delta_stream("users/delta", select, start, minimal, None)
     }
 
-    /// `GET /contacts/delta?$select=…`: the tenant's organisational contacts (read-only in Graph, microsoft-apis.md §1).
+    /// `GET /contacts/delta?$select=…`: the tenant's organisational contacts (read-only in Graph, docs/microsoft-facts.md §1).
     pub fn org_contacts_delta(
         &self,
         select: &[&str],
@@ -427,7 +427,7 @@ impl GraphClient {
     }
 
     /// `GET /users/{id}/photo/$value`: the photo bytes, or `None` when the user has no photo or no mailbox
-    /// (Graph answers 404 `ImageNotFound` / `ErrorNonExistentMailbox`, microsoft-apis.md §2).
+    /// (Graph answers 404 `ImageNotFound` / `ErrorNonExistentMailbox`, docs/microsoft-facts.md §2).
     pub async fn user_photo(&self, user_id: &str) -> Result<Option<Vec<u8>>, GraphError> {
         let url = self.url(&format!("users/{}/photo/$value", segment(user_id)), &[])?;
         // Photos live in the user's mailbox: Outlook's per-mailbox limit applies.

@@ -1,7 +1,7 @@
 //! The HTTP layer every Microsoft client shares: the `reqwest` client factory (rustls with ring, system roots plus an
 //! optional extra CA bundle, gzip, timeouts, HTTP/2) and [`ApiClient`], the request executor.
 //!
-//! The executor owns the rules of the design's contract "bearer tokens are only ever sent to the configured hosts":
+//! The executor owns the rules of the contract (docs/architecture.md, "Contracts") "bearer tokens are only ever sent to the configured hosts":
 //! every request, `@odata.nextLink` and redirect is checked against the client's allowlist of origins, and a URL
 //! outside it is an error, never a request. It retries 429/503/504 honouring `Retry-After`, Exchange's transient
 //! errors, dropped connections (for idempotent requests), refreshes the token once on 401, feeds the adaptive

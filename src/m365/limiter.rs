@@ -2,7 +2,7 @@
 //!
 //! The limit starts at its maximum, halves when the service throttles (429/503), and grows back by one unit per
 //! limit's worth of successes (additive increase), never above the maximum and never below one. Outlook allows at most
-//! 4 concurrent requests per app per mailbox (microsoft-apis.md §4), so mailbox limiters are built with a maximum of 4;
+//! 4 concurrent requests per app per mailbox (docs/microsoft-facts.md §4), so mailbox limiters are built with a maximum of 4;
 //! [`LimiterSet`] hands out one limiter per key (tenant id, mailbox id) on demand.
 //!
 //! Acquisition is weighted: a `$batch` to one mailbox may take up to 4 units at once, because Outlook runs up to 4 of a

@@ -1,4 +1,4 @@
-//! Personal contacts in mailboxes (Graph v1.0, `Contacts.ReadWrite`, microsoft-apis.md §3): contact folders, folder
+//! Personal contacts in mailboxes (Graph v1.0, `Contacts.ReadWrite`, docs/microsoft-facts.md §3): contact folders, folder
 //! contacts with galbridge's anchor extended property, per-folder delta, and contact photos.
 //!
 //! Every request here concerns one mailbox and runs under that mailbox's limiter (Outlook: 4 concurrent requests per
@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use super::graph::{DeltaStart, GraphClient, GraphError, PageStream, segment};
 use super::http::ApiRequest;
 
-/// Graph's cap on a contact photo (microsoft-apis.md §3).
+/// Graph's cap on a contact photo (docs/microsoft-facts.md §3).
 pub const MAX_PHOTO_BYTES: usize = 4 * 1024 * 1024;
 
 /// The `$expand` that returns one single-value extended property (the anchor) with each contact. The property is never
-/// echoed otherwise (microsoft-apis.md §3); contacts without it come back without `singleValueExtendedProperties`.
+/// echoed otherwise (docs/microsoft-facts.md §3); contacts without it come back without `singleValueExtendedProperties`.
 pub fn expand_extended_property(property_id: &str) -> String {
     format!(
         "singleValueExtendedProperties($filter=id eq '{}')",

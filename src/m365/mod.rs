@@ -10,7 +10,7 @@
 //! - [`exchange`]: Exchange Online `InvokeCommand` for mail contacts.
 //! - [`secret`]: the string type that never prints.
 //!
-//! Clients take base URLs; the config room resolves them per cloud (microsoft-apis.md §6).
+//! Clients take base URLs; the config room resolves them per cloud (docs/microsoft-facts.md §6).
 
 pub mod assertion;
 pub mod auth;

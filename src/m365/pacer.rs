@@ -1,5 +1,5 @@
 //! Graph's global limit, kept on our side: 130,000 requests per 10 seconds per app across all tenants
-//! (microsoft-apis.md §4). Every Graph request of one app registration (client id) in this process goes through that
+//! (docs/microsoft-facts.md §4). Every Graph request of one app registration (client id) in this process goes through that
 //! app's [`AppPacer`]; each inner request of a `$batch` counts, as Graph evaluates them one by one.
 //!
 //! The pacer is a GCRA (generic cell rate algorithm): a steady rate plus a burst allowance, chosen so that no 10 s

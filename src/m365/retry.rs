@@ -2,8 +2,8 @@
 //!
 //! Owns the retry policy (attempts, exponential backoff with jitter, `Retry-After` honouring), the parsing of
 //! `Retry-After` (delta-seconds or an HTTP date, RFC 9110 §10.2.3), and the classification of which answers are worth
-//! retrying: 429/503/504 everywhere (microsoft-apis.md §4), plus Exchange's transient errors, which arrive as HTTP 400
-//! or 5xx with the exception name in the body (microsoft-apis.md §1).
+//! retrying: 429/503/504 everywhere (docs/microsoft-facts.md §4), plus Exchange's transient errors, which arrive as HTTP 400
+//! or 5xx with the exception name in the body (docs/microsoft-facts.md §1).
 
 use std::time::Duration;
 
@@ -87,13 +87,13 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// Statuses every Microsoft service uses for "slow down / try again" (microsoft-apis.md §4).
+/// Statuses every Microsoft service uses for "slow down / try again" (docs/microsoft-facts.md §4).
 pub fn is_throttling_status(status: u16) -> bool {
     matches!(status, 429 | 503 | 504)
 }
 
 /// Exception names that mark an Exchange `InvokeCommand` failure as transient. Exchange sends them as HTTP 400 or 5xx
-/// with the name somewhere in the JSON error body (microsoft-apis.md §1), so the body decides, not the status.
+/// with the name somewhere in the JSON error body (docs/microsoft-facts.md §1), so the body decides, not the status.
 /// "Too many requests" is the text of a throttled command whose exception name is generic (seen with 429 and, in
 /// some shapes, with 400) [unverified which statuses carry it].
 pub const EXCHANGE_TRANSIENT_MARKERS: [&str; 5] = [

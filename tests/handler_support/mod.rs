@@ -1,7 +1,7 @@
 //! Test support for the `galbridge serve` process tests: m365-sim in its own runtime, a configuration pointing the
 //! tenants at it the production way (the simulator's CA trusted through `service.extra_ca_file`, https endpoints,
 //! client secrets in environment variables of the child), the child process, and the host's protocol spoken over
-//! raw HTTP/1.1 exactly as the Functions host does (microsoft-apis.md §7).
+//! raw HTTP/1.1 exactly as the Functions host does (docs/microsoft-facts.md §7).
 
 #![allow(dead_code)]
 

@@ -1,6 +1,6 @@
 //! Writes the Functions package (zip) from a repository checkout and a built executable.
 //!
-//! Layout at the zip root (microsoft-apis.md §7): `host.json`, the executable named by host.json
+//! Layout at the zip root (docs/microsoft-facts.md §7): `host.json`, the executable named by host.json
 //! (mode 0755, so the host can start it: Flex Consumption runs the package as it is, nobody runs
 //! `chmod` for us), `galbridge.toml`, and `{FunctionName}/function.json` for each folder of
 //! `functions/`. Entries are written in a fixed order with a fixed timestamp, so the same inputs

@@ -2,7 +2,7 @@
 //! little-endian, x86-64 file with no program interpreter (`PT_INTERP`), that is, statically linked.
 //!
 //! A glibc build links against the worker image's libc and breaks when that image moves on; a
-//! macOS or aarch64 build does not start at all. microsoft-apis.md §7 asks for a static
+//! macOS or aarch64 build does not start at all. docs/microsoft-facts.md §7 asks for a static
 //! `x86_64-unknown-linux-musl` build. Rust's musl target makes static-PIE executables (`ET_DYN`
 //! without `PT_INTERP`), so the absence of an interpreter is what we test, not the file type.
 

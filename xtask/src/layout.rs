@@ -3,7 +3,7 @@
 //!
 //! Two levels:
 //! - [`parse_host_json`] and [`parse_function_json`] check what any custom-handler app needs
-//!   (microsoft-apis.md §7): the host runs the executable named by
+//!   (docs/microsoft-facts.md §7): the host runs the executable named by
 //!   `customHandler.description.defaultExecutablePath`; every function has exactly one trigger binding,
 //!   timer schedules are 6-field NCRONTAB (or an `%APP_SETTING%` reference), HTTP triggers have a valid
 //!   `authLevel`, known methods and an `http` output binding.
@@ -95,7 +95,7 @@ pub fn parse_host_json(file: &str, text: &str) -> Result<HostSettings, LayoutErr
         }
     };
     // With forwarding on, the host passes HTTP requests through raw instead of as invocation payloads,
-    // which galbridge's handler does not expect (microsoft-apis.md §7 uses `false`).
+    // which galbridge's handler does not expect (docs/microsoft-facts.md §7 uses `false`).
     if handler
         .get("enableForwardingHttpRequest")
         .and_then(Value::as_bool)
@@ -419,7 +419,7 @@ pub fn check_galbridge_host(host: &HostSettings) -> Result<(), String> {
     Ok(())
 }
 
-/// galbridge's own function contract (design.md "The shape"): which functions exist and how each
+/// galbridge's own function contract (README.md, "Run it"; docs/architecture.md, "Contracts"): which functions exist and how each
 /// is bound. The binary answers `/SyncTimer`, `/SyncHttp` and `/Status` and writes its HTTP answers
 /// to the output binding `res`.
 pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), String> {

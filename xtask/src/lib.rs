@@ -1,7 +1,7 @@
 //! Repository tasks for galbridge, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
 //! The one task that matters is building the Azure Functions package (a zip) that the Flex Consumption
-//! host runs as a custom handler (microsoft-apis.md §7): `host.json`, the static
+//! host runs as a custom handler (docs/microsoft-facts.md §7): `host.json`, the static
 //! `x86_64-unknown-linux-musl` executable with its run bit, one folder per function with its
 //! `function.json`, and the operator's `galbridge.toml`.
 //!

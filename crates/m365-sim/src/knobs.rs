@@ -115,7 +115,7 @@ pub struct ExchangeRateLimit {
 #[serde(default, deny_unknown_fields)]
 pub struct Knobs {
     pub latency: LatencyModel,
-    /// Outlook: concurrent requests per (app, mailbox); microsoft-apis.md §4 says 4.
+    /// Outlook: concurrent requests per (app, mailbox); docs/microsoft-facts.md §4 says 4.
     pub outlook_concurrency_per_mailbox: usize,
     /// Outlook: requests per (app, mailbox) per 10 minutes.
     pub outlook_requests_per_10_min: u32,

@@ -1,8 +1,8 @@
 // The Flex Consumption (FC1) plan and the function app running galbridge as a custom handler
-// (`runtime: custom 1.0`, microsoft-apis.md §7), with the user-assigned identity for everything:
+// (`runtime: custom 1.0`, docs/microsoft-facts.md §7), with the user-assigned identity for everything:
 // host storage, the deployment container, Key Vault, Table Storage and Application Insights.
 //
-// Flex Consumption quirk (microsoft-apis.md §9): FUNCTIONS_WORKER_RUNTIME and
+// Flex Consumption quirk (docs/microsoft-facts.md §9): FUNCTIONS_WORKER_RUNTIME and
 // WEBSITE_RUN_FROM_PACKAGE must not be set; the runtime and the package location live in
 // `functionAppConfig` instead.
 

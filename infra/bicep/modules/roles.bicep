@@ -1,5 +1,5 @@
 // Least-privilege data-plane roles for galbridge's user-assigned identity (and, optionally, for the
-// operator who stores the tenants' credentials). Role ids: microsoft-apis.md §9. Every assignment
+// operator who stores the tenants' credentials). Role ids: docs/microsoft-facts.md §9. Every assignment
 // here has its twin in infra/terraform/roles.tf; infra/check_parity.py compares them.
 
 @description('Principal (object) id of the function app\'s user-assigned identity.')

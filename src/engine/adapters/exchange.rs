@@ -1,5 +1,5 @@
 //! [`ExchangeContacts`]: the mail-contact target port over the one Exchange client, [`crate::m365::ExchangeClient`]
-//! (`InvokeCommand`, docs/microsoft-facts.md "Exchange"). The client owns the transport rules (allowlist, tokens,
+//! (`InvokeCommand`, docs/microsoft-facts.md §1). The client owns the transport rules (allowlist, tokens,
 //! retries until the run's budget, the tenant's adaptive limit and `Retry-After` pause, error classification);
 //! this adapter only turns engine calls into cmdlets and client errors into [`PortError`]s.
 

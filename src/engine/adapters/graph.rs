@@ -1,4 +1,4 @@
-//! [`GraphSource`]: the source directory over Microsoft Graph v1.0 (microsoft-apis.md §2): `users/delta` with
+//! [`GraphSource`]: the source directory over Microsoft Graph v1.0 (docs/microsoft-facts.md §2): `users/delta` with
 //! `$select`, following `@odata.nextLink` until `@odata.deltaLink`; org contacts; transitive group members.
 //! Quirks handled here: an expired delta token answers `410 Gone` (or a `syncStateNotFound`/`resyncRequired` code)
 //! and means "read in full"; delta replays objects (the diff is idempotent); `@removed` marks deletions.
@@ -137,7 +137,7 @@ impl SourceDirectory for GraphSource {
         delta_link: Option<&str>,
         select: &[String],
     ) -> Result<SourceRead, PortError> {
-        // Quirk (microsoft-apis.md §2): query options are encoded in the delta token, so a stored deltaLink is used
+        // Quirk (docs/microsoft-facts.md §2): query options are encoded in the delta token, so a stored deltaLink is used
         // as is; only a fresh read names `$select` (no `$top`, `$expand` or `$orderby` on users/delta).
         let first = match delta_link {
             Some(link) => link.to_owned(),

@@ -1,7 +1,7 @@
 //! The wire shapes the adapters translate: cmdlet parameters for `New-MailContact` / `Set-MailContact` /
 //! `Set-Contact`, Exchange objects (`Get-MailContact` + `Get-Contact`) into [`TargetObject`]s, Exchange errors into
 //! [`PortError`]s, and Graph org contacts into the attribute names users carry. Pure functions, tested on the shapes
-//! microsoft-apis.md §1/§2 describe (and m365-sim serves).
+//! docs/microsoft-facts.md §1/§2 describe (and m365-sim serves).
 
 use std::collections::BTreeMap;
 
@@ -50,7 +50,7 @@ pub fn alias_for(anchor: &str) -> String {
     )
 }
 
-/// `New-MailContact` parameters. Quirk (microsoft-apis.md §1): `Name` is required, ≤ 64 characters and unique.
+/// `New-MailContact` parameters. Quirk (docs/microsoft-facts.md §1): `Name` is required, ≤ 64 characters and unique.
 pub fn new_mail_contact_parameters(name: &str, entry: &Entry) -> Map<String, Value> {
     let mut params = Map::new();
     params.insert("Name".into(), json!(name));

@@ -2,7 +2,7 @@
 //! landed change in the state store (batched) so a crash resumes without duplicates.
 //!
 //! Create = `New-MailContact` (name, address, names) → `Set-MailContact` (anchor in `CustomAttributeN`) →
-//! `Set-Contact` (every other field). Crash-safety quirk (microsoft-apis.md §1): New-MailContact cannot set
+//! `Set-Contact` (every other field). Crash-safety quirk (docs/microsoft-facts.md §1): New-MailContact cannot set
 //! `CustomAttributeN`, so a crash between New and Set would leave an unanchored contact nobody owns. Before each
 //! create, an *intent* (a pending record with the intended name and address) is written; the next run resolves it
 //! ([`MailContactApplier::resolve_intents`]): a contact with that address, unanchored and carrying one of the names

@@ -1,5 +1,5 @@
 //! The Entra token endpoint, `POST /{tenant}/oauth2/v2.0/token`, client-credentials grant only: client secret,
-//! certificate client assertion, or a managed identity token as federated assertion (microsoft-apis.md §8).
+//! certificate client assertion, or a managed identity token as federated assertion (docs/microsoft-facts.md §8).
 //! Errors come in Entra's shape (`error`, `error_description` starting with `AADSTSnnnn:`, `error_codes`).
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! Personal contacts in mailboxes: contacts CRUD with categories and single-value extended properties
 //! (`$expand=singleValueExtendedProperties($filter=id eq '…')`, `Any()` filters), and what every mailbox request
 //! shares (`open`). Folders and per-folder delta: contact_folders.rs; photos: contact_photos.rs. Every request takes
-//! an Outlook slot for (app, mailbox): 4 concurrent, 10,000 per 10 minutes (microsoft-apis.md §4). Mailboxes that are
+//! an Outlook slot for (app, mailbox): 4 concurrent, 10,000 per 10 minutes (docs/microsoft-facts.md §4). Mailboxes that are
 //! not REST-enabled answer `MailboxNotEnabledForRESTAPI`.
 
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub(super) fn open(
         ));
     }
     if !rest {
-        // Quirk: some mailboxes answer MailboxNotEnabledForRESTAPI; galbridge must skip and report them (§3).
+        // Quirk: some mailboxes answer MailboxNotEnabledForRESTAPI; galbridge must skip and report them (docs/microsoft-facts.md §3).
         return Err(graph_error(
             StatusCode::NOT_FOUND,
             "MailboxNotEnabledForRESTAPI",

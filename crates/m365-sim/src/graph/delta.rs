@@ -211,7 +211,7 @@ pub(crate) async fn users_delta(
         return r;
     }
     let opts = query_options(raw.as_deref());
-    // Quirk: users delta refuses $expand, $top and $orderby (microsoft-apis.md §2).
+    // Quirk: users delta refuses $expand, $top and $orderby (docs/microsoft-facts.md §2).
     for refused in ["expand", "top", "orderby"] {
         if opts.contains_key(refused) {
             return graph_error(

@@ -1,4 +1,4 @@
-//! `POST /v1.0/invitations`: B2B guests (microsoft-apis.md §5). Invitation rate per tenant (150 / 5 s), counted as
+//! `POST /v1.0/invitations`: B2B guests (docs/microsoft-facts.md §5). Invitation rate per tenant (150 / 5 s), counted as
 //! a directory write; an address already owned by a mail contact makes a guest without mail/proxyAddresses.
 
 use std::sync::Arc;
@@ -115,7 +115,7 @@ pub(crate) async fn invite(
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
                 .collect();
-            // Quirk: an address already used by a mail contact yields a guest without mail or proxyAddresses (§5).
+            // Quirk: an address already used by a mail contact yields a guest without mail or proxyAddresses (docs/microsoft-facts.md §5).
             let (mail, proxies) = if contact_owns {
                 (None, Vec::new())
             } else {

@@ -104,7 +104,7 @@ pub(crate) async fn get_one(
     }
 }
 
-/// Quirk: orgContact is read-only in Graph (microsoft-apis.md §1); the exact refusal is unverified, the sim answers
+/// Quirk: orgContact is read-only in Graph (docs/microsoft-facts.md §1); the exact refusal is unverified, the sim answers
 /// 405 with Graph's error shape.
 fn refused(method: &str) -> Response {
     graph_error(

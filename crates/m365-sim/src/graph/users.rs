@@ -260,7 +260,7 @@ pub(crate) async fn manager(
     }
 }
 
-/// Applies the directory write budget per (app, tenant) (microsoft-apis.md §4: 3,000 writes / 150 s).
+/// Applies the directory write budget per (app, tenant) (docs/microsoft-facts.md §4: 3,000 writes / 150 s).
 pub(crate) fn directory_write_budget(state: &SimState, caller: &Caller) -> Result<(), Response> {
     let limit = state.knobs.read().directory_writes_per_150_s;
     state
@@ -351,7 +351,7 @@ pub(crate) async fn photo(
         (u.id.clone(), u.mailbox, u.photo.clone())
     };
     if mailbox == MailboxKind::None {
-        // Quirk: photos live in Exchange; a user without a mailbox answers ErrorNonExistentMailbox (microsoft-apis.md §2).
+        // Quirk: photos live in Exchange; a user without a mailbox answers ErrorNonExistentMailbox (docs/microsoft-facts.md §2).
         return graph_error(
             StatusCode::NOT_FOUND,
             "ErrorNonExistentMailbox",

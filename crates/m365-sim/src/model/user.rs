@@ -302,7 +302,7 @@ fn set_user_prop(u: &mut User, prop: &'static str, v: &Value) -> Result<(), Stri
         "accountEnabled" => {
             u.account_enabled = v.as_bool().ok_or("accountEnabled must be a boolean")?
         }
-        // Quirk: showInAddressList can no longer be written through Graph (microsoft-apis.md §5);
+        // Quirk: showInAddressList can no longer be written through Graph (docs/microsoft-facts.md §5);
         // the sim refuses it the way Graph does for read-only properties.
         "showInAddressList" => {
             return Err("Property 'showInAddressList' cannot be updated through Microsoft Graph; use Set-MailUser or Set-Mailbox -HiddenFromAddressListsEnabled.".into());

@@ -1,5 +1,5 @@
 //! m365-sim's own behaviour tests: each test names the documented Microsoft behaviour it reproduces
-//! (microsoft-apis.md sections in brackets).
+//! (docs/microsoft-facts.md sections in brackets).
 
 mod binary;
 mod common;

@@ -1,5 +1,5 @@
 //! The personal contact galbridge writes for one entry: Graph `contact` properties rendered from the entry's synced
-//! fields (microsoft-apis.md §3), the per-property write policy (`overwrite` | `fill_blank`), and the comparison of
+//! fields (docs/microsoft-facts.md §3), the per-property write policy (`overwrite` | `fill_blank`), and the comparison of
 //! what a mailbox holds with what it should hold.
 //!
 //! Property by property:
@@ -27,7 +27,7 @@ use crate::engine::entry::{Entry, Field};
 pub const ANCHOR_NAMESPACE: &str = "6d1f4b8e-3a2c-4f5e-9b7a-0c8d2e1f5a93";
 
 /// The single-value extended property that holds the anchor on every contact galbridge creates or adopts.
-/// Quirk (microsoft-apis.md §3): it is never echoed back unless expanded with a `$filter` on this exact id.
+/// Quirk (docs/microsoft-facts.md §3): it is never echoed back unless expanded with a `$filter` on this exact id.
 pub fn anchor_property_id() -> String {
     format!("String {{{ANCHOR_NAMESPACE}}} Name galbridgeAnchor")
 }

@@ -174,7 +174,7 @@ impl Fanout {
         let planned = match mode {
             SyncMode::Thorough => run.plan_full().await,
             SyncMode::Reconcile => match run.plan_delta().await {
-                // Quirk (microsoft-apis.md §2, delta tokens expire): start over with a listing.
+                // Quirk (docs/microsoft-facts.md §2, delta tokens expire): start over with a listing.
                 Err(GraphError::DeltaExpired { .. }) => run.plan_full().await,
                 planned => planned,
             },

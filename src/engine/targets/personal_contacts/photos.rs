@@ -1,6 +1,6 @@
 //! Source photos for one run: fetched from the source tenant (`GET /users/{id}/photo/$value`) once per person and
 //! kept for the run, so a photo uploaded to 200 mailboxes is read once. Graph's users delta does not track photos
-//! (microsoft-apis.md §2), so photos are read for people whose entry changed and, on a full reconcile, for everyone;
+//! (docs/microsoft-facts.md §2), so photos are read for people whose entry changed and, on a full reconcile, for everyone;
 //! the snapshot keeps each photo's hash so an unchanged photo is never uploaded again.
 
 use std::collections::HashMap;

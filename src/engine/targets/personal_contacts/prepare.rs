@@ -76,7 +76,7 @@ pub async fn read_source(
     };
     let mut read: SourceRead = match source.read_users(from_checkpoint.as_deref(), &select).await {
         Ok(read) => read,
-        // Quirk (microsoft-apis.md §2): delta tokens live about 7 days; 410 Gone means start over.
+        // Quirk (docs/microsoft-facts.md §2): delta tokens live about 7 days; 410 Gone means start over.
         Err(PortError::DeltaExpired) => {
             full = true;
             source.read_users(None, &select).await?
