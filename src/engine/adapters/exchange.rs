@@ -112,7 +112,12 @@ impl MailContactTarget for ExchangeContacts {
             .await
             .map_err(port_error)?;
         Ok(found.and_then(|recipient| {
-            let text = |key: &str| recipient.get(key).and_then(Value::as_str).unwrap_or_default();
+            let text = |key: &str| {
+                recipient
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
             let kind = match text("RecipientTypeDetails") {
                 "" => "recipient",
                 kind => kind,
