@@ -197,6 +197,7 @@ async fn an_incremental_run_costs_one_exchange_request_with_zero_or_five_changes
         w.sim.control().counters()
     );
     assert_eq!(get_recipient, 1, "no change still asks Exchange once");
+    assert_eq!(total, 2, "users/delta and one Get-Recipient");
     assert_eq!(
         w.sim.control().count(Service::Exchange, "", None),
         1,
@@ -240,9 +241,10 @@ async fn an_incremental_run_costs_one_exchange_request_with_zero_or_five_changes
         0,
         "nobody was shown again: no per-person Graph read"
     );
-    // The writes of five updates, and nothing proportional to the tenant's size.
-    assert!(
-        total <= quiet_total + 5 * 4,
+    // The five writes (Set-Contact), and nothing proportional to the tenant's size.
+    assert_eq!(
+        total,
+        quiet_total + 5,
         "{total} requests for 5 changes (quiet run: {quiet_total})"
     );
 }
