@@ -20,7 +20,7 @@ use super::ports::{
 };
 use super::records::load_managed;
 use super::safety;
-use super::scope::{HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
+use super::scope::{HiddenRun, HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
 use super::spec::{LinkSpec, ObjectOverride};
 use super::targets::mail_contact::{IntentResolution, MailContactApplier};
 use crate::report::{
@@ -302,18 +302,17 @@ impl Runner {
                     .map_err(StepError::Source)?,
             );
         }
-        let hidden = read_hidden(
-            &link.scope,
-            &link.source_tenant,
-            self.source.as_ref(),
-            &checkpoint,
+        let run = HiddenRun {
+            rules: &link.scope,
+            source_tenant: &link.source_tenant,
+            checkpoint: &checkpoint,
             full,
-            &mut read,
-            &select,
-            &group_members,
-        )
-        .await
-        .map_err(StepError::Source)?;
+            select: &select,
+            group_members: &group_members,
+        };
+        let hidden = read_hidden(run, self.source.as_ref(), &mut read)
+            .await
+            .map_err(StepError::Source)?;
         let mode = if options.dry_run {
             RunMode::DryRun
         } else if full {

@@ -289,6 +289,19 @@ pub fn hidden_needs_full(rules: &ScopeRules, checkpoint: &LinkCheckpoint) -> boo
     }
 }
 
+/// What the hidden stage needs to know of the run: the link's rules and source tenant (its configuration name, for
+/// errors), the checkpoint, whether the run reads in full, the Graph `$select` (to read people shown again) and the
+/// group members of the scope.
+#[derive(Clone, Copy)]
+pub struct HiddenRun<'a> {
+    pub rules: &'a ScopeRules,
+    pub source_tenant: &'a str,
+    pub checkpoint: &'a LinkCheckpoint,
+    pub full: bool,
+    pub select: &'a [String],
+    pub group_members: &'a HashSet<String>,
+}
+
 /// The hidden stage of a run's source side, shared by the mail-contact and phones pipelines.
 ///
 /// `hidden = "exclude"`: a full run reads the hidden set once (`Get-Recipient -Filter "HiddenFromAddressListsEnabled
@@ -299,15 +312,18 @@ pub fn hidden_needs_full(rules: &ScopeRules, checkpoint: &LinkCheckpoint) -> boo
 /// added to `read`. `"include"` and `"graph"` ask Exchange nothing. A refused Exchange read fails the stage with an
 /// error naming `source_tenant` and what to grant: hidden people are never included silently.
 pub async fn read_hidden(
-    rules: &ScopeRules,
-    source_tenant: &str,
+    run: HiddenRun<'_>,
     source: &dyn SourceDirectory,
-    checkpoint: &LinkCheckpoint,
-    full: bool,
     read: &mut SourceRead,
-    select: &[String],
-    group_members: &HashSet<String>,
 ) -> Result<HiddenStage, PortError> {
+    let HiddenRun {
+        rules,
+        source_tenant,
+        checkpoint,
+        full,
+        select,
+        group_members,
+    } = run;
     let rule = rules.hidden;
     let mut stage = HiddenStage {
         state: json!({"rule": rule.as_str()}),
@@ -612,6 +628,165 @@ mod tests {
                 .check(&user(json!({"department": null})), &none()),
             Err(OutOfScope::Filter)
         );
+    }
+
+    mod hidden_stage {
+        use super::*;
+        use crate::engine::testing::FakeDirectory;
+
+        fn person(id: &str) -> serde_json::Value {
+            json!({"id": id, "mail": format!("{id}@acme.com"), "accountEnabled": true, "userType": "Member"})
+        }
+
+        fn directory() -> FakeDirectory {
+            let directory = FakeDirectory::new("t1");
+            for id in ["u1", "u2", "u3", "u4"] {
+                directory.put_user(person(id));
+            }
+            directory.put_user(
+                json!({"id": "off", "mail": "off@acme.com", "accountEnabled": false,
+                                      "userType": "Member"}),
+            );
+            directory
+        }
+
+        async fn stage(
+            rules: &ScopeRules,
+            directory: &FakeDirectory,
+            checkpoint: &LinkCheckpoint,
+            full: bool,
+            read: &mut SourceRead,
+        ) -> Result<HiddenStage, PortError> {
+            let run = HiddenRun {
+                rules,
+                source_tenant: "acme",
+                checkpoint,
+                full,
+                select: &[],
+                group_members: &EMPTY,
+            };
+            read_hidden(run, directory, read).await
+        }
+
+        #[tokio::test]
+        async fn a_full_run_reads_the_hidden_set_once_and_holds_out_who_only_hiding_keeps_out() {
+            let directory = directory();
+            directory.set_hidden("u2", true);
+            directory.set_hidden("off", true);
+            let rules = ScopeRules::default();
+            let mut checkpoint = LinkCheckpoint::default();
+            assert!(
+                hidden_needs_full(&rules, &checkpoint),
+                "no stored check yet"
+            );
+            let mut read = directory.read_users(None, &[]).await.unwrap();
+            let hidden = stage(&rules, &directory, &checkpoint, true, &mut read)
+                .await
+                .unwrap();
+            assert_eq!(directory.hidden_reads(), 1);
+            assert!(hidden.hidden.contains("u2") && hidden.hidden.contains("off"));
+            assert!(hidden.left.is_empty());
+            hidden.commit(&mut checkpoint);
+            let state = &checkpoint.extra[HIDDEN_STATE_KEY];
+            assert_eq!(state["rule"], "exclude");
+            // "off" is disabled as well: only "u2" is held out for being hidden.
+            assert_eq!(state["held"], json!(["u2"]));
+            assert!(!hidden_needs_full(&rules, &checkpoint));
+        }
+
+        #[tokio::test]
+        async fn an_incremental_run_asks_once_and_sees_who_was_hidden_or_shown_since() {
+            let directory = directory();
+            directory.set_hidden("u2", true);
+            let rules = ScopeRules::default();
+            let mut checkpoint = LinkCheckpoint::default();
+            let mut read = directory.read_users(None, &[]).await.unwrap();
+            stage(&rules, &directory, &checkpoint, true, &mut read)
+                .await
+                .unwrap()
+                .commit(&mut checkpoint);
+            let delta = read.delta_link.clone();
+
+            // u1 hidden, u2 shown (neither is a Graph change), u3 changed in Graph.
+            directory.set_hidden("u1", true);
+            directory.set_hidden("u2", false);
+            directory.set("u3", "jobTitle", json!("Chief"));
+            let before = directory.hidden_reads();
+            let mut read = directory.read_users(Some(&delta), &[]).await.unwrap();
+            assert_eq!(read.objects.len(), 1, "Graph's delta only brings u3");
+            let hidden = stage(&rules, &directory, &checkpoint, false, &mut read)
+                .await
+                .unwrap();
+            assert_eq!(directory.hidden_reads() - before, 1, "one Exchange read");
+            assert_eq!(hidden.left, BTreeSet::from(["u1".to_owned()]));
+            assert_eq!(hidden.returned, 1);
+            let ids: BTreeSet<&str> = read.objects.iter().map(|o| o.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                BTreeSet::from(["u2", "u3"]),
+                "u2 is read back from Graph"
+            );
+            hidden.commit(&mut checkpoint);
+            assert_eq!(checkpoint.extra[HIDDEN_STATE_KEY]["held"], json!(["u1"]));
+        }
+
+        #[tokio::test]
+        async fn a_refused_exchange_read_fails_naming_the_tenant_and_include_or_graph_ask_nothing()
+        {
+            let directory = directory();
+            directory.refuse_exchange(true);
+            let mut read = directory.read_users(None, &[]).await.unwrap();
+            let error = stage(
+                &ScopeRules::default(),
+                &directory,
+                &LinkCheckpoint::default(),
+                true,
+                &mut read,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("source tenant \"acme\""),
+                "{error}"
+            );
+            for rule in [HiddenRule::Include, HiddenRule::Graph] {
+                let rules = ScopeRules {
+                    hidden: rule,
+                    ..ScopeRules::default()
+                };
+                let hidden = stage(
+                    &rules,
+                    &directory,
+                    &LinkCheckpoint::default(),
+                    true,
+                    &mut read,
+                )
+                .await
+                .unwrap();
+                assert!(hidden.hidden.is_empty());
+                assert_eq!(hidden.warning.is_some(), rule == HiddenRule::Graph);
+            }
+            assert_eq!(directory.hidden_reads(), 0);
+        }
+
+        #[test]
+        fn a_changed_rule_needs_a_full_read() {
+            let mut checkpoint = LinkCheckpoint::default();
+            let include = ScopeRules {
+                hidden: HiddenRule::Include,
+                ..ScopeRules::default()
+            };
+            assert!(!hidden_needs_full(&include, &checkpoint));
+            checkpoint.extra.insert(
+                HIDDEN_STATE_KEY.into(),
+                json!({"rule": "exclude", "checked_at": "2026-12-06T11:00:00Z", "held": []}),
+            );
+            assert!(!hidden_needs_full(&ScopeRules::default(), &checkpoint));
+            assert!(
+                hidden_needs_full(&include, &checkpoint),
+                "hidden people must come back"
+            );
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl MailContactTarget for ExchangeContacts {
             .recipient_by_address(address)
             .await
             .map_err(port_error)?;
-        Ok(found.and_then(|recipient| {
+        Ok(found.map(|recipient| {
             let text = |key: &str| {
                 recipient
                     .get(key)
@@ -126,7 +126,7 @@ impl MailContactTarget for ExchangeContacts {
                 "" => text("Name"),
                 name => name,
             };
-            Some(format!("{kind} {name:?}"))
+            format!("{kind} {name:?}")
         }))
     }
 

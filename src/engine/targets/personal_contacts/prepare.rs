@@ -14,7 +14,7 @@ use super::spec::PhonesSpec;
 use crate::engine::entry::{Entry, Field, anchor_for};
 use crate::engine::mapping::graph_select_for;
 use crate::engine::ports::{PortError, SourceDirectory, SourceRead};
-use crate::engine::scope::{HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
+use crate::engine::scope::{HiddenRun, HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
 use crate::engine::spec::ObjectOverride;
 use crate::state::LinkCheckpoint;
 
@@ -90,17 +90,15 @@ pub async fn read_source(
     if link.scope.include_org_contacts {
         read.objects.extend(source.read_org_contacts().await?);
     }
-    let hidden = read_hidden(
-        &link.scope,
-        &link.source_tenant,
-        source,
+    let run = HiddenRun {
+        rules: &link.scope,
+        source_tenant: &link.source_tenant,
         checkpoint,
         full,
-        &mut read,
-        &select,
-        &group_members,
-    )
-    .await?;
+        select: &select,
+        group_members: &group_members,
+    };
+    let hidden = read_hidden(run, source, &mut read).await?;
     let facts = ScopeFacts {
         group_members: &group_members,
         hidden: &hidden.hidden,
