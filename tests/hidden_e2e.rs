@@ -250,6 +250,30 @@ async fn an_incremental_run_costs_one_exchange_request_with_zero_or_five_changes
 }
 
 #[tokio::test]
+async fn sixty_changed_people_are_asked_about_in_two_requests_of_at_most_fifty() {
+    let w = world(&[("acme", 120), ("northern", 5)], ONE_WAY).await;
+    assert_eq!(run(&w, LINK).await.outcome, RunOutcome::Succeeded);
+    let people: Vec<Value> = users(&w, "acme")
+        .into_iter()
+        .filter(in_default_scope)
+        .take(60)
+        .collect();
+    assert_eq!(people.len(), 60);
+    for person in &people {
+        w.sim
+            .control()
+            .update_user("acme", id(person), json!({"department": "Moved"}))
+            .unwrap();
+    }
+    w.sim.control().reset_counters();
+    let report = run(&w, LINK).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:#?}");
+    assert_eq!(report.mode, RunMode::Incremental);
+    assert_eq!(report.applied.updates, 60, "{report:#?}");
+    assert_eq!(served(&w).0, 2, "50 + 10 ids");
+}
+
+#[tokio::test]
 async fn hiding_many_people_at_once_is_held_by_the_deletion_threshold() {
     let w = world(&[("acme", 60), ("northern", 10)], ONE_WAY).await;
     let first = run(&w, LINK).await;
