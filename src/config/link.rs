@@ -98,8 +98,12 @@ pub struct SourceConfig {
     pub include_guests: bool,
     /// Also read the source tenant's own organisational contacts (never those galbridge wrote).
     pub include_org_contacts: bool,
-    /// Also read users hidden from the address lists.
-    pub include_hidden: bool,
+    /// Who is hidden from the address lists, and whether they are synced: `exclude` (default: hidden in the source
+    /// tenant's Exchange means out; needs Exchange.ManageAsApp and the View-Only Recipients role there),
+    /// `include`, or `graph` (Graph's unreliable showInAddressList decides; a warning in every run report).
+    pub hidden: Option<HiddenSource>,
+    /// Deprecated: `include_hidden = true` is `hidden = "include"`; `false` is the default (`hidden = "exclude"`).
+    pub include_hidden: Option<bool>,
     /// Only people whose email is in one of these domains; empty = every domain.
     pub include_domains: Vec<String>,
     /// Never people whose email is in one of these domains.
@@ -218,6 +222,22 @@ pub enum MailboxSelection {
     List(Vec<String>),
     /// `{ filter = { attribute = "department", equals = "Sales" } }`: users whose attribute matches.
     Filter(FilterRule),
+}
+
+/// Who counts as hidden from the address lists (`[links.source] hidden`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenSource {
+    /// People hidden from the address lists in the source tenant's Exchange (`HiddenFromAddressListsEnabled`) are
+    /// not synced; becoming hidden is leaving (per `on_delete`). Needs Exchange.ManageAsApp and the View-Only
+    /// Recipients role in the source tenant (docs/app-registrations.md).
+    #[default]
+    Exclude,
+    /// Hidden people are synced like everyone else.
+    Include,
+    /// Graph's `showInAddressList = false` decides. Unreliable (Exchange does not keep it in step; usually null for
+    /// cloud mailboxes): accepted explicitly, with a warning in every run report.
+    Graph,
 }
 
 /// What happens to a managed object whose person left the source scope.

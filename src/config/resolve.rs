@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::file::{Cloud, ConfigFile, Tenant};
 use super::link::{
-    FieldPolicy, FilterRule, MailboxSelection, MappingConfig, OnDelete, OnMailboxLeave,
-    OverrideConfig, SafetyConfig, SourceConfig, TargetConfig,
+    FieldPolicy, FilterRule, HiddenSource, MailboxSelection, MappingConfig, OnDelete,
+    OnMailboxLeave, OverrideConfig, SafetyConfig, SourceConfig, TargetConfig,
 };
 use super::template::{EntryField, Template};
 use super::values::{CronSchedule, Duration, Guid, Pattern};
@@ -187,7 +187,8 @@ pub struct SourceScope {
     pub include_disabled: bool,
     pub include_guests: bool,
     pub include_org_contacts: bool,
-    pub include_hidden: bool,
+    /// Who counts as hidden (`hidden`, or the deprecated `include_hidden = true` = `include`).
+    pub hidden: HiddenSource,
     /// Lowercase, without `@`; empty = every domain.
     pub include_domains: BTreeSet<String>,
     /// Lowercase, without `@`.
@@ -225,7 +226,13 @@ impl SourceScope {
             include_disabled: source.include_disabled,
             include_guests: source.include_guests,
             include_org_contacts: source.include_org_contacts,
-            include_hidden: source.include_hidden,
+            hidden: source
+                .hidden
+                .unwrap_or(if source.include_hidden == Some(true) {
+                    HiddenSource::Include
+                } else {
+                    HiddenSource::Exclude
+                }),
             include_domains: domains(&source.include_domains),
             exclude_domains: domains(&source.exclude_domains),
             groups: source.groups.clone(),

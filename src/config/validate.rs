@@ -244,6 +244,18 @@ impl ConfigFile {
         for (index, rule) in source.filters.iter().enumerate() {
             check_filter(issues, &format!("{path}.source.filters[{index}]"), rule);
         }
+        if let (Some(hidden), Some(include_hidden)) = (source.hidden, source.include_hidden) {
+            issues.add(
+                format!("{path}.source.include_hidden"),
+                format!(
+                    "replaced by `hidden`; remove it (it says {include_hidden}, `hidden` says {:?})",
+                    serde_json::to_value(hidden)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ),
+            );
+        }
         match target {
             TargetConfig::MailContact(options) => {
                 if !(1..=15).contains(&options.anchor_attribute) {

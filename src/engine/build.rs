@@ -124,9 +124,7 @@ mod tests {
         toml.push_str("[[links]]\nname = \"a-to-n\"\n[links.source]\ntenant = \"acme\"\n[links.target]\nkind = \"mail_contact\"\ntenant = \"northern\"\n");
         let config = Config::from_toml_str(&toml, Path::new("galbridge.toml")).unwrap();
         let connect = || -> Arc<dyn Connector> {
-            Arc::new(
-                crate::engine::adapters::simulated::sim_connector(&sim, &config).unwrap(),
-            )
+            Arc::new(crate::engine::adapters::simulated::sim_connector(&sim, &config).unwrap())
         };
         let first = build_service_with(&config, connect()).await.unwrap();
         first

@@ -8,7 +8,7 @@ use super::diff::{DiffPolicy, OnDelete};
 use super::entry::Field;
 use super::mapping::{Mapping, MappingError};
 use super::safety::SafetyLimits;
-use super::scope::{AttributeFilter, Matcher, ScopeRules};
+use super::scope::{AttributeFilter, HiddenRule, Matcher, ScopeRules};
 use super::spec::{LinkSpec, MailContactOptions, ObjectOverride};
 use crate::config::{self, Cadence, ResolvedLink, ServiceSettings, TargetOptions};
 
@@ -42,7 +42,11 @@ pub fn scope_rules(scope: &config::SourceScope) -> ScopeRules {
         include_disabled: scope.include_disabled,
         include_guests: scope.include_guests,
         include_org_contacts: scope.include_org_contacts,
-        include_hidden: scope.include_hidden,
+        hidden: match scope.hidden {
+            config::HiddenSource::Exclude => HiddenRule::Exclude,
+            config::HiddenSource::Include => HiddenRule::Include,
+            config::HiddenSource::Graph => HiddenRule::Graph,
+        },
         include_domains: scope.include_domains.iter().cloned().collect(),
         exclude_domains: scope.exclude_domains.iter().cloned().collect(),
         groups: scope

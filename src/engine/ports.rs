@@ -2,7 +2,7 @@
 //! target (Exchange), and request counters. `adapters` implements them over the real clients; tests implement them
 //! in memory. Keeping them narrow keeps the runner testable without HTTP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
@@ -65,6 +65,23 @@ pub trait SourceDirectory: Send + Sync {
     async fn read_org_contacts(&self) -> Result<Vec<SourceObject>, PortError>;
     /// Transitive member ids of a group (users only).
     async fn group_members(&self, group_id: &str) -> Result<Vec<String>, PortError>;
+    /// One user by id (`GET /users/{id}?$select=…`), `None` when it does not exist (any more).
+    async fn read_user(
+        &self,
+        id: &str,
+        select: &[String],
+    ) -> Result<Option<SourceObject>, PortError>;
+    /// Entra ids (lowercase) of every recipient hidden from the address lists in the tenant's Exchange
+    /// (docs/microsoft-facts.md, "Hidden from address lists": Graph's `showInAddressList` is not the truth).
+    async fn hidden_ids(&self) -> Result<BTreeSet<String>, PortError>;
+    /// Exchange's hidden flag (id lowercase → hidden) of the people whose recipient changed at or after
+    /// `changed_since`, and of the people `ids`; people without a recipient are absent. One Exchange request for up to
+    /// 50 ids (more are batched). Mail contacts are left out: only people (mailboxes, mail users) are answered.
+    async fn hidden_flags(
+        &self,
+        changed_since: Option<chrono::DateTime<chrono::Utc>>,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, bool>, PortError>;
 }
 
 /// Settings of `Set-MailContact` the engine changes; `None` = leave as is.

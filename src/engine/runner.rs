@@ -20,6 +20,7 @@ use super::ports::{
 };
 use super::records::load_managed;
 use super::safety;
+use super::scope::{HiddenRun, HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
 use super::spec::{LinkSpec, ObjectOverride};
 use super::targets::mail_contact::{IntentResolution, MailContactApplier};
 use crate::report::{
@@ -77,6 +78,8 @@ pub(crate) struct RunBody {
     pub(crate) failures: Vec<Failure>,
     pub(crate) quarantine: Option<QuarantineInfo>,
     pub(crate) plan: Option<serde_json::Value>,
+    /// Warnings every report of this link repeats (e.g. `hidden = "graph"`), appended to the summary.
+    pub(crate) warnings: Vec<String>,
 }
 
 impl RunBody {
@@ -106,6 +109,7 @@ impl RunBody {
             }],
             quarantine: None,
             plan: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -128,6 +132,11 @@ pub(crate) async fn record_run(
     summary: String,
     options: &RunOptions,
 ) -> RunReport {
+    let mut summary = summary;
+    for warning in &body.warnings {
+        tracing::warn!(link = %link, "{warning}");
+        summary.push_str(&format!("; warning: {warning}"));
+    }
     let report = RunReport {
         link: link.to_owned(),
         run_id: start.run_id,
@@ -260,7 +269,8 @@ impl Runner {
             || checkpoint.delta_link.is_none()
             || reconcile_due
             || groups_changed
-            || link.scope.include_org_contacts;
+            || link.scope.include_org_contacts
+            || hidden_needs_full(&link.scope, &checkpoint);
         let select = graph_select_for(&link.mapping, &link.scope.filter_attributes());
         let from_checkpoint = if full {
             None
@@ -292,6 +302,17 @@ impl Runner {
                     .map_err(StepError::Source)?,
             );
         }
+        let run = HiddenRun {
+            rules: &link.scope,
+            source_tenant: &link.source_tenant,
+            checkpoint: &checkpoint,
+            full,
+            select: &select,
+            group_members: &group_members,
+        };
+        let hidden = read_hidden(run, self.source.as_ref(), &mut read)
+            .await
+            .map_err(StepError::Source)?;
         let mode = if options.dry_run {
             RunMode::DryRun
         } else if full {
@@ -299,6 +320,7 @@ impl Runner {
         } else {
             RunMode::Incremental
         };
+        let warnings = hidden.warnings();
 
         let mut managed = load_managed(self.store.as_ref(), &link.name).await?;
         let no_prior_intents = BTreeSet::new();
@@ -321,7 +343,7 @@ impl Runner {
             IntentResolution::default()
         };
 
-        let source_view = self.source_view(link, &tenant_id, &read, full, &group_members);
+        let source_view = self.source_view(link, &tenant_id, &read, full, &group_members, &hidden);
         let target_objects = if full {
             Some(
                 self.target
@@ -380,6 +402,7 @@ impl Runner {
                 quarantine,
                 plan: Some(plan.to_json()),
                 planned,
+                warnings,
             });
         }
 
@@ -413,6 +436,7 @@ impl Runner {
                     .extra
                     .insert("group_members_hash".into(), groups_hash.into());
             }
+            hidden.commit(&mut checkpoint);
         }
         if !lost {
             self.store.save_checkpoint(&link.name, &checkpoint).await?;
@@ -427,6 +451,7 @@ impl Runner {
             failures: result.failures,
             quarantine,
             plan: None,
+            warnings,
         })
     }
 
@@ -437,15 +462,20 @@ impl Runner {
         read: &SourceRead,
         full: bool,
         group_members: &HashSet<String>,
+        hidden: &HiddenStage,
     ) -> SourceView {
         let mut view = SourceView {
             complete: full,
             ..SourceView::default()
         };
+        let facts = ScopeFacts {
+            group_members,
+            hidden: &hidden.hidden,
+        };
         for object in &read.objects {
             let anchor = anchor_for(tenant_id, &object.id);
             let object_override = link.overrides.get(&object.id.to_ascii_lowercase());
-            let decision = match (link.scope.check(object, group_members), object_override) {
+            let decision = match (link.scope.check(object, &facts), object_override) {
                 (Ok(()), Some(ObjectOverride::Exclude)) => Err("excluded".to_owned()),
                 (Ok(()), _) => Ok(()),
                 (Err(reason), _) => Err(serde_json::to_value(reason)
@@ -468,6 +498,12 @@ impl Runner {
                     view.gone.insert(anchor, reason);
                 }
             }
+        }
+        // People hidden since the last run whom Graph's delta did not bring: leavers.
+        for id in &hidden.left {
+            view.gone
+                .entry(anchor_for(tenant_id, id))
+                .or_insert_with(|| "hidden".to_owned());
         }
         view
     }

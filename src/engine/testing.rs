@@ -270,6 +270,12 @@ struct DirInner {
     unreachable: bool,
     groups: HashMap<String, Vec<String>>,
     latency: std::time::Duration,
+    /// Exchange's hidden flag per user id, and when it last changed (Graph's delta does not show it).
+    hidden: BTreeMap<String, (bool, chrono::DateTime<Utc>)>,
+    /// Exchange reads of hidden flags (`hidden_ids` and `hidden_flags` calls).
+    hidden_reads: u64,
+    /// Whether Exchange refuses the app (no Exchange.ManageAsApp).
+    exchange_refused: bool,
 }
 
 impl FakeDirectory {
@@ -318,6 +324,23 @@ impl FakeDirectory {
     /// Makes every read take this long (to overlap runs).
     pub fn set_latency(&self, latency: std::time::Duration) {
         lock(&self.inner).latency = latency;
+    }
+
+    /// Hides (or shows) a user in Exchange's address lists: no Graph change.
+    pub fn set_hidden(&self, id: &str, hidden: bool) {
+        lock(&self.inner)
+            .hidden
+            .insert(id.to_ascii_lowercase(), (hidden, Utc::now()));
+    }
+
+    /// Exchange reads of hidden flags so far.
+    pub fn hidden_reads(&self) -> u64 {
+        lock(&self.inner).hidden_reads
+    }
+
+    /// Makes Exchange refuse every read (the app lacks the Exchange permission).
+    pub fn refuse_exchange(&self, refused: bool) {
+        lock(&self.inner).exchange_refused = refused;
     }
 
     pub fn set_group(&self, group: &str, members: &[&str]) {
@@ -393,6 +416,71 @@ impl SourceDirectory for FakeDirectory {
             .get(group_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn read_user(
+        &self,
+        id: &str,
+        _select: &[String],
+    ) -> Result<Option<SourceObject>, PortError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .users
+            .get(id)
+            .or_else(|| {
+                inner
+                    .users
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(id))
+                    .map(|(_, user)| user)
+            })
+            .and_then(|user| SourceObject::from_graph(user, SourceKind::User).ok()))
+    }
+
+    async fn hidden_ids(&self) -> Result<std::collections::BTreeSet<String>, PortError> {
+        let mut inner = lock(&self.inner);
+        if inner.exchange_refused {
+            return Err(PortError::Failed {
+                service: "exchange".into(),
+                message: "refused: grant Exchange.ManageAsApp".into(),
+            });
+        }
+        inner.hidden_reads += 1;
+        Ok(inner
+            .hidden
+            .iter()
+            .filter(|(_, (hidden, _))| *hidden)
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn hidden_flags(
+        &self,
+        changed_since: Option<chrono::DateTime<Utc>>,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, bool>, PortError> {
+        let mut inner = lock(&self.inner);
+        if inner.exchange_refused {
+            return Err(PortError::Failed {
+                service: "exchange".into(),
+                message: "refused: grant Exchange.ManageAsApp".into(),
+            });
+        }
+        inner.hidden_reads += ids.len().div_ceil(50).max(1) as u64;
+        let mut flags = BTreeMap::new();
+        for id in ids {
+            let id = id.to_ascii_lowercase();
+            let hidden = inner.hidden.get(&id).is_some_and(|(hidden, _)| *hidden);
+            flags.insert(id, hidden);
+        }
+        if let Some(since) = changed_since {
+            for (id, (hidden, at)) in &inner.hidden {
+                if *at >= since {
+                    flags.insert(id.clone(), *hidden);
+                }
+            }
+        }
+        Ok(flags)
     }
 }
 

@@ -19,8 +19,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::counters::{RequestCounters, Service};
 use super::budget::{self, PauseGate};
+use super::counters::{RequestCounters, Service};
 use super::limiter::AdaptiveLimiter;
 use super::retry::{RetryPolicy, is_exchange_transient, is_throttling_status, parse_retry_after};
 use super::secret::Secret;

@@ -27,7 +27,11 @@ impl World {
     pub async fn graph(&self, tenant: &str) -> galbridge::m365::GraphClient {
         let named = NamedTenant {
             name: tenant.to_owned(),
-            tenant: self.config.tenant(tenant).expect("configured tenant").clone(),
+            tenant: self
+                .config
+                .tenant(tenant)
+                .expect("configured tenant")
+                .clone(),
         };
         self.connector.graph(&named).await.expect("graph client")
     }

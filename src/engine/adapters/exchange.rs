@@ -111,8 +111,13 @@ impl MailContactTarget for ExchangeContacts {
             .recipient_by_address(address)
             .await
             .map_err(port_error)?;
-        Ok(found.and_then(|recipient| {
-            let text = |key: &str| recipient.get(key).and_then(Value::as_str).unwrap_or_default();
+        Ok(found.map(|recipient| {
+            let text = |key: &str| {
+                recipient
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
             let kind = match text("RecipientTypeDetails") {
                 "" => "recipient",
                 kind => kind,
@@ -121,7 +126,7 @@ impl MailContactTarget for ExchangeContacts {
                 "" => text("Name"),
                 name => name,
             };
-            Some(format!("{kind} {name:?}"))
+            format!("{kind} {name:?}")
         }))
     }
 

@@ -82,6 +82,16 @@ impl GraphSource {
         Ok(None)
     }
 
+    /// The tenant's Exchange client, for reads of who is hidden; without one, an error saying what to grant.
+    fn exchange_for_hidden(&self) -> Result<&crate::m365::ExchangeClient, PortError> {
+        self.exchange.as_ref().ok_or_else(|| PortError::Failed {
+            service: "exchange".into(),
+            message: "no Exchange client for the source tenant: who is hidden from the address lists cannot be \
+                      read"
+                .into(),
+        })
+    }
+
     /// Anchors carried by the tenant's mail contacts, by their object id (for org-contact loop prevention).
     async fn anchored_contact_ids(
         &self,
@@ -109,6 +119,24 @@ impl GraphSource {
             })
             .collect())
     }
+}
+
+/// What a source tenant's app needs to read who is hidden from the address lists (docs/app-registrations.md).
+pub const HIDDEN_PERMISSION_HINT: &str = "grant the source tenant's app the Exchange.ManageAsApp application \
+     permission (Office 365 Exchange Online) and the View-Only Recipients role in Exchange (a custom role group, see \
+     docs/app-registrations.md), or set [links.source] hidden = \"include\" or \"graph\"";
+
+/// A failed read of hidden flags: a refused one (401/403, access denied) says what to grant.
+fn hidden_read_error(error: crate::m365::ExchangeError) -> PortError {
+    if error.kind() == Some(crate::m365::ExchangeErrorKind::Permission) {
+        return PortError::Failed {
+            service: "exchange".into(),
+            message: format!(
+                "reading who is hidden from the address lists was refused ({error}): {HIDDEN_PERMISSION_HINT}"
+            ),
+        };
+    }
+    super::exchange::port_error(error)
 }
 
 /// The `tid` claim of a JWT access token (the tenant's GUID), without verifying it: we only read our own token.
@@ -194,6 +222,59 @@ impl SourceDirectory for GraphSource {
         })
         .await?;
         Ok(ids)
+    }
+
+    async fn read_user(
+        &self,
+        id: &str,
+        select: &[String],
+    ) -> Result<Option<SourceObject>, PortError> {
+        let url = self.url(&format!(
+            "users/{}?$select={}",
+            crate::m365::graph::segment(id),
+            select.join(",")
+        ));
+        let response = self.graph.send(JsonRequest::get(url)).await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !response.is_success() {
+            return Err(graph_failure("read user", &response));
+        }
+        Ok(SourceObject::from_graph(&response.body, SourceKind::User).ok())
+    }
+
+    async fn hidden_ids(&self) -> Result<std::collections::BTreeSet<String>, PortError> {
+        let flags = self
+            .exchange_for_hidden()?
+            .hidden_recipients()
+            .await
+            .map_err(hidden_read_error)?;
+        Ok(flags
+            .into_iter()
+            .filter(|flag| flag.hidden)
+            .map(|flag| flag.id)
+            .collect())
+    }
+
+    async fn hidden_flags(
+        &self,
+        changed_since: Option<chrono::DateTime<chrono::Utc>>,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, bool>, PortError> {
+        if changed_since.is_none() && ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let flags = self
+            .exchange_for_hidden()?
+            .recipient_flags(changed_since, ids)
+            .await
+            .map_err(hidden_read_error)?;
+        Ok(flags
+            .into_iter()
+            .filter(|flag| !flag.kind.eq_ignore_ascii_case("MailContact"))
+            .map(|flag| (flag.id, flag.hidden))
+            .collect())
     }
 }
 

@@ -22,8 +22,8 @@ use crate::engine::service::Connector;
 use crate::m365::budget::PauseGate;
 use crate::m365::{
     AdaptiveLimiter, ApiClient, ApiRequest, AuthError, CredentialSource, ExchangeClient,
-    ExchangeError, GraphClient, HttpError, HttpSettings, LimiterSet, PlatformIdentity,
-    RetryPolicy, Secret, Service, TenantAuth, TokenProvider, build_http_client,
+    ExchangeError, GraphClient, HttpError, HttpSettings, LimiterSet, PlatformIdentity, RetryPolicy,
+    Secret, Service, TenantAuth, TokenProvider, build_http_client,
 };
 
 /// A [`JsonTransport`] over an m365 `ApiClient`.
@@ -147,7 +147,7 @@ impl M365Connector {
                 },
             })
             .collect();
-                let key_vault = config.key_vault().map(|vault| vault.url.url().clone());
+        let key_vault = config.key_vault().map(|vault| vault.url.url().clone());
         let tokens = TokenProvider::new(
             http.clone(),
             tenants,
@@ -203,7 +203,11 @@ impl M365Connector {
         // [unverified] Without a known initial domain the routing header names the configured tenant id; set
         // `initial_domain` when `tenant_id` is a GUID.
         let id = tenant.tenant.tenant_id.as_str().to_owned();
-        let domain = tenant.tenant.known_initial_domain().unwrap_or(&id).to_owned();
+        let domain = tenant
+            .tenant
+            .known_initial_domain()
+            .unwrap_or(&id)
+            .to_owned();
         let client = ExchangeClient::new(api, &endpoints.exchange, &id, &domain).map_err(
             |error: ExchangeError| PortError::Failed {
                 service: "exchange".into(),

@@ -14,6 +14,7 @@ use super::spec::PhonesSpec;
 use crate::engine::entry::{Entry, Field, anchor_for};
 use crate::engine::mapping::graph_select_for;
 use crate::engine::ports::{PortError, SourceDirectory, SourceRead};
+use crate::engine::scope::{HiddenRun, HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
 use crate::engine::spec::ObjectOverride;
 use crate::state::LinkCheckpoint;
 
@@ -34,6 +35,8 @@ pub struct SourceSide {
     pub removed: BTreeSet<String>,
     pub groups_hash: Option<String>,
     pub photo_failures: Vec<(String, String)>,
+    /// Who is hidden from the address lists (commit it with the checkpoint; its warning goes in the report).
+    pub hidden: HiddenStage,
 }
 
 /// Reads the source and merges it into `snapshot`.
@@ -67,7 +70,8 @@ pub async fn read_source(
         || checkpoint.delta_link.is_none()
         || reconcile_due
         || groups_changed
-        || link.scope.include_org_contacts;
+        || link.scope.include_org_contacts
+        || hidden_needs_full(&link.scope, checkpoint);
     let select = graph_select_for(&link.mapping, &link.scope.filter_attributes());
     let from_checkpoint = if full {
         None
@@ -86,6 +90,19 @@ pub async fn read_source(
     if link.scope.include_org_contacts {
         read.objects.extend(source.read_org_contacts().await?);
     }
+    let run = HiddenRun {
+        rules: &link.scope,
+        source_tenant: &link.source_tenant,
+        checkpoint,
+        full,
+        select: &select,
+        group_members: &group_members,
+    };
+    let hidden = read_hidden(run, source, &mut read).await?;
+    let facts = ScopeFacts {
+        group_members: &group_members,
+        hidden: &hidden.hidden,
+    };
 
     // Scope and mapping, as the mail-contact runner does them.
     let mut desired: BTreeMap<String, Entry> = BTreeMap::new();
@@ -93,7 +110,7 @@ pub async fn read_source(
     for object in &read.objects {
         let anchor = anchor_for(&tenant_id, &object.id);
         let object_override = link.overrides.get(&object.id.to_ascii_lowercase());
-        let in_scope = link.scope.check(object, &group_members).is_ok()
+        let in_scope = link.scope.check(object, &facts).is_ok()
             && !matches!(object_override, Some(ObjectOverride::Exclude));
         if in_scope {
             let mapping = match object_override {
@@ -107,6 +124,10 @@ pub async fn read_source(
         } else {
             gone.insert(anchor);
         }
+    }
+    // People hidden since the last run whom Graph's delta did not bring: leavers.
+    for id in &hidden.left {
+        gone.insert(anchor_for(&tenant_id, id));
     }
 
     // Photos of the people read in this run (photos are not tracked by delta).
@@ -165,6 +186,7 @@ pub async fn read_source(
         removed,
         groups_hash,
         photo_failures,
+        hidden,
     })
 }
 

@@ -288,6 +288,7 @@ impl PhonesRunner {
                     "mailboxes_joining": joined,
                     "mailboxes_leaving": left,
                 })),
+                warnings: source.hidden.warnings(),
             });
         }
 
@@ -402,6 +403,7 @@ impl PhonesRunner {
                 failures,
                 quarantine,
                 plan: None,
+                warnings: source.hidden.warnings(),
             });
         }
         let hard = failures
@@ -435,6 +437,7 @@ impl PhonesRunner {
                     .extra
                     .insert("group_members_hash".into(), json!(hash));
             }
+            source.hidden.commit(&mut checkpoint);
         }
         if !hard {
             checkpoint.extra.remove(OPEN_MARK);
@@ -450,6 +453,7 @@ impl PhonesRunner {
             failures,
             quarantine,
             plan: None,
+            warnings: source.hidden.warnings(),
         })
     }
 
