@@ -2,11 +2,12 @@
 //! refuses every `InvokeCommand` past `commands` per `window` per (app, tenant), answering 429 with `Retry-After` =
 //! the rest of the window (the shape an independent Microsoft 365 double used). N people go into an empty target.
 //!
-//! The bound is what the limit allows: `commands / window` commands per second, divided by the commands each
-//! contact costs (`InvokeCommand` requests the simulator served ÷ contacts created, reads included). The figure is
-//! the run's contacts per second as a ratio of that bound (aim ≥ 0.85), with the failed objects (aim 0) and the
-//! requests refused (each window should end with at most the requests already in flight, `max_concurrency`).
-//! `GALBRIDGE_BENCH_PEOPLE` (default 600), `GALBRIDGE_BENCH_WINDOW_COMMANDS` (400), `GALBRIDGE_BENCH_WINDOW_SECS` (10).
+//! The bound is what the limit allows. The commands a run needs (`InvokeCommand` requests the simulator served, reads
+//! included; about 3 per contact) fill `ceil(served / commands)` windows, and the windows are fixed: the least time
+//! the limit allows is `(windows − 1) × window` (the last window's commands go at once). The figure is that least
+//! time as a ratio of the run's time (aim ≥ 0.85), with the failed objects (aim 0) and the requests refused (each
+//! window should end with at most the requests already in flight, `max_concurrency`, never a stream of retries).
+//! `GALBRIDGE_BENCH_PEOPLE` (default 1200), `GALBRIDGE_BENCH_WINDOW_COMMANDS` (400), `GALBRIDGE_BENCH_WINDOW_SECS` (10).
 
 #[path = "support/binary.rs"]
 mod binary;
@@ -22,7 +23,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let people = env_number("GALBRIDGE_BENCH_PEOPLE", 600) as usize;
+    let people = env_number("GALBRIDGE_BENCH_PEOPLE", 1200) as usize;
     let commands = env_number("GALBRIDGE_BENCH_WINDOW_COMMANDS", 400);
     let window_secs = env_number("GALBRIDGE_BENCH_WINDOW_SECS", 10);
     let sim = m365_sim::start(m365_sim::SimConfig {
@@ -51,8 +52,8 @@ async fn main() {
     let refused = control.count(Service::Exchange, "", Some(429));
     let failed = run.report["failures"].as_array().map_or(0, Vec::len);
     let per_contact = served as f64 / created.max(1) as f64;
-    let bound = commands as f64 / window_secs as f64 / per_contact;
-    let actual = created as f64 / run.secs;
+    let windows_needed = served.div_ceil(commands.max(1));
+    let least_secs = (windows_needed.saturating_sub(1) * window_secs) as f64;
     let windows = (run.secs / window_secs as f64).ceil();
     println!(
         "{people} source people, limit {commands} commands / {window_secs} s per (app, tenant): {created} contacts in {:.1} s",
@@ -65,8 +66,8 @@ async fn main() {
         run.report["outcome"]
     );
     println!(
-        "  throughput {actual:.1} contacts/s, bound {bound:.1} contacts/s: ratio {:.2} (aim >= 0.85)",
-        actual / bound
+        "  the limit allows it in {least_secs:.0} s ({windows_needed} windows): ratio {:.2} of the bound (aim >= 0.85)",
+        least_secs / run.secs
     );
     let _ = std::fs::remove_dir_all(&dir);
     sim.shutdown().await;

@@ -6,6 +6,7 @@
 //! - [`scope`]: which source objects flow to the target (and loop prevention).
 //! - [`plan`]: the plan as data (JSON and a human table); [`diff`] computes it; [`names`] keeps target names unique.
 //! - [`safety`]: the deletion threshold and quarantine.
+//! - [`source_stage`]: the source side every link runs first (read, hidden, scope, map) into a batch.
 //! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
 //! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
 //! - [`runner`]: one run of a link; [`lease`]: keeping the link's lease while it runs.
@@ -34,6 +35,7 @@ pub mod runner;
 pub mod safety;
 pub mod scope;
 pub mod service;
+pub mod source_stage;
 pub mod spec;
 pub mod targets;
 #[cfg(test)]

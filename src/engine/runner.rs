@@ -1,27 +1,25 @@
-//! One run of one link (docs/architecture.md, "One sync run"): take the lease (renewed while running), load the
-//! checkpoint, read the source (delta, or full on the first run / `410` / `full` / periodic reconcile), filter the
-//! scope, map, diff, apply the safety net, apply the plan, commit the delta link only if everything applied, release
-//! the lease, store the run report. A dry run stops after the safety net and returns the plan.
+//! One run of one mail-contact link (docs/architecture.md, "One sync run"): take the lease (renewed while running),
+//! load the checkpoint, run the shared source stage (`source_stage`: read, hidden, scope, map), diff, apply the safety
+//! net, apply the plan, commit what the source stage read only if everything applied, release the lease, store the
+//! run report. A dry run stops after the safety net and returns the plan.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use super::diff::{DiffInput, SourceView, diff};
-use super::entry::{anchor_for, anchor_prefix_for};
+use super::entry::anchor_prefix_for;
 use super::lease::HeldLease;
-use super::mapping::graph_select_for;
 use super::ports::{
-    CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory, SourceRead,
+    CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory,
 };
 use super::records::load_managed;
 use super::safety;
-use super::scope::{HiddenRun, HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
-use super::spec::{LinkSpec, ObjectOverride};
+use super::source_stage::{SourceRules, read_source};
+use super::spec::LinkSpec;
 use super::targets::mail_contact::{IntentResolution, MailContactApplier};
 use crate::report::{
     Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
@@ -239,80 +237,18 @@ impl Runner {
     ) -> Result<RunBody, StepError> {
         let now = Utc::now();
         let mut checkpoint = self.store.load_checkpoint(&link.name).await?;
-        let tenant_id = self.source.tenant_id().await.map_err(StepError::Source)?;
-
-        // Group scoping: membership changes do not show in users/delta, so a changed member set forces a full read.
-        let mut group_members = HashSet::new();
-        for group in &link.scope.groups {
-            for id in self
-                .source
-                .group_members(group)
-                .await
-                .map_err(StepError::Source)?
-            {
-                group_members.insert(id.to_ascii_lowercase());
-            }
-        }
-        let groups_hash = members_hash(&group_members);
-        let groups_changed = !link.scope.groups.is_empty()
-            && checkpoint
-                .extra
-                .get("group_members_hash")
-                .and_then(|v| v.as_str())
-                != Some(groups_hash.as_str());
-
-        let reconcile_due = checkpoint
-            .last_full_sync
-            .is_none_or(|last| now - last >= link.full_reconcile_every);
-        // Org contacts are read in full on every run (no delta link of their own), so such links reconcile fully.
-        let mut full = options.full
-            || checkpoint.delta_link.is_none()
-            || reconcile_due
-            || groups_changed
-            || link.scope.include_org_contacts
-            || hidden_needs_full(&link.scope, &checkpoint);
-        let select = graph_select_for(&link.mapping, &link.scope.filter_attributes());
-        let from_checkpoint = if full {
-            None
-        } else {
-            checkpoint.delta_link.clone()
-        };
-        let mut read: SourceRead = match self
-            .source
-            .read_users(from_checkpoint.as_deref(), &select)
-            .await
-        {
-            Ok(read) => read,
-            Err(PortError::DeltaExpired) => {
-                // Quirk (docs/microsoft-facts.md §2): delta tokens live about 7 days; 410 Gone means start over.
-                tracing::info!(link = %link.name, "Delta token expired; reading the source in full.");
-                full = true;
-                self.source
-                    .read_users(None, &select)
-                    .await
-                    .map_err(StepError::Source)?
-            }
-            Err(error) => return Err(StepError::Source(error)),
-        };
-        if link.scope.include_org_contacts {
-            read.objects.extend(
-                self.source
-                    .read_org_contacts()
-                    .await
-                    .map_err(StepError::Source)?,
-            );
-        }
-        let run = HiddenRun {
-            rules: &link.scope,
+        let rules = SourceRules {
+            link: &link.name,
             source_tenant: &link.source_tenant,
-            checkpoint: &checkpoint,
-            full,
-            select: &select,
-            group_members: &group_members,
+            scope: &link.scope,
+            mapping: &link.mapping,
+            overrides: &link.overrides,
+            full_reconcile_every: link.full_reconcile_every,
         };
-        let hidden = read_hidden(run, self.source.as_ref(), &mut read)
+        let mut batch = read_source(&rules, self.source.as_ref(), &checkpoint, options.full, now)
             .await
             .map_err(StepError::Source)?;
+        let full = batch.full;
         let mode = if options.dry_run {
             RunMode::DryRun
         } else if full {
@@ -320,7 +256,7 @@ impl Runner {
         } else {
             RunMode::Incremental
         };
-        let warnings = hidden.warnings();
+        let warnings = batch.warnings();
 
         let mut managed = load_managed(self.store.as_ref(), &link.name).await?;
         let no_prior_intents = BTreeSet::new();
@@ -343,7 +279,11 @@ impl Runner {
             IntentResolution::default()
         };
 
-        let source_view = self.source_view(link, &tenant_id, &read, full, &group_members, &hidden);
+        let source_view = SourceView {
+            complete: full,
+            desired: std::mem::take(&mut batch.desired),
+            gone: std::mem::take(&mut batch.gone),
+        };
         let target_objects = if full {
             Some(
                 self.target
@@ -354,7 +294,7 @@ impl Runner {
         } else {
             None
         };
-        let anchor_prefix = anchor_prefix_for(&tenant_id);
+        let anchor_prefix = anchor_prefix_for(&batch.tenant_id);
         let mut plan = diff(&DiffInput {
             source: &source_view,
             managed: &managed,
@@ -365,8 +305,8 @@ impl Runner {
         plan.link = link.name.clone();
         plan.target_kind = "mail_contact".into();
         plan.full = full;
-        plan.from_checkpoint = from_checkpoint;
-        plan.to_checkpoint = Some(read.delta_link.clone());
+        plan.from_checkpoint = batch.from_checkpoint.clone();
+        plan.to_checkpoint = Some(batch.delta_link.clone());
         // A person whose interrupted create could not be looked up waits for the next run (creating now could
         // duplicate a contact that exists).
         plan.creates
@@ -384,12 +324,8 @@ impl Runner {
             now,
         );
         let planned = plan.counts();
-        let source_read = read.objects.len() as u64;
-        let source_changes = if full {
-            source_read
-        } else {
-            read.objects.len() as u64
-        };
+        let source_read = batch.read;
+        let source_changes = batch.read;
 
         if options.dry_run {
             return Ok(RunBody {
@@ -427,16 +363,7 @@ impl Runner {
         checkpoint.quarantine = quarantine.clone();
         if outcome == RunOutcome::Succeeded {
             // Only a plan that fully applied moves the checkpoint (a held removal or a failure replays next time).
-            checkpoint.delta_link = Some(read.delta_link.clone());
-            if full {
-                checkpoint.last_full_sync = Some(now);
-            }
-            if !link.scope.groups.is_empty() {
-                checkpoint
-                    .extra
-                    .insert("group_members_hash".into(), groups_hash.into());
-            }
-            hidden.commit(&mut checkpoint);
+            batch.commit(&mut checkpoint, now);
         }
         if !lost {
             self.store.save_checkpoint(&link.name, &checkpoint).await?;
@@ -454,70 +381,6 @@ impl Runner {
             warnings,
         })
     }
-
-    fn source_view(
-        &self,
-        link: &LinkSpec,
-        tenant_id: &str,
-        read: &SourceRead,
-        full: bool,
-        group_members: &HashSet<String>,
-        hidden: &HiddenStage,
-    ) -> SourceView {
-        let mut view = SourceView {
-            complete: full,
-            ..SourceView::default()
-        };
-        let facts = ScopeFacts {
-            group_members,
-            hidden: &hidden.hidden,
-        };
-        for object in &read.objects {
-            let anchor = anchor_for(tenant_id, &object.id);
-            let object_override = link.overrides.get(&object.id.to_ascii_lowercase());
-            let decision = match (link.scope.check(object, &facts), object_override) {
-                (Ok(()), Some(ObjectOverride::Exclude)) => Err("excluded".to_owned()),
-                (Ok(()), _) => Ok(()),
-                (Err(reason), _) => Err(serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "out_of_scope".into())),
-            };
-            match decision {
-                Ok(()) => {
-                    let mapping = match object_override {
-                        Some(ObjectOverride::Mapping(mapping)) => mapping,
-                        _ => &link.mapping,
-                    };
-                    view.desired.insert(
-                        anchor.clone(),
-                        mapping.render(&anchor, object, &link.source_tenant),
-                    );
-                }
-                Err(reason) => {
-                    view.gone.insert(anchor, reason);
-                }
-            }
-        }
-        // People hidden since the last run whom Graph's delta did not bring: leavers.
-        for id in &hidden.left {
-            view.gone
-                .entry(anchor_for(tenant_id, id))
-                .or_insert_with(|| "hidden".to_owned());
-        }
-        view
-    }
-}
-
-fn members_hash(members: &HashSet<String>) -> String {
-    let mut sorted: Vec<&String> = members.iter().collect();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    for id in sorted {
-        hasher.update(id.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(hasher.finalize())
 }
 
 fn summary(link: &str, body: &RunBody) -> String {

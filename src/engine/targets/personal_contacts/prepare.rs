@@ -1,9 +1,9 @@
-//! The source side of a phones run: read the source (delta, or full), filter the scope, map to entries, merge into
-//! the link's snapshot, read photos, and decide who changed and who left. Shares the engine's scope rules, mapping,
-//! overrides and delta handling with the mail-contact runner.
+//! The source side of a phones run: the shared source stage (`engine::source_stage`: read, hidden, scope, map),
+//! merged into the link's snapshot, with photos, deciding who changed and who left.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::Utc;
 use futures::StreamExt;
 
 use super::contact::{desired_hash, photo_hash, render_properties};
@@ -11,11 +11,9 @@ use super::mailbox_sync::Desired;
 use super::photos::PhotoCache;
 use super::records::SnapshotEntry;
 use super::spec::PhonesSpec;
-use crate::engine::entry::{Entry, Field, anchor_for};
-use crate::engine::mapping::graph_select_for;
-use crate::engine::ports::{PortError, SourceDirectory, SourceRead};
-use crate::engine::scope::{HiddenRun, HiddenStage, ScopeFacts, hidden_needs_full, read_hidden};
-use crate::engine::spec::ObjectOverride;
+use crate::engine::entry::Field;
+use crate::engine::ports::{PortError, SourceDirectory};
+use crate::engine::source_stage::{SourceBatch, SourceRules, read_source as read_source_batch};
 use crate::state::LinkCheckpoint;
 
 /// Concurrent source photo reads.
@@ -25,7 +23,6 @@ const PHOTO_READS: usize = 8;
 pub struct SourceSide {
     pub full: bool,
     pub from_checkpoint: Option<String>,
-    pub delta_link: String,
     pub read: u64,
     /// The snapshot after this run (people in scope, with photo hashes).
     pub next: BTreeMap<String, SnapshotEntry>,
@@ -33,13 +30,12 @@ pub struct SourceSide {
     pub changed: BTreeSet<String>,
     /// People in the old snapshot no longer in scope.
     pub removed: BTreeSet<String>,
-    pub groups_hash: Option<String>,
     pub photo_failures: Vec<(String, String)>,
-    /// Who is hidden from the address lists (commit it with the checkpoint; its warning goes in the report).
-    pub hidden: HiddenStage,
+    /// The shared source stage's batch: its checkpoint commit and warnings.
+    pub batch: SourceBatch,
 }
 
-/// Reads the source and merges it into `snapshot`.
+/// Reads the source through the shared source stage and merges it into `snapshot`, with photos.
 pub async fn read_source(
     link: &PhonesSpec,
     source: &dyn SourceDirectory,
@@ -48,87 +44,18 @@ pub async fn read_source(
     force_full: bool,
     photos: Option<&PhotoCache>,
 ) -> Result<SourceSide, PortError> {
-    let now = chrono::Utc::now();
-    let tenant_id = source.tenant_id().await?;
-    let mut group_members = HashSet::new();
-    for group in &link.scope.groups {
-        for id in source.group_members(group).await? {
-            group_members.insert(id.to_ascii_lowercase());
-        }
-    }
-    let groups_hash = (!link.scope.groups.is_empty()).then(|| members_hash(&group_members));
-    let groups_changed = groups_hash.is_some()
-        && checkpoint
-            .extra
-            .get("group_members_hash")
-            .and_then(|v| v.as_str())
-            != groups_hash.as_deref();
-    let reconcile_due = checkpoint
-        .last_full_sync
-        .is_none_or(|last| now - last >= link.full_reconcile_every);
-    let mut full = force_full
-        || checkpoint.delta_link.is_none()
-        || reconcile_due
-        || groups_changed
-        || link.scope.include_org_contacts
-        || hidden_needs_full(&link.scope, checkpoint);
-    let select = graph_select_for(&link.mapping, &link.scope.filter_attributes());
-    let from_checkpoint = if full {
-        None
-    } else {
-        checkpoint.delta_link.clone()
-    };
-    let mut read: SourceRead = match source.read_users(from_checkpoint.as_deref(), &select).await {
-        Ok(read) => read,
-        // Quirk (docs/microsoft-facts.md §2): delta tokens live about 7 days; 410 Gone means start over.
-        Err(PortError::DeltaExpired) => {
-            full = true;
-            source.read_users(None, &select).await?
-        }
-        Err(error) => return Err(error),
-    };
-    if link.scope.include_org_contacts {
-        read.objects.extend(source.read_org_contacts().await?);
-    }
-    let run = HiddenRun {
-        rules: &link.scope,
+    let rules = SourceRules {
+        link: &link.name,
         source_tenant: &link.source_tenant,
-        checkpoint,
-        full,
-        select: &select,
-        group_members: &group_members,
+        scope: &link.scope,
+        mapping: &link.mapping,
+        overrides: &link.overrides,
+        full_reconcile_every: link.full_reconcile_every,
     };
-    let hidden = read_hidden(run, source, &mut read).await?;
-    let facts = ScopeFacts {
-        group_members: &group_members,
-        hidden: &hidden.hidden,
-    };
-
-    // Scope and mapping, as the mail-contact runner does them.
-    let mut desired: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut gone: BTreeSet<String> = BTreeSet::new();
-    for object in &read.objects {
-        let anchor = anchor_for(&tenant_id, &object.id);
-        let object_override = link.overrides.get(&object.id.to_ascii_lowercase());
-        let in_scope = link.scope.check(object, &facts).is_ok()
-            && !matches!(object_override, Some(ObjectOverride::Exclude));
-        if in_scope {
-            let mapping = match object_override {
-                Some(ObjectOverride::Mapping(mapping)) => mapping,
-                _ => &link.mapping,
-            };
-            desired.insert(
-                anchor.clone(),
-                mapping.render(&anchor, object, &link.source_tenant),
-            );
-        } else {
-            gone.insert(anchor);
-        }
-    }
-    // People hidden since the last run whom Graph's delta did not bring: leavers.
-    for id in &hidden.left {
-        gone.insert(anchor_for(&tenant_id, id));
-    }
+    let mut batch = read_source_batch(&rules, source, checkpoint, force_full, Utc::now()).await?;
+    let full = batch.full;
+    let desired = std::mem::take(&mut batch.desired);
+    let gone: Vec<String> = batch.gone.keys().cloned().collect();
 
     // Photos of the people read in this run (photos are not tracked by delta).
     let mut photo_hashes: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -178,15 +105,13 @@ pub async fn read_source(
         .collect();
     Ok(SourceSide {
         full,
-        from_checkpoint,
-        delta_link: read.delta_link,
-        read: read.objects.len() as u64,
+        from_checkpoint: batch.from_checkpoint.clone(),
+        read: batch.read,
         next,
         changed,
         removed,
-        groups_hash,
         photo_failures,
-        hidden,
+        batch,
     })
 }
 
@@ -218,16 +143,4 @@ pub fn desired_contacts(
             )
         })
         .collect()
-}
-
-fn members_hash(members: &HashSet<String>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut sorted: Vec<&String> = members.iter().collect();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    for id in sorted {
-        hasher.update(id.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(hasher.finalize())
 }

@@ -288,7 +288,7 @@ impl PhonesRunner {
                     "mailboxes_joining": joined,
                     "mailboxes_leaving": left,
                 })),
-                warnings: source.hidden.warnings(),
+                warnings: source.batch.warnings(),
             });
         }
 
@@ -403,7 +403,7 @@ impl PhonesRunner {
                 failures,
                 quarantine,
                 plan: None,
-                warnings: source.hidden.warnings(),
+                warnings: source.batch.warnings(),
             });
         }
         let hard = failures
@@ -428,16 +428,7 @@ impl PhonesRunner {
         checkpoint.last_run_at = Some(Utc::now());
         checkpoint.quarantine = quarantine.clone();
         if outcome == RunOutcome::Succeeded {
-            checkpoint.delta_link = Some(source.delta_link.clone());
-            if source.full {
-                checkpoint.last_full_sync = Some(now);
-            }
-            if let Some(hash) = &source.groups_hash {
-                checkpoint
-                    .extra
-                    .insert("group_members_hash".into(), json!(hash));
-            }
-            source.hidden.commit(&mut checkpoint);
+            source.batch.commit(&mut checkpoint, now);
         }
         if !hard {
             checkpoint.extra.remove(OPEN_MARK);
@@ -453,7 +444,7 @@ impl PhonesRunner {
             failures,
             quarantine,
             plan: None,
-            warnings: source.hidden.warnings(),
+            warnings: source.batch.warnings(),
         })
     }
 
