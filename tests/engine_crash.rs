@@ -12,7 +12,7 @@ use engine_support::in_default_scope;
 use galbridge::config::Config;
 use galbridge::engine::adapters::simulated::sim_connector;
 use galbridge::engine::from_config::link_spec;
-use galbridge::engine::runner::Runner;
+use galbridge::engine::targets::mail_contact::Runner;
 use galbridge::engine::service::Connector;
 use galbridge::report::{RunOptions, RunOutcome};
 use galbridge::state::FileStore;

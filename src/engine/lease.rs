@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Mutex, Notify};
 
-use super::runner::RunError;
 use crate::state::{Lease, StateError, StateStore};
 
 /// A run's hold on its link: the lease (shared with its renewal), the flag the renewal raises when the lease is
-/// lost, and the renewal itself. Every kind of run (sync, purge, of either target kind) starts with [`HeldLease::acquire`].
+/// lost, and the renewal itself. Every kind of run (sync, purge, of either target kind) takes it through `lifecycle::run_leased`.
 pub(crate) struct HeldLease {
     pub(crate) lease: Arc<Mutex<Lease>>,
     pub(crate) cancelled: Arc<AtomicBool>,
@@ -19,28 +18,14 @@ pub(crate) struct HeldLease {
 
 impl HeldLease {
     /// Takes the link's lease for `holder` and starts renewing it; a lease another run holds is
-    /// [`RunError::LeaseHeld`] (the caller refuses the run, naming the holder).
+    /// [`StateError::LeaseHeld`] (the caller refuses the run, naming the holder).
     pub(crate) async fn acquire(
         store: &Arc<dyn StateStore>,
         link: &str,
         holder: &str,
         ttl: chrono::Duration,
-    ) -> Result<Self, RunError> {
-        let lease = match store.acquire_lease(link, holder, ttl).await {
-            Ok(lease) => lease,
-            Err(StateError::LeaseHeld {
-                link,
-                holder,
-                until,
-            }) => {
-                return Err(RunError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                });
-            }
-            Err(error) => return Err(RunError::State(error)),
-        };
+    ) -> Result<Self, StateError> {
+        let lease = store.acquire_lease(link, holder, ttl).await?;
         let lease = Arc::new(Mutex::new(lease));
         let cancelled = Arc::new(AtomicBool::new(false));
         let renewal = LeaseRenewal::start(store.clone(), lease.clone(), cancelled.clone(), ttl);

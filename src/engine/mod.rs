@@ -1,21 +1,21 @@
-//! The sync engine: one run of a link, step by step (docs/architecture.md, "One sync run"): read the source,
-//! filter the scope, map to entries, diff into a [`plan::Plan`], apply the safety threshold, apply the plan to the
-//! target, checkpoint. Rooms:
+//! The sync engine: one run of a link, step by step (docs/architecture.md, "One sync run"). Every link runs the same
+//! lifecycle ([`lifecycle`]: lease, counters, report, run record) around the same source stage ([`source_stage`]:
+//! read, hidden, scope, map), then its target's own steps ([`targets`], one folder per target kind: plan, safety,
+//! apply, checkpoint). Rooms:
 //! - [`entry`]: the normalised person, anchors, content hashes, source attribute bags.
 //! - [`mapping`]: templates from source attributes to entry fields.
-//! - [`scope`]: which source objects flow to the target (and loop prevention).
+//! - [`scope`]: which source objects flow to the target (loop prevention, hidden in Exchange).
 //! - [`plan`]: the plan as data (JSON and a human table); [`diff`] computes it; [`names`] keeps target names unique.
 //! - [`safety`]: the deletion threshold and quarantine.
-//! - [`source_stage`]: the source side every link runs first (read, hidden, scope, map) into a batch.
-//! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`].
-//! - [`spec`]: a link as the engine runs it; [`ports`]: what the runner needs from Graph, Exchange and counters.
-//! - [`runner`]: one run of a link; [`lease`]: keeping the link's lease while it runs.
+//! - [`source_stage`]: the source side every link runs first, into a batch its target plans from.
+//! - [`lifecycle`]: what every run shares; [`lease`]: keeping the link's lease while it runs.
+//! - [`targets`]: `mail_contact` (Exchange mail contacts) and `personal_contacts` (GAL to phones): run, apply, purge.
+//! - [`from_config`]: resolved configuration links to [`spec::LinkSpec`]; [`spec`]: a link as the engine runs it;
+//!   [`ports`]: what the targets need from Graph, Exchange and counters.
 //! - [`service`]: [`service::EngineService`], the engine behind the front doors' `SyncService`.
 //! - [`build`]: the state store and the service from a loaded configuration.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
-//! - [`purge`]: removing everything a link manages (uninstall).
-//! - [`records`]: managed objects in the state store; [`targets`]: appliers of plans per target kind
-//!   (`targets::personal_contacts` has its own runner for GAL to phones).
+//! - [`records`]: managed objects in the state store.
 //! - [`phones_demo`]: the demo's GAL-to-phones step.
 
 pub mod adapters;
@@ -24,14 +24,13 @@ pub mod diff;
 pub mod entry;
 pub mod from_config;
 pub mod lease;
+pub mod lifecycle;
 pub mod mapping;
 pub mod names;
 pub mod phones_demo;
 pub mod plan;
 pub mod ports;
-pub mod purge;
 pub mod records;
-pub mod runner;
 pub mod safety;
 pub mod scope;
 pub mod service;

@@ -11,7 +11,8 @@ use tokio::sync::Mutex;
 
 use super::from_config::{SpecError, link_spec};
 use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
-use super::runner::{DEFAULT_LEASE_TTL_SECS, RunError, Runner};
+use super::lifecycle::RunError;
+use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, Runner};
 use super::spec::LinkSpec;
 use super::targets::personal_contacts::{PhonesRunner, PhonesSpec, phones_spec};
 use crate::config::{Config, NamedTenant, ResolvedLink};

@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use super::entry::{Entry, anchor_for};
 use super::mapping::{Mapping, graph_select_for};
 use super::ports::{PortError, SourceDirectory, SourceRead};
-use super::scope::{HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden};
+use super::scope::{
+    HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden,
+};
 use super::spec::ObjectOverride;
 use crate::state::LinkCheckpoint;
 

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use chrono::Utc;
 use serde_json::json;
@@ -20,9 +19,8 @@ use super::prepare::{desired_contacts, read_source};
 use super::records::{load_mailbox, load_snapshot, save_snapshot};
 use super::spec::PhonesSpec;
 use crate::engine::entry::anchor_prefix_for;
-use crate::engine::lease::HeldLease;
-use crate::engine::ports::{CounterSnapshot, RequestCounters, SourceDirectory};
-use crate::engine::runner::{RunBody, RunError, RunStart, record_run};
+use crate::engine::lifecycle::{Ending, RunBody, RunError, RunScope, run_leased};
+use crate::engine::ports::{RequestCounters, SourceDirectory};
 use crate::engine::safety::SafetyLimits;
 use crate::m365::GraphClient;
 use crate::report::{
@@ -51,11 +49,15 @@ pub struct PhonesRunner {
 }
 
 impl PhonesRunner {
-    fn counters(&self) -> CounterSnapshot {
-        self.counters
-            .as_ref()
-            .map(|c| c.snapshot())
-            .unwrap_or_default()
+    /// What the run lifecycle needs of this runner for `link`.
+    pub(crate) fn scope<'a>(&'a self, link: &'a str) -> RunScope<'a> {
+        RunScope {
+            store: &self.store,
+            link,
+            holder: &self.holder,
+            lease_ttl: self.lease_ttl,
+            counters: self.counters.as_ref(),
+        }
     }
 
     /// Runs the link once. A concurrent run of the same link is refused with [`RunError::LeaseHeld`].
@@ -64,69 +66,19 @@ impl PhonesRunner {
         link: &PhonesSpec,
         options: &RunOptions,
     ) -> Result<RunReport, RunError> {
-        let started_at = Utc::now();
-        let clock = Instant::now();
-        let run_id = uuid::Uuid::new_v4().to_string();
-        let before = self.counters();
-        let holder = format!("{}:{run_id}", self.holder);
-        let HeldLease {
-            lease,
-            cancelled,
-            renewal,
-        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
-        let body = match self.steps(link, options, &cancelled).await {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::warn!(link = %link.name, error = %error, "Phones run failed.");
-                RunBody::failure(RunMode::Incremental, "state_error", error.to_string())
+        let ending = Ending::Sync {
+            dry_run: options.dry_run,
+        };
+        run_leased(self.scope(&link.name), ending, |cancelled| async move {
+            match self.steps(link, options, &cancelled).await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::warn!(link = %link.name, error = %error, "Phones run failed.");
+                    RunBody::failure(RunMode::Incremental, "state_error", error.to_string())
+                }
             }
-        };
-        renewal.finish().await;
-        let held = lease.lock().await.clone();
-        if let Err(error) = self.store.release_lease(&held).await {
-            tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
-        }
-        let spent = self.counters().since(&before);
-        let counts = if body.outcome == RunOutcome::Planned {
-            &body.planned
-        } else {
-            &body.applied
-        };
-        let summary = format!(
-            "{}: {:?} run {:?}: read {}, contacts created {}, updated {}, deleted {}, adopted {}, unchanged {}, {} failed{}",
-            link.name,
-            body.mode,
-            body.outcome,
-            body.source_read,
-            counts.creates,
-            counts.updates,
-            counts.deletes,
-            counts.adoptions,
-            counts.unchanged,
-            body.failures.len(),
-            body.quarantine
-                .as_ref()
-                .map(|q| format!(
-                    ", QUARANTINED: {} deletes held ({})",
-                    q.held_deletes, q.threshold
-                ))
-                .unwrap_or_default()
-        );
-        let start = RunStart {
-            run_id,
-            started_at,
-            clock,
-        };
-        Ok(record_run(
-            self.store.as_ref(),
-            &link.name,
-            start,
-            spent,
-            body,
-            summary,
-            options,
-        )
-        .await)
+        })
+        .await
     }
 
     async fn steps(

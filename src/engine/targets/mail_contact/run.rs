@@ -3,44 +3,26 @@
 //! net, apply the plan, commit what the source stage read only if everything applied, release the lease, store the
 //! run report. A dry run stops after the safety net and returns the plan.
 
+use chrono::Utc;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-
-use super::diff::{DiffInput, SourceView, diff};
-use super::entry::anchor_prefix_for;
-use super::lease::HeldLease;
-use super::ports::{
-    CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory,
-};
-use super::records::load_managed;
-use super::safety;
-use super::source_stage::{SourceRules, read_source};
-use super::spec::LinkSpec;
-use super::targets::mail_contact::{IntentResolution, MailContactApplier};
-use crate::report::{
-    Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
-};
+use crate::engine::diff::{DiffInput, SourceView, diff};
+use crate::engine::entry::anchor_prefix_for;
+pub use crate::engine::lifecycle::RunError;
+use crate::engine::lifecycle::{Ending, RunBody, RunScope, run_leased};
+use crate::engine::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
+use crate::engine::records::load_managed;
+use crate::engine::safety;
+use crate::engine::source_stage::{SourceRules, read_source};
+use crate::engine::spec::LinkSpec;
+use super::apply::{IntentResolution, MailContactApplier};
+use crate::report::{PlanCounts, RunMode, RunOptions, RunOutcome, RunReport};
 use crate::state::{StateError, StateStore};
 
 /// Default lease duration; the lease is renewed every third of it while the run lasts.
 pub const DEFAULT_LEASE_TTL_SECS: i64 = 120;
-
-/// Why a run did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("link {link:?} is already running (lease held by {holder} until {until})")]
-    LeaseHeld {
-        link: String,
-        holder: String,
-        until: DateTime<Utc>,
-    },
-    #[error("state store: {0}")]
-    State(#[from] StateError),
-}
 
 /// Why a run that started could not complete (it becomes a `Failed` report).
 #[derive(Debug, thiserror::Error)]
@@ -65,21 +47,6 @@ pub struct Runner {
     pub lease_ttl: chrono::Duration,
 }
 
-/// The parts of a report the run itself determines.
-pub(crate) struct RunBody {
-    pub(crate) mode: RunMode,
-    pub(crate) outcome: RunOutcome,
-    pub(crate) source_read: u64,
-    pub(crate) source_changes: u64,
-    pub(crate) planned: PlanCounts,
-    pub(crate) applied: PlanCounts,
-    pub(crate) failures: Vec<Failure>,
-    pub(crate) quarantine: Option<QuarantineInfo>,
-    pub(crate) plan: Option<serde_json::Value>,
-    /// Warnings every report of this link repeats (e.g. `hidden = "graph"`), appended to the summary.
-    pub(crate) warnings: Vec<String>,
-}
-
 impl RunBody {
     fn failed(mode: RunMode, error: &StepError) -> RunBody {
         let kind = match error {
@@ -89,124 +56,29 @@ impl RunBody {
         };
         RunBody::failure(mode, kind, error.to_string())
     }
-
-    /// A run that stopped before applying anything, with one failure of `kind`.
-    pub(crate) fn failure(mode: RunMode, kind: &str, reason: String) -> RunBody {
-        RunBody {
-            mode,
-            outcome: RunOutcome::Failed,
-            source_read: 0,
-            source_changes: 0,
-            planned: PlanCounts::default(),
-            applied: PlanCounts::default(),
-            failures: vec![Failure {
-                anchor: None,
-                mailbox: None,
-                kind: kind.into(),
-                reason,
-            }],
-            quarantine: None,
-            plan: None,
-            warnings: Vec::new(),
-        }
-    }
-}
-
-/// When and how a run started, for its report.
-pub(crate) struct RunStart {
-    pub(crate) run_id: String,
-    pub(crate) started_at: DateTime<Utc>,
-    pub(crate) clock: Instant,
-}
-
-/// Turns a finished run into its report, stores the run record (not for a dry run) and logs the summary: the same
-/// ending for every kind of link.
-pub(crate) async fn record_run(
-    store: &dyn StateStore,
-    link: &str,
-    start: RunStart,
-    spent: CounterSnapshot,
-    body: RunBody,
-    summary: String,
-    options: &RunOptions,
-) -> RunReport {
-    let mut summary = summary;
-    for warning in &body.warnings {
-        tracing::warn!(link = %link, "{warning}");
-        summary.push_str(&format!("; warning: {warning}"));
-    }
-    let report = RunReport {
-        link: link.to_owned(),
-        run_id: start.run_id,
-        mode: body.mode,
-        outcome: body.outcome,
-        started_at: start.started_at,
-        duration_ms: start.clock.elapsed().as_millis() as u64,
-        source_read: body.source_read,
-        source_changes: body.source_changes,
-        summary,
-        planned: body.planned,
-        applied: body.applied,
-        failures: body.failures,
-        throttled_retries: spent.throttled_retries,
-        requests: spent.requests,
-        quarantine: body.quarantine,
-        plan: body.plan,
-    };
-    if !options.dry_run
-        && let Err(error) = store.put_run_record(&report).await
-    {
-        tracing::warn!(link = %link, error = %error, "Storing the run record failed.");
-    }
-    tracing::info!(link = %link, outcome = ?report.outcome, "{}", report.summary);
-    report
 }
 
 impl Runner {
-    fn counters(&self) -> CounterSnapshot {
-        self.counters
-            .as_ref()
-            .map(|c| c.snapshot())
-            .unwrap_or_default()
+    /// What the run lifecycle needs of this runner for `link`.
+    pub(crate) fn scope<'a>(&'a self, link: &'a str) -> RunScope<'a> {
+        RunScope {
+            store: &self.store,
+            link,
+            holder: &self.holder,
+            lease_ttl: self.lease_ttl,
+            counters: self.counters.as_ref(),
+        }
     }
 
     /// Runs one link. A second concurrent run of the same link is refused with [`RunError::LeaseHeld`].
     pub async fn run(&self, link: &LinkSpec, options: &RunOptions) -> Result<RunReport, RunError> {
-        let started_at = Utc::now();
-        let clock = Instant::now();
-        let run_id = uuid::Uuid::new_v4().to_string();
-        let before = self.counters();
-        let holder = format!("{}:{run_id}", self.holder);
-        let HeldLease {
-            lease,
-            cancelled,
-            renewal,
-        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
-
-        let body = self.run_leased(link, options, &cancelled).await;
-
-        renewal.finish().await;
-        let held = lease.lock().await.clone();
-        if let Err(error) = self.store.release_lease(&held).await {
-            tracing::warn!(link = %link.name, error = %error, "Releasing the lease failed; it will expire.");
-        }
-        let spent = self.counters().since(&before);
-        let summary = summary(&link.name, &body);
-        let start = RunStart {
-            run_id,
-            started_at,
-            clock,
+        let ending = Ending::Sync {
+            dry_run: options.dry_run,
         };
-        Ok(record_run(
-            self.store.as_ref(),
-            &link.name,
-            start,
-            spent,
-            body,
-            summary,
-            options,
-        )
-        .await)
+        run_leased(self.scope(&link.name), ending, |cancelled| async move {
+            self.run_leased(link, options, &cancelled).await
+        })
+        .await
     }
 
     async fn run_leased(
@@ -383,50 +255,6 @@ impl Runner {
     }
 }
 
-fn summary(link: &str, body: &RunBody) -> String {
-    let counts = if body.outcome == RunOutcome::Planned {
-        &body.planned
-    } else {
-        &body.applied
-    };
-    let mut text = format!(
-        "{link}: {} run {}: read {}, created {}, updated {}, deleted {}, hidden {}, adopted {}, conflicts {}, unchanged {}",
-        label(&body.mode),
-        label(&body.outcome),
-        body.source_read,
-        counts.creates,
-        counts.updates,
-        counts.deletes,
-        counts.hides,
-        counts.adoptions,
-        counts.conflicts,
-        counts.unchanged
-    );
-    let hard = body
-        .failures
-        .iter()
-        .filter(|f| !f.kind.starts_with("conflict"))
-        .count();
-    if hard > 0 {
-        text.push_str(&format!(", {hard} failed"));
-    }
-    if let Some(quarantine) = &body.quarantine {
-        text.push_str(&format!(
-            ", QUARANTINED: {} deletes held ({})",
-            quarantine.held_deletes, quarantine.threshold
-        ));
-    }
-    text
-}
-
-/// The snake_case name of a report enum.
-fn label<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
-#[path = "runner_tests.rs"]
+#[path = "run_tests.rs"]
 mod tests;

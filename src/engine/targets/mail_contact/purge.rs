@@ -2,92 +2,59 @@
 //! (whatever its `on_delete` policy), then the link's state is forgotten. A dry run first lists what would go.
 //! Only objects carrying this link's anchors are touched, as everywhere else.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
-use chrono::Utc;
-
-use super::diff::OnDelete;
-use super::entry::{Field, anchor_prefix_for};
-use super::lease::HeldLease;
-use super::plan::{Plan, Removal, RemovalAction};
-use super::records::load_managed;
-use super::runner::{RunError, Runner};
-use super::spec::LinkSpec;
-use super::targets::mail_contact::MailContactApplier;
+use crate::engine::diff::OnDelete;
+use crate::engine::entry::{Field, anchor_prefix_for};
+use crate::engine::lifecycle::{Ending, RunBody, RunError, run_leased};
+use crate::engine::plan::{Plan, Removal, RemovalAction};
+use crate::engine::records::load_managed;
+use super::run::Runner;
+use crate::engine::spec::LinkSpec;
+use super::apply::MailContactApplier;
 use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
 
 impl Runner {
     /// Removes every object the link manages (`execute`), or reports what would go (dry run).
     pub async fn purge(&self, link: &LinkSpec, execute: bool) -> Result<RunReport, RunError> {
-        let started_at = Utc::now();
-        let clock = Instant::now();
-        let run_id = uuid::Uuid::new_v4().to_string();
-        let holder = format!("{}:{run_id}:purge", self.holder);
-        let HeldLease {
-            lease,
-            cancelled,
-            renewal,
-        } = HeldLease::acquire(&self.store, &link.name, &holder, self.lease_ttl).await?;
-
-        let outcome = self.purge_leased(link, execute, &cancelled).await;
-
-        renewal.finish().await;
-        let held = lease.lock().await.clone();
-        let _ = self.store.release_lease(&held).await;
-        let (plan, applied, failures, outcome) = match outcome {
-            Ok(parts) => parts,
-            Err(reason) => (
-                Plan::default(),
-                PlanCounts::default(),
-                vec![Failure {
-                    anchor: None,
-                    mailbox: None,
-                    kind: "purge_failed".into(),
-                    reason,
-                }],
-                RunOutcome::Failed,
-            ),
-        };
-        let planned = plan.counts();
-        let summary = format!(
-            "{}: purge {}: {} managed objects {}",
-            link.name,
-            if execute { "ran" } else { "planned" },
-            planned.deletes,
-            if execute {
-                format!(
-                    "removed ({} removed, {} failed)",
-                    applied.deletes,
-                    failures.len()
-                )
-            } else {
-                "would be removed".into()
-            }
-        );
-        Ok(RunReport {
-            link: link.name.clone(),
-            run_id,
-            mode: if execute {
-                RunMode::Full
-            } else {
-                RunMode::DryRun
+        run_leased(
+            self.scope(&link.name),
+            Ending::Purge,
+            |cancelled| async move {
+                let (plan, applied, failures, outcome) =
+                    match self.purge_leased(link, execute, &cancelled).await {
+                        Ok(parts) => parts,
+                        Err(reason) => (
+                            Plan::default(),
+                            PlanCounts::default(),
+                            vec![Failure {
+                                anchor: None,
+                                mailbox: None,
+                                kind: "purge_failed".into(),
+                                reason,
+                            }],
+                            RunOutcome::Failed,
+                        ),
+                    };
+                RunBody {
+                    mode: if execute {
+                        RunMode::Full
+                    } else {
+                        RunMode::DryRun
+                    },
+                    outcome,
+                    source_read: 0,
+                    source_changes: 0,
+                    planned: plan.counts(),
+                    applied,
+                    failures,
+                    quarantine: None,
+                    plan: (!execute).then(|| plan.to_json()),
+                    warnings: Vec::new(),
+                }
             },
-            outcome,
-            started_at,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            source_read: 0,
-            source_changes: 0,
-            planned,
-            applied,
-            failures,
-            throttled_retries: 0,
-            requests: BTreeMap::new(),
-            quarantine: None,
-            plan: (!execute).then(|| plan.to_json()),
-            summary,
-        })
+        )
+        .await
     }
 
     async fn purge_leased(
