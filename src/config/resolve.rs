@@ -146,11 +146,26 @@ pub struct AttributeFilter {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FilterTest {
-    /// Equal, ignoring case.
+    /// Equal, ignoring case ([`equals_ignoring_case`]).
     Equals(String),
-    /// Starts with, ignoring case.
+    /// Starts with, ignoring case ([`starts_with_ignoring_case`]).
     StartsWith(String),
     Matches(Pattern),
+}
+
+/// Whether two attribute values are equal, ignoring case: the one case-folding rule of attribute filters
+/// (`equals`, `starts_with`), for the source scope (`engine::scope`) and the mailbox filter alike.
+///
+/// Unicode lowercase, not ASCII: directory values are compared case-insensitively whatever their script
+/// (`equals = "équipe"` must take "Équipe"), and a `starts_with` and an `equals` of one filter must agree on what
+/// "ignoring case" means. ASCII folding would silently keep out people whose department starts with a non-ASCII letter.
+pub fn equals_ignoring_case(value: &str, expected: &str) -> bool {
+    value.to_lowercase() == expected.to_lowercase()
+}
+
+/// Whether an attribute value starts with `prefix`, ignoring case (the rule of [`equals_ignoring_case`]).
+pub fn starts_with_ignoring_case(value: &str, prefix: &str) -> bool {
+    value.to_lowercase().starts_with(&prefix.to_lowercase())
 }
 
 impl AttributeFilter {
@@ -158,10 +173,8 @@ impl AttributeFilter {
     pub fn accepts(&self, value: Option<&str>) -> bool {
         let value = value.unwrap_or("");
         match &self.test {
-            FilterTest::Equals(expected) => value.to_lowercase() == expected.to_lowercase(),
-            FilterTest::StartsWith(prefix) => {
-                value.to_lowercase().starts_with(&prefix.to_lowercase())
-            }
+            FilterTest::Equals(expected) => equals_ignoring_case(value, expected),
+            FilterTest::StartsWith(prefix) => starts_with_ignoring_case(value, prefix),
             FilterTest::Matches(pattern) => pattern.is_match(value),
         }
     }
@@ -301,7 +314,8 @@ impl TargetOptions {
     }
 }
 
-/// Target field → template, for the fields that are synced (an empty template in the file removes a field).
+/// Target field → template, for the fields that are synced (an empty template in the file removes a field). The
+/// engine runs this very mapping (`engine::mapping` renders it).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mapping {
     fields: BTreeMap<EntryField, Template>,
@@ -338,6 +352,11 @@ impl Mapping {
 
     pub fn get(&self, field: EntryField) -> Option<&Template> {
         self.fields.get(&field)
+    }
+
+    /// Whether the field is synced.
+    pub fn syncs(&self, field: EntryField) -> bool {
+        self.fields.contains_key(&field)
     }
 
     /// The synced fields and their templates, in field order.
