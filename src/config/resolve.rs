@@ -3,6 +3,7 @@
 //! Built once from a validated [`ConfigFile`]; the engine never sees meshes, defaults or raw strings.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 
@@ -322,19 +323,21 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The built-in mapping (see [`EntryField::default_template`]).
+    /// The built-in mapping (see [`EntryField::default_template`]), parsed once per process.
     pub fn defaults() -> Self {
-        let fields = EntryField::ALL
-            .into_iter()
-            .filter_map(|field| {
-                let text = field.default_template()?;
-                Some((
-                    field,
-                    Template::parse(text).expect("default templates are valid constants"),
-                ))
-            })
-            .collect();
-        Self { fields }
+        static DEFAULTS: LazyLock<Mapping> = LazyLock::new(|| Mapping {
+            fields: EntryField::ALL
+                .into_iter()
+                .filter_map(|field| {
+                    let text = field.default_template()?;
+                    Some((
+                        field,
+                        Template::parse(text).expect("default templates are valid constants"),
+                    ))
+                })
+                .collect(),
+        });
+        DEFAULTS.clone()
     }
 
     /// This mapping with the fields `config` sets replaced (empty templates remove a field).
