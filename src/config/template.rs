@@ -282,9 +282,10 @@ impl Template {
         &self.parts
     }
 
-    /// The empty template: the field is not synced.
+    /// The empty template, or one of white space only: the field is not synced (the engine has always dropped a
+    /// blank template rather than clear the field with it).
     pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
+        self.text.trim().is_empty()
     }
 
     /// The variables it uses, in order.

@@ -169,6 +169,15 @@ mod tests {
     }
 
     #[test]
+    fn blank_templates_stop_syncing_a_field_like_empty_ones() {
+        let mapping = overlaid(&Mapping::defaults(), "city = \"  \"\nnotes = \" \"").unwrap();
+        assert!(!mapping.syncs(Field::City));
+        assert!(!mapping.syncs(Field::Notes));
+        let entry = mapping.render("a", &ada(), "acme");
+        assert!(!entry.fields.contains_key(&Field::City));
+    }
+
+    #[test]
     fn select_covers_mapped_and_filtered_attributes() {
         let mapping = overlaid(
             &Mapping::defaults(),
