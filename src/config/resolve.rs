@@ -157,9 +157,9 @@ pub enum FilterTest {
 /// Whether two attribute values are equal, ignoring case: the one case-folding rule of attribute filters
 /// (`equals`, `starts_with`), for the source scope (`engine::scope`) and the mailbox filter alike.
 ///
-/// Unicode lowercase, not ASCII: directory values are compared case-insensitively whatever their script
-/// (`equals = "équipe"` must take "Équipe"), and a `starts_with` and an `equals` of one filter must agree on what
-/// "ignoring case" means. ASCII folding would silently keep out people whose department starts with a non-ASCII letter.
+/// Unicode lowercase, not ASCII: it is what the mailbox filter and every `starts_with` already did, an `equals` and a
+/// `starts_with` must agree on what "ignoring case" means, and people's attributes are not ASCII (`equals = "équipe"`
+/// must take "Équipe"; ASCII folding kept such people out of scope without a word). No test asks for ASCII folding.
 pub fn equals_ignoring_case(value: &str, expected: &str) -> bool {
     value.to_lowercase() == expected.to_lowercase()
 }

@@ -170,9 +170,10 @@ impl EntryField {
     /// The template used when the configuration does not map this field (`None`: not synced by default): the one
     /// default mapping, of the configuration and the engine alike.
     ///
-    /// `other_emails` is synced by default (`{otherMails}`, rendered as its first value): that is what every link has
-    /// written since the engine started taking its mapping from the configuration. Dropping it would change every
-    /// person's content hash, so every contact would be rewritten once, and phones would lose the second address.
+    /// `other_emails` is synced by default (`{otherMails}`, rendered as its first value): that is what every link
+    /// writes today, because the engine runs the mapping the configuration resolves (an engine table that left it out
+    /// served only unit tests). Dropping it would change every person's content hash, so every object would be
+    /// rewritten once, and contacts on phones would lose their second address.
     pub fn default_template(self) -> Option<&'static str> {
         Some(match self {
             Self::GivenName => "{givenName}",
