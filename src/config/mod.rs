@@ -34,7 +34,7 @@ pub use names::did_you_mean;
 pub use resolve::{
     AttributeFilter, Cadence, FilterTest, MailContactOptions, Mailboxes, Mapping, NamedTenant,
     ObjectOverride, PersonalContactsOptions, ResolvedLink, Safety, SourceScope, TargetOptions,
-    TenantEndpoints, mesh_link_name,
+    TenantEndpoints, equals_ignoring_case, mesh_link_name, starts_with_ignoring_case,
 };
 pub use secret::Secret;
 pub use template::{EntryField, SOURCE_ATTRIBUTES, SOURCE_TENANT_VARIABLE, Template, TemplatePart};

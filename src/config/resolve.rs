@@ -3,6 +3,7 @@
 //! Built once from a validated [`ConfigFile`]; the engine never sees meshes, defaults or raw strings.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 
@@ -146,11 +147,26 @@ pub struct AttributeFilter {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FilterTest {
-    /// Equal, ignoring case.
+    /// Equal, ignoring case ([`equals_ignoring_case`]).
     Equals(String),
-    /// Starts with, ignoring case.
+    /// Starts with, ignoring case ([`starts_with_ignoring_case`]).
     StartsWith(String),
     Matches(Pattern),
+}
+
+/// Whether two attribute values are equal, ignoring case: the one case-folding rule of attribute filters
+/// (`equals`, `starts_with`), for the source scope (`engine::scope`) and the mailbox filter alike.
+///
+/// Unicode lowercase, not ASCII: it is what the mailbox filter and every `starts_with` already did, an `equals` and a
+/// `starts_with` must agree on what "ignoring case" means, and people's attributes are not ASCII (`equals = "équipe"`
+/// must take "Équipe"; ASCII folding kept such people out of scope without a word). No test asks for ASCII folding.
+pub fn equals_ignoring_case(value: &str, expected: &str) -> bool {
+    value.to_lowercase() == expected.to_lowercase()
+}
+
+/// Whether an attribute value starts with `prefix`, ignoring case (the rule of [`equals_ignoring_case`]).
+pub fn starts_with_ignoring_case(value: &str, prefix: &str) -> bool {
+    value.to_lowercase().starts_with(&prefix.to_lowercase())
 }
 
 impl AttributeFilter {
@@ -158,10 +174,8 @@ impl AttributeFilter {
     pub fn accepts(&self, value: Option<&str>) -> bool {
         let value = value.unwrap_or("");
         match &self.test {
-            FilterTest::Equals(expected) => value.to_lowercase() == expected.to_lowercase(),
-            FilterTest::StartsWith(prefix) => {
-                value.to_lowercase().starts_with(&prefix.to_lowercase())
-            }
+            FilterTest::Equals(expected) => equals_ignoring_case(value, expected),
+            FilterTest::StartsWith(prefix) => starts_with_ignoring_case(value, prefix),
             FilterTest::Matches(pattern) => pattern.is_match(value),
         }
     }
@@ -301,26 +315,29 @@ impl TargetOptions {
     }
 }
 
-/// Target field → template, for the fields that are synced (an empty template in the file removes a field).
+/// Target field → template, for the fields that are synced (an empty template in the file removes a field). The
+/// engine runs this very mapping (`engine::mapping` renders it).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mapping {
     fields: BTreeMap<EntryField, Template>,
 }
 
 impl Mapping {
-    /// The built-in mapping (see [`EntryField::default_template`]).
+    /// The built-in mapping (see [`EntryField::default_template`]), parsed once per process.
     pub fn defaults() -> Self {
-        let fields = EntryField::ALL
-            .into_iter()
-            .filter_map(|field| {
-                let text = field.default_template()?;
-                Some((
-                    field,
-                    Template::parse(text).expect("default templates are valid constants"),
-                ))
-            })
-            .collect();
-        Self { fields }
+        static DEFAULTS: LazyLock<Mapping> = LazyLock::new(|| Mapping {
+            fields: EntryField::ALL
+                .into_iter()
+                .filter_map(|field| {
+                    let text = field.default_template()?;
+                    Some((
+                        field,
+                        Template::parse(text).expect("default templates are valid constants"),
+                    ))
+                })
+                .collect(),
+        });
+        DEFAULTS.clone()
     }
 
     /// This mapping with the fields `config` sets replaced (empty templates remove a field).
@@ -338,6 +355,11 @@ impl Mapping {
 
     pub fn get(&self, field: EntryField) -> Option<&Template> {
         self.fields.get(&field)
+    }
+
+    /// Whether the field is synced.
+    pub fn syncs(&self, field: EntryField) -> bool {
+        self.fields.contains_key(&field)
     }
 
     /// The synced fields and their templates, in field order.

@@ -1,10 +1,14 @@
-//! Mapping templates: the target fields of a normalised entry ([`EntryField`]), the source attributes a template
-//! or filter may name ([`SOURCE_ATTRIBUTES`]), and [`Template`] itself (`"{displayName} ({companyName})"`).
-//! Unknown variables are refused when the file loads, with a suggestion.
+//! Mapping templates: the target fields of a normalised entry ([`EntryField`]) with the one default mapping
+//! ([`EntryField::default_template`]), the source attributes a template or filter may name ([`SOURCE_ATTRIBUTES`]),
+//! and [`Template`] itself (`"{displayName} ({companyName})"`), the one template type of galbridge: parsed once, when
+//! the file loads (unknown variables are refused then, with a suggestion), and rendered by the engine
+//! (`engine::mapping` supplies the values, [`Template::render`] applies the rules).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
+use regex::Regex;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -163,7 +167,13 @@ impl EntryField {
         Self::ALL.into_iter().find(|field| field.as_str() == name)
     }
 
-    /// The template used when the configuration does not map this field (`None`: not synced by default).
+    /// The template used when the configuration does not map this field (`None`: not synced by default): the one
+    /// default mapping, of the configuration and the engine alike.
+    ///
+    /// `other_emails` is synced by default (`{otherMails}`, rendered as its first value): that is what every link
+    /// writes today, because the engine runs the mapping the configuration resolves (an engine table that left it out
+    /// served only unit tests). Dropping it would change every person's content hash, so every object would be
+    /// rewritten once, and contacts on phones would lose their second address.
     pub fn default_template(self) -> Option<&'static str> {
         Some(match self {
             Self::GivenName => "{givenName}",
@@ -273,9 +283,10 @@ impl Template {
         &self.parts
     }
 
-    /// The empty template: the field is not synced.
+    /// The empty template, or one of white space only: the field is not synced (the engine has always dropped a
+    /// blank template rather than clear the field with it).
     pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
+        self.text.trim().is_empty()
     }
 
     /// The variables it uses, in order.
@@ -294,18 +305,47 @@ impl Template {
         }
     }
 
-    /// Renders with `lookup` giving each variable's value (missing values render as empty).
-    /// The result is trimmed, and separators left dangling by empty values are not cleaned: keep templates simple.
+    /// Renders with `lookup` giving each variable's value (the engine supplies them: `{sourceTenant}` and the
+    /// source object's attributes, a multi-valued one by its first value). Values are trimmed; a missing or blank
+    /// value renders as empty, and then the punctuation left around it collapses (`"Ada ()"` → `"Ada"`,
+    /// `", Ada"` → `"Ada"`). When no value is empty only the ends are trimmed, so constants are never mangled.
     pub fn render(&self, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
         let mut out = String::new();
+        let mut any_empty = false;
         for part in &self.parts {
             match part {
                 TemplatePart::Literal(text) => out.push_str(text),
-                TemplatePart::Variable(name) => out.push_str(&lookup(name).unwrap_or_default()),
+                TemplatePart::Variable(name) => match lookup(name) {
+                    Some(value) if !value.trim().is_empty() => out.push_str(value.trim()),
+                    _ => any_empty = true,
+                },
             }
         }
-        out.trim().to_owned()
+        if any_empty {
+            collapse_empty_placeholders(&out)
+        } else {
+            out.trim().to_owned()
+        }
     }
+}
+
+static EMPTY_BRACKETS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\(\s*\)|\[\s*\]|<\s*>|\{\s*\}").expect("static regex compiles"));
+static REPEATED_SEPARATORS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"([,;/|·–-])(?:\s*[,;/|·–-])+").expect("static regex compiles"));
+static SPACE_BEFORE_COMMA: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\s+([,;])").expect("static regex compiles"));
+static WHITESPACE_RUNS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\s{2,}").expect("static regex compiles"));
+
+/// Cleans what empty placeholders leave behind: empty brackets, doubled separators, stray separators at the ends.
+fn collapse_empty_placeholders(rendered: &str) -> String {
+    let mut text = EMPTY_BRACKETS.replace_all(rendered, "").into_owned();
+    text = SPACE_BEFORE_COMMA.replace_all(&text, "$1").into_owned();
+    text = REPEATED_SEPARATORS.replace_all(&text, "$1").into_owned();
+    text = WHITESPACE_RUNS.replace_all(&text, " ").into_owned();
+    text.trim_matches(|c: char| c.is_whitespace() || ",;/|·–-:".contains(c))
+        .to_owned()
 }
 
 impl TryFrom<String> for Template {
@@ -361,6 +401,13 @@ mod tests {
         );
         assert!(Template::parse("{displayName").is_err());
         assert!(Template::parse("a}b").is_err());
+        assert!(Template::parse("a } b").is_err());
+        assert_eq!(
+            Template::parse("{displayNmae}").unwrap_err(),
+            "unknown template variable {displayNmae} (did you mean displayName?)"
+        );
+        assert!(Template::parse("{extensionAttribute3}").is_ok());
+        assert!(Template::parse("{extensionAttribute16}").is_err());
     }
 
     #[test]

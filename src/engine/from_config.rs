@@ -1,12 +1,11 @@
-//! From the configuration's [`ResolvedLink`] to the engine's [`LinkSpec`]: templates compiled once, scope rules
-//! converted, target options and safety carried over. The configuration room has already validated everything;
-//! errors here mean the two rooms disagree (e.g. a target kind the engine does not run yet).
+//! From the configuration's [`ResolvedLink`] to the engine's [`LinkSpec`]: the mapping taken as the configuration
+//! parsed it (templates are parsed once, when the file loads), scope rules converted, target options and safety
+//! carried over. The configuration room has already validated everything; errors here mean the two rooms disagree
+//! (e.g. a target kind the engine does not run yet).
 
 use std::collections::BTreeMap;
 
 use super::diff::{DiffPolicy, OnDelete};
-use super::entry::Field;
-use super::mapping::{Mapping, MappingError};
 use super::safety::SafetyLimits;
 use super::scope::{AttributeFilter, HiddenRule, Matcher, ScopeRules};
 use super::spec::{LinkSpec, MailContactOptions, ObjectOverride};
@@ -17,23 +16,23 @@ use crate::config::{self, Cadence, ResolvedLink, ServiceSettings, TargetOptions}
 pub enum SpecError {
     #[error("link {link:?}: target kind {kind:?} is not supported by this engine yet")]
     UnsupportedTarget { link: String, kind: &'static str },
-    #[error("link {link:?}: mapping: {source}")]
-    Mapping {
-        link: String,
-        #[source]
-        source: MappingError,
-    },
 }
 
-/// Compiles a configuration mapping (complete: defaults already applied).
-pub fn compile_mapping(mapping: &config::Mapping) -> Result<Mapping, MappingError> {
-    let templates: Vec<(Field, &str)> = mapping
+/// The per-object overrides of a resolved link, by lowercase source object id (an override's mapping is already
+/// complete: the link's mapping with the override's fields on top).
+pub fn object_overrides(link: &ResolvedLink) -> BTreeMap<String, ObjectOverride> {
+    link.overrides
         .iter()
-        .filter_map(|(field, template)| {
-            Field::parse(field.as_str()).map(|f| (f, template.as_str()))
+        .map(|(source_id, object_override)| {
+            let engine_override = match object_override {
+                config::ObjectOverride::Exclude => ObjectOverride::Exclude,
+                config::ObjectOverride::Mapping(mapping) => {
+                    ObjectOverride::Mapping(mapping.clone())
+                }
+            };
+            (source_id.as_str().to_ascii_lowercase(), engine_override)
         })
-        .collect();
-    Mapping::from_templates(templates)
+        .collect()
 }
 
 /// The scope rules of a resolved link.
@@ -78,10 +77,6 @@ pub fn scope_rules(scope: &config::SourceScope) -> ScopeRules {
 
 /// The engine's view of a resolved link.
 pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkSpec, SpecError> {
-    let mapping_error = |source| SpecError::Mapping {
-        link: link.name.clone(),
-        source,
-    };
     let target = match &link.target {
         TargetOptions::MailContact(options) => MailContactOptions {
             anchor_attribute: options.anchor_attribute,
@@ -101,16 +96,6 @@ pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkS
             });
         }
     };
-    let mut overrides = BTreeMap::new();
-    for (source_id, object_override) in &link.overrides {
-        let engine_override = match object_override {
-            config::ObjectOverride::Exclude => ObjectOverride::Exclude,
-            config::ObjectOverride::Mapping(mapping) => {
-                ObjectOverride::Mapping(compile_mapping(mapping).map_err(mapping_error)?)
-            }
-        };
-        overrides.insert(source_id.as_str().to_ascii_lowercase(), engine_override);
-    }
     let interval = match &link.cadence {
         Cadence::Every(every) => every.as_chrono(),
         Cadence::Cron(_) => service.default_interval.as_chrono(),
@@ -120,8 +105,8 @@ pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkS
         source_tenant: link.source_tenant.name.clone(),
         target_tenant: link.target_tenant.name.clone(),
         scope: scope_rules(&link.scope),
-        mapping: compile_mapping(&link.mapping).map_err(mapping_error)?,
-        overrides,
+        mapping: link.mapping.clone(),
+        overrides: object_overrides(link),
         target,
         safety: SafetyLimits {
             max_deletes: link.safety.max_deletes,
@@ -136,6 +121,7 @@ pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::entry::Field;
     use std::path::Path;
 
     const CONFIG: &str = r#"
@@ -192,7 +178,7 @@ kind = "mail_contact"
         assert_eq!(link.safety.max_deletes, 5);
         assert!(!link.mapping.syncs(Field::City));
         assert_eq!(
-            link.mapping.template(Field::DisplayName).unwrap().source(),
+            link.mapping.get(Field::DisplayName).unwrap().as_str(),
             "{displayName} ({companyName})"
         );
         assert!(matches!(

@@ -17,14 +17,15 @@ use serde_json::{Value, json};
 
 use super::entry::{SourceKind, SourceObject};
 use super::ports::{PortError, SourceDirectory, SourceRead};
+use crate::config::{equals_ignoring_case, starts_with_ignoring_case};
 use crate::state::LinkCheckpoint;
 
 /// How an attribute filter matches.
 #[derive(Debug, Clone)]
 pub enum Matcher {
-    /// Case-insensitive equality (directory values are case-insensitive).
+    /// Case-insensitive equality (directory values are case-insensitive), as [`equals_ignoring_case`].
     Equals(String),
-    /// Case-insensitive prefix.
+    /// Case-insensitive prefix, as [`starts_with_ignoring_case`].
     StartsWith(String),
     /// A regular expression (as written; add `(?i)` for case-insensitivity).
     Matches(Regex),
@@ -41,8 +42,9 @@ impl AttributeFilter {
     fn accepts(&self, object: &SourceObject) -> bool {
         let value = object.text(&self.attribute).unwrap_or_default();
         match &self.matcher {
-            Matcher::Equals(expected) => value.eq_ignore_ascii_case(expected),
-            Matcher::StartsWith(prefix) => value.to_lowercase().starts_with(&prefix.to_lowercase()),
+            // One case-folding rule with the configuration's filters (Unicode lowercase; see its reasons there).
+            Matcher::Equals(expected) => equals_ignoring_case(&value, expected),
+            Matcher::StartsWith(prefix) => starts_with_ignoring_case(&value, prefix),
             Matcher::Matches(regex) => regex.is_match(&value),
         }
     }
@@ -627,6 +629,26 @@ mod tests {
             filters(Matcher::Equals("Sales".into()))
                 .check(&user(json!({"department": null})), &none()),
             Err(OutOfScope::Filter)
+        );
+    }
+
+    #[test]
+    fn filters_ignore_case_beyond_ascii() {
+        let rules = |matcher| ScopeRules {
+            filters: vec![AttributeFilter {
+                attribute: "department".into(),
+                matcher,
+            }],
+            ..ScopeRules::default()
+        };
+        let equipe = user(json!({"department": "Équipe Île-de-France"}));
+        assert_eq!(
+            rules(Matcher::Equals("équipe île-de-france".into())).check(&equipe, &none()),
+            Ok(())
+        );
+        assert_eq!(
+            rules(Matcher::StartsWith("ÉQUIPE".into())).check(&equipe, &none()),
+            Ok(())
         );
     }
 

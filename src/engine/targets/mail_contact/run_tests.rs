@@ -59,7 +59,7 @@ fn world() -> World {
         source_tenant: "acme".into(),
         target_tenant: "northern".into(),
         scope: ScopeRules::default(),
-        mapping: Mapping::compile(&BTreeMap::new()).unwrap(),
+        mapping: Mapping::defaults(),
         overrides: BTreeMap::new(),
         target: MailContactOptions {
             anchor_attribute: 15,

@@ -1,11 +1,11 @@
 //! A `personal_contacts` link as the phones runner runs it: the common parts of a link (scope, mapping, overrides,
-//! safety, schedule) compiled like a mail-contact link's, plus the target options.
+//! safety, schedule) built like a mail-contact link's, plus the target options.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{self, Cadence, Mailboxes, ResolvedLink, ServiceSettings, TargetOptions};
 use crate::engine::entry::Field;
-use crate::engine::from_config::{SpecError, compile_mapping, scope_rules};
+use crate::engine::from_config::{SpecError, object_overrides, scope_rules};
 use crate::engine::mapping::Mapping;
 use crate::engine::safety::SafetyLimits;
 use crate::engine::scope::ScopeRules;
@@ -61,28 +61,14 @@ pub fn phones_spec(
     let TargetOptions::PersonalContacts(options) = &link.target else {
         return None;
     };
-    Some(build(link, service, options))
+    Some(Ok(build(link, service, options)))
 }
 
 fn build(
     link: &ResolvedLink,
     service: &ServiceSettings,
     options: &config::PersonalContactsOptions,
-) -> Result<PhonesSpec, SpecError> {
-    let mapping_error = |source| SpecError::Mapping {
-        link: link.name.clone(),
-        source,
-    };
-    let mut overrides = BTreeMap::new();
-    for (source_id, object_override) in &link.overrides {
-        let engine_override = match object_override {
-            config::ObjectOverride::Exclude => ObjectOverride::Exclude,
-            config::ObjectOverride::Mapping(mapping) => {
-                ObjectOverride::Mapping(compile_mapping(mapping).map_err(mapping_error)?)
-            }
-        };
-        overrides.insert(source_id.as_str().to_ascii_lowercase(), engine_override);
-    }
+) -> PhonesSpec {
     let interval = match &link.cadence {
         Cadence::Every(every) => every.as_chrono(),
         Cadence::Cron(_) => service.default_interval.as_chrono(),
@@ -93,13 +79,13 @@ fn build(
         .filter(|(_, policy)| **policy == config::FieldPolicy::FillBlank)
         .filter_map(|(field, _)| Field::parse(field.as_str()))
         .collect();
-    Ok(PhonesSpec {
+    PhonesSpec {
         name: link.name.clone(),
         source_tenant: link.source_tenant.name.clone(),
         target_tenant: link.target_tenant.name.clone(),
         scope: scope_rules(&link.scope),
-        mapping: compile_mapping(&link.mapping).map_err(mapping_error)?,
-        overrides,
+        mapping: link.mapping.clone(),
+        overrides: object_overrides(link),
         target: PhonesTarget {
             mailboxes: options.mailboxes.clone(),
             exclude_mailboxes: options.exclude_mailboxes.clone(),
@@ -123,5 +109,5 @@ fn build(
         max_concurrency: usize::try_from(service.mailboxes_in_flight)
             .unwrap_or(256)
             .max(1),
-    })
+    }
 }
