@@ -164,7 +164,7 @@ async fn killed_runs_converge(shape: ExchangeErrorShape, not_found_status: u16, 
     ]);
     let people = bed.in_scope("acme");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for round in 0..10 {
+    for (round, person) in people.iter().take(10).enumerate() {
         let seen_before = control.count(Service::Exchange, "", None);
         let kill_after = rng.random_range(1..=120u64);
         let mut child = bed
@@ -189,14 +189,13 @@ async fn killed_runs_converge(shape: ExchangeErrorShape, not_found_status: u16, 
             child.start_kill().expect("SIGKILL");
         }
         child.wait().await.expect("reaped");
-        let person = &people[round];
         control
             .update_user(
                 "acme",
-                person["id"].as_str().unwrap(),
+                person["id"].as_str().expect("a user id"),
                 json!({"jobTitle": format!("Round {round}")}),
             )
-            .unwrap();
+            .expect("the change is made");
         // The dead process's lease (GALBRIDGE_LEASE_TTL_SECS = 2) must lapse before the next run can start.
         tokio::time::sleep(Duration::from_millis(2100)).await;
     }
@@ -225,7 +224,8 @@ async fn killed_runs_converge(shape: ExchangeErrorShape, not_found_status: u16, 
     );
     let contacts = bed.anchored("northern");
     for (round, person) in people.iter().take(10).enumerate() {
-        let contact = by_address(&contacts, person["mail"].as_str().unwrap()).unwrap();
+        let mail = person["mail"].as_str().expect("in scope: has mail");
+        let contact = by_address(&contacts, mail).expect("the person's contact");
         assert_eq!(
             contact["Title"],
             format!("Round {round}"),
