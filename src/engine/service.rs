@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use super::from_config::{SpecError, link_spec};
-use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
 use super::lifecycle::RunError;
-use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, Runner};
+use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
 use super::spec::LinkSpec;
+use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, Runner};
 use super::targets::personal_contacts::{PhonesRunner, PhonesSpec, phones_spec};
 use crate::config::{Config, NamedTenant, ResolvedLink};
 use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};

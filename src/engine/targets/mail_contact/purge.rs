@@ -4,14 +4,14 @@
 
 use std::sync::atomic::AtomicBool;
 
+use super::apply::MailContactApplier;
+use super::run::Runner;
 use crate::engine::diff::OnDelete;
 use crate::engine::entry::{Field, anchor_prefix_for};
 use crate::engine::lifecycle::{Ending, RunBody, RunError, run_leased};
 use crate::engine::plan::{Plan, Removal, RemovalAction};
 use crate::engine::records::load_managed;
-use super::run::Runner;
 use crate::engine::spec::LinkSpec;
-use super::apply::MailContactApplier;
 use crate::report::{Failure, PlanCounts, RunMode, RunOutcome, RunReport};
 
 impl Runner {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::apply::{IntentResolution, MailContactApplier};
 use crate::engine::diff::{DiffInput, SourceView, diff};
 use crate::engine::entry::anchor_prefix_for;
 pub use crate::engine::lifecycle::RunError;
@@ -17,7 +18,6 @@ use crate::engine::records::load_managed;
 use crate::engine::safety;
 use crate::engine::source_stage::{SourceRules, read_source};
 use crate::engine::spec::LinkSpec;
-use super::apply::{IntentResolution, MailContactApplier};
 use crate::report::{PlanCounts, RunMode, RunOptions, RunOutcome, RunReport};
 use crate::state::{StateError, StateStore};
 
