@@ -88,7 +88,8 @@ pub async fn build_service_with(
     Ok(EngineService::new(config, store, connector))
 }
 
-#[cfg(test)]
+// Against the in-process simulator, through its connector (the `demo` feature).
+#[cfg(all(test, feature = "demo"))]
 mod tests {
     use super::*;
     use crate::report::RunOptions;
@@ -124,9 +125,7 @@ mod tests {
         toml.push_str("[[links]]\nname = \"a-to-n\"\n[links.source]\ntenant = \"acme\"\n[links.target]\nkind = \"mail_contact\"\ntenant = \"northern\"\n");
         let config = Config::from_toml_str(&toml, Path::new("galbridge.toml")).unwrap();
         let connect = || -> Arc<dyn Connector> {
-            Arc::new(
-                crate::engine::adapters::simulated::sim_connector(&sim, &config).unwrap(),
-            )
+            Arc::new(crate::engine::adapters::simulated::sim_connector(&sim, &config).unwrap())
         };
         let first = build_service_with(&config, connect()).await.unwrap();
         first

@@ -25,6 +25,7 @@ pub mod from_config;
 pub mod lease;
 pub mod mapping;
 pub mod names;
+#[cfg(feature = "demo")]
 pub mod phones_demo;
 pub mod plan;
 pub mod ports;
