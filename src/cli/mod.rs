@@ -73,7 +73,8 @@ pub enum Command {
     #[cfg_attr(
         not(feature = "demo"),
         command(
-            about = "Not in this build: the demo needs the `demo` cargo feature (run `cargo run --release -- demo` from a checkout)"
+            about = "Not in this build: the demo needs the `demo` cargo feature (run `cargo run --release -- demo` from a checkout)",
+            long_about = None
         )
     )]
     Demo,
