@@ -10,10 +10,12 @@
 //! - [`m365`]: thin clients for Graph, Exchange `InvokeCommand`, Key Vault, and token acquisition.
 //! - [`state`]: checkpoints, leases and run records (Azure Table Storage or a local file store).
 //! - [`telemetry`]: tracing setup and the secret type that never prints.
-//! - [`demo`]: the self-contained demo against the local Microsoft 365 simulator.
+//! - [`demo`]: the self-contained demo against the local Microsoft 365 simulator (the `demo` cargo feature, on by
+//!   default and left out of the package shipped to Azure).
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod engine;
 pub mod functions;

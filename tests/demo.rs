@@ -2,6 +2,9 @@
 //! the three changes, and its closing summary counts what a user would count in each GAL. The small companies
 //! (`GALBRIDGE_DEMO_SMALL=1`: 120 and 40 people) keep it quick in a debug build; the story is the same.
 
+// `galbridge demo`: the `demo` cargo feature (on by default).
+#![cfg(feature = "demo")]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

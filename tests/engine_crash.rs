@@ -3,6 +3,9 @@
 //! right target with no duplicate contact and nobody missing. Exercises the create intents (New-MailContact cannot
 //! set the anchor) and the batched checkpoint writes.
 
+// The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
+#![cfg(feature = "demo")]
+
 mod engine_support;
 
 use std::sync::Arc;

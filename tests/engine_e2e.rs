@@ -1,5 +1,8 @@
 //! End-to-end runs of the engine against m365-sim and the file state store: what ends up in the target tenant.
 
+// The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
+#![cfg(feature = "demo")]
+
 mod engine_support;
 
 use engine_support::{anchored_contacts, in_default_scope, world};

@@ -4,6 +4,9 @@
 //! a duplicate goes); mailboxes joining and leaving the selection; per-mailbox concurrency never above 4 (from the
 //! simulator's counters); heavy throttling converges.
 
+// The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
+#![cfg(feature = "demo")]
+
 mod engine_support;
 mod phones_support;
 

@@ -3,6 +3,9 @@
 //! to the end: every mailbox's folder holds each person exactly once (no duplicates of the contacts the killed runs
 //! created without recording them, nobody missing).
 
+// The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
+#![cfg(feature = "demo")]
+
 mod engine_support;
 mod phones_support;
 

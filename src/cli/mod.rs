@@ -68,6 +68,15 @@ pub enum Command {
     /// this link's anchor are touched; contacts galbridge did not create stay.
     Purge(PurgeArgs),
     /// Run the self-contained demo against the local Microsoft 365 simulator.
+    ///
+    /// Needs the `demo` cargo feature (on by default); the package deployed to Azure is built without it.
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(
+            about = "Not in this build: the demo needs the `demo` cargo feature (run `cargo run --release -- demo` from a checkout)",
+            long_about = None
+        )
+    )]
     Demo,
 }
 
@@ -199,13 +208,7 @@ pub async fn run(cli: Cli) -> Exit {
             print!("{}", json_schema());
             Exit::Ok
         }
-        Command::Demo => match crate::demo::run(crate::demo::DemoOptions::default()).await {
-            Ok(_) => Exit::Ok,
-            Err(error) => {
-                eprintln!("galbridge demo: {error}");
-                Exit::RunFailed
-            }
-        },
+        Command::Demo => demo().await,
         command => {
             let path = Config::locate(cli.config.as_deref());
             let config = match Config::load(&path) {
@@ -219,6 +222,30 @@ pub async fn run(cli: Cli) -> Exit {
         }
     }
 }
+
+/// `demo`: the self-contained tour on the in-process simulator.
+#[cfg(feature = "demo")]
+async fn demo() -> Exit {
+    match crate::demo::run(crate::demo::DemoOptions::default()).await {
+        Ok(_) => Exit::Ok,
+        Err(error) => {
+            eprintln!("galbridge demo: {error}");
+            Exit::RunFailed
+        }
+    }
+}
+
+/// `demo` in a build without the simulator (the package deployed to Azure): say how to get it.
+#[cfg(not(feature = "demo"))]
+async fn demo() -> Exit {
+    eprintln!("{DEMO_NOT_BUILT}");
+    Exit::BadInput
+}
+
+/// What `galbridge demo` answers (exit code 2) when the binary was built without the `demo` cargo feature.
+pub const DEMO_NOT_BUILT: &str = "galbridge demo: not in this build. The demo and its Microsoft 365 simulator come \
+     with the `demo` cargo feature, on by default and left out of the package deployed to Azure \
+     (`cargo xtask package`). From a checkout of the repository: `cargo run --release -- demo`.";
 
 async fn with_config(command: Command, config: Config) -> Exit {
     if let Command::Validate = command {
@@ -441,6 +468,27 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn demo_is_a_command_in_every_build_and_says_how_to_get_it_when_left_out() {
+        let cli = Cli::try_parse_from(["galbridge", "demo"]).expect("demo parses");
+        assert!(matches!(cli.command, Command::Demo));
+        assert!(
+            DEMO_NOT_BUILT.contains("`demo` cargo feature"),
+            "{DEMO_NOT_BUILT}"
+        );
+        assert!(
+            DEMO_NOT_BUILT.contains("cargo run --release -- demo"),
+            "{DEMO_NOT_BUILT}"
+        );
+    }
+
+    #[cfg(not(feature = "demo"))]
+    #[tokio::test]
+    async fn without_the_demo_feature_demo_is_bad_input_not_a_run() {
+        let cli = Cli::try_parse_from(["galbridge", "demo"]).expect("demo parses");
+        assert_eq!(run(cli).await, Exit::BadInput);
     }
 
     #[test]

@@ -88,7 +88,8 @@ pub async fn build_service_with(
     Ok(EngineService::new(config, store, connector))
 }
 
-#[cfg(test)]
+// Against the in-process simulator, through its connector (the `demo` feature).
+#[cfg(all(test, feature = "demo"))]
 mod tests {
     use super::*;
     use crate::report::RunOptions;

@@ -27,6 +27,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod mapping;
 pub mod names;
+#[cfg(feature = "demo")]
 pub mod phones_demo;
 pub mod plan;
 pub mod ports;

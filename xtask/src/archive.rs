@@ -6,7 +6,8 @@
 //! `functions/`. Entries are written in a fixed order with a fixed timestamp, so the same inputs
 //! give the same bytes.
 //!
-//! Everything is checked before a byte is written ([`crate::layout`], [`crate::elf`]), and the
+//! Everything is checked before a byte is written ([`crate::layout`], [`crate::elf`], and
+//! [`crate::contents`]: no simulator in the executable), and the
 //! written zip is read back with [`crate::inspect::check_package`] before it is reported.
 
 use std::fs;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
+use crate::contents::{self, DemoCodeFound};
 use crate::inspect::{self, PackageReport};
 use crate::layout::{self, FunctionSpec, LayoutError};
 use crate::{CONFIG_NAME, elf};
@@ -63,6 +65,12 @@ pub enum PackageError {
         path: PathBuf,
         #[source]
         source: elf::ElfError,
+    },
+    #[error("{path}: {source}")]
+    DemoCode {
+        path: PathBuf,
+        #[source]
+        source: DemoCodeFound,
     },
     #[error("{path} is not valid TOML: {reason}")]
     Config { path: PathBuf, reason: String },
@@ -164,6 +172,10 @@ pub fn write_package(inputs: &PackageInputs) -> Result<PackageReport, PackageErr
 
     let binary = read(&inputs.binary)?;
     elf::check_static_x86_64(&binary).map_err(|source| PackageError::Executable {
+        path: inputs.binary.clone(),
+        source,
+    })?;
+    contents::check_no_simulator(&binary).map_err(|source| PackageError::DemoCode {
         path: inputs.binary.clone(),
         source,
     })?;

@@ -1,5 +1,6 @@
 //! Builds the release executable for the package: `cargo build --release --target
-//! x86_64-unknown-linux-musl -p galbridge --bin galbridge`, and finds the file cargo produced from
+//! x86_64-unknown-linux-musl -p galbridge --bin galbridge --no-default-features` (without the `demo`
+//! feature, so without the simulator: [`crate::contents`]), and finds the file cargo produced from
 //! its JSON messages (so `CARGO_TARGET_DIR` and friends are honoured without guessing paths).
 //!
 //! Toolchain needs (docs/deploy.md "Build machine"): `rustup target add x86_64-unknown-linux-musl`.
@@ -11,6 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::contents::PACKAGE_FEATURE_ARGS;
 
 /// Why the build did not give us an executable.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,7 @@ pub fn build_release_binary(
             "--bin",
             "galbridge",
         ])
+        .args(PACKAGE_FEATURE_ARGS)
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,6 +1,6 @@
 //! Reads a Functions package back and checks what the host needs to run it: `host.json` at the
 //! root naming an executable that is in the zip, has its run bit and is a static x86-64 Linux
-//! binary; the operator's `galbridge.toml`; and one valid `{Function}/function.json` per function.
+//! binary without the demo's simulator ([`crate::contents`]); the operator's `galbridge.toml`; and one valid `{Function}/function.json` per function.
 //!
 //! Used right after [`crate::archive::write_package`] and by `cargo xtask check-package`, so a zip
 //! made any other way (by hand, by another tool, on Windows) can be checked before it is deployed.
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use zip::ZipArchive;
 
+use crate::contents::{self, DemoCodeFound};
 use crate::layout::{self, FunctionSpec, HostSettings, LayoutError};
 use crate::{CONFIG_NAME, elf};
 
@@ -62,6 +63,13 @@ pub enum InspectError {
         entry: String,
         #[source]
         source: elf::ElfError,
+    },
+    #[error("{path}: the executable {entry}: {source}")]
+    DemoCode {
+        path: PathBuf,
+        entry: String,
+        #[source]
+        source: DemoCodeFound,
     },
     #[error(
         "{path}: {entry} is misplaced: each function.json sits in a function folder at the root ({{Function}}/function.json)"
@@ -114,6 +122,11 @@ pub fn check_package(path: &Path) -> Result<PackageReport, InspectError> {
     }
     let binary = read_entry(&host.executable)?;
     elf::check_static_x86_64(&binary).map_err(|source| InspectError::Executable {
+        path: path.to_owned(),
+        entry: host.executable.clone(),
+        source,
+    })?;
+    contents::check_no_simulator(&binary).map_err(|source| InspectError::DemoCode {
         path: path.to_owned(),
         entry: host.executable.clone(),
         source,

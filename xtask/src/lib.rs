@@ -8,6 +8,8 @@
 //! Rooms:
 //! - [`layout`]: what a valid `host.json` and `function.json` are, and galbridge's own function contract.
 //! - [`elf`]: checks that the executable is a static x86-64 Linux binary.
+//! - [`contents`]: the package's cargo features (no `demo`) and the check that the executable has no simulator,
+//!   RSA key or certificate generation in it.
 //! - [`archive`]: writes the zip from a repository checkout and a built binary.
 //! - [`inspect`]: reads a zip back and checks everything the host needs (used after writing, and by
 //!   `cargo xtask check-package`).
@@ -15,6 +17,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod contents;
 pub mod elf;
 pub mod inspect;
 pub mod layout;

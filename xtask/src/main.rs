@@ -15,7 +15,8 @@ use xtask::{CONFIG_NAME, MUSL_TARGET};
 
 const USAGE: &str = "\
 usage:
-  cargo xtask package [options]    build the musl release binary and write dist/galbridge.zip
+  cargo xtask package [options]    build the musl release binary (without the demo feature: no
+                                   simulator) and write dist/galbridge.zip
       --binary PATH     package this already-built executable instead of building
       --config PATH     the operator's configuration (default: ./galbridge.toml)
       --out PATH        where to write the zip (default: dist/galbridge.zip)

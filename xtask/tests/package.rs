@@ -7,8 +7,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
+use xtask::MUSL_TARGET;
 use xtask::archive::{PackageError, PackageInputs, write_package};
+use xtask::contents::{FORBIDDEN_CRATES, PACKAGE_FEATURE_ARGS};
 use xtask::elf::synthetic_executable;
 use xtask::inspect::{InspectError, check_package};
 use zip::ZipArchive;
@@ -224,6 +227,74 @@ fn a_dynamically_linked_executable_is_refused_and_nothing_is_written() {
     assert!(!fixture.path("dist/galbridge.zip").exists());
 }
 
+/// The crates (name and version, one a line) that `cargo tree` says go into the galbridge executable built for
+/// the package, with `features` as the feature arguments: normal dependencies only, as `cargo build` links them.
+fn linked_crates(features: &[&str]) -> BTreeSet<String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["tree", "--package", "galbridge", "--target", MUSL_TARGET])
+        .args(["--edges", "normal", "--prefix", "none", "--format", "{p}"])
+        .args(features)
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_packaged_build_links_no_simulator_server_or_certificate_generation() {
+    // The features `cargo xtask package` builds with (xtask/src/build.rs uses the same constant).
+    let packaged = linked_crates(PACKAGE_FEATURE_ARGS);
+    assert!(
+        packaged.contains("galbridge") && packaged.contains("rustls"),
+        "cargo tree listed the graph: {packaged:?}"
+    );
+    for forbidden in FORBIDDEN_CRATES {
+        assert!(
+            !packaged.contains(*forbidden),
+            "the package's galbridge links {forbidden}: the simulator and what it alone needs belong behind the \
+             `demo` feature (Cargo.toml), not in the binary deployed to Azure"
+        );
+    }
+    // The check can see them: the default build (the demo's) links all three.
+    let default = linked_crates(&[]);
+    for forbidden in FORBIDDEN_CRATES {
+        assert!(
+            default.contains(*forbidden),
+            "{forbidden} not in {default:?}"
+        );
+    }
+}
+
+#[test]
+fn an_executable_carrying_the_simulator_is_refused_and_nothing_is_written() {
+    let fixture = Fixture::new();
+    let with_simulator = [
+        synthetic_executable(&[PT_LOAD, PT_LOAD]),
+        b"\0crates/m365-sim/src/server.rs\0".to_vec(),
+    ]
+    .concat();
+    fs::write(fixture.path("build/galbridge"), with_simulator).unwrap();
+
+    let error = write_package(&fixture.inputs()).unwrap_err();
+
+    assert!(matches!(error, PackageError::DemoCode { .. }), "{error}");
+    assert!(error.to_string().contains("demo"), "{error}");
+    assert!(!fixture.path("dist/galbridge.zip").exists());
+}
+
 #[test]
 fn a_timer_without_a_schedule_is_refused_with_its_file_named() {
     let fixture = Fixture::new();
@@ -367,6 +438,31 @@ fn check_package_refuses_an_executable_without_its_run_bit() {
         matches!(error, InspectError::NotExecutable { mode: 0o644, .. }),
         "{error}"
     );
+}
+
+#[test]
+fn check_package_refuses_an_executable_carrying_certificate_generation() {
+    let fixture = Fixture::new();
+    let binary = [
+        synthetic_executable(&[PT_LOAD]),
+        b"/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/rcgen-0.14.5/src/certificate.rs".to_vec(),
+    ]
+    .concat();
+    let zip_path = fixture.path("dist/handmade.zip");
+    hand_made_zip(
+        &zip_path,
+        &[
+            ("host.json", 0o644, HOST_JSON.as_bytes()),
+            ("galbridge", 0o755, &binary),
+            ("galbridge.toml", 0o644, CONFIG.as_bytes()),
+            ("SyncTimer/function.json", 0o644, SYNC_TIMER.as_bytes()),
+        ],
+    );
+
+    let error = check_package(&zip_path).unwrap_err();
+
+    assert!(matches!(error, InspectError::DemoCode { .. }), "{error}");
+    assert!(error.to_string().contains("rcgen"), "{error}");
 }
 
 #[test]

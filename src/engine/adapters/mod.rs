@@ -7,5 +7,6 @@ pub mod exchange;
 pub mod graph;
 pub mod m365;
 pub mod shapes;
+#[cfg(feature = "demo")]
 pub mod simulated;
 pub mod transport;
