@@ -5,6 +5,9 @@
 //! `Get-Recipient` whatever changed; `hidden = "include"` keeps them; a source app without Exchange permission fails
 //! the run with what to grant.
 
+// The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
+#![cfg(feature = "demo")]
+
 mod engine_support;
 mod phones_support;
 
