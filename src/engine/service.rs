@@ -364,7 +364,11 @@ impl SyncService for EngineService {
         let now = Utc::now();
         for link in &self.links {
             let name = &link.resolved.name;
-            let last_run = self.last_run(name).await;
+            let runs = self
+                .store
+                .list_run_records(name, crate::state::RUN_RECORDS_KEPT)
+                .await
+                .unwrap_or_default();
             let checkpoint = self.store.load_checkpoint(name).await.map_err(internal)?;
             let managed = self
                 .store
@@ -386,13 +390,15 @@ impl SyncService for EngineService {
                 next_due: link.resolved.enabled.then(|| {
                     link.resolved
                         .cadence
-                        .next_due(last_run.as_ref().map(|run| run.started_at), now)
+                        .next_due(runs.first().map(|run| run.started_at), now)
                 }),
-                last_run,
                 managed_objects: managed,
                 quarantine: checkpoint.quarantine,
                 running,
-            });
+                mesh: link.resolved.mesh.clone(),
+                ..LinkStatus::default()
+            }
+            .with_history(&runs));
         }
         Ok(StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -137,7 +137,50 @@ pub async fn sync_http<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnsw
     }
 }
 
-/// `Status`: `GET /api/status`.
+/// Whether the caller prefers HTML to JSON (`Accept`, with q-values): a browser does (`text/html,…,*/*;q=0.8`),
+/// curl (`*/*`) and API clients (`application/json`) do not; a tie goes to JSON.
+pub fn prefers_html(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut html, mut json) = (0.0_f32, 0.0_f32);
+    let (mut html_exact, mut json_exact) = (false, false);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|param| {
+                let (name, value) = param.split_once('=')?;
+                (name.trim() == "q").then(|| value.trim().parse::<f32>().ok())?
+            })
+            .next()
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => {
+                html = if html_exact { html.max(q) } else { q };
+                html_exact = true;
+            }
+            "application/json" => {
+                json = if json_exact { json.max(q) } else { q };
+                json_exact = true;
+            }
+            "text/*" if !html_exact => html = html.max(q),
+            "application/*" if !json_exact => json = json.max(q),
+            "*/*" => {
+                if !html_exact {
+                    html = html.max(q);
+                }
+                if !json_exact {
+                    json = json.max(q);
+                }
+            }
+            _ => {}
+        }
+    }
+    html_exact && html > json
+}
+
+/// `Status`: `GET /api/status`: the status report as JSON, or the status page for a browser (`Accept: text/html`).
 pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
     let request = match Invocation::parse(body)
         .and_then(|invocation| invocation.http_request(HTTP_BINDING))
@@ -155,7 +198,27 @@ pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer 
                 "status of {count} link{}",
                 if count == 1 { "" } else { "s" }
             );
-            http_answer(200, &report, vec![line])
+            if prefers_html(request.headers.get("accept").map(String::as_str)) {
+                let page = crate::status_page::render(&report, chrono::Utc::now());
+                HostAnswer::handled(InvocationResponse::http_text(
+                    200,
+                    page,
+                    "text/html; charset=utf-8",
+                    &[
+                        (
+                            "Content-Security-Policy",
+                            crate::status_page::CONTENT_SECURITY_POLICY,
+                        ),
+                        ("X-Content-Type-Options", "nosniff"),
+                        ("Referrer-Policy", "no-referrer"),
+                        ("Cache-Control", "no-store"),
+                        ("Vary", "Accept"),
+                    ],
+                    vec![format!("{line} (page)")],
+                ))
+            } else {
+                http_answer(200, &report, vec![line])
+            }
         }
         Err(error) => service_error_answer(&error),
     }
@@ -329,6 +392,20 @@ mod tests {
             Some("m.a-to-b")
         );
         assert_eq!(link_of(&request("https://x/api/sync", &[], &[])), None);
+    }
+
+    #[test]
+    fn browsers_get_the_page_and_api_clients_json() {
+        let chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+        assert!(prefers_html(Some(chrome)));
+        assert!(prefers_html(Some("text/html")));
+        assert!(prefers_html(Some("application/json;q=0.5, text/html")));
+        assert!(!prefers_html(None));
+        assert!(!prefers_html(Some("*/*")));
+        assert!(!prefers_html(Some("application/json")));
+        assert!(!prefers_html(Some("application/json, text/html")), "a tie is JSON");
+        assert!(!prefers_html(Some("text/html;q=0.2, */*")));
+        assert!(!prefers_html(Some("text/*")));
     }
 
     #[test]
