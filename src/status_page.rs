@@ -601,7 +601,11 @@ mod tests {
             };
             assert_eq!(found, 0, "{external} in the page");
         }
-        assert!(page.contains(CONTENT_SECURITY_POLICY));
+        let mut policy = String::new();
+        escape_into(CONTENT_SECURITY_POLICY, &mut policy);
+        assert!(page.contains(&format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">"
+        )));
     }
 
     #[test]
