@@ -119,9 +119,10 @@ background:var(--never)}
 .route{color:var(--muted);font-size:13px;margin:2px 0 8px;overflow-wrap:anywhere}
 .running{font-size:13px;color:var(--bar);margin:0 0 6px}
 .fresh{display:grid;grid-template-columns:repeat(3,1fr);gap:6px;margin:0}
-.fresh div{background:var(--bg);border-radius:7px;padding:5px 8px;min-width:0}
+.fresh div{background:var(--bg);border-radius:7px;padding:5px 7px;min-width:0}
 .fresh dt{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
-.fresh dd{margin:0;font-size:14px;font-weight:600;overflow-wrap:anywhere}
+.fresh dd{margin:0;font-size:13px;font-weight:600;overflow-wrap:break-word}
+.fresh dd small{display:block;font-size:12px;font-weight:400;color:var(--muted)}
 .stale{color:var(--bad)}
 .counts{display:flex;flex-wrap:wrap;gap:4px 14px;list-style:none;padding:0;margin:10px 0 4px;font-size:13px;
 color:var(--muted)}
@@ -130,6 +131,7 @@ color:var(--muted)}
 figure{margin:8px 0 0}
 svg.chart{width:100%;height:auto;display:block}
 .chart .grid{stroke:var(--line);stroke-width:1}
+.chart rect.slot{fill:var(--line)}
 .chart rect.succeeded{fill:var(--bar)}.chart rect.partially_failed{fill:var(--warn)}
 .chart rect.failed{fill:var(--bad)}.chart rect.quarantined{fill:var(--quar)}.chart rect.planned{fill:var(--never)}
 .chart polyline{fill:none;stroke:var(--dot);stroke-width:1.5}
@@ -138,12 +140,17 @@ svg.chart{width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:var(--muted);display:flex;flex-wrap:wrap;gap:2px 12px}
 .key{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px;border-radius:2px}
 .key.bar{background:var(--bar)}.key.line{background:var(--dot);height:3px;vertical-align:3px}
-.key.warn{background:var(--warn)}.key.bad{background:var(--bad)}
+.key.warn{background:var(--warn)}.key.bad{background:var(--bad)}.key.quar{background:var(--quar)}
 .empty{color:var(--muted);font-size:13px;margin:10px 0 0}
-table{width:100%;border-collapse:collapse;font-size:13px;table-layout:fixed}
-th{text-align:left;color:var(--muted);font-weight:600;border-bottom:1px solid var(--line);padding:3px 4px}
-td{border-bottom:1px solid var(--line);padding:4px;vertical-align:top;overflow-wrap:anywhere}
-th.n,td.n{width:46px;text-align:right}
+.failing-objects ul{list-style:none;margin:0;padding:0}
+.failing-objects li{border-left:3px solid var(--bad);background:var(--bg);border-radius:0 7px 7px 0;padding:6px 9px;
+margin:0 0 6px;font-size:13px}
+.failing-objects .what{display:flex;justify-content:space-between;gap:8px}
+.failing-objects .runs{color:var(--bad);font-weight:600;white-space:nowrap}
+.failing-objects .error{margin:2px 0 4px;overflow-wrap:anywhere}
+.failing-objects code,.held code{font-size:11px;color:var(--muted);background:none;padding:0}
+.held code{display:block}
+.mailbox{color:var(--muted);font-size:12px}
 .more{font-size:12px;color:var(--muted);margin:4px 0 0}
 footer{color:var(--muted);font-size:12px;margin:26px 0 8px}
 "#;
@@ -354,10 +361,15 @@ fn link_card(page: &mut Html, index: usize, link: &LinkStatus, now: DateTime<Utc
     page.raw("<dl class=\"fresh\"><div><dt>Last success</dt><dd");
     match link.last_success {
         Some(time) => {
-            let stale = link
+            // Stale: the runs since have not succeeded, or the link is overdue.
+            let overdue = link
                 .next_due
                 .is_some_and(|due| due < now - chrono::Duration::minutes(5));
-            if stale || link.health == Health::Failing {
+            let since = link
+                .last_run
+                .as_ref()
+                .is_some_and(|run| run.outcome != RunOutcome::Succeeded);
+            if overdue || since {
                 page.raw(" class=\"stale\"");
             }
             html!(page; " title=\"" {stamp(time)} "\">" {ago(now, time)} "</dd>");
@@ -373,8 +385,8 @@ fn link_card(page: &mut Html, index: usize, link: &LinkStatus, now: DateTime<Utc
     page.raw("</div><div><dt>Last run</dt><dd");
     match &link.last_run {
         Some(run) => html!(page; " title=\"" {stamp(run.started_at)} " · " {mode_name(run.mode)} " · "
-            {duration_text(run.duration_ms)} "\">" {outcome_name(run.outcome)} ", " {ago(now, run.started_at)}
-            "</dd>"),
+            {duration_text(run.duration_ms)} "\">" {outcome_name(run.outcome)} "<small>" {ago(now, run.started_at)}
+            "</small></dd>"),
         None => page.raw(">none</dd>"),
     }
     page.raw("</div></dl>");
@@ -400,7 +412,7 @@ fn link_card(page: &mut Html, index: usize, link: &LinkStatus, now: DateTime<Utc
         } else {
             html!(page; "<li><b>0</b>failed</li>");
         }
-        html!(page; "<li><b>" {duration_text(run.duration_ms)} "</b></li></ul>");
+        html!(page; "<li>took <b>" {duration_text(run.duration_ms)} "</b></li></ul>");
     }
 
     chart(page, &link.recent_runs);
@@ -441,6 +453,11 @@ fn chart(page: &mut Html, runs: &[RunPoint]) {
         "<line class=\"grid\" x1=\"0\" y1=\"" {TOP} "\" x2=\"300\" y2=\"" {TOP} "\" stroke-dasharray=\"2 3\"/>"
         "<text x=\"1\" y=\"7\">" {duration_text(max_ms)} "</text>"
         "<text x=\"299\" y=\"7\" text-anchor=\"end\">" {max_changes} " changes</text>");
+    for empty in 0..first_slot {
+        let x = empty as f64 * slot;
+        html!(page; "<rect class=\"slot\" x=\"" {format!("{:.1}", x + slot * 0.15)} "\" y=\"" {BASE - 1.5}
+            "\" width=\"" {format!("{:.1}", slot * 0.7)} "\" height=\"1.5\"/>");
+    }
     let mut points = String::new();
     for (offset, run) in shown.iter().enumerate() {
         let x = (first_slot + offset) as f64 * slot;
@@ -468,6 +485,7 @@ fn chart(page: &mut Html, runs: &[RunPoint]) {
         "text-anchor=\"end\">" {newest.unwrap_or_default()} "</text></svg><figcaption>"
         "<span><i class=\"key bar\"></i>duration</span><span><i class=\"key line\"></i>changes</span>"
         "<span><i class=\"key warn\"></i>partly failed</span><span><i class=\"key bad\"></i>failed</span>"
+        "<span><i class=\"key quar\"></i>quarantined</span>"
         "</figcaption></figure>");
 }
 
@@ -475,12 +493,12 @@ fn failing_objects(page: &mut Html, link: &LinkStatus) {
     if link.failing_objects.is_empty() {
         return;
     }
-    html!(page; "<section class=\"failing\"><h4>Failing run after run (" {link.failing_objects_total}
-        ")</h4><table><thead><tr><th>Object</th><th class=\"n\">Runs</th><th>Last error</th></tr></thead><tbody>");
+    html!(page; "<section class=\"failing-objects\"><h4>Failing run after run (" {link.failing_objects_total}
+        ")</h4><ul>");
     for object in link.failing_objects.iter().take(FAILING_ROWS) {
         failing_row(page, object);
     }
-    page.raw("</tbody></table>");
+    page.raw("</ul>");
     let unlisted = link
         .failing_objects_total
         .saturating_sub(FAILING_ROWS.min(link.failing_objects.len()) as u64);
@@ -491,12 +509,13 @@ fn failing_objects(page: &mut Html, link: &LinkStatus) {
 }
 
 fn failing_row(page: &mut Html, object: &FailingObject) {
-    html!(page; "<tr><td><code>" {&object.anchor} "</code>");
+    html!(page; "<li><div class=\"what\"><b>" {&object.kind} "</b><span class=\"runs\">" {object.runs}
+        " runs in a row</span></div><p class=\"error\">" {&object.last_error} "</p><code>" {&object.anchor}
+        "</code>");
     if let Some(mailbox) = &object.mailbox {
-        html!(page; "<br>in " {mailbox});
+        html!(page; " <span class=\"mailbox\">in " {mailbox} "</span>");
     }
-    html!(page; "</td><td class=\"n\">" {object.runs} "</td><td><b>" {&object.kind} "</b>: "
-        {&object.last_error} "</td></tr>");
+    page.raw("</li>");
 }
 
 #[cfg(test)]
