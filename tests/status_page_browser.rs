@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use handler_support::{Sim, TestApp, invoke, res, spawn_with_sim, sync_payload};
+use handler_support::{Sim, TestApp, galbridge_command, invoke, res, spawn_with_sim, sync_payload};
 use serde_json::{Value, json};
 
 const FORWARD: &str = "partners.acme-to-northern";
@@ -354,6 +354,45 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     // Failing objects, with their last error.
     assert!(dom.contains(&format!("<code>{twin_anchor}</code>")));
     assert_eq!(dom.matches("<section class=\"failing-objects\">").count(), 2);
+
+    // The CLI over the same state: the table names the failing objects, `--html FILE` writes the same page.
+    let config = app.dir.path().join("galbridge.toml");
+    let config = config.to_str().expect("a UTF-8 path");
+    let secrets = sim.config(Path::new("/unused"), "").1;
+    let table = galbridge_command()
+        .args(["--config", config, "status"])
+        .envs(secrets.iter().map(|(name, value)| (name, value)))
+        .output()
+        .expect("galbridge status runs");
+    assert!(table.status.success(), "{table:?}");
+    let table = String::from_utf8(table.stdout).expect("UTF-8");
+    assert!(
+        table.contains(&format!(
+            "  {FORWARD}: failing 2 runs in a row: {twin_anchor}: conflict_address: "
+        )),
+        "{table}"
+    );
+    assert!(table.contains(&format!("  {FORWARD}: quarantined since ")), "{table}");
+    let cli_page = dir.join("status-cli.html");
+    let _ = std::fs::remove_file(&cli_page);
+    let written = galbridge_command()
+        .args(["--config", config, "status", "--html"])
+        .arg(&cli_page)
+        .envs(secrets.iter().map(|(name, value)| (name, value)))
+        .output()
+        .expect("galbridge status --html runs");
+    assert!(written.status.success(), "{written:?}");
+    assert!(written.stdout.is_empty(), "the page goes to the file only");
+    let cli_html = std::fs::read_to_string(&cli_page).expect("the page is written");
+    let without_times = |page: &str| -> String {
+        // Relative times and the moment of rendering differ between the two; the structure does not.
+        page.split('<')
+            .filter(|tag| !tag.starts_with("time") && !tag.starts_with("dd") && !tag.starts_with("small"))
+            .map(|tag| tag.split('>').next().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("<")
+    };
+    assert_eq!(without_times(&cli_html), without_times(&html));
 
     // Screenshots, for a person to look at: a desktop window and a phone's width.
     for (file, size) in [("status.png", "1280,1500"), ("status-phone.png", "390,2400")] {
