@@ -385,9 +385,17 @@ mod tests {
         use RunOutcome::*;
         // Newest first.
         let runs = vec![
-            run(5, PartiallyFailed, &[("a", "a-5"), ("b", "b-5"), ("", "run-level")]),
+            run(
+                5,
+                PartiallyFailed,
+                &[("a", "a-5"), ("b", "b-5"), ("", "run-level")],
+            ),
             run(4, Failed, &[("", "source unreadable")]),
-            run(3, PartiallyFailed, &[("a", "a-3"), ("b", "b-3"), ("c", "c-3")]),
+            run(
+                3,
+                PartiallyFailed,
+                &[("a", "a-3"), ("b", "b-3"), ("c", "c-3")],
+            ),
             run(2, PartiallyFailed, &[("a", "a-2"), ("c", "c-2")]),
             run(1, PartiallyFailed, &[("a", "a-1")]),
             run(0, Succeeded, &[]),
@@ -440,7 +448,10 @@ mod tests {
             Some("2026-12-01T10:01:01.500+00:00"),
             "when the last successful run ended"
         );
-        assert_eq!(status.last_run.as_ref().map(|r| r.run_id.as_str()), Some("r3"));
+        assert_eq!(
+            status.last_run.as_ref().map(|r| r.run_id.as_str()),
+            Some("r3")
+        );
 
         let ok = LinkStatus::default().with_history(&runs[2..]);
         assert_eq!(ok.health, Health::Ok);

@@ -230,9 +230,14 @@ fn stamp(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// Links shown together: those of one mesh, or those outside any (`None`), with their index in the report.
+type Group<'a> = (Option<&'a str>, Vec<(usize, &'a LinkStatus)>);
+
 /// Renders the whole page for `status` as of `now`.
 pub fn render(status: &StatusReport, now: DateTime<Utc>) -> String {
-    let mut page = Html(String::with_capacity(16 * 1024 + status.links.len() * 6 * 1024));
+    let mut page = Html(String::with_capacity(
+        16 * 1024 + status.links.len() * 6 * 1024,
+    ));
     html!(page;
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -257,7 +262,7 @@ pub fn render(status: &StatusReport, now: DateTime<Utc>) -> String {
         page.raw("<p class=\"empty\">No link is configured.</p>");
     }
     // Links outside meshes first, then each mesh in the order it first appears.
-    let mut groups: Vec<(Option<&str>, Vec<(usize, &LinkStatus)>)> = Vec::new();
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for (index, link) in status.links.iter().enumerate() {
         let mesh = link.mesh.as_deref();
         match groups.iter_mut().find(|(name, _)| *name == mesh) {
@@ -384,9 +389,11 @@ fn link_card(page: &mut Html, index: usize, link: &LinkStatus, now: DateTime<Utc
     }
     page.raw("</div><div><dt>Last run</dt><dd");
     match &link.last_run {
-        Some(run) => html!(page; " title=\"" {stamp(run.started_at)} " · " {mode_name(run.mode)} " · "
+        Some(run) => {
+            html!(page; " title=\"" {stamp(run.started_at)} " · " {mode_name(run.mode)} " · "
             {duration_text(run.duration_ms)} "\">" {outcome_name(run.outcome)} "<small>" {ago(now, run.started_at)}
-            "</small></dd>"),
+            "</small></dd>")
+        }
         None => page.raw(">none</dd>"),
     }
     page.raw("</div></dl>");
@@ -438,8 +445,18 @@ fn chart(page: &mut Html, runs: &[RunPoint]) {
     let slot = WIDTH / slots as f64;
     let shown: Vec<&RunPoint> = runs.iter().take(slots).rev().collect();
     let first_slot = slots - shown.len();
-    let max_ms = shown.iter().map(|run| run.duration_ms).max().unwrap_or(0).max(1);
-    let max_changes = shown.iter().map(|run| run.changes).max().unwrap_or(0).max(1);
+    let max_ms = shown
+        .iter()
+        .map(|run| run.duration_ms)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let max_changes = shown
+        .iter()
+        .map(|run| run.changes)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let height = BASE - TOP;
     let label = format!(
         "The last {} runs: longest {}, most changes {}",
@@ -523,7 +540,8 @@ mod tests {
     use super::*;
     use crate::report::{FailingObject, HeldDelete, QuarantineInfo};
 
-    const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=alert(2)> \"quoted\" & 'single'";
+    const HOSTILE: &str =
+        "<script>alert(1)</script><img src=x onerror=alert(2)> \"quoted\" & 'single'";
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

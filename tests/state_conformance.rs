@@ -546,18 +546,27 @@ mod suite {
         let Some(reopened) = h.reopened().await else {
             return;
         };
-        let runs = reopened.list_run_records("history", usize::MAX).await.unwrap();
+        let runs = reopened
+            .list_run_records("history", usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(runs.len(), RUN_RECORDS_KEPT);
         assert_eq!(runs[0].run_id, format!("run-{:03}", total - 1));
         assert_eq!(
             runs[RUN_RECORDS_KEPT - 1].run_id,
-            format!("run-{:03}", total - u32::try_from(RUN_RECORDS_KEPT).unwrap())
+            format!(
+                "run-{:03}",
+                total - u32::try_from(RUN_RECORDS_KEPT).unwrap()
+            )
         );
         let failing = galbridge::report::failing_objects(&runs);
         assert_eq!(failing.len(), 1);
         assert_eq!(
             (failing[0].runs as usize, failing[0].last_error.as_str()),
-            (RUN_RECORDS_KEPT, format!("refused in run {}", total - 1).as_str())
+            (
+                RUN_RECORDS_KEPT,
+                format!("refused in run {}", total - 1).as_str()
+            )
         );
     }
 

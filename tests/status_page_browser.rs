@@ -256,10 +256,7 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
         .iter()
         .filter_map(|held| held["display_name"].as_str())
         .collect();
-    assert!(
-        held.iter().any(|name| name.contains(HOSTILE)),
-        "{held:?}"
-    );
+    assert!(held.iter().any(|name| name.contains(HOSTILE)), "{held:?}");
     assert_eq!(forward["failing_objects"].as_array().map(Vec::len), Some(1));
     let failing = &forward["failing_objects"][0];
     assert_eq!(
@@ -267,7 +264,11 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
         (&json!(twin_anchor), &json!(2), &json!("conflict_address")),
         "the two quarantined full runs met the conflict (the incremental runs in between did not read it)"
     );
-    assert!(failing["last_error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
     let backward = link(BACKWARD);
     assert_eq!(backward["health"], "failing");
     assert_eq!(backward["failing_objects"][0]["runs"], 2);
@@ -280,7 +281,10 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     let envelope = status_envelope(&app, CHROME_ACCEPT);
     let output = &envelope["Outputs"]["res"];
     assert_eq!(output["statusCode"], 200);
-    assert_eq!(output["headers"]["Content-Type"], "text/html; charset=utf-8");
+    assert_eq!(
+        output["headers"]["Content-Type"],
+        "text/html; charset=utf-8"
+    );
     assert!(
         output["headers"]["Content-Security-Policy"]
             .as_str()
@@ -288,7 +292,13 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
         "{output}"
     );
     let html = output["body"].as_str().expect("an HTML body").to_owned();
-    for secret in [FUNCTION_KEY, QUERY_CODE, "SECRET", "deltatoken", "client_secret"] {
+    for secret in [
+        FUNCTION_KEY,
+        QUERY_CODE,
+        "SECRET",
+        "deltatoken",
+        "client_secret",
+    ] {
         assert!(!html.contains(secret), "{secret} is in the page");
     }
     for (_, value) in sim.config(Path::new("/unused"), "").1 {
@@ -301,12 +311,7 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     let browser = browser.expect("checked above");
     let profile = tempfile::tempdir().expect("a browser profile directory");
 
-    let dom = run_chromium(
-        &browser,
-        profile.path(),
-        &["--dump-dom".to_owned()],
-        &page,
-    );
+    let dom = run_chromium(&browser, profile.path(), &["--dump-dom".to_owned()], &page);
     assert!(dom.contains("<title>galbridge status</title>"), "{dom}");
     // A card per link, grouped: the phones link on its own, the mesh's two links together.
     assert_eq!(dom.matches("<article class=\"link-row").count(), 3, "{dom}");
@@ -328,7 +333,8 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     let banner_start = dom
         .find("<section class=\"banner quarantine\" role=\"alert\"")
         .expect("a quarantine banner");
-    let banner = &dom[banner_start..banner_start + dom[banner_start..].find("</section>").expect("its end")];
+    let banner =
+        &dom[banner_start..banner_start + dom[banner_start..].find("</section>").expect("its end")];
     assert!(banner.contains(&format!("data-link=\"{FORWARD}\"")));
     assert!(banner.contains("3 deletes held"));
     assert!(banner.contains(&format!(
@@ -353,7 +359,10 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     assert_eq!(dom.matches("<g class=\"run\">").count(), 10);
     // Failing objects, with their last error.
     assert!(dom.contains(&format!("<code>{twin_anchor}</code>")));
-    assert_eq!(dom.matches("<section class=\"failing-objects\">").count(), 2);
+    assert_eq!(
+        dom.matches("<section class=\"failing-objects\">").count(),
+        2
+    );
 
     // The CLI over the same state: the table names the failing objects, `--html FILE` writes the same page.
     let config = app.dir.path().join("galbridge.toml");
@@ -372,7 +381,10 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
         )),
         "{table}"
     );
-    assert!(table.contains(&format!("  {FORWARD}: quarantined since ")), "{table}");
+    assert!(
+        table.contains(&format!("  {FORWARD}: quarantined since ")),
+        "{table}"
+    );
     let cli_page = dir.join("status-cli.html");
     let _ = std::fs::remove_file(&cli_page);
     let written = galbridge_command()
@@ -387,7 +399,9 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     let without_times = |page: &str| -> String {
         // Relative times and the moment of rendering differ between the two; the structure does not.
         page.split('<')
-            .filter(|tag| !tag.starts_with("time") && !tag.starts_with("dd") && !tag.starts_with("small"))
+            .filter(|tag| {
+                !tag.starts_with("time") && !tag.starts_with("dd") && !tag.starts_with("small")
+            })
             .map(|tag| tag.split('>').next().unwrap_or_default().to_owned())
             .collect::<Vec<_>>()
             .join("<")
@@ -395,7 +409,10 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     assert_eq!(without_times(&cli_html), without_times(&html));
 
     // Screenshots, for a person to look at: a desktop window and a phone's width.
-    for (file, size) in [("status.png", "1280,1500"), ("status-phone.png", "390,2400")] {
+    for (file, size) in [
+        ("status.png", "1280,1500"),
+        ("status-phone.png", "390,2400"),
+    ] {
         let shot = dir.join(file);
         let _ = std::fs::remove_file(&shot);
         run_chromium(

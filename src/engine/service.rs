@@ -382,7 +382,7 @@ impl SyncService for EngineService {
                 .await
                 .map_err(internal)?
                 .map(|lease| lease.holder);
-            links.push(LinkStatus {
+            let status = LinkStatus {
                 link: name.clone(),
                 source_tenant: link.resolved.source_tenant.name.clone(),
                 target_tenant: link.resolved.target_tenant.name.clone(),
@@ -397,8 +397,8 @@ impl SyncService for EngineService {
                 running,
                 mesh: link.resolved.mesh.clone(),
                 ..LinkStatus::default()
-            }
-            .with_history(&runs));
+            };
+            links.push(status.with_history(&runs));
         }
         Ok(StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),

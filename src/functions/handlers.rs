@@ -396,14 +396,18 @@ mod tests {
 
     #[test]
     fn browsers_get_the_page_and_api_clients_json() {
-        let chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+        let chrome =
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
         assert!(prefers_html(Some(chrome)));
         assert!(prefers_html(Some("text/html")));
         assert!(prefers_html(Some("application/json;q=0.5, text/html")));
         assert!(!prefers_html(None));
         assert!(!prefers_html(Some("*/*")));
         assert!(!prefers_html(Some("application/json")));
-        assert!(!prefers_html(Some("application/json, text/html")), "a tie is JSON");
+        assert!(
+            !prefers_html(Some("application/json, text/html")),
+            "a tie is JSON"
+        );
         assert!(!prefers_html(Some("text/html;q=0.2, */*")));
         assert!(!prefers_html(Some("text/*")));
     }
