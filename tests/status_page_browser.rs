@@ -28,6 +28,9 @@ const HOSTILE: &str = "<img src=x onerror=alert(1)><script>alert(2)</script> Bob
 const FUNCTION_KEY: &str = "fnkey-SECRET-2f9c41d7";
 const QUERY_CODE: &str = "code-SECRET-8e1b77a0";
 
+/// Incremental runs of each mesh link between its first full run and the last two.
+const INCREMENTAL_RUNS: usize = 8;
+
 const CHROME_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,\
                              image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
 
@@ -195,18 +198,21 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
                 && failure["kind"] == "conflict_address"),
         "{first}"
     );
-    for user in &acme[5..8] {
-        sim.handle
-            .control()
-            .update_user(
-                "acme",
-                user["id"].as_str().expect("an id"),
-                json!({ "department": "Field Sales" }),
-            )
-            .expect("the department is changed");
+    // Incremental runs with a few changes each (a chart with some shape).
+    let movers = &acme[5..];
+    for round in 0..INCREMENTAL_RUNS {
+        for user in movers.iter().take(round % movers.len() + 1) {
+            sim.handle
+                .control()
+                .update_user(
+                    "acme",
+                    user["id"].as_str().expect("an id"),
+                    json!({ "department": format!("Field Sales {round}") }),
+                )
+                .expect("the department is changed");
+        }
+        assert_eq!(sync(&app, FORWARD, json!({}))["outcome"], "succeeded");
     }
-    assert_eq!(sync(&app, FORWARD, json!({}))["outcome"], "succeeded");
-    assert_eq!(sync(&app, FORWARD, json!({}))["outcome"], "succeeded");
     for leaver in &acme[..3] {
         sim.handle
             .control()
@@ -218,12 +224,22 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
         assert_eq!(run["outcome"], "quarantined", "{run}");
     }
 
-    // northern → acme: full, two incremental runs, then two full runs meeting its conflict: failing.
+    // northern → acme: full, incremental runs, then two full runs meeting its conflict: failing.
     assert_eq!(
         sync(&app, BACKWARD, json!({ "full": "true" }))["outcome"],
         "succeeded"
     );
-    for _ in 0..2 {
+    for round in 0..INCREMENTAL_RUNS {
+        for user in northern.iter().take(round % 3) {
+            sim.handle
+                .control()
+                .update_user(
+                    "northern",
+                    user["id"].as_str().expect("an id"),
+                    json!({ "jobTitle": format!("Engineer {round}") }),
+                )
+                .expect("the title is changed");
+        }
         assert_eq!(sync(&app, BACKWARD, json!({}))["outcome"], "succeeded");
     }
     for _ in 0..2 {
@@ -248,7 +264,10 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     let forward = link(FORWARD);
     assert_eq!(forward["health"], "quarantined");
     assert_eq!(forward["mesh"], "partners");
-    assert_eq!(forward["recent_runs"].as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        forward["recent_runs"].as_array().map(Vec::len),
+        Some(INCREMENTAL_RUNS + 3)
+    );
     assert_eq!(forward["quarantine"]["held_deletes"], 3);
     let held: Vec<&str> = forward["quarantine"]["held"]
         .as_array()
@@ -356,7 +375,10 @@ fn the_status_page_served_by_the_handler_renders_in_chromium() {
     assert!(!dom.contains("onerror=\""), "no event handler attribute");
     // The charts: one per link that ran, a bar per run.
     assert_eq!(dom.matches("<svg class=\"chart\"").count(), 2);
-    assert_eq!(dom.matches("<g class=\"run\">").count(), 10);
+    assert_eq!(
+        dom.matches("<g class=\"run\">").count(),
+        2 * (INCREMENTAL_RUNS + 3)
+    );
     // Failing objects, with their last error.
     assert!(dom.contains(&format!("<code>{twin_anchor}</code>")));
     assert_eq!(
