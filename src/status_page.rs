@@ -77,9 +77,10 @@ macro_rules! html {
 
 const STYLE: &str = r#"
 :root{--bg:#f4f5f7;--card:#fff;--ink:#1d2330;--muted:#5d6678;--line:#e1e4ea;--ok:#1e8e4f;--warn:#b86e00;
---bad:#c62a2f;--quar:#7a3fc1;--never:#7b8494;--bar:#3b6fd8;--dot:#e0592a;--code:#eef1f6}
+--bad:#c62a2f;--quar:#7a3fc1;--never:#7b8494;--bar:#3b6fd8;--dot:#e0592a;--code:#eef1f6;--quar-ink:#7a3fc1;
+--bad-ink:#c62a2f}
 @media (prefers-color-scheme:dark){:root{--bg:#12151b;--card:#1b2029;--ink:#e6e9ef;--muted:#9aa3b5;--line:#2c3340;
---code:#252b36;--bar:#6c95ec;--dot:#f08a5d}}
+--code:#252b36;--bar:#6c95ec;--dot:#f08a5d;--quar-ink:#bb95f5;--bad-ink:#f27a7e}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
 "Helvetica Neue",Arial,sans-serif}
@@ -98,7 +99,7 @@ h4{font-size:13px;margin:12px 0 6px;text-transform:uppercase;letter-spacing:.04e
 .quarantined .dot,.dot.quarantined{background:var(--quar)}.never_run .dot,.dot.never_run{background:var(--never)}
 .banner{background:var(--card);border:1px solid var(--quar);border-left:6px solid var(--quar);border-radius:10px;
 padding:12px 16px;margin:14px 0}
-.banner h2{margin:0 0 6px;color:var(--quar)}
+.banner h2{margin:0 0 6px;color:var(--quar-ink)}
 .banner p{margin:6px 0}
 .banner ul{margin:6px 0;padding-left:20px;max-height:260px;overflow:auto}
 .release{display:grid;gap:6px;margin-top:8px}
@@ -123,11 +124,11 @@ background:var(--never)}
 .fresh dt{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
 .fresh dd{margin:0;font-size:13px;font-weight:600;overflow-wrap:break-word}
 .fresh dd small{display:block;font-size:12px;font-weight:400;color:var(--muted)}
-.stale{color:var(--bad)}
+.stale{color:var(--bad-ink)}
 .counts{display:flex;flex-wrap:wrap;gap:4px 14px;list-style:none;padding:0;margin:10px 0 4px;font-size:13px;
 color:var(--muted)}
 .counts b{color:var(--ink);font-size:14px;margin-right:3px}
-.counts .bad b{color:var(--bad)}
+.counts .bad b{color:var(--bad-ink)}
 figure{margin:8px 0 0}
 svg.chart{width:100%;height:auto;display:block}
 .chart .grid{stroke:var(--line);stroke-width:1}
@@ -146,7 +147,7 @@ figcaption{font-size:12px;color:var(--muted);display:flex;flex-wrap:wrap;gap:2px
 .failing-objects li{border-left:3px solid var(--bad);background:var(--bg);border-radius:0 7px 7px 0;padding:6px 9px;
 margin:0 0 6px;font-size:13px}
 .failing-objects .what{display:flex;justify-content:space-between;gap:8px}
-.failing-objects .runs{color:var(--bad);font-weight:600;white-space:nowrap}
+.failing-objects .runs{color:var(--bad-ink);font-weight:600;white-space:nowrap}
 .failing-objects .error{margin:2px 0 4px;overflow-wrap:anywhere}
 .failing-objects code,.held code{font-size:11px;color:var(--muted);background:none;padding:0}
 .held code{display:block}
