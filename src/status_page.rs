@@ -11,7 +11,7 @@
 //! The page holds nothing secret: the status report carries no credential, and the request (whose URL may carry
 //! the function key) is never echoed.
 
-use std::fmt::Display;
+use std::fmt::{Display, Write as _};
 
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -57,8 +57,20 @@ impl Html {
         self.0.push_str(markup);
     }
 
-    fn text(&mut self, value: impl Display) {
-        escape_into(&value.to_string(), &mut self.0);
+    /// One non-generic function for every value (the page is not hot; the binary's size matters more).
+    #[inline(never)]
+    fn text(&mut self, value: &dyn Display) {
+        let _ = write!(Escaping(&mut self.0), "{value}");
+    }
+}
+
+/// Escapes whatever is formatted into it.
+struct Escaping<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        escape_into(text, self.0);
+        Ok(())
     }
 }
 
@@ -68,7 +80,7 @@ macro_rules! html {
         $page.raw($markup)
     };
     (@part $page:expr, { $value:expr }) => {
-        $page.text($value)
+        $page.text(&$value)
     };
     ($page:expr; $($part:tt)*) => {{
         $( html!(@part $page, $part); )*

@@ -143,41 +143,48 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
     let Some(accept) = accept else {
         return false;
     };
-    let (mut html, mut json) = (0.0_f32, 0.0_f32);
-    let (mut html_exact, mut json_exact) = (false, false);
+    // Weights in thousandths; `None` until a media range names the type exactly.
+    let (mut html, mut json): (Option<u16>, Option<u16>) = (None, None);
+    let (mut html_wild, mut json_wild) = (0_u16, 0_u16);
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
         let q = parts
             .filter_map(|param| {
                 let (name, value) = param.split_once('=')?;
-                (name.trim() == "q").then(|| value.trim().parse::<f32>().ok())?
+                (name.trim() == "q").then(|| q_thousandths(value.trim()))
             })
             .next()
-            .unwrap_or(1.0);
+            .unwrap_or(Some(1000))
+            .unwrap_or(0);
         match media.as_str() {
-            "text/html" | "application/xhtml+xml" => {
-                html = if html_exact { html.max(q) } else { q };
-                html_exact = true;
-            }
-            "application/json" => {
-                json = if json_exact { json.max(q) } else { q };
-                json_exact = true;
-            }
-            "text/*" if !html_exact => html = html.max(q),
-            "application/*" if !json_exact => json = json.max(q),
+            "text/html" | "application/xhtml+xml" => html = Some(html.unwrap_or(0).max(q)),
+            "application/json" => json = Some(json.unwrap_or(0).max(q)),
+            "text/*" => html_wild = html_wild.max(q),
+            "application/*" => json_wild = json_wild.max(q),
             "*/*" => {
-                if !html_exact {
-                    html = html.max(q);
-                }
-                if !json_exact {
-                    json = json.max(q);
-                }
+                html_wild = html_wild.max(q);
+                json_wild = json_wild.max(q);
             }
             _ => {}
         }
     }
-    html_exact && html > json
+    // Only an explicit `text/html` asks for the page; JSON may be accepted explicitly or through a wildcard.
+    html.is_some_and(|html| html > json.unwrap_or(json_wild))
+}
+
+/// An HTTP q-value (`0`, `0.8`, `1.000`) in thousandths; `None` if malformed.
+fn q_thousandths(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fraction: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(fraction),
+        "1" if fraction == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// `Status`: `GET /api/status`: the status report as JSON, or the status page for a browser (`Accept: text/html`).
@@ -410,6 +417,15 @@ mod tests {
         );
         assert!(!prefers_html(Some("text/html;q=0.2, */*")));
         assert!(!prefers_html(Some("text/*")));
+        assert!(prefers_html(Some(
+            "text/html;q=0.9, application/json;q=0.85"
+        )));
+        assert!(!prefers_html(Some("text/html;q=0, */*;q=0.1")));
+        assert!(!prefers_html(Some("text/html;q=bogus, */*;q=0.1")));
+        assert_eq!(q_thousandths("0.8"), Some(800));
+        assert_eq!(q_thousandths("1"), Some(1000));
+        assert_eq!(q_thousandths("0.125"), Some(125));
+        assert_eq!(q_thousandths("1.5"), None);
     }
 
     #[test]
