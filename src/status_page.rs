@@ -53,6 +53,7 @@ pub fn escape_into(text: &str, out: &mut String) {
 struct Html(String);
 
 impl Html {
+    #[inline(never)]
     fn raw(&mut self, markup: &'static str) {
         self.0.push_str(markup);
     }
@@ -61,6 +62,15 @@ impl Html {
     #[inline(never)]
     fn text(&mut self, value: &dyn Display) {
         let _ = write!(Escaping(&mut self.0), "{value}");
+    }
+}
+
+/// A coordinate with one decimal.
+struct Fixed1(f64);
+
+impl Display for Fixed1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1}", self.0)
     }
 }
 
@@ -485,8 +495,8 @@ fn chart(page: &mut Html, runs: &[RunPoint]) {
         "<text x=\"299\" y=\"7\" text-anchor=\"end\">" {max_changes} " changes</text>");
     for empty in 0..first_slot {
         let x = empty as f64 * slot;
-        html!(page; "<rect class=\"slot\" x=\"" {format!("{:.1}", x + slot * 0.15)} "\" y=\"" {BASE - 1.5}
-            "\" width=\"" {format!("{:.1}", slot * 0.7)} "\" height=\"1.5\"/>");
+        html!(page; "<rect class=\"slot\" x=\"" {Fixed1(x + slot * 0.15)} "\" y=\"" {BASE - 1.5}
+            "\" width=\"" {Fixed1(slot * 0.7)} "\" height=\"1.5\"/>");
     }
     let mut points = String::new();
     for (offset, run) in shown.iter().enumerate() {
@@ -498,8 +508,8 @@ fn chart(page: &mut Html, runs: &[RunPoint]) {
         html!(page; "<g class=\"run\"><title>" {stamp(run.started_at)} " · " {outcome_name(run.outcome)} " · "
             {mode_name(run.mode)} " · " {duration_text(run.duration_ms)} " · " {run.changes} " changes · "
             {run.failures} " failures</title><rect class=\"" {outcome_class(run.outcome)} "\" x=\""
-            {format!("{:.1}", x + slot * 0.15)} "\" y=\"" {format!("{:.1}", BASE - bar)} "\" width=\""
-            {format!("{:.1}", slot * 0.7)} "\" height=\"" {format!("{bar:.1}")} "\" rx=\"1\"/></g>");
+            {Fixed1(x + slot * 0.15)} "\" y=\"" {Fixed1(BASE - bar)} "\" width=\""
+            {Fixed1(slot * 0.7)} "\" height=\"" {Fixed1(bar)} "\" rx=\"1\"/></g>");
     }
     if shown.len() > 1 {
         html!(page; "<polyline points=\"" {points.trim_end()} "\"/>");
@@ -507,7 +517,7 @@ fn chart(page: &mut Html, runs: &[RunPoint]) {
     for (offset, run) in shown.iter().enumerate() {
         let cx = (first_slot + offset) as f64 * slot + slot / 2.0;
         let cy = BASE - run.changes as f64 / max_changes as f64 * height;
-        html!(page; "<circle cx=\"" {format!("{cx:.1}")} "\" cy=\"" {format!("{cy:.1}")} "\" r=\"1.8\"/>");
+        html!(page; "<circle cx=\"" {Fixed1(cx)} "\" cy=\"" {Fixed1(cy)} "\" r=\"1.8\"/>");
     }
     let oldest = shown.first().map(|run| stamp(run.started_at));
     let newest = shown.last().map(|run| stamp(run.started_at));
