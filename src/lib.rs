@@ -9,6 +9,7 @@
 //! - [`engine`]: one sync run of a link: read, scope, map, diff, plan, apply, checkpoint.
 //! - [`m365`]: thin clients for Graph, Exchange `InvokeCommand`, Key Vault, and token acquisition.
 //! - [`state`]: checkpoints, leases and run records (Azure Table Storage or a local file store).
+//! - [`status_page`]: the self-contained HTML status page (`GET /api/status` for browsers, `status --html`).
 //! - [`telemetry`]: tracing setup and the secret type that never prints.
 //! - [`demo`]: the self-contained demo against the local Microsoft 365 simulator (the `demo` cargo feature, on by
 //!   default and left out of the package shipped to Azure).
@@ -23,4 +24,5 @@ pub mod m365;
 pub mod report;
 pub mod service;
 pub mod state;
+pub mod status_page;
 pub mod telemetry;

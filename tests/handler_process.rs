@@ -263,7 +263,9 @@ fn status_lists_every_configured_link() {
             "links": [{
                 "link": "acme-to-northern", "source_tenant": "acme", "target_tenant": "northern",
                 "target_kind": "mail_contact", "last_run": null, "next_due": null,
-                "managed_objects": 0, "quarantine": null, "running": null
+                "managed_objects": 0, "quarantine": null, "running": null, "mesh": null,
+                "health": "never_run", "last_success": null, "recent_runs": [], "failing_objects": [],
+                "failing_objects_total": 0
             }]
         })
     );

@@ -1,6 +1,6 @@
 //! The delete safety through the real `galbridge serve` process and the host's protocol, against m365-sim: a run
 //! that would delete more than the link's threshold is answered 200 with a `quarantined` report that says how to
-//! release it, deletes nothing, and shows in `Status`; `POST /api/sync/{link}?allow_deletes=true` releases it once.
+//! release it (naming the contacts it holds back), deletes nothing, and shows in `Status`; `POST /api/sync/{link}?allow_deletes=true` releases it once.
 
 mod handler_support;
 
@@ -31,6 +31,7 @@ fn without_volatile(mut report: Value) -> Value {
     }
     if let Some(quarantine) = report["quarantine"].as_object_mut() {
         let since = quarantine.remove("since").expect("since");
+        quarantine.remove("held"); // asserted on its own
         chrono::DateTime::parse_from_rfc3339(since.as_str().expect("a time")).expect("RFC 3339");
     }
     report
@@ -75,6 +76,17 @@ fn too_many_deletes_quarantine_the_link_until_released_over_http() {
          conflicts 0, unchanged 0, QUARANTINED: {n} deletes held ({threshold})",
         n = left.len()
     );
+    let mut held: Vec<Value> = report["quarantine"]["held"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    held.sort_by_key(|held| held["anchor"].as_str().unwrap_or_default().to_owned());
+    let mut expected_held: Vec<Value> = leavers
+        .iter()
+        .map(|user| json!({ "anchor": sim.anchor_of("acme", user), "display_name": user["displayName"] }))
+        .collect();
+    expected_held.sort_by_key(|held| held["anchor"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(held, expected_held, "the quarantine names what it holds");
     let quarantine = json!({
         "held_deletes": left.len(),
         "threshold": threshold,
@@ -100,6 +112,15 @@ fn too_many_deletes_quarantine_the_link_until_released_over_http() {
     let (_, status_envelope) = invoke(app.port, "Status", &status_payload());
     let mut shown = res(&status_envelope).1["links"][0]["quarantine"].clone();
     shown.as_object_mut().expect("a quarantine").remove("since");
+    assert_eq!(
+        shown
+            .as_object_mut()
+            .expect("a quarantine")
+            .remove("held")
+            .and_then(|held| held.as_array().map(Vec::len)),
+        Some(left.len()),
+        "status names the held deletes too"
+    );
     assert_eq!(shown, quarantine);
 
     // Released once over HTTP: the held deletes are applied, and the quarantine is gone.

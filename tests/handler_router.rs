@@ -49,6 +49,7 @@ fn report(link: &str, outcome: RunOutcome) -> RunReport {
             held_deletes: 60,
             threshold: "50 deletes".to_owned(),
             release_hint: "POST /api/sync/a-to-b?allow_deletes=true".to_owned(),
+            held: Vec::new(),
         }),
         plan: None,
         summary: format!("{link}: {outcome:?}"),
@@ -115,7 +116,7 @@ impl SyncService for FakeService {
                 managed_objects: 12,
                 quarantine: None,
                 running: None,
-                running_until: None,
+                ..LinkStatus::default()
             }],
         })
     }
@@ -423,6 +424,46 @@ async fn status_answers_the_status_report() {
         "2026-11-23T10:00:00Z"
     );
     assert_eq!(answer.envelope["Logs"], json!(["status of 1 link"]));
+}
+
+#[tokio::test]
+async fn status_answers_a_browser_with_the_page_and_everyone_else_with_json() {
+    let with_accept = |accept: &str| {
+        let mut payload = http("GET", "https://app/api/status", None, json!({}));
+        payload["Data"]["req"]["Headers"]["Accept"] = json!([accept]);
+        payload
+    };
+
+    let page = invoke(
+        Arc::default(),
+        "Status",
+        with_accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    )
+    .await;
+    let curl = invoke(Arc::default(), "Status", with_accept("*/*")).await;
+
+    let res = &page.envelope["Outputs"]["res"];
+    assert_eq!(
+        (page.host_status, res["statusCode"].as_u64()),
+        (StatusCode::OK, Some(200))
+    );
+    assert_eq!(
+        res["headers"],
+        json!({
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": galbridge::status_page::CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "Vary": "Accept"
+        })
+    );
+    let body = res["body"].as_str().expect("a text body");
+    assert!(body.starts_with("<!doctype html>"), "{body}");
+    assert!(body.contains("data-link=\"a-to-b\""));
+    assert_eq!(page.envelope["Logs"], json!(["status of 1 link (page)"]));
+    assert_eq!(curl.res_body()["links"][0]["managed_objects"], 12);
+    assert_eq!(curl.res_body()["links"][0]["health"], "never_run");
 }
 
 #[tokio::test]

@@ -147,14 +147,35 @@ fn sync_http_runs_the_link_and_reports_what_landed_in_the_target() {
     let next_due = chrono::DateTime::parse_from_rfc3339(link["next_due"].as_str().expect("due"))
         .expect("RFC 3339");
     assert_eq!(next_due, started + chrono::Duration::minutes(15));
-    for field in ["last_run", "next_due"] {
+    // The run history: one run, so the last success is when it ended.
+    let last_success =
+        chrono::DateTime::parse_from_rfc3339(link["last_success"].as_str().expect("a success"))
+            .expect("RFC 3339");
+    let duration = stored["duration_ms"].as_i64().expect("a duration");
+    assert_eq!(
+        last_success,
+        started + chrono::Duration::milliseconds(duration)
+    );
+    let changes = ["creates", "updates", "deletes", "hides", "adoptions"]
+        .iter()
+        .map(|kind| stored["applied"][kind].as_u64().expect("a count"))
+        .sum::<u64>();
+    assert_eq!(
+        link["recent_runs"],
+        json!([{
+            "run_id": stored["run_id"], "started_at": stored["started_at"], "duration_ms": duration,
+            "mode": "full", "outcome": "succeeded", "changes": changes, "failures": 0
+        }])
+    );
+    for field in ["last_run", "next_due", "last_success", "recent_runs"] {
         link.as_object_mut().expect("an object").remove(field);
     }
     assert_eq!(
         status["links"],
         json!([{
             "link": LINK, "source_tenant": "acme", "target_tenant": "northern", "target_kind": "mail_contact",
-            "managed_objects": in_scope.len(), "quarantine": null, "running": null
+            "managed_objects": in_scope.len(), "quarantine": null, "running": null, "mesh": null,
+            "health": "ok", "failing_objects": [], "failing_objects_total": 0
         }])
     );
 }

@@ -16,16 +16,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{Duration, TimeZone, Utc};
-use galbridge::report::{PlanCounts, QuarantineInfo, RunMode, RunOutcome, RunReport};
+use galbridge::report::{
+    Failure, HeldDelete, PlanCounts, QuarantineInfo, RunMode, RunOutcome, RunReport,
+};
 use galbridge::state::{
-    FileStore, LINK_SCOPE, LinkCheckpoint, MemoryStore, ObjectRecord, StateError, StateStore,
-    TableStore, TableStoreConfig,
+    FileStore, LINK_SCOPE, LinkCheckpoint, MemoryStore, ObjectRecord, RUN_RECORDS_KEPT, StateError,
+    StateStore, TableStore, TableStoreConfig,
 };
 
 /// A store under test, plus whatever must live as long as it.
 struct Harness {
     store: Arc<dyn StateStore>,
     _dir: Option<tempfile::TempDir>,
+    /// How to open the same stored state again (a restart); `None` for the in-process store.
+    reopen: Option<Reopen>,
+}
+
+enum Reopen {
+    File(std::path::PathBuf),
+    Table(TableStoreConfig),
 }
 
 impl Harness {
@@ -33,15 +42,30 @@ impl Harness {
         Some(Self {
             store: Arc::new(MemoryStore::new()),
             _dir: None,
+            reopen: None,
         })
     }
 
     fn file() -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = FileStore::open(dir.path().join("state")).expect("open file store");
+        let path = dir.path().join("state");
+        let store = FileStore::open(&path).expect("open file store");
         Some(Self {
             store: Arc::new(store),
             _dir: Some(dir),
+            reopen: Some(Reopen::File(path)),
+        })
+    }
+
+    /// A second store over the same stored state, as a restarted process opens it.
+    async fn reopened(&self) -> Option<Arc<dyn StateStore>> {
+        Some(match self.reopen.as_ref()? {
+            Reopen::File(path) => Arc::new(FileStore::open(path).expect("reopen file store")),
+            Reopen::Table(config) => Arc::new(
+                TableStore::open(config.clone())
+                    .await
+                    .expect("reopen table store"),
+            ),
         })
     }
 
@@ -56,10 +80,13 @@ impl Harness {
         );
         let config = TableStoreConfig::from_connection_string(&azurite.connection_string(), &table)
             .expect("connection string");
-        let store = TableStore::open(config).await.expect("open table store");
+        let store = TableStore::open(config.clone())
+            .await
+            .expect("open table store");
         Some(Self {
             store: Arc::new(store),
             _dir: None,
+            reopen: Some(Reopen::Table(config)),
         })
     }
 }
@@ -254,6 +281,12 @@ mod suite {
                 held_deletes: 120,
                 threshold: "max_deletes = 50".to_owned(),
                 release_hint: "galbridge sync --link link-a --allow-deletes".to_owned(),
+                held: (0..50)
+                    .map(|i| HeldDelete {
+                        anchor: format!("galbridge:t1:{i:036}"),
+                        display_name: format!("<b>Person</b> \"{i}\" & Co — ünïcode"),
+                    })
+                    .collect(),
             }),
             extra: serde_json::json!({ "folders": { "mbx/1": "AAMk==" } })
                 .as_object()
@@ -444,13 +477,14 @@ mod suite {
 
     pub async fn run_records_are_capped_and_newest_first(h: &Harness) {
         let store = &h.store;
-        // Stored out of order; 55 runs, the cap keeps 50.
-        let mut minutes: Vec<u32> = (0..55).collect();
+        // Stored out of order; five more runs than the cap keeps.
+        let total = u32::try_from(RUN_RECORDS_KEPT).unwrap() + 5;
+        let mut minutes: Vec<u32> = (0..total).collect();
         minutes.reverse();
         minutes.swap(3, 40);
         for minute in &minutes {
             store
-                .put_run_record(&report("link-a", &format!("run-{minute:02}"), *minute))
+                .put_run_record(&report("link-a", &format!("run-{minute:03}"), *minute))
                 .await
                 .unwrap();
         }
@@ -458,13 +492,13 @@ mod suite {
             .put_run_record(&report("link-b", "other", 99))
             .await
             .unwrap();
-        let all = store.list_run_records("link-a", 100).await.unwrap();
+        let all = store.list_run_records("link-a", 1000).await.unwrap();
         let ids: Vec<_> = all.iter().map(|r| r.run_id.clone()).collect();
-        let expected: Vec<_> = (5..55).rev().map(|m| format!("run-{m:02}")).collect();
+        let expected: Vec<_> = (5..total).rev().map(|m| format!("run-{m:03}")).collect();
         assert_eq!(ids, expected);
         assert_eq!(
             all[0],
-            report("link-a", "run-54", 54),
+            report("link-a", &format!("run-{:03}", total - 1), total - 1),
             "a stored report comes back whole"
         );
 
@@ -475,16 +509,65 @@ mod suite {
             .into_iter()
             .map(|r| r.run_id)
             .collect();
-        assert_eq!(top, vec!["run-54", "run-53", "run-52"]);
+        assert_eq!(top, vec!["run-104", "run-103", "run-102"]);
 
         // Same run id again replaces it.
-        let mut again = report("link-a", "run-54", 54);
+        let mut again = report("link-a", "run-104", 104);
         again.outcome = RunOutcome::Quarantined;
         store.put_run_record(&again).await.unwrap();
-        let latest = store.list_run_records("link-a", 100).await.unwrap();
-        assert_eq!(latest.len(), 50);
+        let latest = store.list_run_records("link-a", 1000).await.unwrap();
+        assert_eq!(latest.len(), RUN_RECORDS_KEPT);
         assert_eq!(latest[0].outcome, RunOutcome::Quarantined);
         assert_eq!(store.list_run_records("link-b", 10).await.unwrap().len(), 1);
+    }
+
+    /// The run history behind `status` and the status page's chart: bounded at [`RUN_RECORDS_KEPT`] per link
+    /// as runs keep arriving in order (each with its failures), and still there after a restart.
+    pub async fn run_history_is_bounded_and_survives_a_restart(h: &Harness) {
+        let store = &h.store;
+        let total = u32::try_from(RUN_RECORDS_KEPT).unwrap() + 20;
+        for minute in 0..total {
+            let mut run = report("history", &format!("run-{minute:03}"), minute);
+            run.outcome = RunOutcome::PartiallyFailed;
+            run.failures = vec![Failure {
+                anchor: Some("galbridge:t1:stuck".to_owned()),
+                mailbox: None,
+                kind: "exchange_error".to_owned(),
+                reason: format!("refused in run {minute}"),
+            }];
+            store.put_run_record(&run).await.unwrap();
+            let kept = store.list_run_records("history", usize::MAX).await.unwrap();
+            assert_eq!(
+                kept.len(),
+                (minute as usize + 1).min(RUN_RECORDS_KEPT),
+                "after run {minute}"
+            );
+        }
+        let Some(reopened) = h.reopened().await else {
+            return;
+        };
+        let runs = reopened
+            .list_run_records("history", usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), RUN_RECORDS_KEPT);
+        assert_eq!(runs[0].run_id, format!("run-{:03}", total - 1));
+        assert_eq!(
+            runs[RUN_RECORDS_KEPT - 1].run_id,
+            format!(
+                "run-{:03}",
+                total - u32::try_from(RUN_RECORDS_KEPT).unwrap()
+            )
+        );
+        let failing = galbridge::report::failing_objects(&runs);
+        assert_eq!(failing.len(), 1);
+        assert_eq!(
+            (failing[0].runs as usize, failing[0].last_error.as_str()),
+            (
+                RUN_RECORDS_KEPT,
+                format!("refused in run {}", total - 1).as_str()
+            )
+        );
     }
 
     pub async fn delete_link_forgets_only_that_link(h: &Harness) {
@@ -662,6 +745,7 @@ conformance!(
     get_objects_returns_only_the_asked_anchors_of_its_scope,
     snapshots_of_every_size_round_trip,
     run_records_are_capped_and_newest_first,
+    run_history_is_bounded_and_survives_a_restart,
     delete_link_forgets_only_that_link,
     concurrent_links_are_independent,
 );

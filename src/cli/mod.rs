@@ -54,8 +54,11 @@ pub enum Command {
     Sync(SyncArgs),
     /// Show what a sync would change, without writing anything (a dry run).
     Plan(PlanArgs),
-    /// Each link's last run, next due time, counts and quarantine.
-    Status(JsonArg),
+    /// Each link's health, last run, next due time, counts, failing objects and quarantine.
+    ///
+    /// A table by default; --json prints the status report; --html FILE writes the status page (one
+    /// self-contained HTML file with a chart of the recent runs, as `GET /api/status` serves it to a browser).
+    Status(StatusArgs),
     /// Check the configuration file and list the links it defines.
     Validate,
     /// Configuration helpers.
@@ -123,10 +126,13 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JsonArg {
+pub struct StatusArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the status page (self-contained HTML) to FILE ("-" for stdout)
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,9 +291,18 @@ async fn with_config(command: Command, config: Config) -> Exit {
         }
         Command::Status(args) => match service.status().await {
             Ok(status) => {
+                if let Some(path) = &args.html {
+                    let page = crate::status_page::render(&status, chrono::Utc::now());
+                    if path.as_os_str() == "-" {
+                        print!("{page}");
+                    } else if let Err(error) = std::fs::write(path, page) {
+                        eprintln!("galbridge status: cannot write {}: {error}", path.display());
+                        return Exit::RunFailed;
+                    }
+                }
                 if args.json {
                     print_json(&status);
-                } else {
+                } else if args.html.is_none() {
                     print!("{}", output::status_table(&status));
                 }
                 Exit::Ok

@@ -183,7 +183,7 @@ pub fn status_table(status: &StatusReport) -> String {
                 (None, Some(quarantine)) => {
                     format!("quarantined ({} deletes held)", quarantine.held_deletes)
                 }
-                (None, None) => "ok".to_owned(),
+                (None, None) => link.health.name().to_owned(),
             };
             vec![
                 link.link.clone(),
@@ -201,12 +201,79 @@ pub fn status_table(status: &StatusReport) -> String {
             ]
         })
         .collect();
-    table(&header, &rows, &numeric)
+    let mut out = table(&header, &rows, &numeric);
+    for link in &status.links {
+        for object in link.failing_objects.iter().take(10) {
+            let mailbox = object
+                .mailbox
+                .as_deref()
+                .map(|mailbox| format!(" in {mailbox}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}: failing {} runs in a row: {}{mailbox}: {}: {}",
+                link.link, object.runs, object.anchor, object.kind, object.last_error
+            );
+        }
+        let unlisted = link
+            .failing_objects_total
+            .saturating_sub(link.failing_objects.len().min(10) as u64);
+        if unlisted > 0 {
+            let _ = writeln!(
+                out,
+                "  {}: … {unlisted} more failing objects (see --json)",
+                link.link
+            );
+        }
+        if let Some(quarantine) = &link.quarantine {
+            let _ = writeln!(
+                out,
+                "  {}: quarantined since {}: {} deletes held ({}); {}",
+                link.link,
+                quarantine.since.format("%Y-%m-%d %H:%M"),
+                quarantine.held_deletes,
+                quarantine.threshold,
+                quarantine.release_hint
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_table_names_failing_objects_under_their_link() {
+        use crate::report::{FailingObject, Health};
+        let status = StatusReport {
+            version: "0".into(),
+            links: vec![LinkStatus {
+                link: "a-to-b".into(),
+                source_tenant: "a".into(),
+                target_tenant: "b".into(),
+                target_kind: "mail_contact".into(),
+                health: Health::Failing,
+                failing_objects: vec![FailingObject {
+                    anchor: "galbridge:t:1".into(),
+                    mailbox: None,
+                    runs: 4,
+                    last_error: "address in use".into(),
+                    kind: "conflict_address".into(),
+                }],
+                failing_objects_total: 12,
+                ..LinkStatus::default()
+            }],
+        };
+        let text = status_table(&status);
+        assert!(text.lines().next().unwrap().ends_with("STATE"), "{text}");
+        assert!(text.lines().nth(1).unwrap().ends_with("failing"), "{text}");
+        assert!(text.contains(
+            "  a-to-b: failing 4 runs in a row: galbridge:t:1: conflict_address: address in use\n"
+        ));
+        assert!(text.contains("  a-to-b: … 11 more failing objects (see --json)\n"));
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -122,6 +122,11 @@ pub fn enforce(
              or POST /api/sync/{link}?allow_deletes=true",
             link = plan.link
         ),
+        held: crate::report::HeldDelete::sample(
+            plan.held
+                .iter()
+                .map(|r| (r.anchor.as_str(), r.display_name.as_str())),
+        ),
     })
 }
 
@@ -174,6 +179,7 @@ mod tests {
         assert_eq!(quarantine.held_deletes, 4);
         assert!(quarantine.threshold.contains("max_deletes = 3"));
         assert!(quarantine.release_hint.contains("--allow-deletes"));
+        assert_eq!(quarantine.held[0].display_name, "P0");
 
         let limits = SafetyLimits {
             max_deletes: 100,
@@ -228,6 +234,7 @@ mod tests {
             held_deletes: 2,
             threshold: String::new(),
             release_hint: String::new(),
+            held: Vec::new(),
         };
         let limits = SafetyLimits {
             max_deletes: 1,

@@ -394,7 +394,11 @@ impl SyncService for EngineService {
         let now = Utc::now();
         for link in &self.links {
             let name = &link.resolved.name;
-            let last_run = self.last_run(name).await;
+            let runs = self
+                .store
+                .list_run_records(name, crate::state::RUN_RECORDS_KEPT)
+                .await
+                .unwrap_or_default();
             let checkpoint = self.store.load_checkpoint(name).await.map_err(internal)?;
             let managed = self
                 .store
@@ -405,7 +409,7 @@ impl SyncService for EngineService {
             let lease = self.store.current_lease(name).await.map_err(internal)?;
             let running_until = lease.as_ref().map(|lease| lease.until);
             let running = lease.map(|lease| lease.holder);
-            links.push(LinkStatus {
+            let status = LinkStatus {
                 link: name.clone(),
                 source_tenant: link.resolved.source_tenant.name.clone(),
                 target_tenant: link.resolved.target_tenant.name.clone(),
@@ -413,14 +417,16 @@ impl SyncService for EngineService {
                 next_due: link.resolved.enabled.then(|| {
                     link.resolved
                         .cadence
-                        .next_due(last_run.as_ref().map(|run| run.started_at), now)
+                        .next_due(runs.first().map(|run| run.started_at), now)
                 }),
-                last_run,
                 managed_objects: managed,
                 quarantine: checkpoint.quarantine,
                 running,
                 running_until,
-            });
+                mesh: link.resolved.mesh.clone(),
+                ..LinkStatus::default()
+            };
+            links.push(status.with_history(&runs));
         }
         Ok(StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -277,6 +277,32 @@ impl InvocationResponse {
         }
     }
 
+    /// A response with the HTTP output `res` carrying a text `body` of `content_type` (the status page).
+    pub fn http_text(
+        status: u16,
+        body: String,
+        content_type: &str,
+        extra_headers: &[(&str, &str)],
+        logs: Vec<String>,
+    ) -> Self {
+        let mut headers = BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]);
+        for (name, value) in extra_headers {
+            headers.insert((*name).to_owned(), (*value).to_owned());
+        }
+        Self {
+            outputs: BTreeMap::from([(
+                "res".to_owned(),
+                HttpOutput {
+                    status_code: status,
+                    body,
+                    headers,
+                },
+            )]),
+            logs,
+            return_value: None,
+        }
+    }
+
     /// A response with the HTTP output `res` carrying `body` as JSON.
     pub fn http(
         status: u16,

@@ -137,7 +137,57 @@ pub async fn sync_http<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnsw
     }
 }
 
-/// `Status`: `GET /api/status`.
+/// Whether the caller prefers HTML to JSON (`Accept`, with q-values): a browser does (`text/html,…,*/*;q=0.8`),
+/// curl (`*/*`) and API clients (`application/json`) do not; a tie goes to JSON.
+pub fn prefers_html(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    // Weights in thousandths; `None` until a media range names the type exactly.
+    let (mut html, mut json): (Option<u16>, Option<u16>) = (None, None);
+    let (mut html_wild, mut json_wild) = (0_u16, 0_u16);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|param| {
+                let (name, value) = param.split_once('=')?;
+                (name.trim() == "q").then(|| q_thousandths(value.trim()))
+            })
+            .next()
+            .unwrap_or(Some(1000))
+            .unwrap_or(0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html = Some(html.unwrap_or(0).max(q)),
+            "application/json" => json = Some(json.unwrap_or(0).max(q)),
+            "text/*" => html_wild = html_wild.max(q),
+            "application/*" => json_wild = json_wild.max(q),
+            "*/*" => {
+                html_wild = html_wild.max(q);
+                json_wild = json_wild.max(q);
+            }
+            _ => {}
+        }
+    }
+    // Only an explicit `text/html` asks for the page; JSON may be accepted explicitly or through a wildcard.
+    html.is_some_and(|html| html > json.unwrap_or(json_wild))
+}
+
+/// An HTTP q-value (`0`, `0.8`, `1.000`) in thousandths; `None` if malformed.
+fn q_thousandths(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fraction: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(fraction),
+        "1" if fraction == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// `Status`: `GET /api/status`: the status report as JSON, or the status page for a browser (`Accept: text/html`).
 pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
     let request = match Invocation::parse(body)
         .and_then(|invocation| invocation.http_request(HTTP_BINDING))
@@ -155,7 +205,27 @@ pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer 
                 "status of {count} link{}",
                 if count == 1 { "" } else { "s" }
             );
-            http_answer(200, &report, vec![line])
+            if prefers_html(request.headers.get("accept").map(String::as_str)) {
+                let page = crate::status_page::render(&report, chrono::Utc::now());
+                HostAnswer::handled(InvocationResponse::http_text(
+                    200,
+                    page,
+                    "text/html; charset=utf-8",
+                    &[
+                        (
+                            "Content-Security-Policy",
+                            crate::status_page::CONTENT_SECURITY_POLICY,
+                        ),
+                        ("X-Content-Type-Options", "nosniff"),
+                        ("Referrer-Policy", "no-referrer"),
+                        ("Cache-Control", "no-store"),
+                        ("Vary", "Accept"),
+                    ],
+                    vec![format!("{line} (page)")],
+                ))
+            } else {
+                http_answer(200, &report, vec![line])
+            }
         }
         Err(error) => service_error_answer(&error),
     }
@@ -329,6 +399,33 @@ mod tests {
             Some("m.a-to-b")
         );
         assert_eq!(link_of(&request("https://x/api/sync", &[], &[])), None);
+    }
+
+    #[test]
+    fn browsers_get_the_page_and_api_clients_json() {
+        let chrome =
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+        assert!(prefers_html(Some(chrome)));
+        assert!(prefers_html(Some("text/html")));
+        assert!(prefers_html(Some("application/json;q=0.5, text/html")));
+        assert!(!prefers_html(None));
+        assert!(!prefers_html(Some("*/*")));
+        assert!(!prefers_html(Some("application/json")));
+        assert!(
+            !prefers_html(Some("application/json, text/html")),
+            "a tie is JSON"
+        );
+        assert!(!prefers_html(Some("text/html;q=0.2, */*")));
+        assert!(!prefers_html(Some("text/*")));
+        assert!(prefers_html(Some(
+            "text/html;q=0.9, application/json;q=0.85"
+        )));
+        assert!(!prefers_html(Some("text/html;q=0, */*;q=0.1")));
+        assert!(!prefers_html(Some("text/html;q=bogus, */*;q=0.1")));
+        assert_eq!(q_thousandths("0.8"), Some(800));
+        assert_eq!(q_thousandths("1"), Some(1000));
+        assert_eq!(q_thousandths("0.125"), Some(125));
+        assert_eq!(q_thousandths("1.5"), None);
     }
 
     #[test]

@@ -34,8 +34,9 @@ use crate::report::{QuarantineInfo, RunReport};
 /// The scope of link-wide object maps (as opposed to one mailbox's).
 pub const LINK_SCOPE: &str = "";
 
-/// How many run records every store keeps per link (older ones are dropped as new ones arrive).
-pub const RUN_RECORDS_KEPT: usize = 50;
+/// How many run records every store keeps per link (older ones are dropped as new ones arrive): the history
+/// behind `status` (its recent runs, failing objects, last success) and the status page's chart.
+pub const RUN_RECORDS_KEPT: usize = 100;
 
 /// A held lease on a link. Renew it while running; release it when done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

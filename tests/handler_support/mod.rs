@@ -35,9 +35,17 @@ const SCRUBBED_ENV: &[&str] = &[
     "IDENTITY_HEADER",
 ];
 
+/// The binary under test: Cargo's, unless `GALBRIDGE_TEST_BIN` names another (a target directory shared by several
+/// checkouts may have `target/debug/galbridge` replaced by another checkout's build while the tests run).
+pub fn galbridge_binary() -> PathBuf {
+    std::env::var_os("GALBRIDGE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_galbridge")))
+}
+
 /// A `galbridge` command with the developer's overriding variables removed and logs off (callers may set both).
 pub fn galbridge_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_galbridge"));
+    let mut command = Command::new(galbridge_binary());
     for variable in SCRUBBED_ENV {
         command.env_remove(variable);
     }

@@ -188,6 +188,7 @@ impl PhonesRunner {
                     "review with `galbridge plan --link {link}`, then release once with `galbridge sync --link {link} --allow-deletes`",
                     link = link.name
                 ),
+                held: crate::report::HeldDelete::sample(held.iter().map(|a| (a.as_str(), ""))),
             });
         }
         let mode = if options.dry_run {
