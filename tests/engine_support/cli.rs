@@ -6,6 +6,9 @@
 //! `#[path = "support/azurite.rs"] mod azurite;` and `#[path = "engine_support/cli.rs"] mod cli;`.
 #![allow(dead_code)]
 
+#[path = "../support/exchange_errors.rs"]
+mod exchange_errors;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -76,6 +79,7 @@ impl Bed {
                 .iter()
                 .map(|(name, users)| TenantSeed::new(name, *users))
                 .collect(),
+            knobs: exchange_errors::knobs(),
             ..SimConfig::default()
         })
         .await

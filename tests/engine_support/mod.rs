@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/exchange_errors.rs"]
+mod exchange_errors;
+
 use std::sync::Arc;
 
 use galbridge::config::{Config, NamedTenant};
@@ -71,6 +74,7 @@ pub async fn world_over(
             .iter()
             .map(|(name, users)| TenantSeed::new(name, *users))
             .collect(),
+        knobs: exchange_errors::knobs(),
         ..SimConfig::default()
     })
     .await

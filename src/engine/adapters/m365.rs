@@ -218,23 +218,27 @@ impl M365Connector {
         Ok(client)
     }
 
-    fn graph_transport(&self, tenant: &NamedTenant) -> Arc<ApiTransport> {
+    /// The tenant's Graph executor: its allowlist, token, counters and retry policy.
+    fn graph_api(&self, tenant: &NamedTenant) -> ApiClient {
         let endpoints = tenant.tenant.endpoints();
         let token = self.tokens.source(
             &tenant.name,
             &format!("{}/.default", endpoints.graph_audience),
         );
-        let client = ApiClient::new(
+        ApiClient::new(
             self.http.clone(),
             Service::Graph,
             &[&endpoints.graph],
             Some(token),
         )
         .with_counters(self.counters.clone())
-        .with_retry(self.retry.clone());
+        .with_retry(self.retry.clone())
+    }
+
+    fn graph_transport(&self, tenant: &NamedTenant) -> Arc<ApiTransport> {
         Arc::new(ApiTransport {
-            client,
-            base: endpoints.graph,
+            client: self.graph_api(tenant),
+            base: tenant.tenant.endpoints().graph,
         })
     }
 
@@ -291,19 +295,8 @@ impl Connector for M365Connector {
     }
 
     async fn graph(&self, tenant: &NamedTenant) -> Result<GraphClient, PortError> {
+        let api = self.graph_api(tenant);
         let endpoints = tenant.tenant.endpoints();
-        let token = self.tokens.source(
-            &tenant.name,
-            &format!("{}/.default", endpoints.graph_audience),
-        );
-        let api = ApiClient::new(
-            self.http.clone(),
-            Service::Graph,
-            &[&endpoints.graph],
-            Some(token),
-        )
-        .with_counters(self.counters.clone())
-        .with_retry(self.retry.clone());
         GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
             .map(|graph| graph.for_app(tenant.tenant.client_id.as_str()))
             .map_err(|e| PortError::Failed {
