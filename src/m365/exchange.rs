@@ -107,10 +107,7 @@ fn error_texts(body: &[u8]) -> String {
 pub fn classify(status: u16, body: &[u8]) -> ExchangeErrorKind {
     let text = error_texts(body);
     let has = |needle: &str| text.contains(needle);
-    let transient = super::retry::EXCHANGE_TRANSIENT_MARKERS
-        .iter()
-        .any(|marker| has(marker));
-    if matches!(status, 429 | 503 | 504) || (transient && (status == 400 || status >= 500)) {
+    if matches!(status, 429 | 503 | 504) || super::retry::is_exchange_transient(status, body) {
         ExchangeErrorKind::Transient
     } else if has("ProxyAddressExistsException")
         || has("is already being used by the proxy addresses")

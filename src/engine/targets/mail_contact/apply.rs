@@ -233,13 +233,18 @@ impl MailContactApplier<'_> {
     }
 
     fn failure(&self, anchor: &str, error: &PortError, action: &str) -> Landed {
+        Landed::Failed(self.object_failure(anchor, error, action))
+    }
+
+    /// One object's failure, logged, as the report lists it.
+    fn object_failure(&self, anchor: &str, error: &PortError, action: &str) -> Failure {
         tracing::warn!(link = %self.link, anchor = %anchor, error = %error, "Mail contact {action} failed.");
-        Landed::Failed(Failure {
+        Failure {
             anchor: Some(anchor.to_owned()),
             mailbox: None,
             kind: error.failure_kind().to_owned(),
             reason: format!("{action}: {error}"),
-        })
+        }
     }
 
     async fn remove(&self, removal: &Removal) -> Landed {
@@ -588,11 +593,11 @@ impl MailContactApplier<'_> {
                 Ok(found) => found,
                 Err(error) => {
                     resolution.held_back.insert(intent.anchor.clone());
-                    if let Landed::Failed(failure) =
-                        self.failure(&intent.anchor, &error, "resolving an interrupted create")
-                    {
-                        resolution.failures.push(failure);
-                    }
+                    resolution.failures.push(self.object_failure(
+                        &intent.anchor,
+                        &error,
+                        "resolving an interrupted create",
+                    ));
                     continue;
                 }
             };
@@ -611,11 +616,11 @@ impl MailContactApplier<'_> {
                     };
                     if let Err(error) = self.target.set_mail_contact(&object.id, &settings).await {
                         resolution.held_back.insert(intent.anchor.clone());
-                        if let Landed::Failed(failure) =
-                            self.failure(&intent.anchor, &error, "claiming an interrupted create")
-                        {
-                            resolution.failures.push(failure);
-                        }
+                        resolution.failures.push(self.object_failure(
+                            &intent.anchor,
+                            &error,
+                            "claiming an interrupted create",
+                        ));
                         continue;
                     }
                     Some(object)
