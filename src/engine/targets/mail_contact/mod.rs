@@ -2,7 +2,7 @@
 //! the one Exchange client (`m365::exchange`, `InvokeCommand`; Graph cannot write org contacts).
 //!
 //! Rooms:
-//! - [`run`]: one run of the link ([`Runner`]): the shared lifecycle (`engine::lifecycle`) and source stage
+//! - [`run`]: the target ([`MailContacts`]) behind the shared lifecycle (`engine::lifecycle`) and source stage
 //!   (`engine::source_stage`), intents of interrupted creates resolved, the target read on a full run, diff,
 //!   safety, apply, checkpoint.
 //! - [`apply`]: applying a plan with bounded concurrency and crash-safe create intents ([`MailContactApplier`]).
@@ -13,4 +13,4 @@ pub mod purge;
 pub mod run;
 
 pub use apply::{ApplyResult, IntentResolution, MailContactApplier};
-pub use run::{DEFAULT_LEASE_TTL_SECS, Runner};
+pub use run::{DEFAULT_LEASE_TTL_SECS, MailContacts};
