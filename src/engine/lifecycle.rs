@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 
 use super::lease::HeldLease;
 use super::plan::Plan;
-use super::ports::{CounterSnapshot, PortError, RequestCounters, SourceDirectory};
-use super::source_stage::read_source;
+use super::ports::{CounterSnapshot, PortError, RequestMeter, SourceDirectory};
+use super::source_stage::{SourceRules, read_source};
 use super::spec::LinkSpec;
 use super::targets::{Planned, Purged, RunContext, Target, TargetError};
 use crate::report::{
@@ -131,7 +131,7 @@ pub(crate) struct RunScope<'a> {
     /// The process's holder (`{host}:{pid}`); the run id (and `:purge`) are appended.
     pub(crate) holder: &'a str,
     pub(crate) lease_ttl: chrono::Duration,
-    pub(crate) counters: Option<&'a Arc<dyn RequestCounters>>,
+    pub(crate) counters: Option<&'a Arc<dyn RequestMeter>>,
 }
 
 /// What the lifecycle does with a finished run.
@@ -238,7 +238,7 @@ impl StepError {
 pub struct LinkRunner {
     pub store: Arc<dyn StateStore>,
     pub source: Arc<dyn SourceDirectory>,
-    pub counters: Option<Arc<dyn RequestCounters>>,
+    pub counters: Option<Arc<dyn RequestMeter>>,
     /// Who runs (`{host}:{pid}`); the run id is appended.
     pub holder: String,
     pub lease_ttl: chrono::Duration,
@@ -323,7 +323,7 @@ async fn sync_steps<T: Target>(target: &T, run: &RunContext<'_>) -> Result<RunBo
     let (link, options) = (run.link, run.options);
     let mut checkpoint = run.store.load_checkpoint(&link.name).await?;
     let mut batch = read_source(
-        &link.source_rules(),
+        &SourceRules::of(link),
         run.source,
         &checkpoint,
         options.full,

@@ -1,4 +1,4 @@
-//! [`EngineService`]: the engine behind [`crate::service::SyncService`], the boundary the CLI and the Functions
+//! [`EngineService`]: the engine behind [`crate::sync_service::SyncService`], the boundary the CLI and the Functions
 //! handler talk to. It owns the configuration's links (compiled once), the state store, and a [`Connector`] that
 //! builds the ports to each tenant lazily (clients are created on first use and reused).
 
@@ -11,14 +11,14 @@ use tokio::sync::Mutex;
 
 use super::from_config::{SpecError, link_spec};
 use super::lifecycle::{LinkRunner, RunError};
-use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
+use super::ports::{MailContactTarget, PortError, RequestMeter, SourceDirectory};
 use super::spec::{LinkSpec, TargetSpec};
 use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, MailContacts};
 use super::targets::personal_contacts::PersonalContacts;
 use crate::config::{Config, NamedTenant, ResolvedLink};
 use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
-use crate::service::{ServiceError, SyncService};
 use crate::state::{LINK_SCOPE, StateStore};
+use crate::sync_service::{ServiceError, SyncService};
 
 /// Environment variable overriding the lease lifetime in seconds (1..=3600; default [`DEFAULT_LEASE_TTL_SECS`]).
 /// A run renews its lease every third of it; a run that died without releasing it (a killed process) blocks its
@@ -53,7 +53,7 @@ pub trait Connector: Send + Sync {
         tenant: &NamedTenant,
     ) -> Result<Arc<dyn MailContactTarget>, PortError>;
     /// The request counters shared by the clients (for the run reports).
-    fn counters(&self) -> Option<Arc<dyn RequestCounters>>;
+    fn counters(&self) -> Option<Arc<dyn RequestMeter>>;
     /// The tenant's Graph client (mailbox contacts and photos of `personal_contacts` links).
     async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
         Err(PortError::Failed {
@@ -436,7 +436,7 @@ mod tests {
         ) -> Result<Arc<dyn MailContactTarget>, PortError> {
             Ok(self.exchanges[&tenant.name].clone())
         }
-        fn counters(&self) -> Option<Arc<dyn RequestCounters>> {
+        fn counters(&self) -> Option<Arc<dyn RequestMeter>> {
             None
         }
     }

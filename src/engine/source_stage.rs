@@ -17,11 +17,25 @@ use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
     HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden,
 };
-use super::spec::ObjectOverride;
+use super::spec::{LinkSpec, ObjectOverride};
 use crate::state::LinkCheckpoint;
 
 /// Checkpoint key of the hash of the link's group members (a changed membership forces a full read).
 const GROUPS_HASH_KEY: &str = "group_members_hash";
+
+impl<'a> SourceRules<'a> {
+    /// What the source stage needs of `link`.
+    pub fn of(link: &'a LinkSpec) -> SourceRules<'a> {
+        SourceRules {
+            link: &link.name,
+            source_tenant: &link.source_tenant,
+            scope: &link.scope,
+            mapping: &link.mapping,
+            overrides: &link.overrides,
+            full_reconcile_every: link.full_reconcile_every,
+        }
+    }
+}
 
 /// What the source stage needs of a link, whatever its target.
 pub struct SourceRules<'a> {

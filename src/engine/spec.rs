@@ -9,7 +9,6 @@ use super::diff::DiffPolicy;
 use super::mapping::Mapping;
 use super::safety::SafetyLimits;
 use super::scope::ScopeRules;
-use super::source_stage::SourceRules;
 use super::targets::personal_contacts::PhonesTarget;
 
 /// Per-object override (`[[links.overrides]]`).
@@ -66,18 +65,4 @@ pub struct LinkSpec {
     /// Concurrent target writes (`service.max_concurrency`; for personal contacts the mailboxes written at once,
     /// `service.mailboxes_in_flight`).
     pub max_concurrency: usize,
-}
-
-impl LinkSpec {
-    /// What the shared source stage needs of this link.
-    pub fn source_rules(&self) -> SourceRules<'_> {
-        SourceRules {
-            link: &self.name,
-            source_tenant: &self.source_tenant,
-            scope: &self.scope,
-            mapping: &self.mapping,
-            overrides: &self.overrides,
-            full_reconcile_every: self.full_reconcile_every,
-        }
-    }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::run::MailContacts;
+use super::MailContacts;
 use crate::engine::diff::OnDelete;
 use crate::engine::entry::{Field, anchor_prefix_for};
 use crate::engine::plan::{Plan, Removal, RemovalAction};

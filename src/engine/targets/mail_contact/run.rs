@@ -5,15 +5,14 @@
 //! lifecycle's (`engine::lifecycle`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::MailContacts;
 use super::apply::{IntentResolution, MailContactApplier};
 use crate::engine::diff::{DiffInput, ManagedObject, SourceView, diff};
 use crate::engine::entry::anchor_prefix_for;
 use crate::engine::plan::Plan;
-use crate::engine::ports::MailContactTarget;
 use crate::engine::records::load_managed;
 use crate::engine::safety;
 use crate::engine::source_stage::SourceBatch;
@@ -21,16 +20,6 @@ use crate::engine::spec::MailContactOptions;
 use crate::engine::targets::{Applied, Planned, Purged, RunContext, Target, TargetError};
 use crate::report::Failure;
 use crate::state::LinkCheckpoint;
-
-/// Default lease duration; the lease is renewed every third of it while the run lasts.
-pub const DEFAULT_LEASE_TTL_SECS: i64 = 120;
-
-/// The `mail_contact` target of one link: the target tenant's Exchange and the link's target options.
-#[derive(Clone)]
-pub struct MailContacts {
-    pub port: Arc<dyn MailContactTarget>,
-    pub options: MailContactOptions,
-}
 
 /// What planning hands to applying: the managed records and what intent resolution found.
 pub struct MailContactWork {

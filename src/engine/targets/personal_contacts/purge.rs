@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use super::PersonalContacts;
 use super::mailbox_write::remove_recorded;
 use super::records::{forget_mailbox, load_mailbox};
-use super::run::PersonalContacts;
 use crate::engine::plan::{MailboxFanOut, Plan};
 use crate::engine::targets::{Purged, RunContext};
 use crate::report::{Failure, PlanCounts};

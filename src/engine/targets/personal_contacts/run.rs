@@ -12,13 +12,14 @@ use async_trait::async_trait;
 use serde_json::json;
 use tracing::Instrument as _;
 
+use super::PersonalContacts;
 use super::contact::fill_blank_properties;
 use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
 use super::mailboxes::{Selection, select_mailboxes};
 use super::photos::PhotoCache;
 use super::prepare::{SourceSide, absorb, desired_contacts};
 use super::records::{SnapshotEntry, load_mailbox, load_snapshot, save_snapshot};
-use super::spec::{OnPersonGone, PhonesTarget};
+use super::spec::OnPersonGone;
 use crate::engine::diff::field_changes;
 use crate::engine::entry::{Field, anchor_prefix_for};
 use crate::engine::plan::{Create, MailboxFanOut, Plan, Removal, RemovalAction, Update};
@@ -26,7 +27,6 @@ use crate::engine::ports::PortError;
 use crate::engine::safety;
 use crate::engine::source_stage::SourceBatch;
 use crate::engine::targets::{Applied, Planned, Purged, RunContext, Target, TargetError};
-use crate::m365::GraphClient;
 use crate::report::{Failure, PlanCounts};
 use crate::state::LinkCheckpoint;
 
@@ -39,16 +39,6 @@ const REPORTED_ONLY: &[&str] = &[
     "mailbox_unknown",
     "source_photo",
 ];
-
-/// The `personal_contacts` target of one link: the Graph of both tenants and the link's target options.
-#[derive(Clone)]
-pub struct PersonalContacts {
-    /// The source tenant's Graph (photos).
-    pub source_graph: GraphClient,
-    /// The target tenant's Graph (mailboxes, folders, contacts).
-    pub target_graph: GraphClient,
-    pub options: PhonesTarget,
-}
 
 /// What planning hands to applying.
 pub struct PhonesWork {
