@@ -26,7 +26,7 @@ pub use file::{
     ServiceSettings, StateSettings, TableAuth, TableStateSettings, Tenant,
 };
 pub use link::{
-    FieldPolicy, FilterRule, HiddenSource, LinkConfig, MailContactTargetConfig, MailboxSelection,
+    FieldPolicy, FilterRule, GROUP_FILTER_ATTRIBUTES, HiddenSource, LinkConfig, MailContactTargetConfig, MailboxSelection,
     MappingConfig, MeshConfig, OnDelete, OnMailboxLeave, OverrideConfig,
     PersonalContactsTargetConfig, SafetyConfig, SourceConfig, TargetConfig,
 };

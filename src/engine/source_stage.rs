@@ -1,18 +1,19 @@
 //! The source stage every link runs first, whatever its target (docs/architecture.md, "One sync run"): decide
 //! between a full and an incremental read (first run, `--full`, the periodic reconcile, a changed group membership,
-//! org contacts, a changed hidden rule), read the source (users delta, falling back to a full read when the delta
-//! token expired; org contacts), learn who is hidden in Exchange, then filter the scope and map every object in it to
-//! an [`Entry`]. The result, a [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason);
+//! org contacts, a changed hidden rule, groups switched on or off), read the source (users delta, falling back to a
+//! full read when the delta token expired; org contacts; mail-enabled groups from their own delta), learn who is
+//! hidden in Exchange, then filter the scope and map every object in it to an [`Entry`]. The result, a [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason);
 //! the target plans from it. What the batch read is committed to the checkpoint only once the run applied
 //! everything ([`SourceBatch::commit`]), so a failed or interrupted run reads the same changes again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::entry::{Entry, anchor_for};
-use super::mapping::{Mapping, graph_select_for};
+use super::entry::SourceKind;
+use super::mapping::{Mapping, graph_select_for, group_select_for};
 use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
     HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden,
@@ -22,6 +23,10 @@ use crate::state::LinkCheckpoint;
 
 /// Checkpoint key of the hash of the link's group members (a changed membership forces a full read).
 const GROUPS_HASH_KEY: &str = "group_members_hash";
+
+/// Checkpoint key of the `groups/delta` link of a link with `include_groups` (docs/microsoft-facts.md §10); absent when
+/// the link does not read groups.
+pub const GROUPS_DELTA_KEY: &str = "groups_delta_link";
 
 /// What the source stage needs of a link, whatever its target.
 pub struct SourceRules<'a> {
@@ -51,11 +56,21 @@ pub struct SourceBatch {
     pub desired: BTreeMap<String, Entry>,
     /// People read (or hidden since the last run) who are out of scope, with the reason.
     pub gone: BTreeMap<String, String>,
+    /// Anchors of the mail-enabled groups among `desired` and `gone` (source kind [`SourceKind::Group`]): a target
+    /// that cannot hold a group (guest users) skips these, one that can treats them like people.
+    pub groups: BTreeSet<String>,
+    /// The `groups/delta` link to store (`None`: the link does not read groups; a stored one is dropped).
+    groups_delta_link: Option<String>,
     groups_hash: Option<String>,
     hidden: HiddenStage,
 }
 
 impl SourceBatch {
+    /// Whether `anchor` is a mail-enabled group's (the hook for targets that skip groups).
+    pub fn is_group(&self, anchor: &str) -> bool {
+        self.groups.contains(anchor)
+    }
+
     /// Warnings every report of this run carries (e.g. `hidden = "graph"`).
     pub fn warnings(&self) -> Vec<String> {
         self.hidden.warnings()
@@ -72,6 +87,16 @@ impl SourceBatch {
             checkpoint
                 .extra
                 .insert(GROUPS_HASH_KEY.into(), hash.clone().into());
+        }
+        match &self.groups_delta_link {
+            Some(link) => {
+                checkpoint
+                    .extra
+                    .insert(GROUPS_DELTA_KEY.into(), link.clone().into());
+            }
+            None => {
+                checkpoint.extra.remove(GROUPS_DELTA_KEY);
+            }
         }
         self.hidden.commit(checkpoint);
     }
@@ -105,11 +130,19 @@ pub async fn read_source(
     let reconcile_due = checkpoint
         .last_full_sync
         .is_none_or(|last| started - last >= rules.full_reconcile_every);
+    // Groups switched on (no groups/delta link yet) or off (managed groups must leave) need the whole view.
+    let stored_groups_link = checkpoint
+        .extra
+        .get(GROUPS_DELTA_KEY)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let groups_switched = scope.include_groups != stored_groups_link.is_some();
     // Org contacts are read in full on every run (no delta link of their own), so such links reconcile fully.
     let mut full = force_full
         || checkpoint.delta_link.is_none()
         || reconcile_due
         || groups_changed
+        || groups_switched
         || scope.include_org_contacts
         || hidden_needs_full(scope, checkpoint);
     let select = graph_select_for(rules.mapping, &scope.filter_attributes());
@@ -128,6 +161,29 @@ pub async fn read_source(
         }
         Err(error) => return Err(error),
     };
+    let mut groups_delta_link = None;
+    if scope.include_groups {
+        let group_select = group_select_for(&scope.group_filter_attributes());
+        let from = if full {
+            None
+        } else {
+            stored_groups_link.as_deref()
+        };
+        let groups = match source.read_groups(from, &group_select).await {
+            Ok(groups) => groups,
+            // Quirk (docs/microsoft-facts.md §2, §10): an expired groups/delta token means start over; the users read
+            // was incremental, so everything is read again in full (a full batch must be the whole scope).
+            Err(PortError::DeltaExpired) => {
+                tracing::info!(link = %rules.link, "Groups delta token expired; reading the source in full.");
+                full = true;
+                read = source.read_users(None, &select).await?;
+                source.read_groups(None, &group_select).await?
+            }
+            Err(error) => return Err(error),
+        };
+        read.objects.extend(groups.objects);
+        groups_delta_link = Some(groups.delta_link);
+    }
     if scope.include_org_contacts {
         read.objects.extend(source.read_org_contacts().await?);
     }
@@ -151,8 +207,13 @@ pub async fn read_source(
     };
     let mut desired = BTreeMap::new();
     let mut gone = BTreeMap::new();
+    let mut groups = BTreeSet::new();
     for object in &read.objects {
         let anchor = anchor_for(&tenant_id, &object.id);
+        let is_group = object.kind == SourceKind::Group;
+        if is_group {
+            groups.insert(anchor.clone());
+        }
         let object_override = rules.overrides.get(&object.id.to_ascii_lowercase());
         let decision = match (scope.check(object, &facts), object_override) {
             (Ok(()), Some(ObjectOverride::Exclude)) => Err("excluded".to_owned()),
@@ -168,10 +229,12 @@ pub async fn read_source(
                     Some(ObjectOverride::Mapping(mapping)) => mapping,
                     _ => rules.mapping,
                 };
-                desired.insert(
-                    anchor.clone(),
-                    mapping.render(&anchor, object, rules.source_tenant),
-                );
+                let entry = if is_group {
+                    mapping.render_group(&anchor, object, rules.source_tenant)
+                } else {
+                    mapping.render(&anchor, object, rules.source_tenant)
+                };
+                desired.insert(anchor.clone(), entry);
             }
             Err(reason) => {
                 gone.insert(anchor, reason);
@@ -191,6 +254,8 @@ pub async fn read_source(
         read: read.objects.len() as u64,
         desired,
         gone,
+        groups,
+        groups_delta_link,
         groups_hash,
         hidden,
     })
