@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::file::{ConfigFile, Credential, StateSettings, TableAuth};
+use super::link::GROUP_FILTER_ATTRIBUTES;
 use super::link::{
     FilterRule, MailboxSelection, MeshConfig, OnDelete, OverrideConfig, SourceConfig, TargetConfig,
 };
 use super::names::{is_valid_name, suggestion_suffix};
 use super::resolve::{mesh_link_name, mesh_pairs};
-use super::link::GROUP_FILTER_ATTRIBUTES;
 use super::template::SOURCE_ATTRIBUTES;
 use super::values::is_domain_name;
 
@@ -473,7 +473,10 @@ fn check_group_filters(issues: &mut Issues, path: &str, source: &SourceConfig) {
             rule.matches.is_some(),
         ];
         if tests.iter().filter(|set| **set).count() != 1 {
-            issues.add(&rule_path, "set exactly one of equals, starts_with, matches");
+            issues.add(
+                &rule_path,
+                "set exactly one of equals, starts_with, matches",
+            );
         }
     }
 }

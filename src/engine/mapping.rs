@@ -86,7 +86,10 @@ impl Mapping {
         entry.set(Field::DisplayName, display_name);
         entry.set(Field::Email, source.text("mail").unwrap_or_default());
         if let Some(template) = self.get(Field::Company) {
-            entry.set(Field::Company, render_template(template, source, source_tenant));
+            entry.set(
+                Field::Company,
+                render_template(template, source, source_tenant),
+            );
         }
         entry
     }

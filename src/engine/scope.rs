@@ -430,7 +430,8 @@ pub async fn read_hidden(
                 let mut object = source.read_user(&id, select).await?;
                 // A group shown again (docs/microsoft-facts.md §10): not a user, so read as a group.
                 if object.is_none() && rules.include_groups {
-                    let group_select = super::mapping::group_select_for(&rules.group_filter_attributes());
+                    let group_select =
+                        super::mapping::group_select_for(&rules.group_filter_attributes());
                     object = source.read_group(&id, &group_select).await?;
                 }
                 if let Some(object) = object {

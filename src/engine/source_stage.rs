@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::entry::{Entry, anchor_for};
 use super::entry::SourceKind;
+use super::entry::{Entry, anchor_for};
 use super::mapping::{Mapping, graph_select_for, group_select_for};
 use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
