@@ -208,6 +208,48 @@ mod tests {
     }
 
     #[test]
+    fn a_group_renders_its_name_address_and_the_mappings_company_only() {
+        let group = SourceObject::from_graph(
+            &json!({"id": "g1", "displayName": "Sales Team", "mail": "sales@acme.com", "mailEnabled": true}),
+            SourceKind::Group,
+        )
+        .unwrap();
+        let people = r#"
+            display_name = "{surname}, {givenName}"
+            email = "{userPrincipalName}"
+            company = "Acme ({sourceTenant})"
+        "#;
+        let mapping = overlaid(&Mapping::defaults(), people).unwrap();
+        let entry = mapping.render_group("a", &group, "acme");
+        assert_eq!(
+            entry.get(Field::DisplayName),
+            "Sales Team",
+            "a people-only template falls back to the group's name"
+        );
+        assert_eq!(entry.get(Field::Email), "sales@acme.com");
+        assert_eq!(entry.get(Field::Company), "Acme (acme)");
+        assert_eq!(entry.fields.len(), 3, "nothing else: {entry:?}");
+        let decorated = overlaid(
+            &Mapping::defaults(),
+            r#"display_name = "{displayName} [{sourceTenant}]""#,
+        )
+        .unwrap();
+        assert_eq!(
+            decorated
+                .render_group("a", &group, "acme")
+                .get(Field::DisplayName),
+            "Sales Team [acme]"
+        );
+        let no_company = overlaid(&Mapping::defaults(), "company = \"\"").unwrap();
+        assert!(
+            !no_company
+                .render_group("a", &group, "acme")
+                .fields
+                .contains_key(&Field::Company)
+        );
+    }
+
+    #[test]
     fn blank_templates_stop_syncing_a_field_like_empty_ones() {
         let mapping = overlaid(&Mapping::defaults(), "city = \"  \"\nnotes = \" \"").unwrap();
         assert!(!mapping.syncs(Field::City));

@@ -673,6 +673,76 @@ mod tests {
     }
 
     #[test]
+    fn groups_have_a_scope_of_their_own() {
+        let group = |extra: serde_json::Value| {
+            let mut base = json!({"id": "g1", "displayName": "Sales Team", "mail": "sales@acme.com",
+                                  "mailEnabled": true, "groupTypes": ["Unified"]});
+            for (key, value) in extra.as_object().unwrap() {
+                base[key] = value.clone();
+            }
+            SourceObject::from_graph(&base, SourceKind::Group).unwrap()
+        };
+        assert_eq!(
+            ScopeRules::default().check(&group(json!({})), &none()),
+            Err(OutOfScope::Group),
+            "groups are opt-in"
+        );
+        let rules = ScopeRules {
+            include_groups: true,
+            groups: vec!["scoping".into()],
+            filters: vec![AttributeFilter {
+                attribute: "department".into(),
+                matcher: Matcher::Equals("Sales".into()),
+            }],
+            group_filters: vec![AttributeFilter {
+                attribute: "displayName".into(),
+                matcher: Matcher::StartsWith("sales".into()),
+            }],
+            ..ScopeRules::default()
+        };
+        // People's membership scoping and filters do not apply to groups; group_filters do.
+        assert_eq!(rules.check(&group(json!({})), &none()), Ok(()));
+        assert_eq!(
+            rules.check(&group(json!({"displayName": "Legal"})), &none()),
+            Err(OutOfScope::Filter)
+        );
+        assert_eq!(
+            rules.check(&group(json!({"mailEnabled": false})), &none()),
+            Err(OutOfScope::NoEmail),
+            "a group with an address but not mail-enabled is no recipient"
+        );
+        assert_eq!(
+            rules.check(&group(json!({"mail": null})), &none()),
+            Err(OutOfScope::NoEmail)
+        );
+        let hidden = HashSet::from(["g1".to_owned()]);
+        let facts = ScopeFacts {
+            hidden: &hidden,
+            ..none()
+        };
+        assert_eq!(
+            rules.check(&group(json!({})), &facts),
+            Err(OutOfScope::Hidden)
+        );
+        let excluded = ScopeRules {
+            exclude_ids: BTreeSet::from(["g1".to_owned()]),
+            ..rules.clone()
+        };
+        assert_eq!(
+            excluded.check(&group(json!({})), &none()),
+            Err(OutOfScope::Excluded)
+        );
+        let domains = ScopeRules {
+            exclude_domains: vec!["acme.com".into()],
+            ..rules
+        };
+        assert_eq!(
+            domains.check(&group(json!({})), &none()),
+            Err(OutOfScope::Domain)
+        );
+    }
+
+    #[test]
     fn filters_ignore_case_beyond_ascii() {
         let rules = |matcher| ScopeRules {
             filters: vec![AttributeFilter {

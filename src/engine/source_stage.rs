@@ -272,3 +272,118 @@ fn members_hash(members: &HashSet<String>) -> String {
     }
     hex::encode(hasher.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::entry::Field;
+    use crate::engine::scope::{AttributeFilter, HiddenRule, Matcher, ScopeRules};
+    use crate::engine::testing::FakeDirectory;
+    use serde_json::json;
+
+    fn directory() -> FakeDirectory {
+        let directory = FakeDirectory::new("t1");
+        directory.put_user(
+            json!({"id": "u1", "displayName": "Ada", "mail": "ada@acme.com",
+                                  "accountEnabled": true, "userType": "Member"}),
+        );
+        directory.put_mail_group(
+            json!({"id": "g1", "displayName": "Sales", "mail": "sales@acme.com",
+                                        "mailEnabled": true, "groupTypes": []}),
+        );
+        directory.put_mail_group(
+            json!({"id": "g2", "displayName": "Legal", "mail": "legal@acme.com",
+                                        "mailEnabled": true, "groupTypes": ["Unified"]}),
+        );
+        directory.put_mail_group(
+            json!({"id": "g3", "displayName": "Badges", "mailEnabled": false,
+                                        "groupTypes": []}),
+        );
+        directory
+    }
+
+    fn rules(include_groups: bool) -> ScopeRules {
+        ScopeRules {
+            hidden: HiddenRule::Include,
+            include_groups,
+            group_filters: vec![AttributeFilter {
+                attribute: "groupTypes".into(),
+                matcher: Matcher::Equals(String::new()),
+            }],
+            ..ScopeRules::default()
+        }
+    }
+
+    async fn read(
+        scope: &ScopeRules,
+        directory: &FakeDirectory,
+        checkpoint: &LinkCheckpoint,
+    ) -> SourceBatch {
+        let mapping = Mapping::defaults();
+        let overrides = BTreeMap::new();
+        let rules = SourceRules {
+            link: "l",
+            source_tenant: "acme",
+            scope,
+            mapping: &mapping,
+            overrides: &overrides,
+            full_reconcile_every: chrono::Duration::days(1),
+        };
+        read_source(&rules, directory, checkpoint, false, Utc::now())
+            .await
+            .expect("source read")
+    }
+
+    #[tokio::test]
+    async fn groups_are_read_from_their_own_delta_kept_in_the_checkpoint() {
+        let directory = directory();
+        let scope = rules(true);
+        let mut checkpoint = LinkCheckpoint::default();
+        let batch = read(&scope, &directory, &checkpoint).await;
+        assert!(batch.full);
+        let sales = anchor_for("t1", "g1");
+        assert!(batch.is_group(&sales) && !batch.is_group(&anchor_for("t1", "u1")));
+        assert_eq!(batch.desired[&sales].get(Field::Email), "sales@acme.com");
+        assert_eq!(batch.desired[&sales].get(Field::DisplayName), "Sales");
+        assert_eq!(
+            batch.gone.get(&anchor_for("t1", "g2")).map(String::as_str),
+            Some("filter"),
+            "group_filters: a Microsoft 365 group is filtered out"
+        );
+        assert_eq!(
+            batch.gone.get(&anchor_for("t1", "g3")).map(String::as_str),
+            Some("no_email")
+        );
+        batch.commit(&mut checkpoint, Utc::now());
+        assert!(checkpoint.extra.contains_key(GROUPS_DELTA_KEY));
+
+        // Incremental: only the renamed group comes back.
+        directory.put_mail_group(
+            json!({"id": "g1", "displayName": "Sales EMEA", "mail": "sales@acme.com",
+                                        "mailEnabled": true, "groupTypes": []}),
+        );
+        let batch = read(&scope, &directory, &checkpoint).await;
+        assert!(!batch.full);
+        assert_eq!(batch.desired.len(), 1);
+        assert_eq!(batch.desired[&sales].get(Field::DisplayName), "Sales EMEA");
+        assert_eq!(directory.group_reads(), vec![true, false]);
+        batch.commit(&mut checkpoint, Utc::now());
+
+        // An expired groups/delta token reads everything again in full.
+        directory.expire_group_delta_links();
+        let batch = read(&scope, &directory, &checkpoint).await;
+        assert!(batch.full);
+        assert!(batch.desired.contains_key(&anchor_for("t1", "u1")));
+        assert!(batch.desired.contains_key(&sales));
+        batch.commit(&mut checkpoint, Utc::now());
+
+        // Groups switched off: a full read without them, and the stored link is dropped.
+        let batch = read(&rules(false), &directory, &checkpoint).await;
+        assert!(batch.full);
+        assert!(!batch.desired.contains_key(&sales));
+        batch.commit(&mut checkpoint, Utc::now());
+        assert!(!checkpoint.extra.contains_key(GROUPS_DELTA_KEY));
+        let batch = read(&rules(false), &directory, &checkpoint).await;
+        assert!(!batch.full, "settled again");
+    }
+}
