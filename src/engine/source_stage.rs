@@ -2,7 +2,8 @@
 //! between a full and an incremental read (first run, `--full`, the periodic reconcile, a changed group membership,
 //! org contacts, a changed hidden rule, groups switched on or off), read the source (users delta, falling back to a
 //! full read when the delta token expired; org contacts; mail-enabled groups from their own delta), learn who is
-//! hidden in Exchange, then filter the scope and map every object in it to an [`Entry`]. The result, a [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason);
+//! hidden in Exchange, then filter the scope and map every object in it to an [`Entry`]. The result, a
+//! [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason), and which of them are groups;
 //! the target plans from it. What the batch read is committed to the checkpoint only once the run applied
 //! everything ([`SourceBatch::commit`]), so a failed or interrupted run reads the same changes again.
 
@@ -11,8 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::entry::SourceKind;
-use super::entry::{Entry, anchor_for};
+use super::entry::{Entry, SourceKind, anchor_for};
 use super::mapping::{Mapping, graph_select_for, group_select_for};
 use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
