@@ -542,3 +542,28 @@ fn extra_ca_file_that_cannot_be_read() {
     write("ca.pem");
     assert!(Config::load(&path).is_ok(), "a readable file is accepted");
 }
+
+#[test]
+fn group_filters_on_a_person_attribute_or_without_include_groups() {
+    let text = link("").replace(
+        "[links.target]",
+        "[[links.source.group_filters]]\nattribute = \"displayname\"\nequals = \"Sales\"\n[links.target]",
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].source.group_filters: filters groups, but groups are not read: set \
+         include_groups = true or remove group_filters\n\
+         galbridge.toml: links[0].source.group_filters[0].attribute: \"displayname\" is not a group attribute \
+         galbridge reads: use one of displayName, mail, groupTypes (did you mean \"displayName\"?)"
+    );
+    let text = link("").replace(
+        "[links.target]",
+        "include_groups = true\n[[links.source.group_filters]]\nattribute = \"department\"\nequals = \"Sales\"\n\
+         [links.target]",
+    );
+    assert_eq!(
+        error_of(&text),
+        "galbridge.toml: links[0].source.group_filters[0].attribute: \"department\" is not a group attribute \
+         galbridge reads: use one of displayName, mail, groupTypes"
+    );
+}

@@ -114,7 +114,18 @@ pub struct SourceConfig {
     pub exclude_ids: Vec<Guid>,
     /// Attribute filters; a person is read only if all of them match.
     pub filters: Vec<FilterRule>,
+    /// Also read the source tenant's mail-enabled groups (distribution lists, Microsoft 365 groups, mail-enabled
+    /// security groups): each becomes a contact with the group's address and display name. Scoped by
+    /// `group_filters`, `exclude_ids`, the domain lists and `hidden`; never by `groups`, `filters` or the people
+    /// options.
+    pub include_groups: bool,
+    /// Attribute filters on groups (`displayName`, `mail` or `groupTypes`); a group is read only if all of them
+    /// match. Needs `include_groups = true`.
+    pub group_filters: Vec<FilterRule>,
 }
+
+/// The group attributes `group_filters` may test, as Graph spells them.
+pub const GROUP_FILTER_ATTRIBUTES: &[&str] = &["displayName", "mail", "groupTypes"];
 
 /// An attribute filter: `attribute` and exactly one of `equals`, `starts_with`, `matches`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -26,9 +26,9 @@ pub use file::{
     ServiceSettings, StateSettings, TableAuth, TableStateSettings, Tenant,
 };
 pub use link::{
-    FieldPolicy, FilterRule, HiddenSource, LinkConfig, MailContactTargetConfig, MailboxSelection,
-    MappingConfig, MeshConfig, OnDelete, OnMailboxLeave, OverrideConfig,
-    PersonalContactsTargetConfig, SafetyConfig, SourceConfig, TargetConfig,
+    FieldPolicy, FilterRule, GROUP_FILTER_ATTRIBUTES, HiddenSource, LinkConfig,
+    MailContactTargetConfig, MailboxSelection, MappingConfig, MeshConfig, OnDelete, OnMailboxLeave,
+    OverrideConfig, PersonalContactsTargetConfig, SafetyConfig, SourceConfig, TargetConfig,
 };
 pub use names::did_you_mean;
 pub use resolve::{

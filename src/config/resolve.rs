@@ -212,6 +212,10 @@ pub struct SourceScope {
     pub exclude_ids: BTreeSet<Guid>,
     /// All must accept.
     pub filters: Vec<AttributeFilter>,
+    /// Mail-enabled groups are read too.
+    pub include_groups: bool,
+    /// All must accept a group.
+    pub group_filters: Vec<AttributeFilter>,
 }
 
 impl SourceScope {
@@ -253,6 +257,12 @@ impl SourceScope {
             exclude_ids: source.exclude_ids.iter().cloned().collect(),
             filters: source
                 .filters
+                .iter()
+                .filter_map(AttributeFilter::from_rule)
+                .collect(),
+            include_groups: source.include_groups,
+            group_filters: source
+                .group_filters
                 .iter()
                 .filter_map(AttributeFilter::from_rule)
                 .collect(),

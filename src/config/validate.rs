@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::file::{ConfigFile, Credential, StateSettings, TableAuth};
+use super::link::GROUP_FILTER_ATTRIBUTES;
 use super::link::{
     FilterRule, MailboxSelection, MeshConfig, OnDelete, OverrideConfig, SourceConfig, TargetConfig,
 };
@@ -244,6 +245,7 @@ impl ConfigFile {
         for (index, rule) in source.filters.iter().enumerate() {
             check_filter(issues, &format!("{path}.source.filters[{index}]"), rule);
         }
+        check_group_filters(issues, path, source);
         if let (Some(hidden), Some(include_hidden)) = (source.hidden, source.include_hidden) {
             issues.add(
                 format!("{path}.source.include_hidden"),
@@ -441,6 +443,41 @@ fn check_filter(issues: &mut Issues, path: &str, rule: &FilterRule) {
     ];
     if tests.iter().filter(|set| **set).count() != 1 {
         issues.add(path, "set exactly one of equals, starts_with, matches");
+    }
+}
+
+/// `group_filters`: group attributes only, one test each, and only with `include_groups`.
+fn check_group_filters(issues: &mut Issues, path: &str, source: &SourceConfig) {
+    if !source.group_filters.is_empty() && !source.include_groups {
+        issues.add(
+            format!("{path}.source.group_filters"),
+            "filters groups, but groups are not read: set include_groups = true or remove group_filters",
+        );
+    }
+    for (index, rule) in source.group_filters.iter().enumerate() {
+        let rule_path = format!("{path}.source.group_filters[{index}]");
+        if !GROUP_FILTER_ATTRIBUTES.contains(&rule.attribute.as_str()) {
+            issues.add(
+                format!("{rule_path}.attribute"),
+                format!(
+                    "{:?} is not a group attribute galbridge reads: use one of {}{}",
+                    rule.attribute,
+                    GROUP_FILTER_ATTRIBUTES.join(", "),
+                    suggestion_suffix(&rule.attribute, GROUP_FILTER_ATTRIBUTES.iter().copied())
+                ),
+            );
+        }
+        let tests = [
+            rule.equals.is_some(),
+            rule.starts_with.is_some(),
+            rule.matches.is_some(),
+        ];
+        if tests.iter().filter(|set| **set).count() != 1 {
+            issues.add(
+                &rule_path,
+                "set exactly one of equals, starts_with, matches",
+            );
+        }
     }
 }
 

@@ -124,7 +124,7 @@ pub struct SourceObject {
     pub attributes: serde_json::Map<String, serde_json::Value>,
     /// Set when a delta page reported `@removed`.
     pub removed: Option<RemovedReason>,
-    /// What kind of directory object this is (`user` or `org_contact`).
+    /// What kind of directory object this is (`user`, `org_contact` or `group`).
     #[serde(default)]
     pub kind: SourceKind,
 }
@@ -136,6 +136,10 @@ pub enum SourceKind {
     #[default]
     User,
     OrgContact,
+    /// A mail-enabled group (distribution list, Microsoft 365 group, mail-enabled security group), read from
+    /// `groups/delta` when the link has `include_groups` (docs/microsoft-facts.md §10). Its entry carries the group's
+    /// display name, address and company only; targets that cannot hold a group (e.g. guest users) skip it.
+    Group,
 }
 
 /// A Graph object could not be read as a source object.

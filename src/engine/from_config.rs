@@ -72,6 +72,20 @@ pub fn scope_rules(scope: &config::SourceScope) -> ScopeRules {
                 },
             })
             .collect(),
+        include_groups: scope.include_groups,
+        group_filters: scope.group_filters.iter().map(attribute_filter).collect(),
+    }
+}
+
+/// One configured attribute filter as the scope evaluates it.
+fn attribute_filter(filter: &config::AttributeFilter) -> AttributeFilter {
+    AttributeFilter {
+        attribute: filter.attribute.clone(),
+        matcher: match &filter.test {
+            config::FilterTest::Equals(text) => Matcher::Equals(text.clone()),
+            config::FilterTest::StartsWith(text) => Matcher::StartsWith(text.clone()),
+            config::FilterTest::Matches(pattern) => Matcher::Matches(pattern.regex().clone()),
+        },
     }
 }
 

@@ -5,7 +5,7 @@
 //! [`Template::render`] applies the rules (values trimmed, punctuation around empty placeholders collapsed). It also
 //! works out the Graph attributes a link must `$select` ([`graph_select_for`]).
 
-use super::entry::{Entry, SourceObject};
+use super::entry::{Entry, Field, SourceObject};
 pub use crate::config::{Mapping, SOURCE_TENANT_VARIABLE, Template};
 
 /// The Graph attributes a link must `$select` to render its mapping and evaluate its scope.
@@ -53,8 +53,47 @@ pub fn render_template(template: &Template, source: &SourceObject, source_tenant
     })
 }
 
+/// The Graph attributes of a group the engine `$select`s (`groups/delta`, `GET /groups/{id}`): what a group's entry
+/// and the group filters need (docs/microsoft-facts.md §10).
+pub fn group_select_for(filter_attributes: &[String]) -> Vec<String> {
+    let mut select: Vec<String> = ["id", "displayName", "mail", "mailEnabled", "groupTypes"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    for name in filter_attributes {
+        if !select.iter().any(|s| s == name) {
+            select.push(name.clone());
+        }
+    }
+    select
+}
+
 /// The engine's side of the configuration's mapping.
 impl Mapping {
+    /// Renders the entry of a mail-enabled group: its display name (the mapping's `display_name` template, or the
+    /// group's own name when that renders empty, e.g. a people-only template like `{surname}, {givenName}`), its
+    /// address (`mail`, whatever the people's `email` template says) and, when the mapping syncs it, the company
+    /// (`{sourceTenant}` and constants render as for people; a person's attribute renders empty). Nothing else: a
+    /// group has no names, phones or address, and an absent field is left alone in the target.
+    pub fn render_group(&self, anchor: &str, source: &SourceObject, source_tenant: &str) -> Entry {
+        let mut entry = Entry::new(anchor);
+        let display_name = self
+            .get(Field::DisplayName)
+            .map(|template| render_template(template, source, source_tenant))
+            .filter(|name| !name.trim().is_empty())
+            .or_else(|| source.text("displayName"))
+            .unwrap_or_default();
+        entry.set(Field::DisplayName, display_name);
+        entry.set(Field::Email, source.text("mail").unwrap_or_default());
+        if let Some(template) = self.get(Field::Company) {
+            entry.set(
+                Field::Company,
+                render_template(template, source, source_tenant),
+            );
+        }
+        entry
+    }
+
     /// Renders the entry of a source object: every synced field (blank ones as `""`).
     pub fn render(&self, anchor: &str, source: &SourceObject, source_tenant: &str) -> Entry {
         let mut entry = Entry::new(anchor);
@@ -166,6 +205,48 @@ mod tests {
         );
 
         assert!(overlaid(&Mapping::defaults(), r#"displayname = "x""#).is_err());
+    }
+
+    #[test]
+    fn a_group_renders_its_name_address_and_the_mappings_company_only() {
+        let group = SourceObject::from_graph(
+            &json!({"id": "g1", "displayName": "Sales Team", "mail": "sales@acme.com", "mailEnabled": true}),
+            SourceKind::Group,
+        )
+        .unwrap();
+        let people = r#"
+            display_name = "{surname}, {givenName}"
+            email = "{userPrincipalName}"
+            company = "Acme ({sourceTenant})"
+        "#;
+        let mapping = overlaid(&Mapping::defaults(), people).unwrap();
+        let entry = mapping.render_group("a", &group, "acme");
+        assert_eq!(
+            entry.get(Field::DisplayName),
+            "Sales Team",
+            "a people-only template falls back to the group's name"
+        );
+        assert_eq!(entry.get(Field::Email), "sales@acme.com");
+        assert_eq!(entry.get(Field::Company), "Acme (acme)");
+        assert_eq!(entry.fields.len(), 3, "nothing else: {entry:?}");
+        let decorated = overlaid(
+            &Mapping::defaults(),
+            r#"display_name = "{displayName} [{sourceTenant}]""#,
+        )
+        .unwrap();
+        assert_eq!(
+            decorated
+                .render_group("a", &group, "acme")
+                .get(Field::DisplayName),
+            "Sales Team [acme]"
+        );
+        let no_company = overlaid(&Mapping::defaults(), "company = \"\"").unwrap();
+        assert!(
+            !no_company
+                .render_group("a", &group, "acme")
+                .fields
+                .contains_key(&Field::Company)
+        );
     }
 
     #[test]

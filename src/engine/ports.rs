@@ -71,12 +71,41 @@ pub trait SourceDirectory: Send + Sync {
         id: &str,
         select: &[String],
     ) -> Result<Option<SourceObject>, PortError>;
+    /// Reads the tenant's groups (`groups/delta`, docs/microsoft-facts.md §10): in full when `delta_link` is `None`
+    /// (following every page), else the changes since it. Every group comes back as a [`SourceKind::Group`] object,
+    /// security groups without mail too: the scope keeps the mail-enabled ones. A source without groups refuses
+    /// (the default), so `include_groups` on it fails the run instead of syncing nothing.
+    ///
+    /// [`SourceKind::Group`]: super::entry::SourceKind::Group
+    async fn read_groups(
+        &self,
+        delta_link: Option<&str>,
+        select: &[String],
+    ) -> Result<SourceRead, PortError> {
+        let _ = (delta_link, select);
+        Err(PortError::Failed {
+            service: "source".into(),
+            message: "this source has no groups: remove include_groups from the link".into(),
+        })
+    }
+    /// One group by id (`GET /groups/{id}?$select=…`), `None` when it does not exist (any more) or the source has
+    /// no groups (the default).
+    async fn read_group(
+        &self,
+        id: &str,
+        select: &[String],
+    ) -> Result<Option<SourceObject>, PortError> {
+        let _ = (id, select);
+        Ok(None)
+    }
     /// Entra ids (lowercase) of every recipient hidden from the address lists in the tenant's Exchange
-    /// (docs/microsoft-facts.md, "Hidden from address lists": Graph's `showInAddressList` is not the truth).
+    /// (docs/microsoft-facts.md, "Hidden from address lists": Graph's `showInAddressList` is not the truth), mail-enabled
+    /// groups included (docs/microsoft-facts.md §10).
     async fn hidden_ids(&self) -> Result<BTreeSet<String>, PortError>;
-    /// Exchange's hidden flag (id lowercase → hidden) of the people whose recipient changed at or after
-    /// `changed_since`, and of the people `ids`; people without a recipient are absent. One Exchange request for up to
-    /// 50 ids (more are batched). Mail contacts are left out: only people (mailboxes, mail users) are answered.
+    /// Exchange's hidden flag (id lowercase → hidden) of the people and mail-enabled groups whose recipient changed
+    /// at or after `changed_since`, and of the objects `ids`; objects without a recipient are absent. One Exchange
+    /// request for up to 50 ids (more are batched). Mail contacts are left out: only people (mailboxes, mail users)
+    /// and groups are answered.
     async fn hidden_flags(
         &self,
         changed_since: Option<chrono::DateTime<chrono::Utc>>,

@@ -2,6 +2,8 @@
 //! only (guests opt-in), an email address required, include/exclude domains, transitive group membership, attribute
 //! filters (equals / starts-with / regex, all must match), explicit excludes, hidden-from-GAL, and org contacts
 //! opt-in. Objects carrying a galbridge anchor are never in scope (loop prevention in two-way and mesh sync).
+//! Mail-enabled groups (opt-in, `include_groups`) have a scope of their own: mail-enabled with an address, the domain
+//! lists, `group_filters`, explicit excludes and hidden-from-GAL; the people-only rules do not apply to them.
 //! An object that leaves the scope is treated like a deletion by the diff.
 //!
 //! Hidden from the address lists means hidden in the source tenant's Exchange (docs/microsoft-facts.md, "Hidden
@@ -99,6 +101,10 @@ pub struct ScopeRules {
     /// Source object ids never synced.
     pub exclude_ids: BTreeSet<String>,
     pub filters: Vec<AttributeFilter>,
+    /// Mail-enabled groups are read (`groups/delta`) and may be in scope.
+    pub include_groups: bool,
+    /// Attribute filters on groups (instead of `filters`).
+    pub group_filters: Vec<AttributeFilter>,
 }
 
 /// Why an object is out of scope (reported in plans; stable snake_case names).
@@ -116,12 +122,22 @@ pub enum OutOfScope {
     Domain,
     NotInGroups,
     Filter,
+    /// A group, on a link without `include_groups`.
+    Group,
 }
 
 impl ScopeRules {
     /// The attributes the filters read (to `$select` them).
     pub fn filter_attributes(&self) -> Vec<String> {
         self.filters
+            .iter()
+            .map(|filter| filter.attribute.clone())
+            .collect()
+    }
+
+    /// The attributes the group filters read (to `$select` them on groups).
+    pub fn group_filter_attributes(&self) -> Vec<String> {
+        self.group_filters
             .iter()
             .map(|filter| filter.attribute.clone())
             .collect()
@@ -147,6 +163,13 @@ impl ScopeRules {
                 return Err(OutOfScope::OrgContact);
             }
             SourceKind::OrgContact => {}
+            SourceKind::Group if !self.include_groups => return Err(OutOfScope::Group),
+            // docs/microsoft-facts.md §10: groups/delta brings every group; only a mail-enabled one with an address
+            // is a recipient another tenant can write to (a security group has no mail).
+            SourceKind::Group if object.flag("mailEnabled") != Some(true) => {
+                return Err(OutOfScope::NoEmail);
+            }
+            SourceKind::Group => {}
             SourceKind::User => {
                 let guest = object
                     .text("userType")
@@ -179,13 +202,20 @@ impl ScopeRules {
         {
             return Err(OutOfScope::Domain);
         }
-        if !self.groups.is_empty()
+        let is_group = object.kind == SourceKind::Group;
+        if !is_group
+            && !self.groups.is_empty()
             && !group_members.contains(&object.id)
             && !group_members.contains(&object.id.to_ascii_lowercase())
         {
             return Err(OutOfScope::NotInGroups);
         }
-        if !self.filters.iter().all(|filter| filter.accepts(object)) {
+        let filters = if is_group {
+            &self.group_filters
+        } else {
+            &self.filters
+        };
+        if !filters.iter().all(|filter| filter.accepts(object)) {
             return Err(OutOfScope::Filter);
         }
         let hidden = match self.hidden {
@@ -308,9 +338,9 @@ pub struct HiddenRun<'a> {
 ///
 /// `hidden = "exclude"`: a full run reads the hidden set once (`Get-Recipient -Filter "HiddenFromAddressListsEnabled
 /// -eq $true"`); an incremental run sends one `Get-Recipient` asking for the recipients changed since the last check
-/// (minus [`HIDDEN_CHANGE_MARGIN`]) and for the people Graph's delta brought (batched by 50), so people hidden or
+/// (minus [`HIDDEN_CHANGE_MARGIN`]) and for the people (and groups) Graph's delta brought (batched by 50), so people hidden or
 /// un-hidden since the last run are noticed although Graph's delta does not show it. Newly hidden people not in the
-/// read become leavers ([`HiddenStage::left`]); held-out people now shown are read from Graph (`GET /users/{id}`) and
+/// read become leavers ([`HiddenStage::left`]); held-out people now shown are read from Graph (`GET /users/{id}`; a group `GET /groups/{id}`) and
 /// added to `read`. `"include"` and `"graph"` ask Exchange nothing. A refused Exchange read fails the stage with an
 /// error naming `source_tenant` and what to grant: hidden people are never included silently.
 pub async fn read_hidden(
@@ -363,7 +393,10 @@ pub async fn read_hidden(
             let read_ids: Vec<String> = read
                 .objects
                 .iter()
-                .filter(|object| object.removed.is_none() && object.kind == SourceKind::User)
+                .filter(|object| {
+                    object.removed.is_none()
+                        && matches!(object.kind, SourceKind::User | SourceKind::Group)
+                })
                 .map(|object| object.id.to_ascii_lowercase())
                 .collect();
             let flags: BTreeMap<String, bool> = source
@@ -394,7 +427,14 @@ pub async fn read_hidden(
                 }
             }
             for id in returned {
-                if let Some(object) = source.read_user(&id, select).await? {
+                let mut object = source.read_user(&id, select).await?;
+                // A group shown again (docs/microsoft-facts.md §10): not a user, so read as a group.
+                if object.is_none() && rules.include_groups {
+                    let group_select =
+                        super::mapping::group_select_for(&rules.group_filter_attributes());
+                    object = source.read_group(&id, &group_select).await?;
+                }
+                if let Some(object) = object {
                     read.objects.push(object);
                     stage.returned += 1;
                 }
@@ -629,6 +669,76 @@ mod tests {
             filters(Matcher::Equals("Sales".into()))
                 .check(&user(json!({"department": null})), &none()),
             Err(OutOfScope::Filter)
+        );
+    }
+
+    #[test]
+    fn groups_have_a_scope_of_their_own() {
+        let group = |extra: serde_json::Value| {
+            let mut base = json!({"id": "g1", "displayName": "Sales Team", "mail": "sales@acme.com",
+                                  "mailEnabled": true, "groupTypes": ["Unified"]});
+            for (key, value) in extra.as_object().unwrap() {
+                base[key] = value.clone();
+            }
+            SourceObject::from_graph(&base, SourceKind::Group).unwrap()
+        };
+        assert_eq!(
+            ScopeRules::default().check(&group(json!({})), &none()),
+            Err(OutOfScope::Group),
+            "groups are opt-in"
+        );
+        let rules = ScopeRules {
+            include_groups: true,
+            groups: vec!["scoping".into()],
+            filters: vec![AttributeFilter {
+                attribute: "department".into(),
+                matcher: Matcher::Equals("Sales".into()),
+            }],
+            group_filters: vec![AttributeFilter {
+                attribute: "displayName".into(),
+                matcher: Matcher::StartsWith("sales".into()),
+            }],
+            ..ScopeRules::default()
+        };
+        // People's membership scoping and filters do not apply to groups; group_filters do.
+        assert_eq!(rules.check(&group(json!({})), &none()), Ok(()));
+        assert_eq!(
+            rules.check(&group(json!({"displayName": "Legal"})), &none()),
+            Err(OutOfScope::Filter)
+        );
+        assert_eq!(
+            rules.check(&group(json!({"mailEnabled": false})), &none()),
+            Err(OutOfScope::NoEmail),
+            "a group with an address but not mail-enabled is no recipient"
+        );
+        assert_eq!(
+            rules.check(&group(json!({"mail": null})), &none()),
+            Err(OutOfScope::NoEmail)
+        );
+        let hidden = HashSet::from(["g1".to_owned()]);
+        let facts = ScopeFacts {
+            hidden: &hidden,
+            ..none()
+        };
+        assert_eq!(
+            rules.check(&group(json!({})), &facts),
+            Err(OutOfScope::Hidden)
+        );
+        let excluded = ScopeRules {
+            exclude_ids: BTreeSet::from(["g1".to_owned()]),
+            ..rules.clone()
+        };
+        assert_eq!(
+            excluded.check(&group(json!({})), &none()),
+            Err(OutOfScope::Excluded)
+        );
+        let domains = ScopeRules {
+            exclude_domains: vec!["acme.com".into()],
+            ..rules
+        };
+        assert_eq!(
+            domains.check(&group(json!({})), &none()),
+            Err(OutOfScope::Domain)
         );
     }
 

@@ -1,18 +1,19 @@
 //! The source stage every link runs first, whatever its target (docs/architecture.md, "One sync run"): decide
 //! between a full and an incremental read (first run, `--full`, the periodic reconcile, a changed group membership,
-//! org contacts, a changed hidden rule), read the source (users delta, falling back to a full read when the delta
-//! token expired; org contacts), learn who is hidden in Exchange, then filter the scope and map every object in it to
-//! an [`Entry`]. The result, a [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason);
+//! org contacts, a changed hidden rule, groups switched on or off), read the source (users delta, falling back to a
+//! full read when the delta token expired; org contacts; mail-enabled groups from their own delta), learn who is
+//! hidden in Exchange, then filter the scope and map every object in it to an [`Entry`]. The result, a
+//! [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason), and which of them are groups;
 //! the target plans from it. What the batch read is committed to the checkpoint only once the run applied
 //! everything ([`SourceBatch::commit`]), so a failed or interrupted run reads the same changes again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::entry::{Entry, anchor_for};
-use super::mapping::{Mapping, graph_select_for};
+use super::entry::{Entry, SourceKind, anchor_for};
+use super::mapping::{Mapping, graph_select_for, group_select_for};
 use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
     HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden,
@@ -22,6 +23,10 @@ use crate::state::LinkCheckpoint;
 
 /// Checkpoint key of the hash of the link's group members (a changed membership forces a full read).
 const GROUPS_HASH_KEY: &str = "group_members_hash";
+
+/// Checkpoint key of the `groups/delta` link of a link with `include_groups` (docs/microsoft-facts.md §10); absent when
+/// the link does not read groups.
+pub const GROUPS_DELTA_KEY: &str = "groups_delta_link";
 
 impl<'a> SourceRules<'a> {
     /// What the source stage needs of `link`.
@@ -65,11 +70,21 @@ pub struct SourceBatch {
     pub desired: BTreeMap<String, Entry>,
     /// People read (or hidden since the last run) who are out of scope, with the reason.
     pub gone: BTreeMap<String, String>,
+    /// Anchors of the mail-enabled groups among `desired` and `gone` (source kind [`SourceKind::Group`]): a target
+    /// that cannot hold a group (guest users) skips these, one that can treats them like people.
+    pub groups: BTreeSet<String>,
+    /// The `groups/delta` link to store (`None`: the link does not read groups; a stored one is dropped).
+    groups_delta_link: Option<String>,
     groups_hash: Option<String>,
     hidden: HiddenStage,
 }
 
 impl SourceBatch {
+    /// Whether `anchor` is a mail-enabled group's (the hook for targets that skip groups).
+    pub fn is_group(&self, anchor: &str) -> bool {
+        self.groups.contains(anchor)
+    }
+
     /// Warnings every report of this run carries (e.g. `hidden = "graph"`).
     pub fn warnings(&self) -> Vec<String> {
         self.hidden.warnings()
@@ -86,6 +101,16 @@ impl SourceBatch {
             checkpoint
                 .extra
                 .insert(GROUPS_HASH_KEY.into(), hash.clone().into());
+        }
+        match &self.groups_delta_link {
+            Some(link) => {
+                checkpoint
+                    .extra
+                    .insert(GROUPS_DELTA_KEY.into(), link.clone().into());
+            }
+            None => {
+                checkpoint.extra.remove(GROUPS_DELTA_KEY);
+            }
         }
         self.hidden.commit(checkpoint);
     }
@@ -119,11 +144,19 @@ pub async fn read_source(
     let reconcile_due = checkpoint
         .last_full_sync
         .is_none_or(|last| started - last >= rules.full_reconcile_every);
+    // Groups switched on (no groups/delta link yet) or off (managed groups must leave) need the whole view.
+    let stored_groups_link = checkpoint
+        .extra
+        .get(GROUPS_DELTA_KEY)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let groups_switched = scope.include_groups != stored_groups_link.is_some();
     // Org contacts are read in full on every run (no delta link of their own), so such links reconcile fully.
     let mut full = force_full
         || checkpoint.delta_link.is_none()
         || reconcile_due
         || groups_changed
+        || groups_switched
         || scope.include_org_contacts
         || hidden_needs_full(scope, checkpoint);
     let select = graph_select_for(rules.mapping, &scope.filter_attributes());
@@ -142,6 +175,29 @@ pub async fn read_source(
         }
         Err(error) => return Err(error),
     };
+    let mut groups_delta_link = None;
+    if scope.include_groups {
+        let group_select = group_select_for(&scope.group_filter_attributes());
+        let from = if full {
+            None
+        } else {
+            stored_groups_link.as_deref()
+        };
+        let groups = match source.read_groups(from, &group_select).await {
+            Ok(groups) => groups,
+            // Quirk (docs/microsoft-facts.md §2, §10): an expired groups/delta token means start over; the users read
+            // was incremental, so everything is read again in full (a full batch must be the whole scope).
+            Err(PortError::DeltaExpired) => {
+                tracing::info!(link = %rules.link, "Groups delta token expired; reading the source in full.");
+                full = true;
+                read = source.read_users(None, &select).await?;
+                source.read_groups(None, &group_select).await?
+            }
+            Err(error) => return Err(error),
+        };
+        read.objects.extend(groups.objects);
+        groups_delta_link = Some(groups.delta_link);
+    }
     if scope.include_org_contacts {
         read.objects.extend(source.read_org_contacts().await?);
     }
@@ -165,8 +221,13 @@ pub async fn read_source(
     };
     let mut desired = BTreeMap::new();
     let mut gone = BTreeMap::new();
+    let mut groups = BTreeSet::new();
     for object in &read.objects {
         let anchor = anchor_for(&tenant_id, &object.id);
+        let is_group = object.kind == SourceKind::Group;
+        if is_group {
+            groups.insert(anchor.clone());
+        }
         let object_override = rules.overrides.get(&object.id.to_ascii_lowercase());
         let decision = match (scope.check(object, &facts), object_override) {
             (Ok(()), Some(ObjectOverride::Exclude)) => Err("excluded".to_owned()),
@@ -182,10 +243,12 @@ pub async fn read_source(
                     Some(ObjectOverride::Mapping(mapping)) => mapping,
                     _ => rules.mapping,
                 };
-                desired.insert(
-                    anchor.clone(),
-                    mapping.render(&anchor, object, rules.source_tenant),
-                );
+                let entry = if is_group {
+                    mapping.render_group(&anchor, object, rules.source_tenant)
+                } else {
+                    mapping.render(&anchor, object, rules.source_tenant)
+                };
+                desired.insert(anchor.clone(), entry);
             }
             Err(reason) => {
                 gone.insert(anchor, reason);
@@ -205,6 +268,8 @@ pub async fn read_source(
         read: read.objects.len() as u64,
         desired,
         gone,
+        groups,
+        groups_delta_link,
         groups_hash,
         hidden,
     })
@@ -220,4 +285,119 @@ fn members_hash(members: &HashSet<String>) -> String {
         hasher.update([0]);
     }
     hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::entry::Field;
+    use crate::engine::scope::{AttributeFilter, HiddenRule, Matcher, ScopeRules};
+    use crate::engine::testing::FakeDirectory;
+    use serde_json::json;
+
+    fn directory() -> FakeDirectory {
+        let directory = FakeDirectory::new("t1");
+        directory.put_user(
+            json!({"id": "u1", "displayName": "Ada", "mail": "ada@acme.com",
+                                  "accountEnabled": true, "userType": "Member"}),
+        );
+        directory.put_mail_group(
+            json!({"id": "g1", "displayName": "Sales", "mail": "sales@acme.com",
+                                        "mailEnabled": true, "groupTypes": []}),
+        );
+        directory.put_mail_group(
+            json!({"id": "g2", "displayName": "Legal", "mail": "legal@acme.com",
+                                        "mailEnabled": true, "groupTypes": ["Unified"]}),
+        );
+        directory.put_mail_group(
+            json!({"id": "g3", "displayName": "Badges", "mailEnabled": false,
+                                        "groupTypes": []}),
+        );
+        directory
+    }
+
+    fn rules(include_groups: bool) -> ScopeRules {
+        ScopeRules {
+            hidden: HiddenRule::Include,
+            include_groups,
+            group_filters: vec![AttributeFilter {
+                attribute: "groupTypes".into(),
+                matcher: Matcher::Equals(String::new()),
+            }],
+            ..ScopeRules::default()
+        }
+    }
+
+    async fn read(
+        scope: &ScopeRules,
+        directory: &FakeDirectory,
+        checkpoint: &LinkCheckpoint,
+    ) -> SourceBatch {
+        let mapping = Mapping::defaults();
+        let overrides = BTreeMap::new();
+        let rules = SourceRules {
+            link: "l",
+            source_tenant: "acme",
+            scope,
+            mapping: &mapping,
+            overrides: &overrides,
+            full_reconcile_every: chrono::Duration::days(1),
+        };
+        read_source(&rules, directory, checkpoint, false, Utc::now())
+            .await
+            .expect("source read")
+    }
+
+    #[tokio::test]
+    async fn groups_are_read_from_their_own_delta_kept_in_the_checkpoint() {
+        let directory = directory();
+        let scope = rules(true);
+        let mut checkpoint = LinkCheckpoint::default();
+        let batch = read(&scope, &directory, &checkpoint).await;
+        assert!(batch.full);
+        let sales = anchor_for("t1", "g1");
+        assert!(batch.is_group(&sales) && !batch.is_group(&anchor_for("t1", "u1")));
+        assert_eq!(batch.desired[&sales].get(Field::Email), "sales@acme.com");
+        assert_eq!(batch.desired[&sales].get(Field::DisplayName), "Sales");
+        assert_eq!(
+            batch.gone.get(&anchor_for("t1", "g2")).map(String::as_str),
+            Some("filter"),
+            "group_filters: a Microsoft 365 group is filtered out"
+        );
+        assert_eq!(
+            batch.gone.get(&anchor_for("t1", "g3")).map(String::as_str),
+            Some("no_email")
+        );
+        batch.commit(&mut checkpoint, Utc::now());
+        assert!(checkpoint.extra.contains_key(GROUPS_DELTA_KEY));
+
+        // Incremental: only the renamed group comes back.
+        directory.put_mail_group(
+            json!({"id": "g1", "displayName": "Sales EMEA", "mail": "sales@acme.com",
+                                        "mailEnabled": true, "groupTypes": []}),
+        );
+        let batch = read(&scope, &directory, &checkpoint).await;
+        assert!(!batch.full);
+        assert_eq!(batch.desired.len(), 1);
+        assert_eq!(batch.desired[&sales].get(Field::DisplayName), "Sales EMEA");
+        assert_eq!(directory.group_reads(), vec![true, false]);
+        batch.commit(&mut checkpoint, Utc::now());
+
+        // An expired groups/delta token reads everything again in full.
+        directory.expire_group_delta_links();
+        let batch = read(&scope, &directory, &checkpoint).await;
+        assert!(batch.full);
+        assert!(batch.desired.contains_key(&anchor_for("t1", "u1")));
+        assert!(batch.desired.contains_key(&sales));
+        batch.commit(&mut checkpoint, Utc::now());
+
+        // Groups switched off: a full read without them, and the stored link is dropped.
+        let batch = read(&rules(false), &directory, &checkpoint).await;
+        assert!(batch.full);
+        assert!(!batch.desired.contains_key(&sales));
+        batch.commit(&mut checkpoint, Utc::now());
+        assert!(!checkpoint.extra.contains_key(GROUPS_DELTA_KEY));
+        let batch = read(&rules(false), &directory, &checkpoint).await;
+        assert!(!batch.full, "settled again");
+    }
 }

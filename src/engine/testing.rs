@@ -2,7 +2,7 @@
 //! the real services enforce where the engine depends on it: unique names and addresses in Exchange, leases with
 //! compare-and-swap, delta links that can expire.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -47,6 +47,12 @@ struct DirInner {
     hidden_reads: u64,
     /// Whether Exchange refuses the app (no Exchange.ManageAsApp).
     exchange_refused: bool,
+    /// Groups as `groups/delta` serves them, by id, and their change log (generation, id).
+    mail_groups: BTreeMap<String, Value>,
+    group_log: Vec<(u64, String)>,
+    groups_expired: bool,
+    /// `groups/delta` reads (full or not).
+    group_reads: Vec<bool>,
 }
 
 impl FakeDirectory {
@@ -114,6 +120,35 @@ impl FakeDirectory {
         lock(&self.inner).exchange_refused = refused;
     }
 
+    /// Adds or replaces a group as `groups/delta` serves it (`id`, `displayName`, `mail`, `mailEnabled`, ...).
+    pub fn put_mail_group(&self, group: Value) {
+        let mut inner = lock(&self.inner);
+        let id = group["id"].as_str().unwrap_or_default().to_owned();
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.group_log.push((generation, id.clone()));
+        inner.mail_groups.insert(id, group);
+    }
+
+    /// Deletes a group (`@removed` in the next `groups/delta` round).
+    pub fn delete_mail_group(&self, id: &str) {
+        let mut inner = lock(&self.inner);
+        inner.mail_groups.remove(id);
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.group_log.push((generation, id.to_owned()));
+    }
+
+    /// Makes the stored `groups/delta` links expire (the users' ones keep working).
+    pub fn expire_group_delta_links(&self) {
+        lock(&self.inner).groups_expired = true;
+    }
+
+    /// The `groups/delta` reads so far: `true` for a full one.
+    pub fn group_reads(&self) -> Vec<bool> {
+        lock(&self.inner).group_reads.clone()
+    }
+
     pub fn set_group(&self, group: &str, members: &[&str]) {
         lock(&self.inner).groups.insert(
             group.into(),
@@ -174,6 +209,45 @@ impl SourceDirectory for FakeDirectory {
         Ok(SourceRead {
             objects,
             delta_link: format!("delta:{}", inner.generation),
+        })
+    }
+
+    async fn read_groups(
+        &self,
+        delta_link: Option<&str>,
+        _select: &[String],
+    ) -> Result<SourceRead, PortError> {
+        let mut inner = lock(&self.inner);
+        inner.group_reads.push(delta_link.is_none());
+        let values: Vec<Value> = match delta_link {
+            None => {
+                inner.groups_expired = false;
+                inner.mail_groups.values().cloned().collect()
+            }
+            Some(_) if inner.groups_expired => return Err(PortError::DeltaExpired),
+            Some(link) => {
+                let since: u64 = link.trim_start_matches("groups:").parse().unwrap_or(0);
+                let ids: BTreeSet<&String> = inner
+                    .group_log
+                    .iter()
+                    .filter(|(g, _)| *g > since)
+                    .map(|(_, id)| id)
+                    .collect();
+                ids.into_iter()
+                    .map(|id| {
+                        inner.mail_groups.get(id).cloned().unwrap_or_else(
+                            || serde_json::json!({"id": id, "@removed": {"reason": "deleted"}}),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        Ok(SourceRead {
+            objects: values
+                .iter()
+                .filter_map(|v| SourceObject::from_graph(v, SourceKind::Group).ok())
+                .collect(),
+            delta_link: format!("groups:{}", inner.generation),
         })
     }
 

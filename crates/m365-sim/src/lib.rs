@@ -379,7 +379,7 @@ fn build_tenant(seed: u64, index: usize, spec: &TenantSeed) -> Tenant {
         dir.insert_user(u, 0);
     }
     for g in generated.groups {
-        dir.groups.insert(g.id.clone(), g);
+        dir.insert_group(g, 0);
     }
     let tenant = Tenant {
         id: generated.tenant_id,

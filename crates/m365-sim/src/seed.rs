@@ -313,6 +313,8 @@ pub(crate) fn generate(seed: u64, tenant_index: usize, spec: &TenantSeed) -> See
             .filter(|u| u.user_type == "Member")
             .map(|u| u.id.clone())
             .collect(),
+        security_enabled: true,
+        ..Group::default()
     });
     let mut dept_group_ids = Vec::new();
     for dept in DEPARTMENTS {
@@ -326,6 +328,8 @@ pub(crate) fn generate(seed: u64, tenant_index: usize, spec: &TenantSeed) -> See
                 .filter(|u| u.department.as_deref() == Some(dept))
                 .map(|u| u.id.clone())
                 .collect(),
+            security_enabled: true,
+            ..Group::default()
         });
     }
     // A nested group: Sales and Marketing teams as members.
@@ -333,6 +337,8 @@ pub(crate) fn generate(seed: u64, tenant_index: usize, spec: &TenantSeed) -> See
         id: uuid_from(&mut rng),
         display_name: "Go To Market".into(),
         members: dept_group_ids[1..3].to_vec(),
+        security_enabled: true,
+        ..Group::default()
     });
 
     SeededTenant {

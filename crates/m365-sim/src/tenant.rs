@@ -88,7 +88,11 @@ pub(crate) struct Directory {
     pub(crate) contact_tombstones: BTreeMap<String, Tombstone>,
     /// Sim-clock millis at which each mail contact becomes a Graph orgContact (replication delay).
     pub(crate) contact_replicated_at: HashMap<String, i64>,
-    pub(crate) groups: BTreeMap<String, Group>,
+    pub(crate) groups: BTreeMap<String, Tracked<Group>>,
+    /// Groups deleted, for groups/delta (`model/group.rs`).
+    pub(crate) group_tombstones: BTreeMap<String, Tombstone>,
+    /// Exchange's WhenChangedUTC of mail-enabled groups changed since they were added (hidden flag included).
+    pub(crate) group_exchange_changed: HashMap<String, String>,
     /// Sim-clock millis before which Exchange's Get-* cmdlets do not see a new mail contact (replication delay).
     contact_readable_at: HashMap<String, i64>,
     /// Exchange's WhenChangedUTC of users whose recipient changed since they were seeded or added (else their
@@ -126,7 +130,7 @@ fn contact_addresses(c: &MailContact) -> Vec<String> {
 }
 
 impl Directory {
-    fn bump(&mut self) -> u64 {
+    pub(crate) fn bump(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
@@ -242,7 +246,7 @@ impl Directory {
                 .insert(id.to_string(), tracked.value);
         }
         for g in self.groups.values_mut() {
-            g.members.retain(|m| m != id);
+            g.value.members.retain(|m| m != id);
         }
         true
     }
@@ -369,7 +373,7 @@ impl Directory {
                 continue;
             }
             if let Some(group) = self.groups.get(&g) {
-                for m in &group.members {
+                for m in &group.value.members {
                     if self.groups.contains_key(m) {
                         stack.push(m.clone());
                     } else if self.users.contains_key(m) {

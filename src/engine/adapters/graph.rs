@@ -1,5 +1,6 @@
 //! [`GraphSource`]: the source directory over Microsoft Graph v1.0 (docs/microsoft-facts.md §2): `users/delta` with
-//! `$select`, following `@odata.nextLink` until `@odata.deltaLink`; org contacts; transitive group members.
+//! `$select`, following `@odata.nextLink` until `@odata.deltaLink`; `groups/delta` likewise (mail-enabled groups as
+//! sources, docs/microsoft-facts.md §10); org contacts; transitive group members.
 //! Quirks handled here: an expired delta token answers `410 Gone` (or a `syncStateNotFound`/`resyncRequired` code)
 //! and means "read in full"; delta replays objects (the diff is idempotent); `@removed` marks deletions.
 
@@ -187,6 +188,55 @@ impl SourceDirectory for GraphSource {
             objects,
             delta_link,
         })
+    }
+
+    async fn read_groups(
+        &self,
+        delta_link: Option<&str>,
+        select: &[String],
+    ) -> Result<SourceRead, PortError> {
+        // docs/microsoft-facts.md §10: groups/delta takes `$select` in the first request only (encoded in the tokens
+        // after that) and filters on ids alone, so every group comes back and the scope keeps the mail-enabled ones.
+        let first = match delta_link {
+            Some(link) => link.to_owned(),
+            None => self.url(&format!("groups/delta?$select={}", select.join(","))),
+        };
+        let mut objects = Vec::new();
+        let delta = self
+            .pages(first, |value| {
+                if let Ok(object) = SourceObject::from_graph(value, SourceKind::Group) {
+                    objects.push(object);
+                }
+            })
+            .await?;
+        let delta_link = delta.ok_or_else(|| PortError::Failed {
+            service: "graph".into(),
+            message: "groups/delta ended without an @odata.deltaLink".into(),
+        })?;
+        Ok(SourceRead {
+            objects,
+            delta_link,
+        })
+    }
+
+    async fn read_group(
+        &self,
+        id: &str,
+        select: &[String],
+    ) -> Result<Option<SourceObject>, PortError> {
+        let url = self.url(&format!(
+            "groups/{}?$select={}",
+            crate::m365::graph::segment(id),
+            select.join(",")
+        ));
+        let response = self.graph.send(JsonRequest::get(url)).await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !response.is_success() {
+            return Err(graph_failure("read group", &response));
+        }
+        Ok(SourceObject::from_graph(&response.body, SourceKind::Group).ok())
     }
 
     async fn read_org_contacts(&self) -> Result<Vec<SourceObject>, PortError> {

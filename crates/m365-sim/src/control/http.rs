@@ -33,6 +33,14 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
             post(restore_user),
         )
         .route(
+            "/_control/tenants/{t}/groups",
+            get(super::groups::list).post(super::groups::add),
+        )
+        .route(
+            "/_control/tenants/{t}/groups/{id}",
+            axum::routing::patch(super::groups::update).delete(super::groups::delete),
+        )
+        .route(
             "/_control/tenants/{t}/mail-contacts",
             get(mail_contacts).post(add_mail_contact),
         )
@@ -62,7 +70,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
 }
 
-fn ctl(state: &Arc<SimState>) -> Control {
+pub(super) fn ctl(state: &Arc<SimState>) -> Control {
     Control::new(Arc::clone(state))
 }
 
@@ -78,7 +86,7 @@ fn fail(e: &SimError) -> Response {
     json_response(status, &json!({"error": e.to_string()}))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
         json_response(
             StatusCode::BAD_REQUEST,
@@ -87,7 +95,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     })
 }
 
-fn done<T: serde::Serialize>(r: Result<T, SimError>) -> Response {
+pub(super) fn done<T: serde::Serialize>(r: Result<T, SimError>) -> Response {
     match r {
         Ok(v) => ok(serde_json::to_value(v).unwrap_or(Value::Null)),
         Err(e) => fail(&e),

@@ -3,6 +3,7 @@
 //! tokens, move the clock, set knobs, faults and permissions. `Control` methods and `/_control/…` (see `http`) are
 //! the same powers.
 
+mod groups;
 pub(crate) mod http;
 
 use std::sync::Arc;
@@ -264,7 +265,7 @@ impl Control {
             .read()
             .groups
             .values()
-            .map(|g| (g.id.clone(), g.display_name.clone()))
+            .map(|g| (g.value.id.clone(), g.value.display_name.clone()))
             .collect())
     }
 

@@ -1,5 +1,5 @@
 //! Recipients as Exchange lists them: `Get-Recipient` (who owns an address, who is hidden from the address lists:
-//! mailboxes, mail-enabled guests, mail contacts), `Get-Mailbox`, `Get-MailUser`, and
+//! mailboxes, mail-enabled guests, mail contacts, mail-enabled groups), `Get-Mailbox`, `Get-MailUser`, and
 //! `Set-Mailbox`/`Set-MailUser -HiddenFromAddressListsEnabled`. Users carry ExternalDirectoryObjectId (the Entra id),
 //! HiddenFromAddressListsEnabled (Exchange's flag, which Graph never shows) and WhenChangedUTC.
 
@@ -142,6 +142,8 @@ pub(super) fn get_recipients(
                     )
                 }),
         );
+        // Mail-enabled groups are recipients too (`model/group.rs`).
+        all.extend(dir.group_recipients());
     }
     if let Some(kind) = only {
         all.retain(|(_, m)| m.get("RecipientType").and_then(Value::as_str) == Some(kind));

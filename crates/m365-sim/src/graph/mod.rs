@@ -7,6 +7,7 @@ mod contact_folders;
 mod contact_photos;
 pub(crate) mod contacts;
 mod delta;
+mod groups;
 mod invitations;
 pub(crate) mod odata;
 mod org;
@@ -81,6 +82,8 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
                 .patch(org::write_refused_id)
                 .delete(org::write_refused_id),
         )
+        .route("/v1.0/groups/delta", get(groups::groups_delta))
+        .route("/v1.0/groups/{id}", get(groups::get_one))
         .route(
             "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
             get(org::transitive_users),

@@ -9,6 +9,7 @@ mod directory;
 mod exchange;
 mod exchange_variance;
 mod faults;
+mod groups;
 mod hidden;
 mod identity;
 mod mailbox;

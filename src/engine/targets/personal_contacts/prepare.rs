@@ -43,6 +43,8 @@ pub async fn absorb(
     if let Some(cache) = photos {
         let reads: Vec<_> = desired
             .keys()
+            // A mail-enabled group has no profile photo to copy.
+            .filter(|anchor| !batch.is_group(anchor))
             .map(|anchor| async move { (anchor.clone(), cache.get(anchor).await) })
             .collect();
         let mut results =
