@@ -228,7 +228,7 @@ impl EngineService {
         })
     }
 
-    async fn graph_client(
+    pub(crate) async fn graph_client(
         &self,
         tenant: &NamedTenant,
     ) -> Result<crate::m365::GraphClient, ServiceError> {
