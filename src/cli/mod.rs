@@ -44,7 +44,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status).
+    /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status, Notify).
     ///
     /// Listens on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT and answers the host's readiness probe on `/` at once:
     /// nothing is contacted and no state is opened until the first invocation needs the engine. SIGTERM stops

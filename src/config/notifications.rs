@@ -89,3 +89,53 @@ impl NotificationSettings {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn load(notifications: &str) -> Result<Config, String> {
+        Config::from_toml_str(
+            &format!("[service]\nnotifications = {notifications}\n"),
+            Path::new("galbridge.toml"),
+        )
+        .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn defaults_are_twenty_seconds_and_twenty_nine_days() {
+        let config = load(r#"{ public_url = "https://app.azurewebsites.net/api/notify" }"#)
+            .expect("valid");
+        let settings = config.service().notifications.clone().expect("on");
+        assert_eq!(settings.debounce.as_std().as_secs(), 20);
+        assert_eq!(
+            settings.subscription_lifetime.as_std().as_secs(),
+            41_760 * 60
+        );
+        assert!(
+            load("{}").is_err(),
+            "public_url is required once the table is there"
+        );
+    }
+
+    #[test]
+    fn validate_names_each_bad_key() {
+        let error = load(
+            r#"{ public_url = "http://app.example/api/notify?x=1", debounce = "11m", subscription_lifetime = "30d" }"#,
+        )
+        .expect_err("invalid");
+        for key in [
+            "service.notifications.public_url",
+            "must use https",
+            "must not carry a query",
+            "service.notifications.debounce",
+            "service.notifications.subscription_lifetime",
+            "41,760 minutes",
+        ] {
+            assert!(error.contains(key), "{key} in {error}");
+        }
+        assert!(load(r#"{ public_url = "http://127.0.0.1:7071/api/notify" }"#).is_ok());
+    }
+}
