@@ -106,8 +106,8 @@ mod tests {
 
     #[test]
     fn defaults_are_twenty_seconds_and_twenty_nine_days() {
-        let config = load(r#"{ public_url = "https://app.azurewebsites.net/api/notify" }"#)
-            .expect("valid");
+        let config =
+            load(r#"{ public_url = "https://app.azurewebsites.net/api/notify" }"#).expect("valid");
         let settings = config.service().notifications.clone().expect("on");
         assert_eq!(settings.debounce.as_std().as_secs(), 20);
         assert_eq!(

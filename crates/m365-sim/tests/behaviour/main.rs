@@ -12,4 +12,5 @@ mod faults;
 mod hidden;
 mod identity;
 mod mailbox;
+mod subscriptions;
 mod throttling;
