@@ -174,7 +174,7 @@ fn package_holds_host_json_the_executable_with_its_run_bit_the_config_and_each_f
         read_entry(&mut archive, "SyncHttp/function.json"),
         SYNC_HTTP.as_bytes()
     );
-    assert_eq!(report.functions.len(), 3);
+    assert_eq!(report.functions.len(), 4);
 }
 
 #[test]
