@@ -522,6 +522,32 @@ mod tests {
     }
 
     #[test]
+    fn the_validation_token_comes_from_the_decoded_query_else_from_the_url() {
+        let from_query = request(
+            "https://x/api/notify?validationToken=ignored",
+            &[],
+            &[("validationToken", "Validation: a b+c")],
+        );
+        assert_eq!(
+            validation_token(&from_query).as_deref(),
+            Some("Validation: a b+c")
+        );
+        let from_url = request(
+            "https://x/api/notify?validationToken=Validation%3A%20a%20b%2Bc",
+            &[],
+            &[],
+        );
+        assert_eq!(
+            validation_token(&from_url).as_deref(),
+            Some("Validation: a b+c")
+        );
+        assert_eq!(
+            validation_token(&request("https://x/api/notify", &[], &[])),
+            None
+        );
+    }
+
+    #[test]
     fn query_options_are_strict_booleans_and_ignore_the_function_key() {
         let options = run_options(&request(
             "",
