@@ -222,6 +222,10 @@ fn a_changed_user_reaches_the_target_through_the_notification_alone() {
     wait_for(Duration::from_secs(60), "the new name in northern", || {
         contact(&world.sim, &anchor).is_some_and(|contact| contact["DisplayName"] == "Ada Notified")
     });
+    // The contact lands before the run records itself.
+    wait_for(Duration::from_secs(10), "the run record", || {
+        world.runs().len() > runs_before
+    });
     let runs = world.runs();
     assert_eq!(runs.len(), runs_before + 1, "one run: {runs:?}");
     assert_eq!(runs[0]["mode"], "incremental");
