@@ -21,6 +21,7 @@ pub mod demo;
 pub mod engine;
 pub mod functions;
 pub mod m365;
+pub mod notify;
 pub mod report;
 pub mod state;
 pub mod status_page;

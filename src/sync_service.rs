@@ -5,6 +5,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::notify::{NotifiedRuns, NotifyReceipt};
 use crate::report::{RunOptions, RunReport, StatusReport};
 
 /// Why a requested run did not happen at all (a run that happened, even badly, is a [`RunReport`]).
@@ -50,4 +51,36 @@ pub trait SyncService: Send + Sync + 'static {
 
     /// Each link's last run, next due time, counts, errors and quarantine.
     fn status(&self) -> impl Future<Output = Result<StatusReport, ServiceError>> + Send;
+
+    /// Whether change notifications are configured (`[service] notifications`); the `Notify` function answers
+    /// 404 when they are not. Off unless a service says otherwise.
+    fn notifications_enabled(&self) -> bool {
+        false
+    }
+
+    /// A notification POST to `Notify`: verify each `clientState`, mark the links of the changed sources due after
+    /// the debounce, record lifecycle actions. Runs nothing itself.
+    fn accept_notifications(
+        &self,
+        body: &str,
+    ) -> impl Future<Output = Result<NotifyReceipt, ServiceError>> + Send {
+        let _ = body;
+        async {
+            Err(ServiceError::BadRequest(
+                "change notifications are off in this configuration".to_owned(),
+            ))
+        }
+    }
+
+    /// Runs the links that notifications marked due by `now`, after acting on lifecycle notifications; `timer`
+    /// (the timer trigger) also creates missing subscriptions and renews those nearing expiry. The serving process
+    /// calls it after each debounce with `timer = false`.
+    fn run_notified(
+        &self,
+        now: DateTime<Utc>,
+        timer: bool,
+    ) -> impl Future<Output = NotifiedRuns> + Send {
+        let _ = (now, timer);
+        async { NotifiedRuns::default() }
+    }
 }

@@ -525,7 +525,7 @@ async fn unknown_function_is_404_to_the_host() {
     assert_eq!(answer.host_status, StatusCode::NOT_FOUND);
     assert_eq!(
         answer.res_body(),
-        json!({ "error": "no function named \"Purge\"; this handler serves SyncTimer, SyncHttp, Status" })
+        json!({ "error": "no function named \"Purge\"; this handler serves SyncTimer, SyncHttp, Status, Notify" })
     );
 }
 
@@ -537,4 +537,24 @@ async fn readiness_probe_answers_on_root() {
         .unwrap();
 
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn notify_is_404_when_notifications_are_off() {
+    let payload = json!({ "Data": { "req": {
+        "Url": "https://app.azurewebsites.net/api/notify?validationToken=abc", "Method": "POST",
+        "Query": { "validationToken": "abc" }, "Headers": {}, "Params": {}, "Body": "" } } });
+
+    let answer = invoke(Arc::default(), "Notify", payload).await;
+
+    assert_eq!(answer.host_status, StatusCode::OK);
+    assert_eq!(
+        answer.res_status(),
+        404,
+        "no echo: a handshake for a configuration without notifications fails"
+    );
+    assert_eq!(
+        answer.res_body(),
+        json!({ "error": "change notifications are off in this configuration" })
+    );
 }

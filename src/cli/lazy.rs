@@ -6,11 +6,15 @@
 //! start and makes an unreachable Table Storage kill the worker before it is ready (the host then restarts it in a
 //! loop). Deferred, readiness contacts nothing, and a failed build is retried by the next invocation.
 
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 use tracing::error;
 
 use crate::config::Config;
 use crate::engine::service::EngineService;
+use crate::notify::{NotifiedRuns, Notifier, NotifyReceipt};
 use crate::report::{RunOptions, RunReport, StatusReport};
 use crate::sync_service::{ServiceError, SyncService};
 
@@ -18,6 +22,9 @@ use crate::sync_service::{ServiceError, SyncService};
 pub struct LazyEngine {
     config: Config,
     engine: OnceCell<EngineService>,
+    /// When this process next has a notification-marked link to run (its own marks; the timer serves marks
+    /// written by other instances). `None`: nothing to wake for.
+    wake: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl LazyEngine {
@@ -25,6 +32,7 @@ impl LazyEngine {
         Self {
             config,
             engine: OnceCell::new(),
+            wake: Mutex::new(None),
         }
     }
 
@@ -43,6 +51,30 @@ impl LazyEngine {
                     .inspect_err(|error| error!(error = %error, "Cannot build the sync engine."))
             })
             .await
+    }
+
+    /// Wakes the serving process at `at` at the latest.
+    fn wake_by(&self, at: DateTime<Utc>) {
+        let mut wake = self
+            .wake
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        *wake = Some(wake.map_or(at, |current| current.min(at)));
+    }
+
+    /// Whether the wake time has come (and clears it).
+    fn take_wake(&self, now: DateTime<Utc>) -> bool {
+        let mut wake = self
+            .wake
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match *wake {
+            Some(at) if at <= now => {
+                *wake = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Refuses an unknown link from the configuration alone, without building anything.
@@ -82,6 +114,52 @@ impl SyncService for LazyEngine {
 
     async fn status(&self) -> Result<StatusReport, ServiceError> {
         self.engine().await?.status().await
+    }
+
+    fn notifications_enabled(&self) -> bool {
+        self.config.service().notifications.is_some()
+    }
+
+    async fn accept_notifications(&self, body: &str) -> Result<NotifyReceipt, ServiceError> {
+        let engine = self.engine().await?;
+        let Some(notifier) = Notifier::from_config(&self.config, engine.store().clone()) else {
+            return Err(ServiceError::BadRequest(
+                "change notifications are off in this configuration".to_owned(),
+            ));
+        };
+        let receipt = notifier.accept(body, Utc::now()).await?;
+        if let Some(at) = receipt.wake_at {
+            self.wake_by(at);
+        }
+        Ok(receipt)
+    }
+
+    async fn run_notified(&self, now: DateTime<Utc>, timer: bool) -> NotifiedRuns {
+        if !self.notifications_enabled() {
+            return NotifiedRuns::default();
+        }
+        // The serving process's own pass: nothing to do before a notification built the engine and its debounce
+        // passed (so `serve` stays lazy, and an idle process touches no state).
+        if !timer && (!self.is_built() || !self.take_wake(now)) {
+            return NotifiedRuns::default();
+        }
+        let engine = match self.engine().await {
+            Ok(engine) => engine,
+            Err(error) => {
+                return NotifiedRuns {
+                    reports: vec![Err(error)],
+                    ..NotifiedRuns::default()
+                };
+            }
+        };
+        let Some(notifier) = Notifier::from_config(&self.config, engine.store().clone()) else {
+            return NotifiedRuns::default();
+        };
+        let runs = notifier.run_due(engine, now, timer).await;
+        if let Some(at) = runs.next_wake {
+            self.wake_by(at);
+        }
+        runs
     }
 }
 

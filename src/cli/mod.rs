@@ -44,7 +44,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status).
+    /// Serve as an Azure Functions custom handler (SyncTimer, SyncHttp, Status, Notify).
     ///
     /// Listens on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT and answers the host's readiness probe on `/` at once:
     /// nothing is contacted and no state is opened until the first invocation needs the engine. SIGTERM stops
@@ -312,7 +312,7 @@ async fn with_config(command: Command, config: Config) -> Exit {
                 Exit::RunFailed
             }
         },
-        Command::Purge(args) => purge(&service, &args, args.json).await,
+        Command::Purge(args) => purge(&service, &config, &args, args.json).await,
         Command::Serve(_) | Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
     }
 }
@@ -375,11 +375,15 @@ fn refuse_purge(config: &Config, args: &PurgeArgs) -> Option<Exit> {
 /// Without `--yes`, lists what would be removed (a dry run); with it, removes every object the link manages.
 async fn purge(
     service: &crate::engine::service::EngineService,
+    config: &Config,
     args: &PurgeArgs,
     json: bool,
 ) -> Exit {
     match service.purge(&args.link, args.yes).await {
         Ok(report) => {
+            if args.yes && report.outcome == crate::report::RunOutcome::Succeeded {
+                remove_subscriptions(service, config, &args.link).await;
+            }
             if json {
                 print_json(&report);
             } else {
@@ -398,6 +402,38 @@ async fn purge(
             eprintln!("galbridge purge: {error}");
             exit_for_error(&error)
         }
+    }
+}
+
+/// After a purge: the Graph subscriptions of the link's source tenant go too, unless another link still reads from
+/// it (change notifications, docs/operations.md). A failure is reported, not fatal: unrenewed, they expire.
+async fn remove_subscriptions(
+    service: &crate::engine::service::EngineService,
+    config: &Config,
+    link: &str,
+) {
+    let Some(source) = config.link(link).map(|link| link.source_tenant.clone()) else {
+        return;
+    };
+    let Some(notifier) = crate::notify::Notifier::from_config(config, service.store().clone())
+    else {
+        return;
+    };
+    if notifier.tenant_still_read(&source.name, link) {
+        return;
+    }
+    match notifier.remove_for_tenant(service, &source).await {
+        Ok(0) => {}
+        Ok(count) => eprintln!(
+            "galbridge purge: deleted {count} change-notification subscription{} of tenant {:?}",
+            if count == 1 { "" } else { "s" },
+            source.name
+        ),
+        Err(error) => eprintln!(
+            "galbridge purge: the subscriptions of tenant {:?} could not be deleted ({error}); they expire by \
+             themselves",
+            source.name
+        ),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct ServiceSettings {
     /// credentials; absent = the system-assigned identity. The environment variable
     /// GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID overrides it.
     pub managed_identity_client_id: Option<Guid>,
+    /// Near-real-time sync from Graph change notifications (the `Notify` function); absent = off, the timer alone.
+    pub notifications: Option<super::notifications::NotificationSettings>,
 }
 
 impl Default for ServiceSettings {
@@ -75,6 +77,7 @@ impl Default for ServiceSettings {
             run_budget: Duration::from_secs(20 * 60),
             extra_ca_file: None,
             managed_identity_client_id: None,
+            notifications: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 mod file;
 mod link;
 mod names;
+mod notifications;
 mod resolve;
 mod secret;
 mod template;
@@ -31,6 +32,7 @@ pub use link::{
     OverrideConfig, PersonalContactsTargetConfig, SafetyConfig, SourceConfig, TargetConfig,
 };
 pub use names::did_you_mean;
+pub use notifications::{NotificationSettings, USERS_MAX_LIFETIME_SECS};
 pub use resolve::{
     AttributeFilter, Cadence, FilterTest, MailContactOptions, Mailboxes, Mapping, NamedTenant,
     ObjectOverride, PersonalContactsOptions, ResolvedLink, Safety, SourceScope, TargetOptions,

@@ -130,6 +130,11 @@ impl ConfigFile {
                 "must be at least \"1m\" (a run needs time to read, apply and record)",
             );
         }
+        if let Some(notifications) = &self.service.notifications {
+            for (key, reason) in notifications.problems() {
+                issues.add(format!("service.notifications.{key}"), reason);
+            }
+        }
     }
 
     fn check_state(&self, issues: &mut Issues) {

@@ -246,7 +246,7 @@ impl EngineService {
         report.map_err(run_error)
     }
 
-    async fn graph_client(
+    pub(crate) async fn graph_client(
         &self,
         tenant: &NamedTenant,
     ) -> Result<crate::m365::GraphClient, ServiceError> {

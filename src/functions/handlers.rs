@@ -1,5 +1,5 @@
-//! What each function does with its invocation: `SyncTimer` runs the due links, `SyncHttp` runs one link or all,
-//! `Status` reports. Every handled outcome is answered to the host with HTTP 200 and the real status in the
+//! What each function does with its invocation: `SyncTimer` keeps notification subscriptions alive and runs the due
+//! links, `SyncHttp` runs one link or all, `Status` reports, `Notify` receives Graph's change notifications. Every handled outcome is answered to the host with HTTP 200 and the real status in the
 //! `res` output; only payloads the host should never send (malformed JSON, unknown functions) get a non-2xx,
 //! which marks that invocation failed.
 
@@ -17,7 +17,10 @@ pub const TIMER_BINDING: &str = "timer";
 pub const HTTP_BINDING: &str = "req";
 
 /// The functions this handler serves (folder names under `functions/`).
-pub const FUNCTION_NAMES: [&str; 3] = ["SyncTimer", "SyncHttp", "Status"];
+pub const FUNCTION_NAMES: [&str; 4] = ["SyncTimer", "SyncHttp", "Status", "Notify"];
+
+/// The longest validation token echoed back (Graph's are a few hundred characters).
+const MAX_VALIDATION_TOKEN: usize = 4096;
 
 /// An answer for the host: the HTTP status *to the host* and the envelope.
 pub struct HostAnswer {
@@ -88,9 +91,18 @@ pub async fn sync_timer<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAns
     if timer.is_past_due {
         info!(last = ?timer.last, "Timer is past due; running what is due now.");
     }
+    // Subscriptions first (created, renewed), then links marked by notifications, then the links whose interval
+    // elapsed (a link a notification just ran is not due again).
+    let notified = service.run_notified(chrono::Utc::now(), true).await;
+    let mut logs = notified.lines;
+    for result in &notified.reports {
+        match result {
+            Ok(report) => logs.push(report.summary.clone()),
+            Err(error) => logs.push(log_service_error(error)),
+        }
+    }
     let results = service.run_due(chrono::Utc::now()).await;
-    let mut logs = Vec::new();
-    if results.is_empty() {
+    if results.is_empty() && notified.reports.is_empty() {
         logs.push("no link is due".to_owned());
     }
     for result in &results {
@@ -229,6 +241,87 @@ pub async fn status<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer 
         }
         Err(error) => service_error_answer(&error),
     }
+}
+
+/// `Notify`: `POST /api/notify`, Graph's change and lifecycle notifications (docs/microsoft-facts.md §11).
+/// Anonymous (Graph cannot send a function key): every notification is checked against its subscription's
+/// `clientState`, and a notification only ever marks links due, so a forged one can at most cause an early run.
+pub async fn notify<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
+    let request = match Invocation::parse(body)
+        .and_then(|invocation| invocation.http_request(HTTP_BINDING))
+    {
+        Ok(request) => request,
+        Err(reason) => return malformed("Notify", &reason.to_string()),
+    };
+    if request.method != "POST" {
+        return method_not_allowed(&request, "POST");
+    }
+    if !service.notifications_enabled() {
+        let message = "change notifications are off in this configuration";
+        return http_answer(404, &error_body(message), vec![message.to_owned()]);
+    }
+    if let Some(token) = validation_token(&request) {
+        // Graph's handshake when a subscription is created: the decoded token back as text/plain with 200, within
+        // 10 seconds (docs/microsoft-facts.md §11). No state is read and nothing is built for it.
+        if token.is_empty() || token.len() > MAX_VALIDATION_TOKEN {
+            let message = "validationToken must be 1 to 4096 characters";
+            return http_answer(400, &error_body(message), vec![message.to_owned()]);
+        }
+        return HostAnswer::handled(InvocationResponse::http_text(
+            200,
+            token,
+            "text/plain; charset=utf-8",
+            &[("X-Content-Type-Options", "nosniff")],
+            vec!["validation handshake answered".to_owned()],
+        ));
+    }
+    let Some(payload) = request
+        .body
+        .as_deref()
+        .filter(|body| !body.trim().is_empty())
+    else {
+        let message = "a notification POST needs a body (or a validationToken query parameter)";
+        return http_answer(400, &error_body(message), vec![message.to_owned()]);
+    };
+    match service.accept_notifications(payload).await {
+        Ok(receipt) if receipt.accepted == 0 && receipt.refused > 0 => {
+            let line = format!(
+                "refused {} notification{}: unknown subscription or clientState mismatch",
+                receipt.refused,
+                if receipt.refused == 1 { "" } else { "s" }
+            );
+            http_answer(403, &error_body("refused"), vec![line])
+        }
+        Ok(receipt) => HostAnswer::handled(InvocationResponse::http_text(
+            202,
+            String::new(),
+            "text/plain; charset=utf-8",
+            &[],
+            vec![format!(
+                "accepted {} notification{}, refused {}",
+                receipt.accepted,
+                if receipt.accepted == 1 { "" } else { "s" },
+                receipt.refused
+            )],
+        )),
+        Err(error) => service_error_answer(&error),
+    }
+}
+
+/// `validationToken` from the query the host passes (already decoded), else decoded from the URL.
+fn validation_token(request: &HttpRequestData) -> Option<String> {
+    if let Some(token) = request
+        .query
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("validationToken"))
+        .map(|(_, value)| value.clone())
+    {
+        return Some(token);
+    }
+    let url = url::Url::parse(&request.url).ok()?;
+    url.query_pairs()
+        .find(|(name, _)| name.eq_ignore_ascii_case("validationToken"))
+        .map(|(_, value)| value.into_owned())
 }
 
 fn http_answer(status: u16, body: &impl Serialize, logs: Vec<String>) -> HostAnswer {
@@ -426,6 +519,32 @@ mod tests {
         assert_eq!(q_thousandths("1"), Some(1000));
         assert_eq!(q_thousandths("0.125"), Some(125));
         assert_eq!(q_thousandths("1.5"), None);
+    }
+
+    #[test]
+    fn the_validation_token_comes_from_the_decoded_query_else_from_the_url() {
+        let from_query = request(
+            "https://x/api/notify?validationToken=ignored",
+            &[],
+            &[("validationToken", "Validation: a b+c")],
+        );
+        assert_eq!(
+            validation_token(&from_query).as_deref(),
+            Some("Validation: a b+c")
+        );
+        let from_url = request(
+            "https://x/api/notify?validationToken=Validation%3A%20a%20b%2Bc",
+            &[],
+            &[],
+        );
+        assert_eq!(
+            validation_token(&from_url).as_deref(),
+            Some("Validation: a b+c")
+        );
+        assert_eq!(
+            validation_token(&request("https://x/api/notify", &[], &[])),
+            None
+        );
     }
 
     #[test]

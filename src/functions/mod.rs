@@ -11,7 +11,7 @@ pub mod handlers;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -144,6 +144,8 @@ async fn dispatch<S: SyncService>(service: Arc<S>, function: &str, body: &[u8]) 
         handlers::sync_http(service, body).await
     } else if function.eq_ignore_ascii_case("Status") {
         handlers::status(service, body).await
+    } else if function.eq_ignore_ascii_case("Notify") {
+        handlers::notify(service, body).await
     } else {
         handlers::unknown_function(function)
     }
@@ -191,7 +193,16 @@ pub async fn serve<S: SyncService>(
             })?;
     let address = listener.local_addr().map_err(ServeError::Server)?;
     let in_flight = Arc::new(InFlight::default());
-    let app = router(Arc::new(service), Arc::clone(&in_flight));
+    let service = Arc::new(service);
+    let app = router(Arc::clone(&service), Arc::clone(&in_flight));
+    let stopping = Arc::new(AtomicBool::new(false));
+    if service.notifications_enabled() {
+        tokio::spawn(run_notified_loop(
+            Arc::clone(&service),
+            Arc::clone(&in_flight),
+            Arc::clone(&stopping),
+        ));
+    }
     let stop = Arc::new(Notify::new());
     let stop_signal = Arc::clone(&stop);
     let server = axum::serve(listener, app)
@@ -210,6 +221,7 @@ pub async fn serve<S: SyncService>(
         grace_secs = options.shutdown_grace.as_secs(),
         "Shutting down: no new invocations."
     );
+    stopping.store(true, Ordering::SeqCst);
     stop.notify_one();
     let deadline = tokio::time::Instant::now() + options.shutdown_grace;
     match tokio::time::timeout_at(deadline, &mut server).await {
@@ -225,6 +237,37 @@ pub async fn serve<S: SyncService>(
     }
     info!("Stopped.");
     Ok(())
+}
+
+/// The serving process's half of change notifications: once a second, run the links that notifications marked
+/// due once their debounce has passed (`SyncService::run_notified`, which returns at once when nothing is due).
+/// A pass counts as in flight, so shutdown waits for a run it started; no pass starts after shutdown began.
+async fn run_notified_loop<S: SyncService>(
+    service: Arc<S>,
+    in_flight: Arc<InFlight>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let _guard = in_flight.enter();
+        let runs = service.run_notified(chrono::Utc::now(), false).await;
+        for line in &runs.lines {
+            info!(line = %line, "Subscription maintenance.");
+        }
+        for result in &runs.reports {
+            match result {
+                Ok(report) => {
+                    info!(link = %report.link, summary = %report.summary, "Notified run done.")
+                }
+                Err(error) => warn!(error = %error, "Notified run refused."),
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM (how the Functions host and most supervisors stop a process) or Ctrl-C.

@@ -27,6 +27,7 @@ pub mod pacer;
 pub mod retry;
 pub mod sdk;
 pub mod secret;
+pub mod subscriptions;
 
 pub use auth::{
     AuthError, CredentialSource, PlatformIdentity, TenantAuth, TokenProvider, TokenSource,

@@ -1,7 +1,7 @@
 //! Test support for the `galbridge serve` process tests: m365-sim in its own runtime, a configuration pointing the
 //! tenants at it the production way (the simulator's CA trusted through `service.extra_ca_file`, https endpoints,
 //! client secrets in environment variables of the child), the child process, and the host's protocol spoken over
-//! raw HTTP/1.1 exactly as the Functions host does (docs/microsoft-facts.md §7).
+//! raw HTTP/1.1 exactly as the Functions host does (docs/microsoft-facts.md §7); `host` stands in for the host's HTTP front.
 
 #![allow(dead_code)]
 
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use m365_sim::{Knobs, SimConfig, SimHandle, TenantSeed};
 use serde_json::{Value, json};
+
+pub mod host;
 
 /// What the child's `HOSTNAME` is set to, so a lease holder (`{HOSTNAME}:{pid}:{run_id}`) can be predicted.
 pub const HOST_NAME: &str = "galbridge-test-host";

@@ -8,8 +8,10 @@
 //!   timer schedules are 6-field NCRONTAB (or an `%APP_SETTING%` reference), HTTP triggers have a valid
 //!   `authLevel`, known methods and an `http` output binding.
 //! - [`check_galbridge_functions`] checks galbridge's own contract: `SyncTimer` on
-//!   `%GALBRIDGE_SCHEDULE%`, `SyncHttp` (POST `sync/{link?}`, function key) and `Status`
-//!   (GET `status`, function key), each answering through the output binding `res`.
+//!   `%GALBRIDGE_SCHEDULE%`, `SyncHttp` (POST `sync/{link?}`, function key), `Status`
+//!   (GET `status`, function key) and `Notify` (POST `notify`, anonymous: Graph cannot send a function key; every
+//!   notification is checked against its subscription's `clientState` instead), each answering through the output
+//!   binding `res`.
 
 use serde_json::Value;
 
@@ -420,7 +422,7 @@ pub fn check_galbridge_host(host: &HostSettings) -> Result<(), String> {
 }
 
 /// galbridge's own function contract (README.md, "Run it"; docs/architecture.md, "Contracts"): which functions exist and how each
-/// is bound. The binary answers `/SyncTimer`, `/SyncHttp` and `/Status` and writes its HTTP answers
+/// is bound. The binary answers `/SyncTimer`, `/SyncHttp`, `/Status` and `/Notify` and writes its HTTP answers
 /// to the output binding `res`.
 pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), String> {
     let find = |name: &str| {
@@ -439,22 +441,23 @@ pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), Strin
         }
     }
     let http_expectations = [
-        ("SyncHttp", "post", "sync/{link?}"),
-        ("Status", "get", "status"),
+        ("SyncHttp", "function", "post", "sync/{link?}"),
+        ("Status", "function", "get", "status"),
+        // Graph's change notifications come without a function key (docs/microsoft-facts.md §11).
+        ("Notify", "anonymous", "post", "notify"),
     ];
-    for (name, method, route) in http_expectations {
+    for (name, auth, method, route) in http_expectations {
         let function = find(name)?;
         match &function.trigger {
             Trigger::Http {
                 auth_level,
                 methods,
                 route: Some(actual_route),
-            } if auth_level == "function"
-                && methods == &[method.to_owned()]
-                && actual_route == route => {}
+            } if auth_level == auth && methods == &[method.to_owned()] && actual_route == route => {
+            }
             other => {
                 return Err(format!(
-                    "{name} must be an HTTP trigger (authLevel function, methods [{method}], route {route}), found {other:?}"
+                    "{name} must be an HTTP trigger (authLevel {auth}, methods [{method}], route {route}), found {other:?}"
                 ));
             }
         }

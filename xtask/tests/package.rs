@@ -43,6 +43,11 @@ const STATUS: &str = r#"{ "bindings": [
   { "type": "http", "direction": "out", "name": "res" }
 ] }"#;
 
+const NOTIFY: &str = r#"{ "bindings": [
+  { "type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "anonymous", "methods": ["post"], "route": "notify" },
+  { "type": "http", "direction": "out", "name": "res" }
+] }"#;
+
 const CONFIG: &str = "# operator configuration\n[state]\nkind = \"table\"\n\n[tenants.contoso]\nid = \"contoso.onmicrosoft.com\"\n";
 
 /// A checkout with galbridge's layout in a temp dir, plus a stand-in static executable.
@@ -59,6 +64,7 @@ impl Fixture {
         fixture.write("functions/SyncTimer/function.json", SYNC_TIMER);
         fixture.write("functions/SyncHttp/function.json", SYNC_HTTP);
         fixture.write("functions/Status/function.json", STATUS);
+        fixture.write("functions/Notify/function.json", NOTIFY);
         fixture.write("galbridge.toml", CONFIG);
         fs::write(
             fixture.path("build/galbridge"),
@@ -122,6 +128,7 @@ fn package_holds_host_json_the_executable_with_its_run_bit_the_config_and_each_f
         "SyncTimer/function.json",
         "SyncHttp/function.json",
         "Status/function.json",
+        "Notify/function.json",
     ]
     .into_iter()
     .map(String::from)
@@ -167,7 +174,7 @@ fn package_holds_host_json_the_executable_with_its_run_bit_the_config_and_each_f
         read_entry(&mut archive, "SyncHttp/function.json"),
         SYNC_HTTP.as_bytes()
     );
-    assert_eq!(report.functions.len(), 3);
+    assert_eq!(report.functions.len(), 4);
 }
 
 #[test]
@@ -542,7 +549,12 @@ fn this_repository_host_json_and_functions_make_a_valid_package() {
 
     let names: BTreeSet<&str> = report.functions.iter().map(|f| f.name.as_str()).collect();
     assert!(
-        names.is_superset(&BTreeSet::from(["SyncTimer", "SyncHttp", "Status"])),
+        names.is_superset(&BTreeSet::from([
+            "SyncTimer",
+            "SyncHttp",
+            "Status",
+            "Notify"
+        ])),
         "{names:?}"
     );
 }

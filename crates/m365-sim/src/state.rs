@@ -39,6 +39,8 @@ pub(crate) struct SimState {
     pub(crate) identity: ManagedIdentity,
     /// The full router, for `$batch` to dispatch inner requests through the same middleware.
     pub(crate) router: OnceLock<Router>,
+    /// Change-notification subscriptions and their delivery queue.
+    pub(crate) subscriptions: crate::graph::subscriptions::Subscriptions,
 }
 
 impl SimState {
@@ -71,6 +73,7 @@ impl SimState {
             http_base_url,
             identity,
             router: OnceLock::new(),
+            subscriptions: Default::default(),
         }
     }
 

@@ -98,8 +98,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222: Public network access stays on: operators call POST /api/sync with a function key; use a private endpoint with VNet integration if required (docs/deploy.md "Network hardening").
-  // checkov:skip=CKV_AZURE_17: No client certificates: the HTTP functions are protected by function keys (authLevel function); callers are operators' scripts.
+  // checkov:skip=CKV_AZURE_222: Public network access stays on: operators call POST /api/sync with a function key, and Microsoft Graph delivers change notifications to /api/notify when they are on; use a private endpoint with VNet integration if required (docs/deploy.md "Network hardening").
+  // checkov:skip=CKV_AZURE_17: No client certificates: SyncHttp and Status are protected by function keys (authLevel function) and called by operators' scripts; Notify is anonymous because Microsoft Graph cannot present a key or a certificate, and each notification is checked against its subscription's clientState instead.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; a timer-driven sync needs no always-ready instances, and a missed run is caught up by the next one.
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption apps (no always-on instances to probe); Status reports each link's health.
   // checkov:skip=CKV_AZURE_78: FTP is off through the `ftp` basicPublishingCredentialsPolicies (allow: false) below; the check looks for siteConfig.ftpsState, which ARM rejects on Flex Consumption sites (Azure/azure-cli#31414).

@@ -5,6 +5,7 @@
 
 mod groups;
 pub(crate) mod http;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,6 +163,8 @@ impl Control {
         let visible = now.timestamp_millis()
             + i64::try_from(self.state.knobs.read().consistency_delay_ms).unwrap_or(0);
         dir.insert_user(user, visible);
+        drop(dir);
+        crate::graph::subscriptions::user_changed(&self.state, &t, &id, "updated");
         Ok(id)
     }
 
@@ -205,13 +208,18 @@ impl Control {
             .map_err(|e| match e {
                 PatchError::NotFound => SimError::NotFound(format!("user {id}")),
                 PatchError::Invalid(m) => SimError::Refused(m),
-            })
+            })?;
+        drop(dir);
+        crate::graph::subscriptions::user_changed(&self.state, &t, id, "updated");
+        Ok(())
     }
 
     /// Deletes a person: `soft` keeps it restorable (delta says `changed`), else gone (`deleted`).
     pub fn delete_user(&self, tenant: &str, id: &str, soft: bool) -> Result<(), SimError> {
         let t = self.tenant(tenant)?;
         if t.dir.write().delete_user(id, soft) {
+            let change = if soft { "updated" } else { "deleted" };
+            crate::graph::subscriptions::user_changed(&self.state, &t, id, change);
             Ok(())
         } else {
             Err(SimError::NotFound(format!("user {id}")))
@@ -222,6 +230,7 @@ impl Control {
         let t = self.tenant(tenant)?;
         let now = self.state.clock.now_ms();
         if t.dir.write().restore_user(id, now) {
+            crate::graph::subscriptions::user_changed(&self.state, &t, id, "updated");
             Ok(())
         } else {
             Err(SimError::NotFound(format!("soft-deleted user {id}")))

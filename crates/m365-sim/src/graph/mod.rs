@@ -11,6 +11,7 @@ mod groups;
 mod invitations;
 pub(crate) mod odata;
 mod org;
+pub(crate) mod subscriptions;
 mod users;
 
 use std::sync::Arc;
@@ -94,6 +95,16 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
         .route("/v1.0/invitations", post(invitations::invite))
         .route("/v1.0/$batch", post(batch::batch))
+        .route(
+            "/v1.0/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/v1.0/subscriptions/{id}",
+            get(subscriptions::get_one)
+                .patch(subscriptions::renew)
+                .delete(subscriptions::delete),
+        )
 }
 
 /// An authenticated Graph caller: the tenant its token is for and the app it is.

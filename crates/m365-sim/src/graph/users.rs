@@ -319,7 +319,11 @@ pub(crate) async fn patch(
         .filter(|(k, _)| !k.starts_with("@odata"))
         .collect();
     match dir.patch_user(&user_id, &patch, &state.clock.stamp()) {
-        Ok(_) => no_content(),
+        Ok(_) => {
+            drop(dir);
+            super::subscriptions::user_changed(&state, &caller.tenant, &user_id, "updated");
+            no_content()
+        }
         Err(PatchError::NotFound) => not_found(&id),
         Err(PatchError::Invalid(msg)) => {
             graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", &msg)

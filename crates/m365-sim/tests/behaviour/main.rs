@@ -13,4 +13,5 @@ mod groups;
 mod hidden;
 mod identity;
 mod mailbox;
+mod subscriptions;
 mod throttling;
