@@ -342,7 +342,8 @@ pub struct HiddenRun<'a> {
 /// hidden or un-hidden since the last run are noticed although Graph's delta does not show it. Newly hidden people not
 /// in the read become leavers ([`HiddenStage::left`]); held-out people now shown are read from Graph
 /// (`GET /users/{id}`, or `GET /groups/{id}` for a group) and added to `read`. `"include"` and `"graph"` ask
-/// Exchange nothing. A refused Exchange read fails the stage with an error naming `source_tenant` and what to grant: hidden people are never included silently.
+/// Exchange nothing. A refused Exchange read fails the stage with an error naming `source_tenant` and what to grant:
+/// hidden people are never included silently.
 pub async fn read_hidden(
     run: HiddenRun<'_>,
     source: &dyn SourceDirectory,
