@@ -18,8 +18,8 @@ use galbridge::config::{Config, ServiceSettings};
 use galbridge::engine::adapters::simulated::sim_connector;
 use galbridge::engine::service::EngineService;
 use galbridge::report::{RunOptions, RunReport};
-use galbridge::service::SyncService;
 use galbridge::state::FileStore;
+use galbridge::sync_service::SyncService;
 use m365_sim::{Control, Service};
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 //! - [`cli`]: the operator's command line (`sync`, `plan`, `status`, `validate`, `serve`, `demo`, `purge`).
 //! - [`config`]: the TOML configuration, its validation and its JSON Schema.
 //! - [`functions`]: the Azure Functions custom-handler protocol (`serve`).
-//! - [`service`]: the boundary between the front doors (CLI, Functions) and the sync engine.
+//! - [`sync_service`]: the boundary between the front doors (CLI, Functions) and the sync engine.
 //! - [`report`]: run reports and status, the JSON every front door prints.
 //! - [`engine`]: one sync run of a link: read, scope, map, diff, plan, apply, checkpoint.
 //! - [`m365`]: thin clients for Graph, Exchange `InvokeCommand`, Key Vault, and token acquisition.
@@ -22,7 +22,7 @@ pub mod engine;
 pub mod functions;
 pub mod m365;
 pub mod report;
-pub mod service;
 pub mod state;
 pub mod status_page;
+pub mod sync_service;
 pub mod telemetry;

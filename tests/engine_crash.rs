@@ -15,8 +15,10 @@ use engine_support::in_default_scope;
 use galbridge::config::Config;
 use galbridge::engine::adapters::simulated::sim_connector;
 use galbridge::engine::from_config::link_spec;
+use galbridge::engine::lifecycle::LinkRunner;
 use galbridge::engine::service::Connector;
-use galbridge::engine::targets::mail_contact::Runner;
+use galbridge::engine::spec::TargetSpec;
+use galbridge::engine::targets::mail_contact::MailContacts;
 use galbridge::report::{RunOptions, RunOutcome};
 use galbridge::state::FileStore;
 use m365_sim::Service;
@@ -51,13 +53,19 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
     let link = &config.links()[0];
     let spec = link_spec(link, config.service()).expect("spec");
     let connector = sim_connector(&sim, &config).expect("connector");
-    let runner = Runner {
-        store: Arc::new(FileStore::open(state.path()).expect("store")),
-        source: connector.source(&link.source_tenant).await.expect("source"),
-        target: connector
+    let TargetSpec::MailContact(options) = &spec.target else {
+        panic!("a mail-contact link");
+    };
+    let contacts = MailContacts {
+        port: connector
             .mail_contacts(&link.target_tenant)
             .await
             .expect("target"),
+        options: options.clone(),
+    };
+    let runner = LinkRunner {
+        store: Arc::new(FileStore::open(state.path()).expect("store")),
+        source: connector.source(&link.source_tenant).await.expect("source"),
         counters: None,
         holder: "crash-test".into(),
         lease_ttl: chrono::Duration::milliseconds(300),
@@ -84,9 +92,8 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
     for (round, (service, endpoint, after)) in kill_points.into_iter().enumerate() {
         let seen_before = control.count(service, endpoint, None);
         let task = {
-            let runner = runner.clone();
-            let spec = spec.clone();
-            tokio::spawn(async move { runner.run(&spec, &RunOptions::default()).await })
+            let (runner, contacts, spec) = (runner.clone(), contacts.clone(), spec.clone());
+            tokio::spawn(async move { runner.sync(&contacts, &spec, &RunOptions::default()).await })
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while control.count(service, endpoint, None) < seen_before + after
@@ -116,7 +123,7 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
     for _ in 0..3 {
         wait_until_lease_expired(&runner, &spec.name).await;
         let report = runner
-            .run(&spec, &RunOptions::default())
+            .sync(&contacts, &spec, &RunOptions::default())
             .await
             .expect("run starts");
         outcome = report.outcome;
@@ -126,7 +133,8 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
     }
     assert_eq!(outcome, RunOutcome::Succeeded);
     let full = runner
-        .run(
+        .sync(
+            &contacts,
             &spec,
             &RunOptions {
                 full: true,
@@ -176,7 +184,7 @@ async fn runs_killed_at_random_points_converge_without_duplicates() {
 
 /// Waits until the dead run's lease expires (a kill leaves it held; a renewal already in the file store's blocking
 /// pool when the run was dropped may still extend it once).
-async fn wait_until_lease_expired(runner: &Runner, link: &str) {
+async fn wait_until_lease_expired(runner: &LinkRunner, link: &str) {
     let ttl = chrono::Duration::milliseconds(50);
     for _ in 0..100 {
         match runner.store.acquire_lease(link, "probe", ttl).await {

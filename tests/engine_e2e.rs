@@ -7,7 +7,7 @@ mod engine_support;
 
 use engine_support::{anchored_contacts, in_default_scope, world};
 use galbridge::report::{RunMode, RunOptions, RunOutcome};
-use galbridge::service::{ServiceError, SyncService};
+use galbridge::sync_service::{ServiceError, SyncService};
 use serde_json::{Value, json};
 
 const ONE_WAY: &str = r#"

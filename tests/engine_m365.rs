@@ -99,7 +99,7 @@ async fn production_service_syncs_through_the_m365_clients() {
 #[tokio::test]
 #[ignore = "run by production_service_syncs_through_the_m365_clients in a child process"]
 async fn production_service_child_run() {
-    use galbridge::service::SyncService;
+    use galbridge::sync_service::SyncService;
     let path = std::env::var("GALBRIDGE_TEST_CONFIG").expect("started by the parent test");
     let config =
         galbridge::config::Config::load(std::path::Path::new(&path)).expect("valid configuration");

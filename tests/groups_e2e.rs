@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use engine_support::{World, anchored_contacts, in_default_scope, world};
 use galbridge::report::{RunMode, RunOptions, RunOutcome, RunReport};
-use galbridge::service::SyncService;
+use galbridge::sync_service::SyncService;
 use m365_sim::Service;
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use galbridge::functions::envelope::Invocation;
 use galbridge::functions::{InFlight, router};
 use galbridge::report::{RunMode, RunOptions, RunOutcome, RunReport, StatusReport};
-use galbridge::service::{ServiceError, SyncService};
+use galbridge::sync_service::{ServiceError, SyncService};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;

@@ -11,7 +11,7 @@ use galbridge::report::{
     LinkStatus, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
     StatusReport,
 };
-use galbridge::service::{ServiceError, SyncService};
+use galbridge::sync_service::{ServiceError, SyncService};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use galbridge::functions::{ServeOptions, serve};
 use galbridge::report::{RunOptions, RunReport, StatusReport};
-use galbridge::service::{ServiceError, SyncService};
+use galbridge::sync_service::{ServiceError, SyncService};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A service whose timer run takes a while, and which notes when it started and when it finished.

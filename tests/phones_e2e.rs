@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use galbridge::m365::BatchRequest;
 use galbridge::report::{RunOptions, RunOutcome};
-use galbridge::service::SyncService;
+use galbridge::sync_service::SyncService;
 use m365_sim::{Fault, FaultRule, Service};
 use phones_support::counting_store::CountingStore;
 use phones_support::{

@@ -12,7 +12,7 @@ use tracing::error;
 use crate::config::Config;
 use crate::engine::service::EngineService;
 use crate::report::{RunOptions, RunReport, StatusReport};
-use crate::service::{ServiceError, SyncService};
+use crate::sync_service::{ServiceError, SyncService};
 
 /// The engine of a configuration, built on first use.
 pub struct LazyEngine {

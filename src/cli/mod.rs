@@ -17,7 +17,7 @@ pub use lazy::LazyEngine;
 use crate::config::{Config, json_schema};
 use crate::functions::{ServeOptions, serve, shutdown_signal};
 use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::service::{ServiceError, SyncService};
+use crate::sync_service::{ServiceError, SyncService};
 use crate::telemetry::{LogFormat, init_with_default};
 
 const EXIT_CODES: &str = "\

@@ -390,20 +390,38 @@ pub enum ObjectOverride {
 }
 
 /// Deletion thresholds: a run that would delete more than `max_deletes` objects, or more than
-/// `max_delete_percent` % of the managed objects, is quarantined.
+/// `max_delete_percent` % of the managed objects, is quarantined. The one statement of the rule: the engine's safety
+/// net (`engine::safety`) asks these methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Safety {
     pub max_deletes: u64,
     pub max_delete_percent: u8,
 }
 
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            max_deletes: 50,
+            max_delete_percent: 10,
+        }
+    }
+}
+
 impl Safety {
     /// Whether `deletes` out of `managed` objects trips the threshold.
     pub fn trips(&self, deletes: u64, managed: u64) -> bool {
+        self.exceeds_count(deletes) || self.exceeds_share(deletes, managed)
+    }
+
+    /// More than `max_deletes`.
+    pub fn exceeds_count(&self, deletes: u64) -> bool {
         deletes > self.max_deletes
-            || (managed > 0
-                && deletes.saturating_mul(100)
-                    > managed.saturating_mul(self.max_delete_percent.into()))
+    }
+
+    /// More than `max_delete_percent` % of `managed` (never when nothing is managed), in integers.
+    pub fn exceeds_share(&self, deletes: u64, managed: u64) -> bool {
+        managed > 0
+            && deletes.saturating_mul(100) > managed.saturating_mul(self.max_delete_percent.into())
     }
 }
 

@@ -70,8 +70,10 @@ pub async fn open_state_store(config: &Config) -> Result<Arc<dyn StateStore>, Op
 
 /// The engine the front doors use (`galbridge sync`, `serve`): the configuration's state store, and the tenants
 /// reached through the m365 clients (credentials from Key Vault, the environment or managed-identity federation).
-pub async fn build_service(config: Config) -> Result<EngineService, crate::service::ServiceError> {
-    let internal = |e: String| crate::service::ServiceError::Internal(e);
+pub async fn build_service(
+    config: Config,
+) -> Result<EngineService, crate::sync_service::ServiceError> {
+    let internal = |e: String| crate::sync_service::ServiceError::Internal(e);
     let connector =
         super::adapters::m365::M365Connector::new(&config).map_err(|e| internal(e.to_string()))?;
     build_service_with(&config, Arc::new(connector))
@@ -93,7 +95,7 @@ pub async fn build_service_with(
 mod tests {
     use super::*;
     use crate::report::RunOptions;
-    use crate::service::SyncService;
+    use crate::sync_service::SyncService;
     use std::path::Path;
 
     #[tokio::test]

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::diff::{DiffPolicy, OnDelete};
-use super::safety::SafetyLimits;
 use super::scope::{AttributeFilter, HiddenRule, Matcher, ScopeRules};
-use super::spec::{LinkSpec, MailContactOptions, ObjectOverride};
+use super::spec::{LinkSpec, MailContactOptions, ObjectOverride, TargetSpec};
+use super::targets::personal_contacts::phones_target;
 use crate::config::{self, Cadence, ResolvedLink, ServiceSettings, TargetOptions};
 
 /// A resolved link the engine cannot run.
@@ -89,26 +89,28 @@ fn attribute_filter(filter: &config::AttributeFilter) -> AttributeFilter {
     }
 }
 
-/// The engine's view of a resolved link.
+/// The engine's view of a resolved link, whatever its target kind.
 pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkSpec, SpecError> {
-    let target = match &link.target {
-        TargetOptions::MailContact(options) => MailContactOptions {
-            anchor_attribute: options.anchor_attribute,
-            policy: DiffPolicy {
-                on_delete: match options.on_delete {
-                    config::OnDelete::Delete => OnDelete::Delete,
-                    config::OnDelete::Hide => OnDelete::Hide,
-                    config::OnDelete::Keep => OnDelete::Keep,
+    let (target, max_concurrency) = match &link.target {
+        TargetOptions::MailContact(options) => (
+            TargetSpec::MailContact(MailContactOptions {
+                anchor_attribute: options.anchor_attribute,
+                policy: DiffPolicy {
+                    on_delete: match options.on_delete {
+                        config::OnDelete::Delete => OnDelete::Delete,
+                        config::OnDelete::Hide => OnDelete::Hide,
+                        config::OnDelete::Keep => OnDelete::Keep,
+                    },
+                    adopt_existing: options.adopt_existing,
                 },
-                adopt_existing: options.adopt_existing,
-            },
-        },
-        other => {
-            return Err(SpecError::UnsupportedTarget {
-                link: link.name.clone(),
-                kind: other.kind_name(),
-            });
-        }
+            }),
+            usize::try_from(service.max_concurrency).unwrap_or(8),
+        ),
+        TargetOptions::PersonalContacts(options) => (
+            TargetSpec::PersonalContacts(phones_target(options)),
+            // Mailboxes written at once: each holds at most one `$batch` in flight.
+            usize::try_from(service.mailboxes_in_flight).unwrap_or(256),
+        ),
     };
     let interval = match &link.cadence {
         Cadence::Every(every) => every.as_chrono(),
@@ -122,13 +124,10 @@ pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkS
         mapping: link.mapping.clone(),
         overrides: object_overrides(link),
         target,
-        safety: SafetyLimits {
-            max_deletes: link.safety.max_deletes,
-            max_delete_percent: link.safety.max_delete_percent,
-        },
+        safety: link.safety,
         interval,
         full_reconcile_every: link.full_reconcile_every.as_chrono(),
-        max_concurrency: usize::try_from(service.max_concurrency).unwrap_or(8).max(1),
+        max_concurrency: max_concurrency.max(1),
     })
 }
 
@@ -187,8 +186,11 @@ kind = "mail_contact"
             .collect();
         assert_eq!(specs.len(), 3, "one link and a mesh of two");
         let link = specs.iter().find(|s| s.name == "acme-to-northern").unwrap();
-        assert_eq!(link.target.anchor_attribute, 7);
-        assert_eq!(link.target.policy.on_delete, OnDelete::Hide);
+        let TargetSpec::MailContact(target) = &link.target else {
+            panic!("a mail-contact link");
+        };
+        assert_eq!(target.anchor_attribute, 7);
+        assert_eq!(target.policy.on_delete, OnDelete::Hide);
         assert_eq!(link.safety.max_deletes, 5);
         assert!(!link.mapping.syncs(Field::City));
         assert_eq!(

@@ -2,6 +2,10 @@
 //! lease (renewed while the run lasts), count the requests it spends, run its steps, release the lease, then turn
 //! what the steps determined ([`RunBody`]) into the run report, store the run record and log the summary.
 //! A second run of the same link is refused with [`RunError::LeaseHeld`], naming the holder and until when.
+//!
+//! [`LinkRunner::sync`] is one sync run of any link: the lease, the checkpoint, the shared source stage, then the
+//! link's [`Target`] plans and (unless a dry run) applies; the outcome decides whether the checkpoint moves.
+//! [`LinkRunner::purge`] is the uninstall of any link.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,8 +15,14 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::lease::HeldLease;
-use super::ports::{CounterSnapshot, RequestCounters};
-use crate::report::{Failure, PlanCounts, QuarantineInfo, RunMode, RunOutcome, RunReport};
+use super::plan::Plan;
+use super::ports::{CounterSnapshot, PortError, RequestMeter, SourceDirectory};
+use super::source_stage::{SourceRules, read_source};
+use super::spec::LinkSpec;
+use super::targets::{Planned, Purged, RunContext, Target, TargetError};
+use crate::report::{
+    Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
+};
 use crate::state::{StateError, StateStore};
 
 /// Why a run did not happen.
@@ -121,7 +131,7 @@ pub(crate) struct RunScope<'a> {
     /// The process's holder (`{host}:{pid}`); the run id (and `:purge`) are appended.
     pub(crate) holder: &'a str,
     pub(crate) lease_ttl: chrono::Duration,
-    pub(crate) counters: Option<&'a Arc<dyn RequestCounters>>,
+    pub(crate) counters: Option<&'a Arc<dyn RequestMeter>>,
 }
 
 /// What the lifecycle does with a finished run.
@@ -199,6 +209,255 @@ where
         keep_record,
     )
     .await)
+}
+
+/// Why a sync run that started could not complete (it becomes a `Failed` report).
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("reading the source failed: {0}")]
+    Source(PortError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+}
+
+impl StepError {
+    fn failure_kind(&self) -> &'static str {
+        match self {
+            StepError::Source(_) => "source_unreadable",
+            StepError::Target(error) => error.failure_kind(),
+            StepError::State(_) => "state_error",
+        }
+    }
+}
+
+/// Runs links over ports the caller brings: the source directory, the state store, the request counters. The
+/// engine's service builds one per run; tests and tools can too.
+#[derive(Clone)]
+pub struct LinkRunner {
+    pub store: Arc<dyn StateStore>,
+    pub source: Arc<dyn SourceDirectory>,
+    pub counters: Option<Arc<dyn RequestMeter>>,
+    /// Who runs (`{host}:{pid}`); the run id is appended.
+    pub holder: String,
+    pub lease_ttl: chrono::Duration,
+}
+
+impl LinkRunner {
+    fn scope<'a>(&'a self, link: &'a str) -> RunScope<'a> {
+        RunScope {
+            store: &self.store,
+            link,
+            holder: &self.holder,
+            lease_ttl: self.lease_ttl,
+            counters: self.counters.as_ref(),
+        }
+    }
+
+    /// One sync run of `link` into `target` (docs/architecture.md, "One sync run"). A second concurrent run of the
+    /// same link is refused with [`RunError::LeaseHeld`].
+    pub async fn sync<T: Target>(
+        &self,
+        target: &T,
+        link: &LinkSpec,
+        options: &RunOptions,
+    ) -> Result<RunReport, RunError> {
+        let ending = Ending::Sync {
+            dry_run: options.dry_run,
+        };
+        run_leased(self.scope(&link.name), ending, |cancelled| async move {
+            let run = RunContext {
+                link,
+                options,
+                store: &self.store,
+                source: self.source.as_ref(),
+                cancelled: &cancelled,
+                started: Utc::now(),
+            };
+            match sync_steps(target, &run).await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::warn!(link = %link.name, error = %error, "Run failed.");
+                    let mode = if options.dry_run {
+                        RunMode::DryRun
+                    } else {
+                        RunMode::Incremental
+                    };
+                    RunBody::failure(mode, error.failure_kind(), error.to_string())
+                }
+            }
+        })
+        .await
+    }
+
+    /// `galbridge purge --link NAME` for any link: lists (`execute = false`) or removes everything the link
+    /// manages, holding the lease; no run record is kept (the link's state goes with it).
+    pub async fn purge<T: Target>(
+        &self,
+        target: &T,
+        link: &LinkSpec,
+        execute: bool,
+    ) -> Result<RunReport, RunError> {
+        run_leased(
+            self.scope(&link.name),
+            Ending::Purge,
+            |cancelled| async move {
+                let options = RunOptions::default();
+                let run = RunContext {
+                    link,
+                    options: &options,
+                    store: &self.store,
+                    source: self.source.as_ref(),
+                    cancelled: &cancelled,
+                    started: Utc::now(),
+                };
+                purge_steps(target, &run, execute).await
+            },
+        )
+        .await
+    }
+}
+
+async fn sync_steps<T: Target>(target: &T, run: &RunContext<'_>) -> Result<RunBody, StepError> {
+    let (link, options) = (run.link, run.options);
+    let mut checkpoint = run.store.load_checkpoint(&link.name).await?;
+    let mut batch = read_source(
+        &SourceRules::of(link),
+        run.source,
+        &checkpoint,
+        options.full,
+        run.started,
+    )
+    .await
+    .map_err(StepError::Source)?;
+    let mode = if options.dry_run {
+        RunMode::DryRun
+    } else if batch.full {
+        RunMode::Full
+    } else {
+        RunMode::Incremental
+    };
+    let warnings = batch.warnings();
+    let source_read = batch.read;
+
+    let Planned {
+        mut plan,
+        planned,
+        source_changes,
+        quarantine,
+        mut failures,
+        work,
+    } = target.plan(run, &checkpoint, &mut batch).await?;
+    plan.link = link.name.clone();
+    plan.target_kind = target.kind().into();
+    plan.full = batch.full;
+    plan.from_checkpoint = batch.from_checkpoint.clone();
+    plan.to_checkpoint = Some(batch.delta_link.clone());
+
+    if options.dry_run {
+        return Ok(RunBody {
+            mode,
+            outcome: RunOutcome::Planned,
+            source_read,
+            source_changes,
+            planned,
+            applied: PlanCounts::default(),
+            failures,
+            quarantine,
+            plan: Some(plan.to_json()),
+            warnings,
+        });
+    }
+
+    if target.mark_writing(&mut checkpoint) {
+        run.store.save_checkpoint(&link.name, &checkpoint).await?;
+    }
+    let applied = target.apply(run, &plan, work).await;
+    failures.extend(applied.failures);
+    let lost = run.cancelled.load(std::sync::atomic::Ordering::SeqCst);
+    let hard = failures.iter().any(|failure| target.is_hard(failure));
+    let outcome = if hard || lost || applied.unfinished {
+        RunOutcome::PartiallyFailed
+    } else if quarantine.is_some() {
+        RunOutcome::Quarantined
+    } else {
+        RunOutcome::Succeeded
+    };
+
+    checkpoint.last_run_at = Some(Utc::now());
+    checkpoint.quarantine = quarantine.clone();
+    if outcome == RunOutcome::Succeeded {
+        // Only a plan that fully applied moves the checkpoint (a held removal or a failure replays next time).
+        batch.commit(&mut checkpoint, run.started);
+    }
+    if !applied.unfinished {
+        target.settle(&mut checkpoint, !hard);
+    }
+    // A run that lost its lease leaves the checkpoint to the run that took the lease over.
+    if !lost {
+        run.store.save_checkpoint(&link.name, &checkpoint).await?;
+    }
+    Ok(RunBody {
+        mode,
+        outcome,
+        source_read,
+        source_changes,
+        planned,
+        applied: applied.applied,
+        failures,
+        quarantine,
+        plan: None,
+        warnings,
+    })
+}
+
+async fn purge_steps<T: Target>(target: &T, run: &RunContext<'_>, execute: bool) -> RunBody {
+    let (purged, outcome) = match target.purge(run, execute).await {
+        Ok(purged) => {
+            let outcome = match (execute, purged.complete) {
+                (false, _) => RunOutcome::Planned,
+                (true, true) => RunOutcome::Succeeded,
+                (true, false) => RunOutcome::PartiallyFailed,
+            };
+            (purged, outcome)
+        }
+        Err(reason) => (
+            Purged {
+                plan: Plan::default(),
+                planned: PlanCounts::default(),
+                applied: PlanCounts::default(),
+                failures: vec![Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "purge_failed".into(),
+                    reason,
+                }],
+                complete: false,
+            },
+            RunOutcome::Failed,
+        ),
+    };
+    let mut plan = purged.plan;
+    plan.link = run.link.name.clone();
+    plan.target_kind = target.kind().into();
+    plan.full = true;
+    RunBody {
+        mode: if execute {
+            RunMode::Full
+        } else {
+            RunMode::DryRun
+        },
+        outcome,
+        source_read: 0,
+        source_changes: 0,
+        planned: purged.planned,
+        applied: purged.applied,
+        failures: purged.failures,
+        quarantine: None,
+        plan: (!execute).then(|| plan.to_json()),
+        warnings: Vec::new(),
+    }
 }
 
 /// The one-line summary of a purge of any kind of link: a dry run (`planned`) or what it removed.

@@ -16,7 +16,6 @@
 //! - [`build`]: the state store and the service from a loaded configuration.
 //! - [`adapters`]: the ports over the real Graph and Exchange clients.
 //! - [`records`]: managed objects in the state store.
-//! - [`phones_demo`]: the demo's GAL-to-phones step.
 
 pub mod adapters;
 pub mod build;
@@ -27,8 +26,6 @@ pub mod lease;
 pub mod lifecycle;
 pub mod mapping;
 pub mod names;
-#[cfg(feature = "demo")]
-pub mod phones_demo;
 pub mod plan;
 pub mod ports;
 pub mod records;

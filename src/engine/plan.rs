@@ -103,6 +103,23 @@ pub struct Conflict {
     pub detail: String,
 }
 
+/// How a target that writes into many mailboxes (`personal_contacts`) spreads the plan: every change above applies
+/// to each selected mailbox (the changes are per person, not per mailbox).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxFanOut {
+    /// Mailboxes the link writes into.
+    pub selected: u64,
+    /// Mailboxes new to the selection: they get every contact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joining: Vec<String>,
+    /// Mailboxes leaving the selection: their contacts go or stay, by the link's policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaving: Vec<String>,
+    /// Contacts recorded per mailbox (a purge's listing).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub recorded: std::collections::BTreeMap<String, u64>,
+}
+
 /// Every change of one run of one link.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -124,6 +141,9 @@ pub struct Plan {
     pub forget: Vec<String>,
     pub conflicts: Vec<Conflict>,
     pub unchanged: u64,
+    /// For targets that write into mailboxes: which mailboxes the changes go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailboxes: Option<MailboxFanOut>,
 }
 
 impl Plan {
@@ -177,6 +197,23 @@ impl Plan {
             self.held.len(),
             c.unchanged
         );
+        if let Some(mailboxes) = &self.mailboxes {
+            let _ = writeln!(
+                out,
+                "  into {} mailboxes ({} joining, {} leaving{})",
+                mailboxes.selected,
+                mailboxes.joining.len(),
+                mailboxes.leaving.len(),
+                if mailboxes.recorded.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} contacts recorded",
+                        mailboxes.recorded.values().sum::<u64>()
+                    )
+                }
+            );
+        }
         for create in &self.creates {
             let _ = writeln!(
                 out,

@@ -164,12 +164,12 @@ pub trait MailContactTarget: Send + Sync {
 }
 
 /// Request counts of the clients a run used, read before and after the run.
-pub trait RequestCounters: Send + Sync {
+pub trait RequestMeter: Send + Sync {
     /// Requests sent per service (`graph`, `exchange`, `login`, ...), and retries after throttling or transient errors.
     fn snapshot(&self) -> CounterSnapshot;
 }
 
-/// A reading of [`RequestCounters`].
+/// A reading of [`RequestMeter`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub requests: BTreeMap<String, u64>,

@@ -8,23 +8,8 @@ use chrono::{DateTime, Utc};
 use super::plan::Plan;
 use crate::report::QuarantineInfo;
 
-/// The link's deletion threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SafetyLimits {
-    /// Quarantine when a run would remove more than this many objects.
-    pub max_deletes: u64,
-    /// ... or more than this percentage of the managed objects.
-    pub max_delete_percent: u8,
-}
-
-impl Default for SafetyLimits {
-    fn default() -> Self {
-        SafetyLimits {
-            max_deletes: 50,
-            max_delete_percent: 10,
-        }
-    }
-}
+/// The link's deletion threshold: the configuration's `[links.safety]`, which states the rule.
+pub use crate::config::Safety as SafetyLimits;
 
 /// Why the safety net tripped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +29,8 @@ pub enum Trip {
 }
 
 impl Trip {
-    fn describe(&self) -> String {
+    /// The threshold that tripped, for the quarantine and the report.
+    pub fn describe(&self) -> String {
         match self {
             Trip::TooMany { removals, limit } => {
                 format!("{removals} removals exceed max_deletes = {limit}")
@@ -73,21 +59,30 @@ pub fn check(
     managed: u64,
     source_in_scope: Option<u64>,
 ) -> Option<Trip> {
-    let removals = plan.removals.len() as u64;
+    trip(
+        limits,
+        plan.removals.len() as u64,
+        managed,
+        source_in_scope == Some(0),
+    )
+}
+
+/// Whether `removals` out of `managed` objects trip the net; `empty_source`: a full read found nobody in scope,
+/// which always trips while anything is managed. Every target kind's safety check comes here.
+pub fn trip(limits: SafetyLimits, removals: u64, managed: u64, empty_source: bool) -> Option<Trip> {
     if removals == 0 {
         return None;
     }
-    if source_in_scope == Some(0) && managed > 0 {
+    if empty_source && managed > 0 {
         return Some(Trip::EmptySource { managed });
     }
-    if removals > limits.max_deletes {
+    if limits.exceeds_count(removals) {
         return Some(Trip::TooMany {
             removals,
             limit: limits.max_deletes,
         });
     }
-    // removals / managed > percent / 100, in integers.
-    if managed > 0 && removals * 100 > u64::from(limits.max_delete_percent) * managed {
+    if limits.exceeds_share(removals, managed) {
         return Some(Trip::TooLargeShare {
             removals,
             managed,
@@ -113,21 +108,38 @@ pub fn enforce(
         return None;
     }
     plan.held.append(&mut plan.removals);
-    Some(QuarantineInfo {
+    Some(quarantine(
+        &plan.link,
+        previous,
+        now,
+        plan.held.len() as u64,
+        trip.describe(),
+        plan.held
+            .iter()
+            .map(|r| (r.anchor.as_str(), r.display_name.as_str())),
+    ))
+}
+
+/// The quarantine a tripped net records, for any target kind: kept `since` the first trip, with the threshold that
+/// tripped, how to release it, and a sample of what is held (anchor, display name).
+pub fn quarantine<'a>(
+    link: &str,
+    previous: Option<&QuarantineInfo>,
+    now: DateTime<Utc>,
+    held_deletes: u64,
+    threshold: String,
+    held: impl Iterator<Item = (&'a str, &'a str)>,
+) -> QuarantineInfo {
+    QuarantineInfo {
         since: previous.map(|q| q.since).unwrap_or(now),
-        held_deletes: plan.held.len() as u64,
-        threshold: trip.describe(),
+        held_deletes,
+        threshold,
         release_hint: format!(
             "review with `galbridge plan --link {link}`, then release once with `galbridge sync --link {link} --allow-deletes` \
-             or POST /api/sync/{link}?allow_deletes=true",
-            link = plan.link
+             or POST /api/sync/{link}?allow_deletes=true"
         ),
-        held: crate::report::HeldDelete::sample(
-            plan.held
-                .iter()
-                .map(|r| (r.anchor.as_str(), r.display_name.as_str())),
-        ),
-    })
+        held: crate::report::HeldDelete::sample(held),
+    }
 }
 
 #[cfg(test)]

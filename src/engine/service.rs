@@ -1,4 +1,4 @@
-//! [`EngineService`]: the engine behind [`crate::service::SyncService`], the boundary the CLI and the Functions
+//! [`EngineService`]: the engine behind [`crate::sync_service::SyncService`], the boundary the CLI and the Functions
 //! handler talk to. It owns the configuration's links (compiled once), the state store, and a [`Connector`] that
 //! builds the ports to each tenant lazily (clients are created on first use and reused).
 
@@ -10,15 +10,15 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use super::from_config::{SpecError, link_spec};
-use super::lifecycle::RunError;
-use super::ports::{MailContactTarget, PortError, RequestCounters, SourceDirectory};
-use super::spec::LinkSpec;
-use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, Runner};
-use super::targets::personal_contacts::{PhonesRunner, PhonesSpec, phones_spec};
+use super::lifecycle::{LinkRunner, RunError};
+use super::ports::{MailContactTarget, PortError, RequestMeter, SourceDirectory};
+use super::spec::{LinkSpec, TargetSpec};
+use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, MailContacts};
+use super::targets::personal_contacts::PersonalContacts;
 use crate::config::{Config, NamedTenant, ResolvedLink};
 use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
-use crate::service::{ServiceError, SyncService};
 use crate::state::{LINK_SCOPE, StateStore};
+use crate::sync_service::{ServiceError, SyncService};
 
 /// Environment variable overriding the lease lifetime in seconds (1..=3600; default [`DEFAULT_LEASE_TTL_SECS`]).
 /// A run renews its lease every third of it; a run that died without releasing it (a killed process) blocks its
@@ -53,7 +53,7 @@ pub trait Connector: Send + Sync {
         tenant: &NamedTenant,
     ) -> Result<Arc<dyn MailContactTarget>, PortError>;
     /// The request counters shared by the clients (for the run reports).
-    fn counters(&self) -> Option<Arc<dyn RequestCounters>>;
+    fn counters(&self) -> Option<Arc<dyn RequestMeter>>;
     /// The tenant's Graph client (mailbox contacts and photos of `personal_contacts` links).
     async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
         Err(PortError::Failed {
@@ -79,17 +79,25 @@ struct CompiledLink {
     resolved: ResolvedLink,
     /// `Err` for links the engine cannot run (reported on each run request).
     spec: Result<LinkSpec, String>,
-    /// `Some` for `personal_contacts` links (run by the phones runner instead of `spec`).
-    phones: Option<Result<PhonesSpec, String>>,
 }
 
 impl CompiledLink {
     fn runnable(&self) -> bool {
-        match &self.phones {
-            Some(phones) => phones.is_ok(),
-            None => self.spec.is_ok(),
-        }
+        self.spec.is_ok()
     }
+
+    fn spec(&self) -> Result<&LinkSpec, ServiceError> {
+        self.spec
+            .as_ref()
+            .map_err(|reason| ServiceError::BadRequest(reason.clone()))
+    }
+}
+
+/// What a run or purge does once the service picked the link's target (see [`EngineService::with_target`]).
+#[derive(Clone, Copy)]
+enum Job<'a> {
+    Sync(&'a RunOptions),
+    Purge { execute: bool },
 }
 
 /// The sync engine as a service.
@@ -107,8 +115,8 @@ pub struct EngineService {
 }
 
 impl EngineService {
-    /// A service over the configuration's links, a state store and a connector. Links of a kind the engine does
-    /// not run yet (personal contacts) are kept for status and refused when run.
+    /// A service over the configuration's links, a state store and a connector. Links the engine cannot run are
+    /// kept for status and refused when run.
     pub fn new(
         config: &Config,
         store: Arc<dyn StateStore>,
@@ -120,8 +128,6 @@ impl EngineService {
             .map(|resolved| CompiledLink {
                 resolved: resolved.clone(),
                 spec: link_spec(resolved, config.service()).map_err(|e| e.to_string()),
-                phones: phones_spec(resolved, config.service())
-                    .map(|phones| phones.map_err(|e| e.to_string())),
             })
             .collect();
         EngineService {
@@ -202,30 +208,42 @@ impl EngineService {
     /// `galbridge purge --link NAME`: lists (`execute = false`) or removes every object the link manages.
     pub async fn purge(&self, link: &str, execute: bool) -> Result<RunReport, ServiceError> {
         let compiled = self.find(link)?;
-        if let Some(phones) = &compiled.phones {
-            let spec = phones
-                .as_ref()
-                .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
-            let runner = self.phones_runner(compiled).await?;
-            return runner.purge(spec, execute).await.map_err(run_error);
-        }
-        let spec = compiled
-            .spec
-            .as_ref()
-            .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
-        let runner = self.runner(compiled).await?;
-        runner.purge(spec, execute).await.map_err(run_error)
+        self.with_target(compiled, Job::Purge { execute }).await
     }
 
-    async fn runner(&self, link: &CompiledLink) -> Result<Runner, ServiceError> {
-        Ok(Runner {
+    /// Builds the link's target from its kind and runs the job through the shared lifecycle: the one place that
+    /// knows every target kind.
+    async fn with_target(
+        &self,
+        link: &CompiledLink,
+        job: Job<'_>,
+    ) -> Result<RunReport, ServiceError> {
+        let spec = link.spec()?;
+        let runner = LinkRunner {
             store: self.store.clone(),
             source: self.source_port(&link.resolved.source_tenant).await?,
-            target: self.target_port(&link.resolved.target_tenant).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
             lease_ttl: self.lease_ttl,
-        })
+        };
+        let report = match &spec.target {
+            TargetSpec::MailContact(options) => {
+                let target = MailContacts {
+                    port: self.target_port(&link.resolved.target_tenant).await?,
+                    options: options.clone(),
+                };
+                run_job(&runner, &target, spec, job).await
+            }
+            TargetSpec::PersonalContacts(options) => {
+                let target = PersonalContacts {
+                    source_graph: self.graph_client(&link.resolved.source_tenant).await?,
+                    target_graph: self.graph_client(&link.resolved.target_tenant).await?,
+                    options: options.clone(),
+                };
+                run_job(&runner, &target, spec, job).await
+            }
+        };
+        report.map_err(run_error)
     }
 
     async fn graph_client(
@@ -246,28 +264,6 @@ impl EngineService {
         Ok(graph)
     }
 
-    async fn run_phones(
-        &self,
-        link: &CompiledLink,
-        spec: &PhonesSpec,
-        options: &RunOptions,
-    ) -> Result<RunReport, ServiceError> {
-        let runner = self.phones_runner(link).await?;
-        runner.run(spec, options).await.map_err(run_error)
-    }
-
-    async fn phones_runner(&self, link: &CompiledLink) -> Result<PhonesRunner, ServiceError> {
-        Ok(PhonesRunner {
-            store: self.store.clone(),
-            source: self.source_port(&link.resolved.source_tenant).await?,
-            source_graph: self.graph_client(&link.resolved.source_tenant).await?,
-            target_graph: self.graph_client(&link.resolved.target_tenant).await?,
-            counters: self.connector.counters(),
-            holder: self.holder.clone(),
-            lease_ttl: self.lease_ttl,
-        })
-    }
-
     /// When an invocation starting now must be done (`service.run_budget`).
     fn deadline(&self) -> std::time::Instant {
         std::time::Instant::now() + self.run_budget
@@ -281,40 +277,7 @@ impl EngineService {
         options: &RunOptions,
         deadline: std::time::Instant,
     ) -> Result<RunReport, ServiceError> {
-        crate::m365::budget::within(deadline, self.run_compiled_now(link, options)).await
-    }
-
-    async fn run_compiled_now(
-        &self,
-        link: &CompiledLink,
-        options: &RunOptions,
-    ) -> Result<RunReport, ServiceError> {
-        if let Some(phones) = &link.phones {
-            let spec = phones
-                .as_ref()
-                .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
-            return self.run_phones(link, spec, options).await;
-        }
-        let spec = link
-            .spec
-            .as_ref()
-            .map_err(|reason| ServiceError::BadRequest(reason.clone()))?;
-        let runner = self.runner(link).await?;
-        runner
-            .run(spec, options)
-            .await
-            .map_err(|error| match error {
-                RunError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                } => ServiceError::LeaseHeld {
-                    link,
-                    holder,
-                    until,
-                },
-                RunError::State(error) => ServiceError::Internal(format!("state store: {error}")),
-            })
+        crate::m365::budget::within(deadline, self.with_target(link, Job::Sync(options))).await
     }
 
     async fn last_run(&self, link: &str) -> Option<RunReport> {
@@ -323,6 +286,18 @@ impl EngineService {
             .await
             .ok()
             .and_then(|mut runs| runs.pop())
+    }
+}
+
+async fn run_job<T: super::targets::Target>(
+    runner: &LinkRunner,
+    target: &T,
+    spec: &LinkSpec,
+    job: Job<'_>,
+) -> Result<RunReport, RunError> {
+    match job {
+        Job::Sync(options) => runner.sync(target, spec, options).await,
+        Job::Purge { execute } => runner.purge(target, spec, execute).await,
     }
 }
 
@@ -461,7 +436,7 @@ mod tests {
         ) -> Result<Arc<dyn MailContactTarget>, PortError> {
             Ok(self.exchanges[&tenant.name].clone())
         }
-        fn counters(&self) -> Option<Arc<dyn RequestCounters>> {
+        fn counters(&self) -> Option<Arc<dyn RequestMeter>> {
             None
         }
     }

@@ -18,7 +18,7 @@ use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
     HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden,
 };
-use super::spec::ObjectOverride;
+use super::spec::{LinkSpec, ObjectOverride};
 use crate::state::LinkCheckpoint;
 
 /// Checkpoint key of the hash of the link's group members (a changed membership forces a full read).
@@ -27,6 +27,20 @@ const GROUPS_HASH_KEY: &str = "group_members_hash";
 /// Checkpoint key of the `groups/delta` link of a link with `include_groups` (docs/microsoft-facts.md §10); absent
 /// when the link does not read groups.
 pub const GROUPS_DELTA_KEY: &str = "groups_delta_link";
+
+impl<'a> SourceRules<'a> {
+    /// What the source stage needs of `link`.
+    pub fn of(link: &'a LinkSpec) -> SourceRules<'a> {
+        SourceRules {
+            link: &link.name,
+            source_tenant: &link.source_tenant,
+            scope: &link.scope,
+            mapping: &link.mapping,
+            overrides: &link.overrides,
+            full_reconcile_every: link.full_reconcile_every,
+        }
+    }
+}
 
 /// What the source stage needs of a link, whatever its target.
 pub struct SourceRules<'a> {

@@ -1,6 +1,7 @@
 //! A link as the engine runs it ([`LinkSpec`]): everything resolved and compiled (scope, mapping, per-object
-//! overrides, target policy, safety, schedule), so the runner never deals with configuration defaults or meshes.
-//! The service builds these from the configuration's resolved links.
+//! overrides, safety, schedule, and the options of its target kind in [`TargetSpec`]), so the run never deals with
+//! configuration defaults or meshes. The service builds these from the configuration's resolved links
+//! (`engine::from_config`).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use super::diff::DiffPolicy;
 use super::mapping::Mapping;
 use super::safety::SafetyLimits;
 use super::scope::ScopeRules;
+use super::targets::personal_contacts::PhonesTarget;
 
 /// Per-object override (`[[links.overrides]]`).
 #[derive(Debug, Clone)]
@@ -26,7 +28,24 @@ pub struct MailContactOptions {
     pub policy: DiffPolicy,
 }
 
-/// One link, ready to run.
+/// The link's target kind and its options: one variant per folder of `engine/targets/`.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    MailContact(MailContactOptions),
+    PersonalContacts(PhonesTarget),
+}
+
+impl TargetSpec {
+    /// The kind's name, as in the configuration and in plans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetSpec::MailContact(_) => "mail_contact",
+            TargetSpec::PersonalContacts(_) => "personal_contacts",
+        }
+    }
+}
+
+/// One link, ready to run, whatever its target kind.
 #[derive(Debug, Clone)]
 pub struct LinkSpec {
     pub name: String,
@@ -37,12 +56,13 @@ pub struct LinkSpec {
     pub mapping: Mapping,
     /// Per source object id (lowercase).
     pub overrides: BTreeMap<String, ObjectOverride>,
-    pub target: MailContactOptions,
+    pub target: TargetSpec,
     pub safety: SafetyLimits,
     /// How often the link is due.
     pub interval: chrono::Duration,
     /// How often a full read and drift repair happens.
     pub full_reconcile_every: chrono::Duration,
-    /// Concurrent target writes.
+    /// Concurrent target writes (`service.max_concurrency`; for personal contacts the mailboxes written at once,
+    /// `service.mailboxes_in_flight`).
     pub max_concurrency: usize,
 }

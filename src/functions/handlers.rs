@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use super::envelope::{HttpRequestData, Invocation, InvocationResponse};
 use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::service::{ServiceError, SyncService};
+use crate::sync_service::{ServiceError, SyncService};
 
 /// Binding names, as in `functions/*/function.json`.
 pub const TIMER_BINDING: &str = "timer";

@@ -23,7 +23,7 @@ use axum::routing::{any, post};
 use tokio::sync::Notify;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::service::SyncService;
+use crate::sync_service::SyncService;
 use handlers::HostAnswer;
 
 /// The header carrying the host's invocation id.

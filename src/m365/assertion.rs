@@ -256,10 +256,20 @@ mod tests {
         ));
     }
 
-    const PKCS8: &str = include_str!("../../tests/fixtures/m365-test-cert-pkcs8.pem");
-    const PKCS1: &str = include_str!("../../tests/fixtures/m365-test-cert-pkcs1.pem");
-    /// `openssl x509 -outform der | openssl dgst -sha256 -binary | base64url` of the fixture certificate.
-    const FIXTURE_X5T_S256: &str = "hh89q8qj8Wyti8gi3cAeMggUDGjuMGwjPZEt6JNE9dQ";
+    /// A certificate generated for the test (never a key file in the repository): the PEM with its PKCS#8 key, the
+    /// same with the key as PKCS#1, and the certificate's `x5t#S256` as the simulator computes it.
+    fn fixture(seed: u64) -> (String, String, String) {
+        let generated = m365_sim::auth::certs::generate(seed, "galbridge assertion test")
+            .expect("certificate generated");
+        let certificate = generated
+            .pem_with_key
+            .split("-----BEGIN PRIVATE KEY-----")
+            .next()
+            .expect("a certificate before the key")
+            .to_owned();
+        let pkcs1 = format!("{certificate}{}", generated.pkcs1_key_pem);
+        (generated.pem_with_key, pkcs1, generated.x5t_s256)
+    }
 
     fn decode_part(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
@@ -267,9 +277,11 @@ mod tests {
 
     #[test]
     fn assertion_has_entra_header_and_claims_and_a_valid_rs256_signature() {
-        for pem in [PKCS8, PKCS1] {
+        let (pkcs8, pkcs1, x5t_s256) = fixture(7);
+        assert!(pkcs1.contains("-----BEGIN RSA PRIVATE KEY-----"));
+        for pem in [pkcs8, pkcs1] {
             let signer = CertificateSigner::from_pem(&Secret::new(pem)).unwrap();
-            assert_eq!(signer.x5t_s256(), FIXTURE_X5T_S256);
+            assert_eq!(signer.x5t_s256(), x5t_s256);
 
             let endpoint = "https://login.microsoftonline.com/tenant-guid/oauth2/v2.0/token";
             let jwt = signer
@@ -279,7 +291,7 @@ mod tests {
             assert_eq!(parts.len(), 3);
             let header = decode_part(parts[0]);
             assert_eq!(header["alg"], "RS256");
-            assert_eq!(header["x5t#S256"], FIXTURE_X5T_S256);
+            assert_eq!(header["x5t#S256"], x5t_s256.as_str());
             let claims = decode_part(parts[1]);
             assert_eq!(claims["aud"], endpoint);
             assert_eq!(claims["iss"], "client-guid");
@@ -299,8 +311,10 @@ mod tests {
 
     #[test]
     fn a_key_from_another_certificate_is_refused() {
-        let certificate_only = PKCS8.split("-----BEGIN PRIVATE KEY-----").next().unwrap();
-        let other_key = include_str!("../../tests/fixtures/m365-other-key.pem");
+        let (pkcs8, _, _) = fixture(7);
+        let (other, _, _) = fixture(8);
+        let certificate_only = pkcs8.split("-----BEGIN PRIVATE KEY-----").next().unwrap();
+        let other_key = other.split("-----END CERTIFICATE-----\n").nth(1).unwrap();
         let mixed = format!("{certificate_only}{other_key}");
         assert!(matches!(
             CertificateSigner::from_pem(&Secret::new(mixed)),

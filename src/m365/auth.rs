@@ -30,10 +30,19 @@ use super::assertion::{
     federation_scope, token_endpoint,
 };
 use super::counters::{RequestCounters, Service};
-use super::http::TokenSource;
 use super::keyvault::{KeyVaultError, KeyVaultSecrets};
 use super::sdk::{client_options, login_client_options};
 use super::secret::Secret;
+
+/// Where bearer tokens come from (the HTTP executor, `m365::http`, asks it for each request). Implemented by the
+/// token cache here; tests plug in fixed tokens.
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// A valid access token (cached until shortly before expiry).
+    async fn bearer(&self) -> Result<Secret, AuthError>;
+    /// Forgets the cached token (the service answered 401: the token was revoked or the clock skewed).
+    fn invalidate(&self);
+}
 
 /// The Graph SDKs' habit, and the identity SDK's own: a token within five minutes of expiry is refreshed.
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(300);

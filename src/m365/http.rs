@@ -7,12 +7,12 @@
 //! errors, dropped connections (for idempotent requests), refreshes the token once on 401, feeds the adaptive
 //! limiters, and counts requests per service. It never logs a token or an `Authorization` header.
 
+use super::auth::TokenSource;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -23,7 +23,6 @@ use super::budget::{self, PauseGate};
 use super::counters::{RequestCounters, Service};
 use super::limiter::AdaptiveLimiter;
 use super::retry::{RetryPolicy, is_exchange_transient, is_throttling_status, parse_retry_after};
-use super::secret::Secret;
 
 /// Environment variable naming an extra CA bundle (PEM) to trust; overrides the configuration's `extra_ca_file`.
 pub const EXTRA_CA_FILE_ENV: &str = "GALBRIDGE_EXTRA_CA_FILE";
@@ -147,15 +146,6 @@ pub fn build_http_client(settings: &HttpSettings) -> Result<reqwest::Client, Htt
         builder = builder.tls_certs_merge(certificates);
     }
     builder.build().map_err(HttpError::Build)
-}
-
-/// Where bearer tokens come from. Implemented by the token cache in `auth.rs`; tests plug in fixed tokens.
-#[async_trait]
-pub trait TokenSource: Send + Sync + fmt::Debug {
-    /// A valid access token (cached until shortly before expiry).
-    async fn bearer(&self) -> Result<Secret, super::auth::AuthError>;
-    /// Forgets the cached token (the service answered 401: the token was revoked or the clock skewed).
-    fn invalidate(&self);
 }
 
 /// A scheme + host + port, the unit of the allowlist.

@@ -28,14 +28,14 @@ pub mod retry;
 pub mod sdk;
 pub mod secret;
 
-pub use auth::{AuthError, CredentialSource, PlatformIdentity, TenantAuth, TokenProvider};
+pub use auth::{
+    AuthError, CredentialSource, PlatformIdentity, TenantAuth, TokenProvider, TokenSource,
+};
 pub use batch::{BatchRequest, BatchResponse};
 pub use counters::{RequestCounters, Service};
 pub use exchange::{ExchangeClient, ExchangeError, ExchangeErrorKind};
 pub use graph::{DeltaStart, GraphClient, GraphError, Page, PageStream};
-pub use http::{
-    ApiClient, ApiRequest, ApiResponse, HttpError, HttpSettings, TokenSource, build_http_client,
-};
+pub use http::{ApiClient, ApiRequest, ApiResponse, HttpError, HttpSettings, build_http_client};
 pub use limiter::{AdaptiveLimiter, LimiterPermit, LimiterSet};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

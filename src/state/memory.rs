@@ -27,11 +27,37 @@ struct LinkState {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     links: Mutex<HashMap<String, LinkState>>,
+    /// Unit tests: how long a lease renewal's answer takes *after* the store applied it (a response still on the
+    /// wire).
+    #[cfg(test)]
+    renewal_answer_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Unit tests: renewals are applied at once but answered `delay` later.
+    #[cfg(test)]
+    pub fn answer_renewals_after(&self, delay: std::time::Duration) {
+        self.renewal_answer_delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Unit tests: the link-wide object records of `link`.
+    #[cfg(test)]
+    pub fn objects(&self, link: &str) -> Vec<ObjectRecord> {
+        self.with_links(|links| {
+            links
+                .get(link)
+                .and_then(|state| state.objects.get(""))
+                .map(|records| records.values().cloned().collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
     }
 
     fn with_links<T>(
@@ -81,7 +107,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: chrono::Duration) -> Result<Lease, StateError> {
-        self.with_links(|links| {
+        let renewed = self.with_links(|links| {
             let lost = || StateError::LeaseLost {
                 link: lease.link.clone(),
             };
@@ -98,7 +124,17 @@ impl StateStore for MemoryStore {
             };
             state.lease = Some(renewed.clone());
             Ok(renewed)
-        })?
+        })??;
+        #[cfg(test)]
+        {
+            let delay = self
+                .renewal_answer_delay_ms
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+        }
+        Ok(renewed)
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StateError> {

@@ -16,7 +16,7 @@ use super::graph::{GraphSource, tenant_id_from_token};
 use super::transport::{JsonRequest, JsonResponse, JsonTransport, Method};
 use crate::config::{Config, Credential, NamedTenant, TenantId};
 use crate::engine::ports::{
-    CounterSnapshot, MailContactTarget, PortError, RequestCounters, SourceDirectory,
+    CounterSnapshot, MailContactTarget, PortError, RequestMeter, SourceDirectory,
 };
 use crate::engine::service::Connector;
 use crate::m365::budget::PauseGate;
@@ -75,7 +75,7 @@ impl JsonTransport for ApiTransport {
 /// include requests of runs of other links that overlap it in time (runs of one service call are sequential).
 struct SharedCounters(Arc<crate::m365::RequestCounters>);
 
-impl RequestCounters for SharedCounters {
+impl RequestMeter for SharedCounters {
     fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             requests: self.0.requests(),
@@ -290,7 +290,7 @@ impl Connector for M365Connector {
         }))
     }
 
-    fn counters(&self) -> Option<Arc<dyn RequestCounters>> {
+    fn counters(&self) -> Option<Arc<dyn RequestMeter>> {
         Some(Arc::new(SharedCounters(self.counters.clone())))
     }
 

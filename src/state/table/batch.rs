@@ -131,7 +131,7 @@ pub(super) fn check_response(body: &str) -> Result<(), FailedOperation> {
             }
             json.push_str(body_line);
         }
-        let (code, message) = super::client::parse_odata_error(&json);
+        let (code, message) = super::odata::parse_odata_error(&json);
         return Err(FailedOperation {
             status,
             code,

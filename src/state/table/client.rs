@@ -74,31 +74,6 @@ pub(super) struct TableClient {
     pub(super) retries: AtomicU64,
 }
 
-/// Reads `{"odata.error":{"code":…,"message":{"value":…}}}` (or the JSON-light `{"error":…}` form).
-pub(super) fn parse_odata_error(body: &str) -> (String, String) {
-    let value: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
-    let error = value
-        .get("odata.error")
-        .or_else(|| value.get("error"))
-        .unwrap_or(&Value::Null);
-    let code = error
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let message = match error.get("message") {
-        Some(Value::Object(m)) => m
-            .get("value")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        _ => body.chars().take(300).collect(),
-    };
-    // The service appends "RequestId:…\nTime:…" to messages; the first line is the useful part.
-    (code, message.lines().next().unwrap_or("").to_owned())
-}
-
 impl TableClient {
     pub(super) fn new(
         http: reqwest::Client,
@@ -231,7 +206,7 @@ impl TableClient {
     async fn service_error(operation: &str, response: reqwest::Response) -> StateError {
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
-        let (code, message) = parse_odata_error(&body);
+        let (code, message) = super::odata::parse_odata_error(&body);
         StateError::Service {
             operation: operation.to_owned(),
             status,

@@ -25,6 +25,7 @@ mod auth;
 mod batch;
 mod client;
 mod keys;
+mod odata;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand_chacha_03::rand_core::SeedableRng;
-use rsa::pkcs1::EncodeRsaPublicKey;
+use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde::Deserialize;
 
@@ -16,6 +16,8 @@ use crate::SimError;
 pub struct AppCertificate {
     /// Certificate and PKCS#8 private key, concatenated, as Key Vault returns a PEM certificate secret.
     pub pem_with_key: String,
+    /// The same private key as PKCS#1 (`BEGIN RSA PRIVATE KEY`), as `openssl` writes older key files.
+    pub pkcs1_key_pem: String,
     pub public_key_pkcs1: Vec<u8>,
     /// base64url SHA-1 of the certificate DER (`x5t`).
     pub x5t: String,
@@ -31,13 +33,19 @@ impl std::fmt::Debug for AppCertificate {
     }
 }
 
-pub(crate) fn generate(seed: u64, subject: &str) -> Result<AppCertificate, SimError> {
+/// A self-signed RSA-2048 certificate with its key, deterministic for a seed (tests that need an app certificate of
+/// their own use it too, instead of key files committed to the repository).
+pub fn generate(seed: u64, subject: &str) -> Result<AppCertificate, SimError> {
     let mut rng = rand_chacha_03::ChaCha8Rng::seed_from_u64(seed);
     let key = rsa::RsaPrivateKey::new(&mut rng, 2048)
         .map_err(|e| SimError::Tls(format!("RSA key: {e}")))?;
     let key_pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| SimError::Tls(format!("RSA key PEM: {e}")))?;
+    let pkcs1_key_pem = key
+        .to_pkcs1_pem(LineEnding::LF)
+        .map_err(|e| SimError::Tls(format!("RSA key PEM: {e}")))?
+        .to_string();
     let public_key_pkcs1 = key
         .to_public_key()
         .to_pkcs1_der()
@@ -59,6 +67,7 @@ pub(crate) fn generate(seed: u64, subject: &str) -> Result<AppCertificate, SimEr
     let sha256 = ring::digest::digest(&ring::digest::SHA256, &cert_der);
     Ok(AppCertificate {
         pem_with_key: format!("{}{}", cert.pem(), key_pem.as_str()),
+        pkcs1_key_pem,
         public_key_pkcs1,
         x5t: URL_SAFE_NO_PAD.encode(sha1.as_ref()),
         x5t_s256: URL_SAFE_NO_PAD.encode(sha256.as_ref()),

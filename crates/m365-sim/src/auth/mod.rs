@@ -1,7 +1,7 @@
 //! Entra ID, simulated: access tokens bound to (tenant, app, audience), the token endpoint (client secret, certificate
 //! assertion, federated managed-identity assertion), the managed identity endpoint, and app certificates.
 
-pub(crate) mod certs;
+pub mod certs;
 pub(crate) mod login;
 pub(crate) mod msi;
 pub(crate) mod tokens;

@@ -8,11 +8,15 @@ use serde_json::json;
 use super::*;
 use crate::engine::diff::{DiffPolicy, OnDelete};
 use crate::engine::entry::Field;
+use crate::engine::lifecycle::{LinkRunner, RunError};
 use crate::engine::mapping::Mapping;
 use crate::engine::safety::SafetyLimits;
 use crate::engine::scope::ScopeRules;
 use crate::engine::spec::MailContactOptions;
+use crate::engine::spec::{LinkSpec, TargetSpec};
 use crate::engine::testing::{FakeDirectory, FakeExchange, MemStore};
+use crate::report::{RunMode, RunOptions, RunOutcome, RunReport};
+use crate::state::StateStore;
 
 const TENANT: &str = "11111111-1111-4111-8111-111111111111";
 
@@ -20,7 +24,8 @@ struct World {
     store: Arc<MemStore>,
     source: Arc<FakeDirectory>,
     target: Arc<FakeExchange>,
-    runner: Runner,
+    runner: LinkRunner,
+    contacts: MailContacts,
     link: LinkSpec,
 }
 
@@ -46,10 +51,9 @@ fn world() -> World {
     ] {
         source.put_user(user(id, name, title));
     }
-    let runner = Runner {
+    let runner = LinkRunner {
         store: store.clone(),
         source: source.clone(),
-        target: target.clone(),
         counters: None,
         holder: "test:1".into(),
         lease_ttl: chrono::Duration::seconds(60),
@@ -61,10 +65,10 @@ fn world() -> World {
         scope: ScopeRules::default(),
         mapping: Mapping::defaults(),
         overrides: BTreeMap::new(),
-        target: MailContactOptions {
+        target: TargetSpec::MailContact(MailContactOptions {
             anchor_attribute: 15,
             policy: DiffPolicy::default(),
-        },
+        }),
         safety: SafetyLimits {
             max_deletes: 50,
             max_delete_percent: 100,
@@ -76,6 +80,13 @@ fn world() -> World {
     World {
         store,
         source,
+        contacts: MailContacts {
+            port: target.clone(),
+            options: MailContactOptions {
+                anchor_attribute: 15,
+                policy: DiffPolicy::default(),
+            },
+        },
         target,
         runner,
         link,
@@ -88,7 +99,10 @@ impl World {
     }
 
     async fn run_with(&self, options: RunOptions) -> RunReport {
-        self.runner.run(&self.link, &options).await.unwrap()
+        self.runner
+            .sync(&self.contacts, &self.link, &options)
+            .await
+            .unwrap()
     }
 
     fn contact(&self, address: &str) -> crate::engine::testing::FakeContact {
@@ -199,7 +213,7 @@ async fn incremental_runs_apply_only_changes() {
 async fn unanchored_contacts_are_never_touched() {
     let mut w = world();
     let manual = w.target.add_manual("Zed Manual", "zed@partner.com");
-    w.link.target.policy = DiffPolicy {
+    w.contacts.options.policy = DiffPolicy {
         on_delete: OnDelete::Delete,
         adopt_existing: false,
     };
@@ -238,7 +252,7 @@ async fn address_conflicts_are_reported_and_adoption_is_opt_in() {
         "not adopted without opt-in"
     );
 
-    w.link.target.policy.adopt_existing = true;
+    w.contacts.options.policy.adopt_existing = true;
     let report = w
         .run_with(RunOptions {
             full: true,
@@ -367,7 +381,10 @@ async fn a_second_run_of_the_same_link_is_refused() {
         .acquire_lease(&w.link.name, "other-host:9", chrono::Duration::seconds(60))
         .await
         .unwrap();
-    let refused = w.runner.run(&w.link, &RunOptions::default()).await;
+    let refused = w
+        .runner
+        .sync(&w.contacts, &w.link, &RunOptions::default())
+        .await;
     assert!(
         matches!(refused, Err(RunError::LeaseHeld { ref holder, .. }) if holder == "other-host:9"),
         "{refused:?}"
@@ -383,8 +400,8 @@ async fn two_simultaneous_runs_one_is_refused() {
     w.source.set_latency(std::time::Duration::from_millis(50));
     let options = RunOptions::default();
     let (a, b) = tokio::join!(
-        w.runner.run(&w.link, &options),
-        w.runner.run(&w.link, &options)
+        w.runner.sync(&w.contacts, &w.link, &options),
+        w.runner.sync(&w.contacts, &w.link, &options)
     );
     let refused = [&a, &b]
         .iter()
@@ -494,7 +511,7 @@ async fn dry_run_writes_nothing_and_returns_the_plan() {
 #[tokio::test]
 async fn hide_policy_hides_then_unhides() {
     let mut w = world();
-    w.link.target.policy.on_delete = OnDelete::Hide;
+    w.contacts.options.policy.on_delete = OnDelete::Hide;
     w.run().await;
     w.source.set("u1", "accountEnabled", json!(false));
     let hidden = w.run().await;
@@ -525,12 +542,12 @@ async fn purge_lists_then_removes_only_what_the_link_manages() {
     let w = world();
     w.run().await;
     let manual = w.target.add_manual("Zed Manual", "zed@partner.com");
-    let preview = w.runner.purge(&w.link, false).await.unwrap();
+    let preview = w.runner.purge(&w.contacts, &w.link, false).await.unwrap();
     assert_eq!(preview.outcome, RunOutcome::Planned);
     assert_eq!(preview.planned.deletes, 3);
     assert_eq!(w.target.contacts().len(), 4, "a dry run removes nothing");
 
-    let purged = w.runner.purge(&w.link, true).await.unwrap();
+    let purged = w.runner.purge(&w.contacts, &w.link, true).await.unwrap();
     assert_eq!(purged.outcome, RunOutcome::Succeeded, "{purged:?}");
     let left = w.target.contacts();
     assert_eq!(left.len(), 1);

@@ -3,7 +3,7 @@
 //! single-value extended property, optional photos, per-field write policy.
 //!
 //! Rooms:
-//! - [`spec`]: the link as this target runs it ([`PhonesSpec`]), compiled from the resolved configuration.
+//! - [`spec`]: the target's options ([`PhonesTarget`]), compiled from the resolved configuration.
 //! - [`contact`]: entry → Graph contact properties, write policies, comparisons, hashes.
 //! - [`mailboxes`]: which mailboxes the link fills (all / groups / list / filter, minus exclusions).
 //! - [`photos`]: source photos read once per run; [`prepare`]: the source side of a run (read, scope, map,
@@ -12,8 +12,9 @@
 //! - [`mailbox_sync`]: one mailbox: folder, full reconcile or incremental fan-out, `$batch` writes, records
 //!   ([`mailbox_plan`] plans the writes, [`mailbox_write`] sends them and books the answers).
 //! - [`purge`]: uninstalling the link (every recorded contact deleted, state forgotten).
-//! - [`run`]: one run of the link ([`PhonesRunner`]): lease, source read, photos, fan-out over mailboxes,
-//!   joins and leaves, safety, checkpoint, report.
+//! - [`PersonalContacts`] (here): the target; [`run`]: its `Target` phases behind the shared lifecycle
+//!   (`engine::lifecycle`): the source batch into the snapshot, photos, mailbox joins and leaves, safety, fan-out
+//!   over mailboxes.
 //!
 //! Crash safety: contacts are created with their anchor in the same request, so a contact galbridge made always
 //! carries the anchor. A run marks the checkpoint "open" before writing and clears the mark only when it succeeds;
@@ -33,5 +34,16 @@ pub mod records;
 pub mod run;
 pub mod spec;
 
-pub use run::PhonesRunner;
-pub use spec::{PhonesSpec, phones_spec};
+pub use spec::{OnPersonGone, PhonesTarget, phones_target};
+
+use crate::m365::GraphClient;
+
+/// The `personal_contacts` target of one link: the Graph of both tenants and the link's target options.
+#[derive(Clone)]
+pub struct PersonalContacts {
+    /// The source tenant's Graph (photos).
+    pub source_graph: GraphClient,
+    /// The target tenant's Graph (mailboxes, folders, contacts).
+    pub target_graph: GraphClient,
+    pub options: PhonesTarget,
+}

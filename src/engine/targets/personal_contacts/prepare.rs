@@ -1,20 +1,16 @@
-//! The source side of a phones run: the shared source stage (`engine::source_stage`: read, hidden, scope, map),
-//! merged into the link's snapshot, with photos, deciding who changed and who left.
+//! The source side of a phones run: the shared source stage's batch (`engine::source_stage`: read, hidden, scope,
+//! map) merged into the link's snapshot, with photos, deciding who changed and who left.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::Utc;
 use futures::StreamExt;
 
 use super::contact::{desired_hash, photo_hash, render_properties};
 use super::mailbox_sync::Desired;
 use super::photos::PhotoCache;
 use super::records::SnapshotEntry;
-use super::spec::PhonesSpec;
 use crate::engine::entry::Field;
-use crate::engine::ports::{PortError, SourceDirectory};
-use crate::engine::source_stage::{SourceBatch, SourceRules, read_source as read_source_batch};
-use crate::state::LinkCheckpoint;
+use crate::engine::source_stage::SourceBatch;
 
 /// Concurrent source photo reads.
 const PHOTO_READS: usize = 8;
@@ -22,8 +18,6 @@ const PHOTO_READS: usize = 8;
 /// What the source says in this run, merged with the snapshot.
 pub struct SourceSide {
     pub full: bool,
-    pub from_checkpoint: Option<String>,
-    pub read: u64,
     /// The snapshot after this run (people in scope, with photo hashes).
     pub next: BTreeMap<String, SnapshotEntry>,
     /// Anchors whose entry or photo changed (new people included).
@@ -31,28 +25,14 @@ pub struct SourceSide {
     /// People in the old snapshot no longer in scope.
     pub removed: BTreeSet<String>,
     pub photo_failures: Vec<(String, String)>,
-    /// The shared source stage's batch: its checkpoint commit and warnings.
-    pub batch: SourceBatch,
 }
 
-/// Reads the source through the shared source stage and merges it into `snapshot`, with photos.
-pub async fn read_source(
-    link: &PhonesSpec,
-    source: &dyn SourceDirectory,
-    checkpoint: &LinkCheckpoint,
+/// Merges the source stage's batch (its people are taken out of it) into `snapshot`, with photos.
+pub async fn absorb(
+    batch: &mut SourceBatch,
     snapshot: &BTreeMap<String, SnapshotEntry>,
-    force_full: bool,
     photos: Option<&PhotoCache>,
-) -> Result<SourceSide, PortError> {
-    let rules = SourceRules {
-        link: &link.name,
-        source_tenant: &link.source_tenant,
-        scope: &link.scope,
-        mapping: &link.mapping,
-        overrides: &link.overrides,
-        full_reconcile_every: link.full_reconcile_every,
-    };
-    let mut batch = read_source_batch(&rules, source, checkpoint, force_full, Utc::now()).await?;
+) -> SourceSide {
     let full = batch.full;
     let desired = std::mem::take(&mut batch.desired);
     let gone: Vec<String> = batch.gone.keys().cloned().collect();
@@ -105,16 +85,13 @@ pub async fn read_source(
         .filter(|anchor| !next.contains_key(*anchor))
         .cloned()
         .collect();
-    Ok(SourceSide {
+    SourceSide {
         full,
-        from_checkpoint: batch.from_checkpoint.clone(),
-        read: batch.read,
         next,
         changed,
         removed,
         photo_failures,
-        batch,
-    })
+    }
 }
 
 /// The desired contact of every person of the snapshot.

@@ -1,149 +1,101 @@
-//! One run of a `personal_contacts` link ([`PhonesRunner`]): take the lease, read the source into the snapshot
-//! (`prepare`), resolve the mailboxes (joins get the whole list, leaves lose their contacts per policy), apply the
-//! safety net to people leaving the scope and to mailboxes leaving the selection, fan out to the mailboxes with a
-//! global budget, then store the snapshot, the checkpoint (delta link only when everything applied) and the report.
+//! The `personal_contacts` target's phases ([`PersonalContacts`]): plan = merge the source stage's batch into the
+//! link's snapshot (`prepare`, with photos), resolve the mailboxes (joins get the whole list, leaves lose their
+//! contacts per policy), apply the safety net to people leaving the scope and to mailboxes leaving the selection;
+//! apply = fan out to the mailboxes within the run's budget, then store the snapshot; purge = every recorded
+//! contact deleted. The lease, checkpoint, source stage and report are the shared lifecycle's (`engine::lifecycle`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use chrono::Utc;
+use async_trait::async_trait;
 use serde_json::json;
 use tracing::Instrument as _;
 
+use super::PersonalContacts;
 use super::contact::fill_blank_properties;
 use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
-use super::mailboxes::select_mailboxes;
+use super::mailboxes::{Selection, select_mailboxes};
 use super::photos::PhotoCache;
-use super::prepare::{desired_contacts, read_source};
-use super::records::{load_mailbox, load_snapshot, save_snapshot};
-use super::spec::PhonesSpec;
-use crate::engine::entry::anchor_prefix_for;
-use crate::engine::lifecycle::{Ending, RunBody, RunError, RunScope, run_leased};
-use crate::engine::ports::{RequestCounters, SourceDirectory};
-use crate::engine::safety::SafetyLimits;
-use crate::m365::GraphClient;
-use crate::report::{
-    Failure, PlanCounts, QuarantineInfo, RunMode, RunOptions, RunOutcome, RunReport,
-};
-use crate::state::{StateError, StateStore};
+use super::prepare::{SourceSide, absorb, desired_contacts};
+use super::records::{SnapshotEntry, load_mailbox, load_snapshot, save_snapshot};
+use super::spec::OnPersonGone;
+use crate::engine::diff::field_changes;
+use crate::engine::entry::{Field, anchor_prefix_for};
+use crate::engine::plan::{Create, MailboxFanOut, Plan, Removal, RemovalAction, Update};
+use crate::engine::ports::PortError;
+use crate::engine::safety;
+use crate::engine::source_stage::SourceBatch;
+use crate::engine::targets::{Applied, Planned, Purged, RunContext, Target, TargetError};
+use crate::report::{Failure, PlanCounts};
+use crate::state::LinkCheckpoint;
 
 /// Checkpoint mark set while a run writes; a run that finds it reconciles every mailbox in full.
 const OPEN_MARK: &str = "phones_run_open";
 
 /// Failure kinds that are reported but do not fail the run.
-const REPORTED_ONLY: &[&str] = &["mailbox_not_rest_enabled", "mailbox_unknown"];
+const REPORTED_ONLY: &[&str] = &[
+    "mailbox_not_rest_enabled",
+    "mailbox_unknown",
+    "source_photo",
+];
 
-/// What a phones run needs.
-#[derive(Clone)]
-pub struct PhonesRunner {
-    pub store: Arc<dyn StateStore>,
-    pub source: Arc<dyn SourceDirectory>,
-    /// The source tenant's Graph (photos).
-    pub source_graph: GraphClient,
-    /// The target tenant's Graph (mailboxes, folders, contacts).
-    pub target_graph: GraphClient,
-    pub counters: Option<Arc<dyn RequestCounters>>,
-    pub holder: String,
-    pub lease_ttl: chrono::Duration,
+/// What planning hands to applying.
+pub struct PhonesWork {
+    source: SourceSide,
+    selection: Selection,
+    /// Mailboxes leaving the selection.
+    left: Vec<String>,
+    /// People whose removal the safety net holds.
+    held: BTreeSet<String>,
+    /// Mailboxes leaving the selection are held by the safety net.
+    held_mailboxes: bool,
+    photos: Option<Arc<PhotoCache>>,
+    anchor_prefix: String,
+    mailbox_mode: SyncMode,
 }
 
-impl PhonesRunner {
-    /// What the run lifecycle needs of this runner for `link`.
-    pub(crate) fn scope<'a>(&'a self, link: &'a str) -> RunScope<'a> {
-        RunScope {
-            store: &self.store,
-            link,
-            holder: &self.holder,
-            lease_ttl: self.lease_ttl,
-            counters: self.counters.as_ref(),
-        }
+#[async_trait]
+impl Target for PersonalContacts {
+    type Work = PhonesWork;
+
+    fn kind(&self) -> &'static str {
+        "personal_contacts"
     }
 
-    /// Runs the link once. A concurrent run of the same link is refused with [`RunError::LeaseHeld`].
-    pub async fn run(
+    async fn plan(
         &self,
-        link: &PhonesSpec,
-        options: &RunOptions,
-    ) -> Result<RunReport, RunError> {
-        let ending = Ending::Sync {
-            dry_run: options.dry_run,
-        };
-        run_leased(self.scope(&link.name), ending, |cancelled| async move {
-            match self.steps(link, options, &cancelled).await {
-                Ok(body) => body,
-                Err(error) => {
-                    tracing::warn!(link = %link.name, error = %error, "Phones run failed.");
-                    RunBody::failure(RunMode::Incremental, "state_error", error.to_string())
-                }
-            }
-        })
-        .await
-    }
-
-    async fn steps(
-        &self,
-        link: &PhonesSpec,
-        options: &RunOptions,
-        cancelled: &Arc<AtomicBool>,
-    ) -> Result<RunBody, StateError> {
-        let now = Utc::now();
-        let mut checkpoint = self.store.load_checkpoint(&link.name).await?;
+        run: &RunContext<'_>,
+        checkpoint: &LinkCheckpoint,
+        batch: &mut SourceBatch,
+    ) -> Result<Planned<PhonesWork>, TargetError> {
+        let link = run.link;
         let unfinished = checkpoint.extra.get(OPEN_MARK).and_then(|v| v.as_bool()) == Some(true);
-        let snapshot = load_snapshot(self.store.as_ref(), &link.name).await?;
-        let tenant_id = match self.source.tenant_id().await {
-            Ok(id) => id,
-            Err(error) => {
-                return Ok(RunBody::failure(
-                    RunMode::Incremental,
-                    "source_unreadable",
-                    error.to_string(),
-                ));
-            }
-        };
-        let photos = link
-            .target
+        let snapshot = load_snapshot(run.store.as_ref(), &link.name).await?;
+        let photos = self
+            .options
             .photos
             .then(|| Arc::new(PhotoCache::new(self.source_graph.clone())));
-        let source = match read_source(
-            link,
-            self.source.as_ref(),
-            &checkpoint,
-            &snapshot,
-            options.full,
-            photos.as_deref(),
-        )
-        .await
-        {
-            Ok(source) => source,
-            Err(error) => {
-                return Ok(RunBody::failure(
-                    RunMode::Incremental,
-                    "source_unreadable",
-                    error.to_string(),
-                ));
-            }
-        };
-        let selection = match select_mailboxes(&self.target_graph, &link.target).await {
-            Ok(selection) => selection,
-            Err(error) => {
-                return Ok(RunBody::failure(
-                    RunMode::Incremental,
-                    "target_unreadable",
-                    error.to_string(),
-                ));
-            }
-        };
-        let known: BTreeSet<String> = self
+        let source = absorb(batch, &snapshot, photos.as_deref()).await;
+        let selection = select_mailboxes(&self.target_graph, &self.options)
+            .await
+            .map_err(|error| {
+                TargetError::Unreadable(PortError::Failed {
+                    service: "graph".into(),
+                    message: error.to_string(),
+                })
+            })?;
+        let known: BTreeSet<String> = run
             .store
             .list_scopes(&link.name)
             .await?
             .into_iter()
             .collect();
-        let joined: Vec<&String> = selection
+        let joined: Vec<String> = selection
             .mailboxes
             .keys()
             .filter(|id| !known.contains(*id))
+            .cloned()
             .collect();
         let left: Vec<String> = known
             .iter()
@@ -152,52 +104,47 @@ impl PhonesRunner {
             .collect();
 
         // Safety: people leaving the scope, and mailboxes leaving the selection, each against the thresholds.
-        let people_trip = trips(
+        let people_trip = safety::trip(
             link.safety,
-            source.removed.len(),
-            snapshot.len(),
+            source.removed.len() as u64,
+            snapshot.len() as u64,
             source.full && source.next.is_empty(),
         );
-        let mailbox_trip = trips(link.safety, left.len(), known.len(), false);
+        let mailbox_trip = safety::trip(link.safety, left.len() as u64, known.len() as u64, false);
         let mut held: BTreeSet<String> = BTreeSet::new();
         let mut held_mailboxes = false;
-        let mut quarantine = None;
         let mut reasons = Vec::new();
-        if !options.allow_deletes {
-            if let Some(reason) = people_trip {
+        if !run.options.allow_deletes {
+            if let Some(trip) = people_trip {
                 held = source.removed.clone();
-                reasons.push(format!("people leaving the scope: {reason}"));
+                reasons.push(format!("people leaving the scope: {}", trip.describe()));
             }
-            if link.target.remove_on_leave
-                && let Some(reason) = mailbox_trip
+            if self.options.remove_on_leave
+                && let Some(trip) = mailbox_trip
             {
                 held_mailboxes = true;
-                reasons.push(format!("mailboxes leaving the selection: {reason}"));
+                reasons.push(format!(
+                    "mailboxes leaving the selection: {}",
+                    trip.describe()
+                ));
             }
         }
-        if !reasons.is_empty() {
-            quarantine = Some(QuarantineInfo {
-                since: checkpoint
-                    .quarantine
-                    .as_ref()
-                    .map(|q| q.since)
-                    .unwrap_or(now),
-                held_deletes: (held.len() + if held_mailboxes { left.len() } else { 0 }) as u64,
-                threshold: reasons.join("; "),
-                release_hint: format!(
-                    "review with `galbridge plan --link {link}`, then release once with `galbridge sync --link {link} --allow-deletes`",
-                    link = link.name
-                ),
-                held: crate::report::HeldDelete::sample(held.iter().map(|a| (a.as_str(), ""))),
-            });
-        }
-        let mode = if options.dry_run {
-            RunMode::DryRun
-        } else if source.full {
-            RunMode::Full
-        } else {
-            RunMode::Incremental
-        };
+        let quarantine = (!reasons.is_empty()).then(|| {
+            safety::quarantine(
+                &link.name,
+                checkpoint.quarantine.as_ref(),
+                run.started,
+                (held.len() + if held_mailboxes { left.len() } else { 0 }) as u64,
+                reasons.join("; "),
+                held.iter().map(|anchor| {
+                    let name = snapshot
+                        .get(anchor)
+                        .map(|s| s.entry.get(Field::DisplayName))
+                        .unwrap_or("");
+                    (anchor.as_str(), name)
+                }),
+            )
+        });
         let mut failures: Vec<Failure> = source
             .photo_failures
             .iter()
@@ -219,46 +166,77 @@ impl PhonesRunner {
             deletes: (source.removed.len() - held.len()) as u64,
             ..PlanCounts::default()
         };
-        if options.dry_run {
-            return Ok(RunBody {
-                mode,
-                outcome: RunOutcome::Planned,
-                source_read: source.read,
-                source_changes: source.changed.len() as u64,
-                planned,
-                applied: PlanCounts::default(),
-                failures,
-                quarantine,
-                plan: Some(json!({
-                    "link": link.name,
-                    "target_kind": "personal_contacts",
-                    "full": source.full,
-                    "people": source.next.len(),
-                    "people_changed": source.changed,
-                    "people_removed": source.removed,
-                    "held": held,
-                    "mailboxes": selection.mailboxes.len(),
-                    "mailboxes_joining": joined,
-                    "mailboxes_leaving": left,
-                })),
-                warnings: source.batch.warnings(),
-            });
-        }
+        // The per-person plan is built for a dry run only: a run that writes does not need it.
+        let plan = if run.options.dry_run {
+            person_plan(
+                &source,
+                &snapshot,
+                &held,
+                self.options.on_delete,
+                MailboxFanOut {
+                    selected: selection.mailboxes.len() as u64,
+                    joining: joined,
+                    leaving: left.clone(),
+                    recorded: BTreeMap::new(),
+                },
+            )
+        } else {
+            Plan::default()
+        };
+        // A crash or failure may have left contacts without records: list every folder. Otherwise the periodic
+        // repair reads each folder's delta, and an incremental run reads no mailbox at all.
+        let mailbox_mode = if unfinished || run.options.full {
+            SyncMode::Thorough
+        } else if source.full {
+            SyncMode::Reconcile
+        } else {
+            SyncMode::Incremental
+        };
+        Ok(Planned {
+            plan,
+            planned,
+            source_changes: source.changed.len() as u64,
+            quarantine,
+            failures,
+            work: PhonesWork {
+                anchor_prefix: anchor_prefix_for(&batch.tenant_id),
+                source,
+                selection,
+                left,
+                held,
+                held_mailboxes,
+                photos,
+                mailbox_mode,
+            },
+        })
+    }
 
-        // Everything from here writes: mark the run open until it succeeds.
+    fn mark_writing(&self, checkpoint: &mut LinkCheckpoint) -> bool {
         checkpoint.extra.insert(OPEN_MARK.into(), json!(true));
-        self.store.save_checkpoint(&link.name, &checkpoint).await?;
+        true
+    }
 
-        let desired = desired_contacts(&source.next, &link.target.categories, link.target.photos);
-        let fill_blank = fill_blank_properties(&link.target.fill_blank);
-        let anchor_prefix = anchor_prefix_for(&tenant_id);
+    async fn apply(&self, run: &RunContext<'_>, _plan: &Plan, work: PhonesWork) -> Applied {
+        let link = run.link;
+        let PhonesWork {
+            source,
+            selection,
+            left,
+            held,
+            held_mailboxes,
+            photos,
+            anchor_prefix,
+            mailbox_mode,
+        } = work;
+        let desired = desired_contacts(&source.next, &self.options.categories, self.options.photos);
+        let fill_blank = fill_blank_properties(&self.options.fill_blank);
         // Incremental mailboxes look at the people who changed and the people who left.
         let touched: BTreeSet<String> = source.changed.union(&source.removed).cloned().collect();
         let fanout = Arc::new(Fanout {
             link: link.name.clone(),
             graph: self.target_graph.clone(),
-            store: self.store.clone(),
-            target: link.target.clone(),
+            store: run.store.clone(),
+            target: self.options.clone(),
             fill_blank,
             desired,
             changed: touched,
@@ -266,26 +244,18 @@ impl PhonesRunner {
             anchor_prefix,
             photos,
         });
-        // A crash or failure may have left contacts without records: list every folder. Otherwise the periodic
-        // repair reads each folder's delta, and an incremental run reads no mailbox at all.
-        let mailbox_mode = if unfinished || options.full {
-            SyncMode::Thorough
-        } else if source.full {
-            SyncMode::Reconcile
-        } else {
-            SyncMode::Incremental
-        };
         // One task per mailbox, at most `max_concurrency` at once; the JoinSet aborts them if this run is dropped.
         let mut pending = selection.mailboxes.values();
         let mut running = tokio::task::JoinSet::new();
         let mut applied = PlanCounts::default();
+        let mut failures = Vec::new();
         let mut not_started = 0u64;
         loop {
             while running.len() < link.max_concurrency.max(1)
                 && let Some(mailbox) = pending.next()
             {
                 let (fanout, mailbox, cancelled) =
-                    (fanout.clone(), mailbox.clone(), cancelled.clone());
+                    (fanout.clone(), mailbox.clone(), run.cancelled.clone());
                 // Task-locals do not cross `spawn`: each mailbox task works within the run's budget too.
                 let deadline = crate::m365::budget::deadline();
                 running.spawn(
@@ -320,13 +290,11 @@ impl PhonesRunner {
         }
         if !held_mailboxes {
             for mailbox in &left {
-                let outcome = self
-                    .leave(&fanout, mailbox, link.target.remove_on_leave)
-                    .await;
+                let outcome = leave(run, &fanout, mailbox, self.options.remove_on_leave).await;
                 add(&mut applied, &mut failures, outcome);
             }
         }
-        let lost = cancelled.load(Ordering::SeqCst);
+        let lost = run.cancelled.load(Ordering::SeqCst);
         if lost || not_started > 0 {
             // The snapshot and checkpoint stay where they were: the next run writes the mailboxes left out.
             failures.push(if lost {
@@ -346,30 +314,12 @@ impl PhonesRunner {
                     ),
                 }
             });
-            return Ok(RunBody {
-                mode,
-                outcome: RunOutcome::PartiallyFailed,
-                source_read: source.read,
-                source_changes: source.changed.len() as u64,
-                planned,
+            return Applied {
                 applied,
                 failures,
-                quarantine,
-                plan: None,
-                warnings: source.batch.warnings(),
-            });
+                unfinished: true,
+            };
         }
-        let hard = failures
-            .iter()
-            .any(|f| !REPORTED_ONLY.contains(&f.kind.as_str()) && f.kind != "source_photo");
-        let outcome = if hard {
-            RunOutcome::PartiallyFailed
-        } else if quarantine.is_some() {
-            RunOutcome::Quarantined
-        } else {
-            RunOutcome::Succeeded
-        };
-
         // The snapshot moves on (people held by the quarantine stay in it, so they are seen leaving again).
         let put: Vec<_> = source
             .next
@@ -377,67 +327,135 @@ impl PhonesRunner {
             .filter(|(a, _)| source.changed.contains(*a))
             .collect();
         let removed: Vec<String> = source.removed.difference(&held).cloned().collect();
-        save_snapshot(self.store.as_ref(), &link.name, &put, &removed).await?;
-        checkpoint.last_run_at = Some(Utc::now());
-        checkpoint.quarantine = quarantine.clone();
-        if outcome == RunOutcome::Succeeded {
-            source.batch.commit(&mut checkpoint, now);
+        if let Err(error) = save_snapshot(run.store.as_ref(), &link.name, &put, &removed).await {
+            failures.push(Failure {
+                anchor: None,
+                mailbox: None,
+                kind: "state_error".into(),
+                reason: format!("saving the source snapshot failed: {error}"),
+            });
         }
-        if !hard {
-            checkpoint.extra.remove(OPEN_MARK);
-        }
-        self.store.save_checkpoint(&link.name, &checkpoint).await?;
-        Ok(RunBody {
-            mode,
-            outcome,
-            source_read: source.read,
-            source_changes: source.changed.len() as u64,
-            planned,
+        Applied {
             applied,
             failures,
-            quarantine,
-            plan: None,
-            warnings: source.batch.warnings(),
-        })
+            unfinished: false,
+        }
     }
 
-    /// A mailbox left the selection: remove the contacts galbridge put there (policy `remove`) or just stop managing
-    /// them (`keep`); either way its records go.
-    async fn leave(&self, fanout: &Fanout, mailbox: &str, remove: bool) -> MailboxOutcome {
-        let mut outcome = MailboxOutcome::default();
-        let state = match load_mailbox(self.store.as_ref(), &fanout.link, mailbox).await {
-            Ok(state) => state,
-            Err(error) => {
-                outcome.failures.push(Failure {
-                    anchor: None,
-                    mailbox: Some(mailbox.to_owned()),
-                    kind: "state_error".into(),
-                    reason: error.to_string(),
-                });
-                return outcome;
-            }
-        };
-        if remove && !state.contacts.is_empty() {
-            match fanout.remove_all(mailbox, &state).await {
-                Ok(removed) => outcome.applied.deletes += removed,
-                Err(failure) => {
-                    outcome.failures.push(failure);
-                    return outcome;
-                }
-            }
+    fn is_hard(&self, failure: &Failure) -> bool {
+        !REPORTED_ONLY.contains(&failure.kind.as_str())
+    }
+
+    fn settle(&self, checkpoint: &mut LinkCheckpoint, clean: bool) {
+        if clean {
+            checkpoint.extra.remove(OPEN_MARK);
         }
-        if let Err(error) =
-            super::records::forget_mailbox(self.store.as_ref(), &fanout.link, mailbox, &state).await
-        {
+    }
+
+    async fn purge(&self, run: &RunContext<'_>, execute: bool) -> Result<Purged, String> {
+        Ok(super::purge::purge(self, run, execute).await)
+    }
+}
+
+/// The dry run's plan: one change per person (each applies to every selected mailbox).
+fn person_plan(
+    source: &SourceSide,
+    snapshot: &BTreeMap<String, SnapshotEntry>,
+    held: &BTreeSet<String>,
+    on_delete: OnPersonGone,
+    mailboxes: MailboxFanOut,
+) -> Plan {
+    let mut plan = Plan {
+        mailboxes: Some(mailboxes),
+        unchanged: (source.next.len() - source.changed.len()) as u64,
+        ..Plan::default()
+    };
+    for anchor in &source.changed {
+        let Some(next) = source.next.get(anchor) else {
+            continue;
+        };
+        let name = next.entry.get(Field::DisplayName).to_owned();
+        match snapshot.get(anchor) {
+            None => plan.creates.push(Create {
+                anchor: anchor.clone(),
+                name,
+                entry: next.entry.clone(),
+            }),
+            Some(before) => plan.updates.push(Update {
+                anchor: anchor.clone(),
+                target_id: String::new(),
+                rename: None,
+                changes: field_changes(&before.entry.fields, &next.entry),
+                unhide: false,
+                entry: next.entry.clone(),
+                name,
+            }),
+        }
+    }
+    for anchor in &source.removed {
+        let display_name = snapshot
+            .get(anchor)
+            .map(|s| s.entry.get(Field::DisplayName).to_owned())
+            .unwrap_or_default();
+        let removal = Removal {
+            anchor: anchor.clone(),
+            target_id: String::new(),
+            display_name,
+            action: RemovalAction::Delete,
+            reason: "removed".into(),
+        };
+        if held.contains(anchor) {
+            plan.held.push(removal);
+        } else if on_delete == OnPersonGone::Keep {
+            plan.forget.push(removal.anchor);
+        } else {
+            plan.removals.push(removal);
+        }
+    }
+    plan
+}
+
+/// A mailbox left the selection: remove the contacts galbridge put there (policy `remove`) or just stop managing
+/// them (`keep`); either way its records go.
+async fn leave(
+    run: &RunContext<'_>,
+    fanout: &Fanout,
+    mailbox: &str,
+    remove: bool,
+) -> MailboxOutcome {
+    let mut outcome = MailboxOutcome::default();
+    let state = match load_mailbox(run.store.as_ref(), &fanout.link, mailbox).await {
+        Ok(state) => state,
+        Err(error) => {
             outcome.failures.push(Failure {
                 anchor: None,
                 mailbox: Some(mailbox.to_owned()),
-                kind: "state_write".into(),
+                kind: "state_error".into(),
                 reason: error.to_string(),
             });
+            return outcome;
         }
-        outcome
+    };
+    if remove && !state.contacts.is_empty() {
+        match fanout.remove_all(mailbox, &state).await {
+            Ok(removed) => outcome.applied.deletes += removed,
+            Err(failure) => {
+                outcome.failures.push(failure);
+                return outcome;
+            }
+        }
     }
+    if let Err(error) =
+        super::records::forget_mailbox(run.store.as_ref(), &fanout.link, mailbox, &state).await
+    {
+        outcome.failures.push(Failure {
+            anchor: None,
+            mailbox: Some(mailbox.to_owned()),
+            kind: "state_write".into(),
+            reason: error.to_string(),
+        });
+    }
+    outcome
 }
 
 fn add(applied: &mut PlanCounts, failures: &mut Vec<Failure>, outcome: MailboxOutcome) {
@@ -457,32 +475,4 @@ fn add(applied: &mut PlanCounts, failures: &mut Vec<Failure>, outcome: MailboxOu
                     .into(),
         });
     }
-}
-
-/// Whether `removals` out of `managed` trips the limits (a source that returns nobody always does).
-fn trips(
-    limits: SafetyLimits,
-    removals: usize,
-    managed: usize,
-    empty_source: bool,
-) -> Option<String> {
-    let (removals, managed) = (removals as u64, managed as u64);
-    if removals == 0 {
-        return None;
-    }
-    if empty_source && managed > 0 {
-        return Some(format!(
-            "the source returned nobody in scope while {managed} are managed"
-        ));
-    }
-    if removals > limits.max_deletes {
-        return Some(format!("{removals} > max_deletes {}", limits.max_deletes));
-    }
-    if managed > 0 && removals * 100 > u64::from(limits.max_delete_percent) * managed {
-        return Some(format!(
-            "{removals} of {managed} > max_delete_percent {}%",
-            limits.max_delete_percent
-        ));
-    }
-    None
 }

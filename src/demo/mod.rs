@@ -12,12 +12,14 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+pub mod phones;
+
 use crate::config::Config;
 use crate::engine::adapters::simulated::{SimConnectError, sim_connector};
 use crate::engine::service::EngineService;
 use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::service::SyncService;
 use crate::state::FileStore;
+use crate::sync_service::SyncService;
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ pub enum DemoError {
     #[error("state folder {path}: {reason}")]
     State { path: String, reason: String },
     #[error("a run could not start: {0}")]
-    Run(#[from] crate::service::ServiceError),
+    Run(#[from] crate::sync_service::ServiceError),
     #[error("the run of {link} ended {outcome:?}: {summary}")]
     RunOutcome {
         link: String,
@@ -130,6 +132,14 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary, DemoError> {
 }
 
 fn config_for(sim: &m365_sim::SimHandle, state_dir: &Path) -> Result<Config, DemoError> {
+    let mut toml = state_and_tenants_toml(sim, state_dir);
+    toml.push_str(MESH);
+    Ok(Config::from_toml_str(&toml, Path::new("demo.toml"))?)
+}
+
+/// The `[state]` (a file store in `state_dir`) and `[tenants.*]` tables of every demo step's configuration: both
+/// companies, every endpoint at the simulator.
+fn state_and_tenants_toml(sim: &m365_sim::SimHandle, state_dir: &Path) -> String {
     let mut toml = format!(
         "[state]\nkind = \"file\"\npath = {:?}\n\n",
         state_dir.display().to_string()
@@ -148,8 +158,7 @@ fn config_for(sim: &m365_sim::SimHandle, state_dir: &Path) -> Result<Config, Dem
             base = sim.base_url()
         ));
     }
-    toml.push_str(MESH);
-    Ok(Config::from_toml_str(&toml, Path::new("demo.toml"))?)
+    toml
 }
 
 async fn tour(
@@ -231,7 +240,7 @@ async fn tour(
          so galbridge never touches a contact it did not create.",
         summary.acme_contacts, summary.northern_contacts
     );
-    crate::engine::phones_demo::phones_step(sim, state_dir).await?;
+    phones::phones_step(sim, state_dir).await?;
     println!(
         "Next: `galbridge config schema`, the examples in examples/, and `galbridge plan` against your tenants."
     );

@@ -1,17 +1,17 @@
 //! The demo's "GAL to phones" step: Acme's people pushed into the contacts of Northern's sales team (a
 //! `personal_contacts` link with a folder, a category and photos), then one change fanned out as one write per
-//! mailbox. Called by `galbridge demo` after the GAL sync steps; it uses the same simulator and state folder.
+//! mailbox. Called by the demo (`demo/mod.rs`) after the GAL sync steps; it uses the same simulator and state folder.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use super::DemoError;
 use crate::config::Config;
-use crate::demo::DemoError;
 use crate::engine::adapters::simulated::sim_connector;
 use crate::engine::service::EngineService;
 use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::service::SyncService;
 use crate::state::FileStore;
+use crate::sync_service::SyncService;
 
 const LINK: &str = "acme-to-northern-phones";
 const FOLDER: &str = "Acme Directory";
@@ -26,24 +26,7 @@ pub struct PhonesDemo {
 }
 
 fn phones_config(sim: &m365_sim::SimHandle, state_dir: &Path) -> Result<Config, DemoError> {
-    let mut toml = format!(
-        "[state]\nkind = \"file\"\npath = {:?}\n\n",
-        state_dir.display().to_string()
-    );
-    for name in ["acme", "northern"] {
-        let Some(info) = sim.tenant(name) else {
-            continue;
-        };
-        toml.push_str(&format!(
-            "[tenants.{name}]\ntenant_id = \"{}\"\ninitial_domain = \"{}\"\nclient_id = \"{}\"\n\
-             credential = {{ env = \"GALBRIDGE_DEMO_UNUSED\" }}\n\
-             [tenants.{name}.endpoints]\nlogin = \"{base}\"\ngraph = \"{base}\"\nexchange = \"{base}\"\n\n",
-            info.tenant_id,
-            info.initial_domain,
-            info.client_id,
-            base = sim.base_url()
-        ));
-    }
+    let mut toml = super::state_and_tenants_toml(sim, state_dir);
     toml.push_str(&format!(
         "# Acme's GAL on the phones of Northern's sales team, in their own folder, with photos.\n\
          [[links]]\nname = \"{LINK}\"\n[links.source]\ntenant = \"acme\"\n[links.target]\nkind = \"personal_contacts\"\n\
