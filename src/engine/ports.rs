@@ -99,8 +99,8 @@ pub trait SourceDirectory: Send + Sync {
         Ok(None)
     }
     /// Entra ids (lowercase) of every recipient hidden from the address lists in the tenant's Exchange
-    /// (docs/microsoft-facts.md, "Hidden from address lists": Graph's `showInAddressList` is not the truth), mail-enabled
-    /// groups included (docs/microsoft-facts.md §10).
+    /// (docs/microsoft-facts.md, "Hidden from address lists": Graph's `showInAddressList` is not the truth),
+    /// mail-enabled groups included (docs/microsoft-facts.md §10).
     async fn hidden_ids(&self) -> Result<BTreeSet<String>, PortError>;
     /// Exchange's hidden flag (id lowercase → hidden) of the people and mail-enabled groups whose recipient changed
     /// at or after `changed_since`, and of the objects `ids`; objects without a recipient are absent. One Exchange

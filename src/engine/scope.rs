@@ -338,11 +338,12 @@ pub struct HiddenRun<'a> {
 ///
 /// `hidden = "exclude"`: a full run reads the hidden set once (`Get-Recipient -Filter "HiddenFromAddressListsEnabled
 /// -eq $true"`); an incremental run sends one `Get-Recipient` asking for the recipients changed since the last check
-/// (minus [`HIDDEN_CHANGE_MARGIN`]) and for the people (and groups) Graph's delta brought (batched by 50), so people hidden or
-/// un-hidden since the last run are noticed although Graph's delta does not show it. Newly hidden people not in the
-/// read become leavers ([`HiddenStage::left`]); held-out people now shown are read from Graph (`GET /users/{id}`; a group `GET /groups/{id}`) and
-/// added to `read`. `"include"` and `"graph"` ask Exchange nothing. A refused Exchange read fails the stage with an
-/// error naming `source_tenant` and what to grant: hidden people are never included silently.
+/// (minus [`HIDDEN_CHANGE_MARGIN`]) and for the people and groups Graph's delta brought (batched by 50), so people
+/// hidden or un-hidden since the last run are noticed although Graph's delta does not show it. Newly hidden people not
+/// in the read become leavers ([`HiddenStage::left`]); held-out people now shown are read from Graph
+/// (`GET /users/{id}`, or `GET /groups/{id}` for a group) and added to `read`. `"include"` and `"graph"` ask
+/// Exchange nothing. A refused Exchange read fails the stage with an error naming `source_tenant` and what to grant:
+/// hidden people are never included silently.
 pub async fn read_hidden(
     run: HiddenRun<'_>,
     source: &dyn SourceDirectory,

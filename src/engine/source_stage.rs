@@ -3,8 +3,8 @@
 //! org contacts, a changed hidden rule, groups switched on or off), read the source (users delta, falling back to a
 //! full read when the delta token expired; org contacts; mail-enabled groups from their own delta), learn who is
 //! hidden in Exchange, then filter the scope and map every object in it to an [`Entry`]. The result, a
-//! [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason), and which of them are groups;
-//! the target plans from it. What the batch read is committed to the checkpoint only once the run applied
+//! [`SourceBatch`], says who is wanted (anchor → entry) and who left (anchor → reason), and which of them are
+//! groups; the target plans from it. What the batch read is committed to the checkpoint only once the run applied
 //! everything ([`SourceBatch::commit`]), so a failed or interrupted run reads the same changes again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -24,8 +24,8 @@ use crate::state::LinkCheckpoint;
 /// Checkpoint key of the hash of the link's group members (a changed membership forces a full read).
 const GROUPS_HASH_KEY: &str = "group_members_hash";
 
-/// Checkpoint key of the `groups/delta` link of a link with `include_groups` (docs/microsoft-facts.md §10); absent when
-/// the link does not read groups.
+/// Checkpoint key of the `groups/delta` link of a link with `include_groups` (docs/microsoft-facts.md §10); absent
+/// when the link does not read groups.
 pub const GROUPS_DELTA_KEY: &str = "groups_delta_link";
 
 impl<'a> SourceRules<'a> {
