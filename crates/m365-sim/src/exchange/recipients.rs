@@ -103,6 +103,7 @@ pub(super) fn get_recipients(
             Some(AddressOwner::User(id)) => dir
                 .users
                 .get(id)
+                .filter(|t| t.value.mail_user_from_ms <= now)
                 .and_then(|t| user_recipient(&t.value, dir.user_when_changed(&t.value))),
             Some(AddressOwner::MailContact(id))
                 if only.is_none() && dir.contact_readable(id, now) =>
@@ -126,6 +127,7 @@ pub(super) fn get_recipients(
     let mut all: Vec<(String, Map<String, Value>)> = dir
         .users
         .iter()
+        .filter(|(_, t)| t.value.mail_user_from_ms <= now)
         .filter_map(|(id, t)| {
             user_recipient(&t.value, dir.user_when_changed(&t.value)).map(|m| (format!("u{id}"), m))
         })
@@ -230,10 +232,12 @@ pub(super) fn set_hidden(
     let hidden = param_bool(params, "HiddenFromAddressListsEnabled")?;
     let mut dir = tenant.dir.write();
     let lower = identity.to_lowercase();
+    let now = state.clock.now_ms();
     let id = dir
         .users
         .values()
         .map(|t| &t.value)
+        .filter(|u| u.mail_user_from_ms <= now)
         .filter(|u| recipient_kind(u).is_some_and(|(k, _)| k == kind))
         .find(|u| {
             u.id == identity
