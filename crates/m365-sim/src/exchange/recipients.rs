@@ -21,7 +21,12 @@ pub(super) fn recipient_kind(u: &User) -> Option<(&'static str, &'static str)> {
     match (u.mailbox, u.user_type.as_str()) {
         (MailboxKind::User, _) => Some(("UserMailbox", "UserMailbox")),
         (MailboxKind::Shared, _) => Some(("UserMailbox", "SharedMailbox")),
-        (MailboxKind::None, "Guest") if u.mail.is_some() => Some(("MailUser", "GuestMailUser")),
+        // An invited user is a guest mail user whatever its userType (a `Member` B2B user included).
+        (MailboxKind::None, t)
+            if u.mail.is_some() && (t == "Guest" || u.user_principal_name.contains("#EXT#")) =>
+        {
+            Some(("MailUser", "GuestMailUser"))
+        }
         _ => None,
     }
 }
