@@ -145,6 +145,16 @@ impl GuestApplier<'_> {
     /// Applies `plan`; the GAL step follows.
     pub async fn apply(&self, plan: &Plan) -> GuestApplied {
         let mut out = GuestApplied::default();
+        // Conflicts need a human: reported (as the mail-contact target does) without failing the run.
+        for conflict in &plan.conflicts {
+            out.applied.conflicts += 1;
+            out.failures.push(Failure {
+                anchor: Some(conflict.anchor.clone()),
+                mailbox: None,
+                kind: conflict.kind.failure_kind().into(),
+                reason: conflict.detail.clone(),
+            });
+        }
         let mut recorder = Recorder::new(self.store, self.link);
         let n = self.max_concurrency.max(1);
 
