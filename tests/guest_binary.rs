@@ -422,3 +422,69 @@ kind = "guest_user"
         assert!(in_default_scope(&own[index][0]));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_killed_between_invitation_and_anchor_converge_without_duplicate_guests() {
+    let Some(bed) = Bed::start(&[("acme", 50), ("northern", 4)], &guest_link("")).await else {
+        return;
+    };
+    let control = bed.sim.control();
+    // A little Graph latency keeps the kill close to the invitation that triggered it.
+    control.update_knobs(|knobs| {
+        knobs.latency.graph = m365_sim::Latency {
+            fixed_ms: 2,
+            jitter_ms: 2,
+        }
+    });
+    let users = people(&bed, "acme");
+    // Killed right after an invitation landed (its guest is not anchored yet), and deeper in the run.
+    for (round, after) in [1u64, 3, 9].into_iter().enumerate() {
+        let seen_before = control.count(m365_sim::Service::Graph, "invitations", None);
+        let mut child = bed
+            .command(&["sync", "--json"])
+            .spawn()
+            .expect("galbridge starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("child status") {
+                panic!("round {round}: the run ended ({status}) before its kill point");
+            }
+            if control.count(m365_sim::Service::Graph, "invitations", None) >= seen_before + after {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no progress"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.expect("reaped");
+        // The dead process's lease (GALBRIDGE_LEASE_TTL_SECS = 2) must expire before the next run can start.
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    }
+    let mut finished = bed.run(&["sync", "--json"]).await;
+    for _ in 0..3 {
+        if finished.code == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        finished = bed.run(&["sync", "--json"]).await;
+    }
+    assert_eq!(finished.code, 0, "{}\n{}", finished.stdout, finished.stderr);
+    let full = bed.sync_expecting(0, &["--full"]).await;
+    for kind in ["creates", "adoptions", "deletes"] {
+        assert_eq!(full["applied"][kind], 0, "nothing left to repair: {full:#}");
+    }
+    assert_guests_match(&bed, "northern", &users, "Member");
+    for user in &users {
+        let mail = text(user, "mail");
+        let invited = control
+            .users("northern")
+            .expect("tenant")
+            .into_iter()
+            .filter(|u| guest_for(std::slice::from_ref(u), mail).is_some())
+            .count();
+        assert_eq!(invited, 1, "{mail}: one guest, no unanchored twin");
+    }
+}

@@ -19,7 +19,7 @@ use crate::engine::plan::{FieldChange, Plan, RemovalAction};
 use crate::engine::ports::{GuestPatch, GuestUserTarget, PortError};
 use crate::engine::records::Recorder;
 use crate::report::{Failure, PlanCounts};
-use crate::state::{ObjectRecord, StateStore};
+use crate::state::{LINK_SCOPE, ObjectRecord, StateStore};
 
 /// The state scope holding the guests still to be shown in the GAL (target id per anchor).
 pub const GAL_PENDING_SCOPE: &str = "guest-gal-pending";
@@ -249,7 +249,20 @@ impl GuestApplier<'_> {
         }
         self.forget_gal(&gal_gone).await;
 
-        // Updates (changed fields only; sign-in enabled again for a person who came back).
+        // Updates (changed fields only; sign-in enabled again for a person who came back). Whoever is to be shown
+        // in the GAL is remembered before the write, so a run killed in between still shows them later.
+        let back: Vec<(String, String)> = plan
+            .updates
+            .iter()
+            .filter(|u| u.unhide)
+            .map(|u| (u.anchor.clone(), u.target_id.clone()))
+            .chain(
+                plan.adoptions
+                    .iter()
+                    .map(|a| (a.anchor.clone(), a.target_id.clone())),
+            )
+            .collect();
+        self.remember_gal(&back).await;
         let results: Vec<_> = bounded(
             plan.updates
                 .iter()
@@ -271,7 +284,6 @@ impl GuestApplier<'_> {
             n,
         )
         .await;
-        let mut to_show = Vec::new();
         for (update, result) in results {
             match result {
                 Ok(()) => {
@@ -284,9 +296,6 @@ impl GuestApplier<'_> {
                             false,
                         ))
                         .await;
-                    if update.unhide {
-                        to_show.push((update.anchor.clone(), update.target_id.clone()));
-                    }
                 }
                 Err(error) => out.failures.push(failure(&update.anchor, &error)),
             }
@@ -325,13 +334,11 @@ impl GuestApplier<'_> {
                             false,
                         ))
                         .await;
-                    to_show.push((adoption.anchor.clone(), adoption.target_id.clone()));
                 }
                 Err(error) => out.failures.push(failure(&adoption.anchor, &error)),
             }
         }
         recorder.flush().await;
-        self.remember_gal(&to_show).await;
 
         // Invitations, in chunks: intents first (a crash after an invitation finds our guest by its address and
         // takes it back: see `plan::check_creates`), then invite, then anchor and fields in one PATCH.
@@ -350,6 +357,12 @@ impl GuestApplier<'_> {
                 recorder.put(&intent).await;
             }
             recorder.flush().await;
+            // The guest's id is not known before its invitation: the GAL step finds it in the record.
+            let unknown: Vec<(String, String)> = chunk
+                .iter()
+                .map(|c| (c.anchor.clone(), String::new()))
+                .collect();
+            self.remember_gal(&unknown).await;
             if !recorder.errors.is_empty() {
                 // Without the intents recorded, inviting could leave guests nobody remembers: stop here.
                 break;
@@ -422,13 +435,48 @@ impl GuestApplier<'_> {
         if !self.options.show_in_gal || self.stopped() {
             return;
         }
-        let waiting = match self.store.list_objects(self.link, GAL_PENDING_SCOPE).await {
+        let mut waiting = match self.store.list_objects(self.link, GAL_PENDING_SCOPE).await {
             Ok(records) => records,
             Err(error) => {
                 tracing::warn!(link = %self.link, %error, "Could not read the guests to show in the GAL.");
                 return;
             }
         };
+        // Guests remembered before their invitation: their id is in the link's record once the invitation landed.
+        let unknown: Vec<String> = waiting
+            .iter()
+            .filter(|r| r.target_id.is_empty())
+            .map(|r| r.anchor.clone())
+            .collect();
+        if !unknown.is_empty() {
+            let records = match self
+                .store
+                .get_objects(self.link, LINK_SCOPE, &unknown)
+                .await
+            {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(link = %self.link, %error, "Could not read the guests to show in the GAL.");
+                    return;
+                }
+            };
+            let ids: BTreeMap<String, String> = records
+                .into_iter()
+                .map(|r| (r.anchor, r.target_id))
+                .collect();
+            let mut gone = Vec::new();
+            for record in &mut waiting {
+                if record.target_id.is_empty() {
+                    match ids.get(&record.anchor) {
+                        Some(id) => record.target_id = id.clone(),
+                        None => gone.push(record.anchor.clone()),
+                    }
+                }
+            }
+            // An intent forgotten since (the person left before the invitation landed): nothing to show.
+            self.forget_gal(&gone).await;
+            waiting.retain(|r| !r.target_id.is_empty());
+        }
         let results: Vec<_> = bounded(
             waiting
                 .iter()

@@ -64,6 +64,27 @@ pub fn diff_guests(
         anchor_prefix,
         policy: &policy(options),
     });
+    // A create intent whose guest is already anchored (a run died after the PATCH, before its record): the diff
+    // sees the guest as ours and unchanged; claim it, so the record gets its id and the guest reaches the GAL.
+    if let Some(anchored) = &anchored {
+        for guest in anchored {
+            let Some(anchor) = guest.anchor.as_deref() else {
+                continue;
+            };
+            let interrupted = managed.get(anchor).is_some_and(|m| m.pending);
+            let planned = plan.updates.iter().any(|u| u.anchor == anchor);
+            if let (true, false, Some(entry)) = (interrupted, planned, source.desired.get(anchor)) {
+                plan.unchanged = plan.unchanged.saturating_sub(1);
+                plan.adoptions.push(Adoption {
+                    anchor: anchor.to_owned(),
+                    target_id: guest.id.clone(),
+                    name: guest.name.clone(),
+                    changes: Vec::new(),
+                    entry: entry.clone(),
+                });
+            }
+        }
+    }
     // A guest has no Exchange `Name` to keep unique, and its address is the invitation's: neither is an update.
     let updates = std::mem::take(&mut plan.updates);
     for mut update in updates {
