@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::Utc;
 use futures::StreamExt;
 
-use super::run::is_migration;
+use super::GuestUsers;
 use crate::config::GuestUserOptions;
 use crate::engine::diff::ManagedObject;
 use crate::engine::entry::{Entry, Field};
-use crate::engine::plan::{FieldChange, Plan, RemovalAction};
+use crate::engine::plan::{FieldChange, Plan, Removal, RemovalAction};
 use crate::engine::ports::{GuestPatch, GuestUserTarget, PortError};
 use crate::engine::records::Recorder;
+use crate::engine::targets::RunContext;
 use crate::report::{Failure, PlanCounts};
 use crate::state::{LINK_SCOPE, ObjectRecord, StateStore};
 
@@ -26,6 +27,31 @@ pub const GAL_PENDING_SCOPE: &str = "guest-gal-pending";
 
 /// The `reason` of a removal that is a mail contact replaced by a guest (`migrate_from_mail_contact`).
 pub const MIGRATED: &str = "migrated_to_guest_user";
+
+/// Whether a removal of the plan is a mail contact a migration removes (not a guest).
+pub fn is_migration(removal: &Removal) -> bool {
+    removal.reason == MIGRATED
+}
+
+impl GuestUsers {
+    /// The applier over this target for one run (`options`: the link's, or a purge's that deletes everything).
+    pub(super) fn applier<'a>(
+        &'a self,
+        run: &'a RunContext<'_>,
+        options: &'a GuestUserOptions,
+        managed: &'a BTreeMap<String, ManagedObject>,
+    ) -> GuestApplier<'a> {
+        GuestApplier {
+            link: &run.link.name,
+            target: self.port.as_ref(),
+            store: run.store.as_ref(),
+            options,
+            managed,
+            max_concurrency: run.link.max_concurrency,
+            cancelled: run.cancelled.as_ref(),
+        }
+    }
+}
 
 /// Invitations per chunk (intents of a chunk are written in one batch before its invitations).
 const CREATE_CHUNK: usize = 50;
@@ -77,7 +103,7 @@ fn managed(anchor: &str, target_id: &str, entry: &Entry, hidden: bool) -> Manage
 fn fields_of(changes: &[FieldChange]) -> BTreeMap<Field, String> {
     changes
         .iter()
-        .filter(|c| super::graph_property(c.field).is_some())
+        .filter(|c| super::fields::graph_property(c.field).is_some())
         .map(|c| (c.field, c.new.clone()))
         .collect()
 }
@@ -383,7 +409,8 @@ impl GuestApplier<'_> {
                                     .fields
                                     .iter()
                                     .filter(|(f, v)| {
-                                        super::graph_property(**f).is_some() && !v.is_empty()
+                                        super::fields::graph_property(**f).is_some()
+                                            && !v.is_empty()
                                     })
                                     .map(|(f, v)| (*f, v.clone()))
                                     .collect(),

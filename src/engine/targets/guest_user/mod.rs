@@ -9,41 +9,37 @@
 //!   the target's guests and mail contacts, to the shared [`crate::engine::plan::Plan`] (the mail contacts a
 //!   migration removes first are among its removals).
 //! - [`apply`]: invitations, field updates, removals (block sign-in or delete), the GAL step.
-//! - [`run`]: [`GuestUsers`], the [`crate::engine::targets::Target`] the shared lifecycle runs; [`purge`]: uninstalling.
+//! - [`GuestUsers`] (here): the target; [`run`]: its `Target` phases behind the shared lifecycle; [`purge`]:
+//!   uninstalling; [`fields`]: what a guest carries.
 
 pub mod apply;
+pub mod fields;
 pub mod plan;
 pub mod purge;
 pub mod run;
 
-pub use run::GuestUsers;
+pub use fields::{graph_property, guest_carries};
 
-use crate::engine::entry::Field;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-/// The Graph user property an entry field is written to on a guest; `None` for fields a guest does not carry
-/// (the address is the invitation's and cannot be changed by a PATCH).
-pub fn graph_property(field: Field) -> Option<&'static str> {
-    Some(match field {
-        Field::GivenName => "givenName",
-        Field::Surname => "surname",
-        Field::DisplayName => "displayName",
-        Field::JobTitle => "jobTitle",
-        Field::Department => "department",
-        Field::Company => "companyName",
-        Field::Office => "officeLocation",
-        Field::BusinessPhone => "businessPhones",
-        Field::MobilePhone => "mobilePhone",
-        Field::Fax => "faxNumber",
-        Field::StreetAddress => "streetAddress",
-        Field::City => "city",
-        Field::State => "state",
-        Field::PostalCode => "postalCode",
-        Field::Country => "country",
-        _ => return None,
-    })
+use crate::config::GuestUserOptions;
+use crate::engine::ports::GuestUserTarget;
+
+/// The `guest_user` target of one link: the target tenant's guests and the link's target options.
+pub struct GuestUsers {
+    pub port: Arc<dyn GuestUserTarget>,
+    pub options: GuestUserOptions,
+    /// Set by a plan that forgot another kind's records on an incremental read: the next run must read in full.
+    pub(crate) needs_full: AtomicBool,
 }
 
-/// Whether a guest carries this entry field (the writable ones, and the address it was invited with).
-pub fn guest_carries(field: Field) -> bool {
-    field == Field::Email || graph_property(field).is_some()
+impl GuestUsers {
+    pub fn new(port: Arc<dyn GuestUserTarget>, options: GuestUserOptions) -> GuestUsers {
+        GuestUsers {
+            port,
+            options,
+            needs_full: AtomicBool::new(false),
+        }
+    }
 }

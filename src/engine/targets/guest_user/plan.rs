@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::guest_carries;
+use super::fields::guest_carries;
 use crate::config::{GuestOnDelete, GuestUserOptions};
 use crate::engine::diff::{
     DiffInput, DiffPolicy, ManagedObject, OnDelete, SourceView, TargetObject, diff, field_changes,

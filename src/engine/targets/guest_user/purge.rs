@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::run::GuestUsers;
+use super::GuestUsers;
 use crate::config::GuestOnDelete;
 use crate::engine::entry::{Field, anchor_prefix_for};
 use crate::engine::plan::{Plan, Removal, RemovalAction};

@@ -8,18 +8,15 @@
 //! finds them), unless it read in full itself.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 
-use super::apply::{GuestApplier, MIGRATED};
+use super::GuestUsers;
 use super::plan::{check_creates, diff_guests};
-use crate::config::GuestUserOptions;
 use crate::engine::diff::{ManagedObject, SourceView};
 use crate::engine::entry::anchor_prefix_for;
 use crate::engine::plan::{Plan, Removal};
-use crate::engine::ports::GuestUserTarget;
 use crate::engine::records::{Recorder, load_managed};
 use crate::engine::safety;
 use crate::engine::source_stage::SourceBatch;
@@ -31,44 +28,9 @@ use crate::state::LinkCheckpoint;
 const KIND_KEY: &str = "target_kind";
 const KIND: &str = "guest_user";
 
-/// The `guest_user` target of one link: the target tenant's guests and the link's target options.
-pub struct GuestUsers {
-    pub port: Arc<dyn GuestUserTarget>,
-    pub options: GuestUserOptions,
-    /// Set by a plan that forgot another kind's records on an incremental read: the next run must read in full.
-    needs_full: AtomicBool,
-}
-
 /// What planning hands to applying.
 pub struct GuestWork {
     managed: BTreeMap<String, ManagedObject>,
-}
-
-impl GuestUsers {
-    pub fn new(port: Arc<dyn GuestUserTarget>, options: GuestUserOptions) -> GuestUsers {
-        GuestUsers {
-            port,
-            options,
-            needs_full: AtomicBool::new(false),
-        }
-    }
-
-    pub(super) fn applier<'a>(
-        &'a self,
-        run: &'a RunContext<'_>,
-        options: &'a GuestUserOptions,
-        managed: &'a BTreeMap<String, ManagedObject>,
-    ) -> GuestApplier<'a> {
-        GuestApplier {
-            link: &run.link.name,
-            target: self.port.as_ref(),
-            store: run.store.as_ref(),
-            options,
-            managed,
-            max_concurrency: run.link.max_concurrency,
-            cancelled: run.cancelled.as_ref(),
-        }
-    }
 }
 
 #[async_trait]
@@ -217,9 +179,4 @@ impl Target for GuestUsers {
     async fn purge(&self, run: &RunContext<'_>, execute: bool) -> Result<Purged, String> {
         super::purge::purge(self, run, execute).await
     }
-}
-
-/// Whether a removal of the plan is a mail contact a migration removes (not a guest).
-pub(super) fn is_migration(removal: &Removal) -> bool {
-    removal.reason == MIGRATED
 }
