@@ -72,14 +72,12 @@ async fn main() {
         .filter(|u| u["accountEnabled"] == true && u["userType"] == "Member")
         .filter_map(|u| u["id"].as_str().map(str::to_owned))
         .collect();
-    let mut round = 0;
-    for changes in [0usize, 1, 10, 30] {
+    for (round, changes) in [0usize, 1, 10, 30].into_iter().enumerate() {
         for id in members.iter().skip(round * 30).take(changes) {
             control
                 .update_user("acme", id, json!({"jobTitle": format!("Changed {round}")}))
                 .expect("update");
         }
-        round += 1;
         let before = target_requests(&control, (0, 0));
         let run = sync(&config, &secrets).await;
         let (graph, exchange) = target_requests(&control, before);
