@@ -369,7 +369,54 @@ fn unknown_target_kind() {
     let text = link("").replace("kind = \"mail_contact\"", "kind = \"guest\"");
     assert_eq!(
         error_of(&text),
-        "galbridge.toml: links[0].target.kind: unknown variant `guest`, expected `mail_contact` or `personal_contacts`"
+        "galbridge.toml: links[0].target.kind: unknown variant `guest`, expected one of `mail_contact`, \
+         `personal_contacts`, `guest_user`"
+    );
+}
+
+/// The base link as a `guest_user` link, with `extra` lines in its target.
+fn guest(extra: &str) -> String {
+    link("").replace(
+        "kind = \"mail_contact\"",
+        &format!("kind = \"guest_user\"\n{extra}"),
+    )
+}
+
+#[test]
+fn a_guest_user_link_with_every_option_is_valid() {
+    let text = guest(
+        "user_type = \"Guest\"\nshow_in_gal = false\nanchor_attribute = 3\non_delete = \"delete\"\n\
+         adopt_existing = true\nmigrate_from_mail_contact = true\nredirect_url = \"https://portal.acme.com\"",
+    );
+    let config = Config::from_toml_str(&text, Path::new("galbridge.toml")).unwrap();
+    assert_eq!(config.links()[0].target.kind_name(), "guest_user");
+}
+
+#[test]
+fn guest_user_options_are_checked_by_key() {
+    assert_eq!(
+        error_of(&guest("anchor_attribute = 0")),
+        "galbridge.toml: links[0].target.anchor_attribute: must be between 1 and 15 \
+         (onPremisesExtensionAttributes.extensionAttribute1..15); got 0"
+    );
+    assert_eq!(
+        error_of(&guest("redirect_url = \"myapps.microsoft.com\"")),
+        "galbridge.toml: links[0].target.redirect_url: must be an https URL; got \"myapps.microsoft.com\""
+    );
+    assert_eq!(
+        error_of(&guest("on_delete = \"hide\"")),
+        // Inside the tagged target table serde reports the table, not the key (as for the other kinds).
+        "galbridge.toml: links[0].target: unknown variant `hide`, expected one of `block_sign_in`, \
+         `delete`, `keep`"
+    );
+    assert_eq!(
+        error_of(&guest("user_type = \"member\"")),
+        "galbridge.toml: links[0].target: unknown variant `member`, expected `Member` or `Guest`"
+    );
+    assert_eq!(
+        error_of(&guest("").replace("tenant = \"northern\"", "tenant = \"acme\"")),
+        "galbridge.toml: links[0].target.tenant: a guest_user link cannot write into its own source tenant \
+         \"acme\" (its people are already in that GAL)"
     );
 }
 

@@ -152,6 +152,8 @@ pub enum TargetConfig {
     MailContact(MailContactTargetConfig),
     /// Personal contacts in chosen mailboxes (they reach phones through Outlook mobile and ActiveSync).
     PersonalContacts(PersonalContactsTargetConfig),
+    /// B2B guest users in the target tenant, shown in its Global Address List.
+    GuestUser(super::guest::GuestUserTargetConfig),
 }
 
 impl TargetConfig {
@@ -159,6 +161,7 @@ impl TargetConfig {
         match self {
             Self::MailContact(target) => target.tenant.as_deref(),
             Self::PersonalContacts(target) => target.tenant.as_deref(),
+            Self::GuestUser(target) => target.tenant.as_deref(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! `GALBRIDGE_STATE_TABLE_NAME`.
 
 mod file;
+mod guest;
 mod link;
 mod names;
 mod notifications;
@@ -26,6 +27,7 @@ pub use file::{
     Cloud, ConfigFile, Credential, EndpointOverrides, FileStateSettings, KeyVaultSettings,
     ServiceSettings, StateSettings, TableAuth, TableStateSettings, Tenant,
 };
+pub use guest::{GuestOnDelete, GuestUserOptions, GuestUserTargetConfig, GuestUserType};
 pub use link::{
     FieldPolicy, FilterRule, GROUP_FILTER_ATTRIBUTES, HiddenSource, LinkConfig,
     MailContactTargetConfig, MailboxSelection, MappingConfig, MeshConfig, OnDelete, OnMailboxLeave,

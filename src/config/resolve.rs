@@ -313,6 +313,7 @@ pub struct PersonalContactsOptions {
 pub enum TargetOptions {
     MailContact(MailContactOptions),
     PersonalContacts(PersonalContactsOptions),
+    GuestUser(super::guest::GuestUserOptions),
 }
 
 impl TargetOptions {
@@ -321,6 +322,7 @@ impl TargetOptions {
         match self {
             Self::MailContact(_) => "mail_contact",
             Self::PersonalContacts(_) => "personal_contacts",
+            Self::GuestUser(_) => "guest_user",
         }
     }
 }
@@ -595,6 +597,7 @@ fn build_link(
 
 fn resolve_target(target: &TargetConfig, link_name: &str) -> Option<TargetOptions> {
     Some(match target {
+        TargetConfig::GuestUser(options) => TargetOptions::GuestUser(options.resolve()?),
         TargetConfig::MailContact(options) => TargetOptions::MailContact(MailContactOptions {
             anchor_attribute: u8::try_from(options.anchor_attribute).ok()?,
             on_delete: options.on_delete,

@@ -74,14 +74,18 @@ impl ConfigFile {
                 &format!("{path}.target.tenant"),
                 link.target.tenant(),
             );
-            if let (Some(source), Some(target), TargetConfig::MailContact(_)) =
-                (source, target, &link.target)
+            if let (
+                Some(source),
+                Some(target),
+                TargetConfig::MailContact(_) | TargetConfig::GuestUser(_),
+            ) = (source, target, &link.target)
                 && source == target
             {
                 issues.add(
                     format!("{path}.target.tenant"),
                     format!(
-                        "a mail_contact link cannot write into its own source tenant {source:?} (its people are already in that GAL)"
+                        "a {} link cannot write into its own source tenant {source:?} (its people are already in that GAL)",
+                        if matches!(link.target, TargetConfig::GuestUser(_)) { "guest_user" } else { "mail_contact" }
                     ),
                 );
             }
@@ -264,6 +268,11 @@ impl ConfigFile {
             );
         }
         match target {
+            TargetConfig::GuestUser(options) => {
+                for (key, reason) in options.issues() {
+                    issues.add(format!("{path}.target.{key}"), reason);
+                }
+            }
             TargetConfig::MailContact(options) => {
                 if !(1..=15).contains(&options.anchor_attribute) {
                     issues.add(

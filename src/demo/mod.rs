@@ -1,7 +1,8 @@
 //! `galbridge demo`: the self-contained tour (the README's first command). It starts m365-sim in-process with two
 //! companies, Acme Construction (550 people) and Northern Construction (160), syncs them both ways as GAL mail
 //! contacts, shows what landed, changes a few people (a new hire, a title change, a leaver) and syncs again to show
-//! that the second run only touches what changed. Nothing leaves the machine; state goes to a temporary folder.
+//! that the second run only touches what changed; then GAL to phones, and the Acme → Northern link moved from
+//! contacts to B2B guests. Nothing leaves the machine; state goes to a temporary folder.
 //!
 //! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary).
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+pub mod guests;
 pub mod phones;
 
 use crate::config::Config;
@@ -88,6 +90,8 @@ pub struct DemoSummary {
     /// Mail contacts galbridge manages in each tenant after the second run.
     pub acme_contacts: usize,
     pub northern_contacts: usize,
+    /// The last step's run: Acme's people as guests in Northern instead of contacts.
+    pub guests: Option<RunReport>,
 }
 
 const MESH: &str = r#"
@@ -234,6 +238,7 @@ async fn tour(
         northern_contacts: anchored("northern")?,
         first,
         second,
+        guests: None,
     };
     println!(
         "\nAcme's GAL now lists {} Northern people, Northern's lists {} Acme people, each anchored in CustomAttribute15 \
@@ -241,6 +246,10 @@ async fn tour(
         summary.acme_contacts, summary.northern_contacts
     );
     phones::phones_step(sim, state_dir).await?;
+    let summary = DemoSummary {
+        guests: Some(guests::guests_step(sim, state_dir).await?),
+        ..summary
+    };
     println!(
         "Next: `galbridge config schema`, the examples in examples/, and `galbridge plan` against your tenants."
     );
@@ -333,5 +342,14 @@ mod tests {
             summary.second
         );
         assert!(summary.acme_contacts > 0 && summary.northern_contacts > 0);
+        let guests = summary.guests.expect("the guests step ran");
+        assert_eq!(
+            (guests.applied.creates, guests.applied.deletes),
+            (
+                summary.northern_contacts as u64,
+                summary.northern_contacts as u64
+            ),
+            "each of Northern's Acme contacts replaced by a guest: {guests:#?}"
+        );
     }
 }

@@ -111,6 +111,10 @@ pub fn link_spec(link: &ResolvedLink, service: &ServiceSettings) -> Result<LinkS
             // Mailboxes written at once: each holds at most one `$batch` in flight.
             usize::try_from(service.mailboxes_in_flight).unwrap_or(256),
         ),
+        TargetOptions::GuestUser(options) => (
+            TargetSpec::GuestUser(options.clone()),
+            usize::try_from(service.max_concurrency).unwrap_or(8),
+        ),
     };
     let interval = match &link.cadence {
         Cadence::Every(every) => every.as_chrono(),

@@ -1,5 +1,5 @@
 //! The narrow interfaces the runner needs from the outside world: the source directory (Graph), the mail-contact
-//! target (Exchange), and request counters. `adapters` implements them over the real clients; tests implement them
+//! target (Exchange), the guest-user target (Graph and Exchange), and request counters. `adapters` implements them over the real clients; tests implement them
 //! in memory. Keeping them narrow keeps the runner testable without HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,6 +161,49 @@ pub trait MailContactTarget: Send + Sync {
     ) -> Result<(), PortError>;
     /// `Remove-MailContact`.
     async fn remove(&self, id: &str) -> Result<(), PortError>;
+}
+
+/// What a guest-user write changes; `None` / empty = leave as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestPatch {
+    /// `onPremisesExtensionAttributes.extensionAttributeN` = anchor.
+    pub anchor: Option<(u8, String)>,
+    /// Entry fields a guest carries (`""` clears one); see `targets::guest_user::graph_property`.
+    pub fields: BTreeMap<Field, String>,
+    /// `Member` or `Guest`.
+    pub user_type: Option<String>,
+    /// `false` blocks sign-in.
+    pub account_enabled: Option<bool>,
+}
+
+impl GuestPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == GuestPatch::default()
+    }
+}
+
+/// The target tenant's B2B guests, through Graph (invitations, users) and Exchange (GAL visibility, and the mail
+/// contacts an invitation can collide with).
+#[async_trait]
+pub trait GuestUserTarget: Send + Sync {
+    /// Every guest of the tenant (`userType` Guest or Member with an `#EXT#` UPN), anchor read from
+    /// `extensionAttribute{anchor_attribute}`; `hidden` = sign-in blocked, `address` = the invited address.
+    async fn list_guests(&self, anchor_attribute: u8) -> Result<Vec<TargetObject>, PortError>;
+    /// Every mail contact of the tenant, anchor read from `CustomAttribute{anchor_attribute}`.
+    async fn list_mail_contacts(
+        &self,
+        anchor_attribute: u8,
+    ) -> Result<Vec<TargetObject>, PortError>;
+    /// `POST /invitations` (no mail sent); returns the guest's id.
+    async fn invite(&self, entry: &Entry, redirect_url: &str) -> Result<String, PortError>;
+    /// `PATCH /users/{id}`.
+    async fn update(&self, id: &str, patch: &GuestPatch) -> Result<(), PortError>;
+    /// `DELETE /users/{id}` (restorable for 30 days).
+    async fn delete(&self, id: &str) -> Result<(), PortError>;
+    /// `Set-MailUser -HiddenFromAddressListsEnabled`; `Ok(false)` while Exchange does not know the guest yet.
+    async fn set_hidden_in_gal(&self, id: &str, hidden: bool) -> Result<bool, PortError>;
+    /// `Remove-MailContact` (migration from `mail_contact`).
+    async fn remove_mail_contact(&self, id: &str) -> Result<(), PortError>;
 }
 
 /// Request counts of the clients a run used, read before and after the run.

@@ -13,6 +13,7 @@ use super::from_config::{SpecError, link_spec};
 use super::lifecycle::{LinkRunner, RunError};
 use super::ports::{MailContactTarget, PortError, RequestMeter, SourceDirectory};
 use super::spec::{LinkSpec, TargetSpec};
+use super::targets::guest_user::GuestUsers;
 use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, MailContacts};
 use super::targets::personal_contacts::PersonalContacts;
 use crate::config::{Config, NamedTenant, ResolvedLink};
@@ -54,6 +55,19 @@ pub trait Connector: Send + Sync {
     ) -> Result<Arc<dyn MailContactTarget>, PortError>;
     /// The request counters shared by the clients (for the run reports).
     fn counters(&self) -> Option<Arc<dyn RequestMeter>>;
+    /// The tenant's guest users as a target (`guest_user` links).
+    async fn guest_users(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<Arc<dyn super::ports::GuestUserTarget>, PortError> {
+        Err(PortError::Failed {
+            service: "graph".into(),
+            message: format!(
+                "this connector cannot write guests (tenant {:?})",
+                tenant.name
+            ),
+        })
+    }
     /// The tenant's Graph client (mailbox contacts and photos of `personal_contacts` links).
     async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
         Err(PortError::Failed {
@@ -241,6 +255,16 @@ impl EngineService {
                     options: options.clone(),
                 };
                 run_job(&runner, &target, spec, job).await
+            }
+            TargetSpec::GuestUser(options) => {
+                let tenant = &link.resolved.target_tenant;
+                let port = self.connector.guest_users(tenant).await.map_err(|e| {
+                    ServiceError::Internal(format!(
+                        "cannot connect to tenant {:?} as a target: {e}",
+                        tenant.name
+                    ))
+                })?;
+                run_job(&runner, &GuestUsers::new(port, options.clone()), spec, job).await
             }
         };
         report.map_err(run_error)

@@ -33,6 +33,7 @@ pub struct MailContactOptions {
 pub enum TargetSpec {
     MailContact(MailContactOptions),
     PersonalContacts(PhonesTarget),
+    GuestUser(crate::config::GuestUserOptions),
 }
 
 impl TargetSpec {
@@ -41,6 +42,7 @@ impl TargetSpec {
         match self {
             TargetSpec::MailContact(_) => "mail_contact",
             TargetSpec::PersonalContacts(_) => "personal_contacts",
+            TargetSpec::GuestUser(_) => "guest_user",
         }
     }
 }

@@ -536,6 +536,23 @@ impl ExchangeClient {
         self.set("Set-MailContact", identity, parameters).await
     }
 
+    /// Shows (or hides) a guest in the address lists: `Set-MailUser -HiddenFromAddressListsEnabled` (Graph's
+    /// `showInAddressList` cannot be written any more, docs/microsoft-facts.md §5). `Ok(false)` when Exchange does
+    /// not know the guest as a mail user yet (replication after the invitation).
+    pub async fn set_mail_user_hidden(
+        &self,
+        identity: &str,
+        hidden: bool,
+    ) -> Result<bool, ExchangeError> {
+        let mut parameters = Map::new();
+        parameters.insert("HiddenFromAddressListsEnabled".into(), json!(hidden));
+        match self.set("Set-MailUser", identity, parameters).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == Some(ExchangeErrorKind::NotFound) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// `Remove-MailContact -Identity … -Confirm:$false`. Removing a contact that is already gone succeeds.
     pub async fn remove_mail_contact(&self, identity: &str) -> Result<(), ExchangeError> {
         match self

@@ -410,6 +410,60 @@ impl GraphClient {
             .map(Some)
     }
 
+    /// `POST /invitations` without an invitation mail (`sendInvitationMessage: false`, docs/microsoft-facts.md §5);
+    /// returns the invited user's id. Inviting an address that already has a guest returns that guest.
+    pub async fn invite_guest(
+        &self,
+        address: &str,
+        display_name: &str,
+        redirect_url: &str,
+    ) -> Result<String, GraphError> {
+        let url = self.url("invitations", &[])?;
+        let body = serde_json::json!({
+            "invitedUserEmailAddress": address,
+            "invitedUserDisplayName": display_name,
+            "inviteRedirectUrl": redirect_url,
+            "sendInvitationMessage": false,
+        });
+        // Resending is safe: a second invitation of the same address answers with the same user.
+        let request = ApiRequest::new(Method::POST, url.clone())
+            .json(&body)
+            .idempotent(true);
+        let response = self.send_for(request, None).await?;
+        let value = self.expect_json(&Method::POST, &url, response, None)?;
+        value
+            .pointer("/invitedUser/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| GraphError::Decode {
+                path: url.path().to_owned(),
+                message: "no invitedUser.id in the invitation".into(),
+            })
+    }
+
+    /// `PATCH /users/{id}` with `body` (Graph property names).
+    pub async fn patch_user(&self, id: &str, body: &Value) -> Result<(), GraphError> {
+        let url = self.url(&format!("users/{}", segment(id)), &[])?;
+        let request = ApiRequest::new(Method::PATCH, url.clone())
+            .json(body)
+            .idempotent(true);
+        let response = self.send_for(request, None).await?;
+        self.expect_success(&Method::PATCH, &url, response, None)
+            .map(|_| ())
+    }
+
+    /// `DELETE /users/{id}`: Entra keeps the user restorable for 30 days. A user already gone is not an error.
+    pub async fn delete_user(&self, id: &str) -> Result<(), GraphError> {
+        let url = self.url(&format!("users/{}", segment(id)), &[])?;
+        let request = ApiRequest::new(Method::DELETE, url.clone()).idempotent(true);
+        let response = self.send_for(request, None).await?;
+        if response.status.as_u16() == 404 {
+            return Ok(());
+        }
+        self.expect_success(&Method::DELETE, &url, response, None)
+            .map(|_| ())
+    }
+
     /// `GET /groups/{id}/transitiveMembers/microsoft.graph.user?$select=…`: users in the group, nested groups expanded.
     pub fn group_user_members(
         &self,

@@ -16,8 +16,8 @@ use crate::config::{Config, NamedTenant, NotificationSettings, Secret};
 use crate::engine::service::EngineService;
 use crate::m365::subscriptions::NewSubscription;
 use crate::report::{RunOptions, RunReport};
-use crate::sync_service::{ServiceError, SyncService};
 use crate::state::{StateError, StateStore};
+use crate::sync_service::{ServiceError, SyncService};
 
 /// What a batch of notifications did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

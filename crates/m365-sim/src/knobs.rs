@@ -129,6 +129,8 @@ pub struct Knobs {
     pub directory_units_per_10_s: Option<u32>,
     /// Invitations per tenant per 5 s.
     pub invitations_per_5_s: u32,
+    /// An invited guest is unknown to Exchange (Get-MailUser, Set-MailUser) this long [guess].
+    pub guest_mail_user_delay_ms: u64,
     /// Exchange commands per (app, tenant) per 10 s (0 = unlimited) [guess: EXO has a per-app budget, size unpublished].
     pub exchange_commands_per_10_s: u32,
     /// Where Exchange errors name their exception (both shapes are plausible) [guess].
@@ -175,6 +177,7 @@ impl Default for Knobs {
             directory_budget: true,
             directory_units_per_10_s: None,
             invitations_per_5_s: 150,
+            guest_mail_user_delay_ms: 0,
             exchange_commands_per_10_s: 0,
             exchange_error_shape: ExchangeErrorShape::Message,
             exchange_not_found_status: 400,

@@ -242,6 +242,7 @@ pub(crate) fn generate(seed: u64, tenant_index: usize, spec: &TenantSeed) -> See
             mailbox: MailboxKind::User,
             hidden_from_address_lists: false,
             rest_enabled: true,
+            mail_user_from_ms: 0,
             photo: None,
         };
         // Every seventh person on average has some field left empty, as real directories do.

@@ -294,6 +294,16 @@ impl Connector for M365Connector {
         Some(Arc::new(SharedCounters(self.counters.clone())))
     }
 
+    async fn guest_users(
+        &self,
+        tenant: &NamedTenant,
+    ) -> Result<Arc<dyn crate::engine::ports::GuestUserTarget>, PortError> {
+        Ok(Arc::new(super::guests::GuestUsers {
+            graph: self.graph(tenant).await?,
+            exchange: self.exchange_client(tenant)?,
+        }))
+    }
+
     async fn graph(&self, tenant: &NamedTenant) -> Result<GraphClient, PortError> {
         let api = self.graph_api(tenant);
         let endpoints = tenant.tenant.endpoints();

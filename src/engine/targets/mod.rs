@@ -8,6 +8,7 @@
 //!
 //! - `mail_contact`: Exchange mail contacts in another tenant's GAL.
 //! - `personal_contacts`: contacts in the mailboxes of another tenant (GAL to phones).
+//! - `guest_user`: B2B guest users in another tenant, shown in its GAL.
 //!
 //! A new target kind is a new folder here, a variant of `engine::spec::TargetSpec`, and one arm where the service
 //! picks the target (`engine::service`).
@@ -25,6 +26,7 @@ use super::spec::LinkSpec;
 use crate::report::{Failure, PlanCounts, QuarantineInfo, RunOptions};
 use crate::state::{LinkCheckpoint, StateError, StateStore};
 
+pub mod guest_user;
 pub mod mail_contact;
 pub mod personal_contacts;
 

@@ -21,7 +21,12 @@ pub(super) fn recipient_kind(u: &User) -> Option<(&'static str, &'static str)> {
     match (u.mailbox, u.user_type.as_str()) {
         (MailboxKind::User, _) => Some(("UserMailbox", "UserMailbox")),
         (MailboxKind::Shared, _) => Some(("UserMailbox", "SharedMailbox")),
-        (MailboxKind::None, "Guest") if u.mail.is_some() => Some(("MailUser", "GuestMailUser")),
+        // An invited user is a guest mail user whatever its userType (a `Member` B2B user included).
+        (MailboxKind::None, t)
+            if u.mail.is_some() && (t == "Guest" || u.user_principal_name.contains("#EXT#")) =>
+        {
+            Some(("MailUser", "GuestMailUser"))
+        }
         _ => None,
     }
 }
@@ -103,6 +108,7 @@ pub(super) fn get_recipients(
             Some(AddressOwner::User(id)) => dir
                 .users
                 .get(id)
+                .filter(|t| t.value.mail_user_from_ms <= now)
                 .and_then(|t| user_recipient(&t.value, dir.user_when_changed(&t.value))),
             Some(AddressOwner::MailContact(id))
                 if only.is_none() && dir.contact_readable(id, now) =>
@@ -126,6 +132,7 @@ pub(super) fn get_recipients(
     let mut all: Vec<(String, Map<String, Value>)> = dir
         .users
         .iter()
+        .filter(|(_, t)| t.value.mail_user_from_ms <= now)
         .filter_map(|(id, t)| {
             user_recipient(&t.value, dir.user_when_changed(&t.value)).map(|m| (format!("u{id}"), m))
         })
@@ -230,10 +237,12 @@ pub(super) fn set_hidden(
     let hidden = param_bool(params, "HiddenFromAddressListsEnabled")?;
     let mut dir = tenant.dir.write();
     let lower = identity.to_lowercase();
+    let now = state.clock.now_ms();
     let id = dir
         .users
         .values()
         .map(|t| &t.value)
+        .filter(|u| u.mail_user_from_ms <= now)
         .filter(|u| recipient_kind(u).is_some_and(|(k, _)| k == kind))
         .find(|u| {
             u.id == identity

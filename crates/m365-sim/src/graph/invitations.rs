@@ -136,6 +136,9 @@ pub(crate) async fn invite(
                 mailbox: MailboxKind::None,
                 hidden_from_address_lists: true,
                 rest_enabled: true,
+                // Exchange learns about the guest (as a mail user) only after replication.
+                mail_user_from_ms: now.timestamp_millis()
+                    + i64::try_from(state.knobs.read().guest_mail_user_delay_ms).unwrap_or(0),
                 ..User::default()
             };
             let visible = now.timestamp_millis()

@@ -8,6 +8,7 @@ mod contact_photos;
 pub(crate) mod contacts;
 mod delta;
 mod groups;
+mod guest_users;
 mod invitations;
 pub(crate) mod odata;
 mod org;
@@ -32,7 +33,12 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
         .route("/v1.0/users", get(users::list))
         .route("/v1.0/users/delta", get(delta::users_delta))
-        .route("/v1.0/users/{id}", get(users::get_one).patch(users::patch))
+        .route(
+            "/v1.0/users/{id}",
+            get(users::get_one)
+                .patch(users::patch)
+                .delete(guest_users::delete),
+        )
         .route("/v1.0/users/{id}/manager", get(users::manager))
         .route("/v1.0/users/{id}/photo/$value", get(users::photo))
         .route(

@@ -115,6 +115,10 @@ pub struct User {
     pub hidden_from_address_lists: bool,
     /// False for mailboxes that answer `MailboxNotEnabledForRESTAPI`.
     pub rest_enabled: bool,
+    /// Sim-clock millis before which Exchange does not know this guest as a mail user yet (invitations:
+    /// `guest_mail_user_delay_ms`); 0 = known at once.
+    #[serde(skip)]
+    pub mail_user_from_ms: i64,
     #[serde(skip)]
     pub photo: Option<Arc<Vec<u8>>>,
 }

@@ -10,6 +10,7 @@ mod exchange;
 mod exchange_variance;
 mod faults;
 mod groups;
+mod guests;
 mod hidden;
 mod identity;
 mod mailbox;

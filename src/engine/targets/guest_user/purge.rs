@@ -1,0 +1,85 @@
+//! Uninstalling a guest link (`galbridge purge --link NAME`): every guest carrying this link's anchors is deleted
+//! (restorable for 30 days), whatever `on_delete` says, then the link's state is forgotten. A dry run lists them.
+
+use std::collections::HashSet;
+
+use super::GuestUsers;
+use crate::config::GuestOnDelete;
+use crate::engine::entry::{Field, anchor_prefix_for};
+use crate::engine::plan::{Plan, Removal, RemovalAction};
+use crate::engine::records::load_managed;
+use crate::engine::targets::{Purged, RunContext};
+use crate::report::PlanCounts;
+
+pub(super) async fn purge(
+    target: &GuestUsers,
+    run: &RunContext<'_>,
+    execute: bool,
+) -> Result<Purged, String> {
+    let link = run.link;
+    let tenant_id = run
+        .source
+        .tenant_id()
+        .await
+        .map_err(|e| format!("source tenant: {e}"))?;
+    let prefix = anchor_prefix_for(&tenant_id);
+    let managed = load_managed(run.store.as_ref(), &link.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let guests = target
+        .port
+        .list_guests(target.options.anchor_attribute)
+        .await
+        .map_err(|e| format!("target: {e}"))?;
+    let mut plan = Plan::default();
+    for guest in &guests {
+        let Some(anchor) = guest.anchor.as_deref().filter(|a| a.starts_with(&prefix)) else {
+            continue;
+        };
+        plan.removals.push(Removal {
+            anchor: anchor.to_owned(),
+            target_id: guest.id.clone(),
+            display_name: guest
+                .fields
+                .get(&Field::DisplayName)
+                .cloned()
+                .unwrap_or_else(|| guest.name.clone()),
+            action: RemovalAction::Delete,
+            reason: "purge".into(),
+        });
+    }
+    let in_target: HashSet<&str> = plan.removals.iter().map(|r| r.anchor.as_str()).collect();
+    plan.forget = managed
+        .keys()
+        .filter(|anchor| !in_target.contains(anchor.as_str()))
+        .cloned()
+        .collect();
+    let planned = plan.counts();
+    if !execute {
+        return Ok(Purged {
+            plan,
+            planned,
+            applied: PlanCounts::default(),
+            failures: Vec::new(),
+            complete: false,
+        });
+    }
+    let mut options = target.options.clone();
+    options.on_delete = GuestOnDelete::Delete;
+    options.show_in_gal = false;
+    let result = target.applier(run, &options, &managed).apply(&plan).await;
+    let complete = result.failures.is_empty() && !result.unfinished;
+    if complete {
+        run.store
+            .delete_link(&link.name)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Purged {
+        plan,
+        planned,
+        applied: result.applied,
+        failures: result.failures,
+        complete,
+    })
+}
