@@ -144,6 +144,9 @@ pub struct Plan {
     /// For targets that write into mailboxes: which mailboxes the changes go to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailboxes: Option<MailboxFanOut>,
+    /// What the target leaves out by design, for the reader of a plan (e.g. groups, which guests cannot be).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -197,6 +200,9 @@ impl Plan {
             self.held.len(),
             c.unchanged
         );
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
         if let Some(mailboxes) = &self.mailboxes {
             let _ = writeln!(
                 out,

@@ -56,6 +56,12 @@ impl Target for GuestUsers {
             desired: std::mem::take(&mut batch.desired),
             gone: std::mem::take(&mut batch.gone),
         };
+        // A group (`include_groups`) cannot be a B2B user: guests carry people only. Groups read are left out of
+        // the view (never created, and a guest is never removed for one), and the plan says so.
+        let groups_left_out = source.desired.len();
+        source.desired.retain(|anchor, _| !batch.is_group(anchor));
+        let groups_left_out = groups_left_out - source.desired.len();
+        source.gone.retain(|anchor, _| !batch.is_group(anchor));
         if foreign && !managed.is_empty() {
             tracing::info!(link = %link.name, records = managed.len(), full,
                 "The link's records belong to another target kind: forgotten.");
@@ -96,6 +102,11 @@ impl Target for GuestUsers {
             &self.options,
         );
         plan.link = link.name.clone();
+        if groups_left_out > 0 {
+            plan.notes.push(format!(
+                "{groups_left_out} group(s) left out: a guest_user target carries people only (groups need a mail_contact or personal_contacts link)"
+            ));
+        }
         let mut contact_removals: Vec<Removal> = Vec::new();
         if !plan.creates.is_empty() {
             // Who already holds the addresses about to be invited: read once per run that invites anyone.
