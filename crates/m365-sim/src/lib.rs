@@ -398,6 +398,7 @@ fn build_tenant(seed: u64, index: usize, spec: &TenantSeed) -> Tenant {
             ),
             federations: RwLock::new(Vec::new()),
             cert_seed: seed ^ (index as u64 + 17),
+            mailbox_scope: Default::default(),
         },
         dir: RwLock::new(dir),
         mailboxes: RwLock::new(Default::default()),

@@ -34,6 +34,8 @@ pub(crate) struct AppRegistration {
     /// Federated identity credentials: (issuer, subject) pairs the app trusts.
     pub(crate) federations: RwLock<Vec<(String, String)>>,
     pub(crate) cert_seed: u64,
+    /// RBAC for Applications: the user ids of the only mailboxes the app may reach (`None`: every mailbox).
+    pub(crate) mailbox_scope: RwLock<Option<BTreeSet<String>>>,
 }
 
 impl AppRegistration {

@@ -8,6 +8,7 @@ mod contact_photos;
 pub(crate) mod contacts;
 mod delta;
 mod invitations;
+mod mailbox_scope;
 pub(crate) mod odata;
 mod org;
 mod users;
@@ -274,6 +275,8 @@ pub(crate) fn not_found(what: &str) -> Response {
 }
 
 pub(crate) use contacts::insert_contact as contacts_insert;
+pub(crate) use contacts::remove_contact as contacts_remove;
+pub(crate) use users::find_user;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,129 @@
+//! Control powers for a mailbox folder read as a source: move a contact to another folder (Outlook gives it a new
+//! regular id, its immutable id stays), change or delete a contact by hand, and scope the tenant's app to some
+//! mailboxes (RBAC for Applications, docs/microsoft-facts.md §11).
+
+use serde_json::Value;
+
+use super::Control;
+use crate::SimError;
+use crate::graph::contacts_remove;
+use crate::model::Tracked;
+
+impl Control {
+    /// Moves contact `contact_id` (its regular id) of `user_id`'s mailbox into folder `folder_id`. The contact gets
+    /// a new regular id and keeps its immutable id; the old folder's delta reports it removed, the new one's added.
+    /// Returns the new regular id.
+    pub fn move_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact_id: &str,
+        folder_id: &str,
+    ) -> Result<String, SimError> {
+        let t = self.tenant(tenant)?;
+        let mb = t
+            .mailbox(user_id)
+            .ok_or_else(|| SimError::NotFound(format!("mailbox {user_id}")))?;
+        let mut mb = mb.write();
+        if !mb.folders.contains_key(folder_id) {
+            return Err(SimError::NotFound(format!("folder {folder_id}")));
+        }
+        let mut contact = mb
+            .contacts
+            .get(contact_id)
+            .ok_or_else(|| SimError::NotFound(format!("contact {contact_id}")))?
+            .value
+            .clone();
+        let immutable: Box<str> = contact.immutable_id().into();
+        contacts_remove(&mut mb, contact_id);
+        let new_id = mb.new_id("AAMk");
+        contact.id = new_id.clone();
+        contact.parent_folder_id = folder_id.to_owned();
+        contact.immutable_id = Some(immutable);
+        contact.change_key += 1;
+        let version = mb.bump();
+        mb.contacts.insert(
+            new_id.clone(),
+            Tracked {
+                value: contact,
+                version,
+                created_version: version,
+                prop_versions: Default::default(),
+                visible_from_ms: 0,
+            },
+        );
+        Ok(new_id)
+    }
+
+    /// Changes fields of a contact as its owner would in Outlook (`null` clears a field).
+    pub fn update_mailbox_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact_id: &str,
+        fields: Value,
+    ) -> Result<(), SimError> {
+        let t = self.tenant(tenant)?;
+        let Value::Object(fields) = fields else {
+            return Err(SimError::Refused(
+                "contact fields must be a JSON object".into(),
+            ));
+        };
+        let mb = t
+            .mailbox(user_id)
+            .ok_or_else(|| SimError::NotFound(format!("mailbox {user_id}")))?;
+        let mut mb = mb.write();
+        let version = mb.bump();
+        let tracked = mb
+            .contacts
+            .get_mut(contact_id)
+            .ok_or_else(|| SimError::NotFound(format!("contact {contact_id}")))?;
+        tracked.value.apply(fields).map_err(SimError::Refused)?;
+        tracked.value.change_key += 1;
+        tracked.version = version;
+        Ok(())
+    }
+
+    /// Deletes a contact as its owner would in Outlook.
+    pub fn delete_mailbox_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact_id: &str,
+    ) -> Result<(), SimError> {
+        let t = self.tenant(tenant)?;
+        let mb = t
+            .mailbox(user_id)
+            .ok_or_else(|| SimError::NotFound(format!("mailbox {user_id}")))?;
+        if contacts_remove(&mut mb.write(), contact_id) {
+            Ok(())
+        } else {
+            Err(SimError::NotFound(format!("contact {contact_id}")))
+        }
+    }
+
+    /// RBAC for Applications: limits the tenant's app to the mailboxes of these users (ids or UPNs); `None` lifts
+    /// the limit. Other mailboxes answer 403 `ErrorAccessDenied`.
+    pub fn set_app_mailbox_scope(
+        &self,
+        tenant: &str,
+        mailboxes: Option<&[&str]>,
+    ) -> Result<(), SimError> {
+        let t = self.tenant(tenant)?;
+        let scope = match mailboxes {
+            None => None,
+            Some(keys) => {
+                let dir = t.dir.read();
+                let mut ids = std::collections::BTreeSet::new();
+                for key in keys {
+                    let user = crate::graph::find_user(&dir, key)
+                        .ok_or_else(|| SimError::NotFound(format!("user {key}")))?;
+                    ids.insert(user.id.clone());
+                }
+                Some(ids)
+            }
+        };
+        *t.app.mailbox_scope.write() = scope;
+        Ok(())
+    }
+}
