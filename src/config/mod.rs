@@ -11,6 +11,7 @@
 
 mod file;
 mod link;
+mod mailbox_source;
 mod names;
 mod resolve;
 mod secret;
@@ -30,6 +31,7 @@ pub use link::{
     MappingConfig, MeshConfig, OnDelete, OnMailboxLeave, OverrideConfig,
     PersonalContactsTargetConfig, SafetyConfig, SourceConfig, TargetConfig,
 };
+pub use mailbox_source::{MailboxFolderSource, MailboxSignIn, SourceKindConfig, folder_path};
 pub use names::did_you_mean;
 pub use resolve::{
     AttributeFilter, Cadence, FilterTest, MailContactOptions, Mailboxes, Mapping, NamedTenant,

@@ -76,6 +76,7 @@ impl ConfigFile {
             if let (Some(source), Some(target), TargetConfig::MailContact(_)) =
                 (source, target, &link.target)
                 && source == target
+                && !link.source.kind.is_mailbox_folder()
             {
                 issues.add(
                     format!("{path}.target.tenant"),
@@ -92,6 +93,14 @@ impl ConfigFile {
                 link.safety.max_delete_percent,
                 &link.overrides,
             );
+            for (key, reason) in super::mailbox_source::check(
+                &link.source,
+                &link.target,
+                link.source.tenant.as_deref(),
+                false,
+            ) {
+                issues.add(format!("{path}.{key}"), reason);
+            }
         }
         let mut mesh_names = BTreeSet::new();
         for (index, mesh) in self.meshes.iter().enumerate() {
@@ -395,6 +404,9 @@ impl ConfigFile {
             mesh.safety.max_delete_percent,
             &mesh.overrides,
         );
+        for (key, reason) in super::mailbox_source::check(&mesh.source, &mesh.target, None, true) {
+            issues.add(format!("{path}.{key}"), reason);
+        }
         if !all_known || !is_valid_name(&mesh.name) {
             return;
         }

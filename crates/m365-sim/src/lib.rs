@@ -402,6 +402,7 @@ fn build_tenant(seed: u64, index: usize, spec: &TenantSeed) -> Tenant {
         },
         dir: RwLock::new(dir),
         mailboxes: RwLock::new(Default::default()),
+        delegated: Default::default(),
     };
     if spec.user_contacts_per_mailbox > 0 {
         control::seed_user_made_contacts(&tenant, spec.user_contacts_per_mailbox);

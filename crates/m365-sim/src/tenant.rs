@@ -53,6 +53,8 @@ pub(crate) struct Tenant {
     pub(crate) app: AppRegistration,
     pub(crate) dir: RwLock<Directory>,
     pub(crate) mailboxes: RwLock<HashMap<String, Arc<RwLock<Mailbox>>>>,
+    /// Delegated sign-ins (device codes, refresh tokens).
+    pub(crate) delegated: crate::auth::device_code::DelegatedGrants,
 }
 
 impl Tenant {

@@ -6,6 +6,7 @@
 pub mod exchange;
 pub mod graph;
 pub mod m365;
+pub mod mailbox_folder;
 pub mod shapes;
 #[cfg(feature = "demo")]
 pub mod simulated;

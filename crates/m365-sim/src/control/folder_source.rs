@@ -1,6 +1,6 @@
 //! Control powers for a mailbox folder read as a source: move a contact to another folder (Outlook gives it a new
 //! regular id, its immutable id stays), change or delete a contact by hand, and scope the tenant's app to some
-//! mailboxes (RBAC for Applications, docs/microsoft-facts.md §11).
+//! mailboxes (RBAC for Applications, docs/microsoft-facts.md §10).
 
 use serde_json::Value;
 
@@ -125,5 +125,45 @@ impl Control {
         };
         *t.app.mailbox_scope.write() = scope;
         Ok(())
+    }
+}
+
+impl Control {
+    /// User codes of device sign-ins waiting in `tenant` (what `galbridge login` shows the operator).
+    pub fn pending_device_codes(&self, tenant: &str) -> Result<Vec<String>, SimError> {
+        Ok(self.tenant(tenant)?.delegated.pending_user_codes())
+    }
+
+    /// Signs `user` (id or UPN) in for the device code showing `user_code`, as the user would in a browser.
+    pub fn approve_device_code(
+        &self,
+        tenant: &str,
+        user_code: &str,
+        user: &str,
+    ) -> Result<(), SimError> {
+        let t = self.tenant(tenant)?;
+        let user_id = crate::graph::find_user(&t.dir.read(), user)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| SimError::NotFound(format!("user {user}")))?;
+        if t.delegated.approve(user_code, &user_id) {
+            Ok(())
+        } else {
+            Err(SimError::NotFound(format!("device code {user_code}")))
+        }
+    }
+
+    /// Revokes every refresh token of `user` (id or UPN), as "revoke sessions" or a password reset does; returns how
+    /// many were live.
+    pub fn revoke_sign_ins(&self, tenant: &str, user: &str) -> Result<usize, SimError> {
+        let t = self.tenant(tenant)?;
+        let user_id = crate::graph::find_user(&t.dir.read(), user)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| SimError::NotFound(format!("user {user}")))?;
+        Ok(t.delegated.revoke(&user_id))
+    }
+
+    /// Refresh tokens redeemed in `tenant` so far.
+    pub fn refresh_tokens_redeemed(&self, tenant: &str) -> Result<u64, SimError> {
+        Ok(self.tenant(tenant)?.delegated.redeemed())
     }
 }

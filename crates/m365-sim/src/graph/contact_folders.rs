@@ -268,7 +268,7 @@ pub(crate) async fn folder_delta(
     let (entries, last) = page(&mb.contacts, tombs, &cursor, size, |c| {
         c.parent_folder_id == folder_id
     });
-    // `Prefer: IdType="ImmutableId"` applies to this request only (docs/microsoft-facts.md §11).
+    // `Prefer: IdType="ImmutableId"` applies to this request only (docs/microsoft-facts.md §10).
     let immutable = super::prefer_value(&headers, "IdType")
         .is_some_and(|v| v.eq_ignore_ascii_case("ImmutableId"));
     let values: Vec<Vec<u8>> = entries

@@ -92,7 +92,7 @@ pub(super) fn open(
             "REST API is not yet supported for this mailbox.",
         ));
     }
-    // RBAC for Applications: an app scoped to some mailboxes is refused the others (docs/microsoft-facts.md §11).
+    // RBAC for Applications: an app scoped to some mailboxes is refused the others (docs/microsoft-facts.md §10).
     super::mailbox_scope::check(&caller, &user_id)?;
     outlook_permit(state, &caller, &user_id)?;
     Ok(caller.tenant.ensure_mailbox(&user_id))

@@ -98,6 +98,8 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
 pub(crate) struct Caller {
     pub(crate) tenant: Arc<Tenant>,
     pub(crate) app_id: String,
+    /// The signed-in user of a delegated token (reaches that user's own mailbox only).
+    pub(crate) user: Option<String>,
 }
 
 /// Checks the bearer token (signature, expiry, audience) and that it is the tenant's galbridge app.
@@ -129,6 +131,7 @@ pub(crate) fn caller(state: &SimState, headers: &HeaderMap) -> Result<Caller, Re
     Ok(Caller {
         tenant,
         app_id: claims.appid.clone(),
+        user: (claims.idtyp == "user").then(|| claims.oid.clone()),
     })
 }
 

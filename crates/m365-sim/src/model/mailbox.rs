@@ -93,7 +93,7 @@ pub(crate) struct PersonalContact {
 }
 
 impl PersonalContact {
-    /// The id that never changes while the contact stays in this mailbox (docs/microsoft-facts.md §11).
+    /// The id that never changes while the contact stays in this mailbox (docs/microsoft-facts.md §10).
     pub(crate) fn immutable_id(&self) -> &str {
         self.immutable_id.as_deref().unwrap_or(&self.id)
     }
