@@ -1,7 +1,9 @@
 //! `galbridge demo`: the self-contained tour (the README's first command). It starts m365-sim in-process with two
 //! companies, Acme Construction (550 people) and Northern Construction (160), syncs them both ways as GAL mail
 //! contacts, shows what landed, changes a few people (a new hire, a title change, a leaver) and syncs again to show
-//! that the second run only touches what changed. Nothing leaves the machine; state goes to a temporary folder.
+//! that the second run only touches what changed; then Acme's GAL onto Northern's phones, directly and through an
+//! export mailbox (`engine/phones_demo.rs`, `engine/export_demo.rs`). Nothing leaves the machine; state goes to a
+//! temporary folder.
 //!
 //! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary).
 
@@ -232,6 +234,7 @@ async fn tour(
         summary.acme_contacts, summary.northern_contacts
     );
     crate::engine::phones_demo::phones_step(sim, state_dir).await?;
+    crate::engine::export_demo::export_step(sim, state_dir).await?;
     println!(
         "Next: `galbridge config schema`, the examples in examples/, and `galbridge plan` against your tenants."
     );

@@ -264,10 +264,10 @@ async fn acme_export_mailbox_feeds_every_northern_phone_incrementally() {
     sync_link(&bed, "acme-export").await;
 
     // One incremental run brings all three to every phone, reading the export folder with one delta request.
-    let delta_path = format!("/v1.0/users/{{id}}/contactFolders/{{fid}}/contacts/delta");
-    let deltas_before = control.count(Service::Graph, &delta_path, Some(200));
+    let delta_path = "/v1.0/users/{id}/contactFolders/{fid}/contacts/delta";
+    let deltas_before = control.count(Service::Graph, delta_path, Some(200));
     let report = sync_link(&bed, "acme-to-northern-phones").await;
-    let deltas = control.count(Service::Graph, &delta_path, Some(200)) - deltas_before;
+    let deltas = control.count(Service::Graph, delta_path, Some(200)) - deltas_before;
     assert_eq!(report["mode"], "incremental", "{report:#}");
     assert_eq!(report["source_read"], 3, "three changes read: {report:#}");
     assert_eq!(
@@ -366,7 +366,7 @@ async fn delegated_sign_in_rotates_its_refresh_token_and_a_revoked_one_fails_cle
     );
 
     // `galbridge login`: the device code is approved as the export mailbox's user, as in a browser.
-    let mut child = bed
+    let child = bed
         .command(&["login", "--tenant", "acme", "--mailbox", &export])
         .spawn()
         .expect("galbridge login starts");

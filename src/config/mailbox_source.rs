@@ -33,7 +33,7 @@ pub enum MailboxSignIn {
     #[default]
     App,
     /// The mailbox's own user, signed in once with `galbridge login` (device code); the refresh token is kept in
-    /// Key Vault or a local file and rotated on every run.
+    /// the file state's folder and rotated on every run.
     Delegated,
 }
 

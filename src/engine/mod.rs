@@ -22,6 +22,8 @@ pub mod adapters;
 pub mod build;
 pub mod diff;
 pub mod entry;
+#[cfg(feature = "demo")]
+pub mod export_demo;
 pub mod from_config;
 pub mod lease;
 pub mod lifecycle;

@@ -167,3 +167,36 @@ impl Control {
         Ok(self.tenant(tenant)?.delegated.redeemed())
     }
 }
+
+impl Control {
+    /// Creates a top-level contact folder in `user_id`'s mailbox as its owner would; returns its id (an existing
+    /// folder of that name is returned as is).
+    pub fn create_contact_folder(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        name: &str,
+    ) -> Result<String, SimError> {
+        let t = self.tenant(tenant)?;
+        let mb = t.ensure_mailbox(user_id);
+        let mut mb = mb.write();
+        let root = mb.root_folder_id.clone();
+        if let Some(existing) = mb
+            .folders
+            .values()
+            .find(|f| f.parent_folder_id == root && f.display_name.eq_ignore_ascii_case(name))
+        {
+            return Ok(existing.id.clone());
+        }
+        let id = mb.new_id("AQMk");
+        mb.folders.insert(
+            id.clone(),
+            crate::model::mailbox::ContactFolder {
+                id: id.clone(),
+                display_name: name.to_owned(),
+                parent_folder_id: root,
+            },
+        );
+        Ok(id)
+    }
+}
