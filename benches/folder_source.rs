@@ -58,7 +58,7 @@ fn export_folder(control: &Control, contacts: usize) -> (String, Vec<String>) {
         .and_then(|u| u["userPrincipalName"].as_str().map(str::to_owned))
         .expect("upn");
     let folder = control
-        .create_contact_folder("acme", &id, FOLDER)
+        .create_contact_folder("acme", &id, None, FOLDER)
         .expect("folder");
     let ids = (0..contacts)
         .map(|n| {

@@ -466,3 +466,95 @@ async fn delegated_sign_in_rotates_its_refresh_token_and_a_revoked_one_fails_cle
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_moved_between_subfolders_keeps_its_identity_on_every_phone() {
+    let Some(mut bed) = Bed::start(&[("acme", 10), ("northern", 8)], "").await else {
+        return;
+    };
+    let control = bed.sim.control();
+    // An export mailbox kept by hand: "ACME GAL" with a "Sales" subfolder (filled in Outlook, say).
+    let export_id = control
+        .add_user("acme", json!({"displayName": "Acme Staff Export"}))
+        .expect("export mailbox");
+    let export = control
+        .users("acme")
+        .expect("acme")
+        .iter()
+        .find(|u| u["id"] == export_id.as_str())
+        .and_then(|u| u["userPrincipalName"].as_str())
+        .expect("upn")
+        .to_owned();
+    let top = control
+        .create_contact_folder("acme", &export_id, None, FOLDER)
+        .expect("folder");
+    let sales = control
+        .create_contact_folder("acme", &export_id, Some(&top), "Sales")
+        .expect("subfolder");
+    let mut ids = Vec::new();
+    for (n, folder) in [&top, &top, &sales].into_iter().enumerate() {
+        ids.push(
+            control
+                .create_user_made_contact(
+                    "acme",
+                    &export_id,
+                    Some(folder),
+                    json!({"displayName": format!("Partner {n}"), "emailAddresses": [{"address": format!("partner{n}@acme.example")}],
+                           "jobTitle": "Buyer"}),
+                )
+                .expect("contact"),
+        );
+    }
+    bed.set_links(&format!(
+        "[[links]]\nname = \"export-to-phones\"\n[links.source]\nkind = \"mailbox_folder\"\ntenant = \"acme\"\n\
+         mailbox = \"{export}\"\nfolder = \"{FOLDER}\"\ninclude_subfolders = true\n[links.target]\n\
+         kind = \"personal_contacts\"\ntenant = \"northern\"\nmailboxes = {{ all = true }}\nfolder = \"{FOLDER}\"\n"
+    ));
+    sync_link(&bed, "export-to-phones").await;
+    let phones = northern_phones(&bed);
+    let held = |phone: &str| -> BTreeMap<String, String> {
+        folder_contacts(&bed, "northern", phone)
+            .iter()
+            .map(|c| (email(&c.fields), format!("{} {}", anchor(c), c.id)))
+            .collect()
+    };
+    let before: Vec<BTreeMap<String, String>> = phones.iter().map(|p| held(p)).collect();
+    assert!(
+        before.iter().all(|h| h.len() == 3),
+        "three partners, subfolder included: {before:?}"
+    );
+
+    // Partner 0 moves into Sales (a new regular id in Outlook), partner 2 changes title in Sales.
+    control
+        .move_contact("acme", &export_id, &ids[0], &sales)
+        .expect("move");
+    control
+        .update_mailbox_contact(
+            "acme",
+            &export_id,
+            &ids[2],
+            json!({"jobTitle": "Head Buyer"}),
+        )
+        .expect("change");
+    let report = sync_link(&bed, "export-to-phones").await;
+    assert_eq!(report["mode"], "incremental", "{report:#}");
+    let after: Vec<BTreeMap<String, String>> = phones.iter().map(|p| held(p)).collect();
+    assert_eq!(
+        after, before,
+        "same anchors and the same contacts on every phone: the move was neither a delete nor a create"
+    );
+    for phone in &phones {
+        let titles: BTreeMap<String, String> = folder_contacts(&bed, "northern", phone)
+            .iter()
+            .map(|c| (email(&c.fields), text(&c.fields, "jobTitle").to_owned()))
+            .collect();
+        assert_eq!(titles["partner2@acme.example"], "Head Buyer", "{phone}");
+    }
+
+    // The export folder's delta tokens expire: the next run reads the folders in full, and nothing moves.
+    control.expire_delta_tokens("acme").expect("expire");
+    let report = sync_link(&bed, "export-to-phones").await;
+    assert_eq!(report["source_read"], 3, "a full read of both folders: {report:#}");
+    let again: Vec<BTreeMap<String, String>> = phones.iter().map(|p| held(p)).collect();
+    assert_eq!(again, before);
+}

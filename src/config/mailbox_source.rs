@@ -246,6 +246,27 @@ folder = " ACME GAL / Sales "
         assert_eq!(resolved.sign_in, MailboxSignIn::App);
     }
 
+    #[test]
+    fn a_folder_link_and_a_directory_link_of_one_tenant_may_not_share_a_target() {
+        let file = |second_folder: &str| -> Vec<crate::config::LinkConfig> {
+            let text = format!(
+                "[[links]]\nname = \"direct\"\n[links.source]\ntenant = \"acme\"\n[links.target]\n\
+                 kind = \"personal_contacts\"\ntenant = \"northern\"\nmailboxes = {{ all = true }}\nfolder = \"Acme\"\n\
+                 [[links]]\nname = \"export\"\n[links.source]\n{TOP_FOLDER}[links.target]\nkind = \"personal_contacts\"\n\
+                 tenant = \"northern\"\nmailboxes = {{ all = true }}\nfolder = \"{second_folder}\"\n"
+            );
+            #[derive(serde::Deserialize)]
+            struct Links {
+                links: Vec<crate::config::LinkConfig>,
+            }
+            toml::from_str::<Links>(&text).expect("links").links
+        };
+        let clash = check_overlaps(&file("acme"));
+        assert_eq!(clash.len(), 1, "{clash:?}");
+        assert_eq!(clash[0].0, 1);
+        assert!(check_overlaps(&file("ACME GAL")).is_empty());
+    }
+
     const TOP_FOLDER: &str = r#"kind = "mailbox_folder"
 tenant = "acme"
 mailbox = "staff-export@acme.com"
@@ -284,4 +305,53 @@ folder = "ACME GAL"
             );
         }
     }
+}
+
+/// Links of one file that would take each other's contacts for their own: a `mailbox_folder` link and a `directory`
+/// link of the same source tenant, writing into the same place (the same tenant's GAL, or the same folder of the
+/// same tenant's mailboxes). Both anchors start `galbridge:{tenant}:`, and a full reconcile removes anchored contacts
+/// of its source tenant that it does not want. Returns (index of the `mailbox_folder` link, reason).
+pub fn check_overlaps(links: &[super::link::LinkConfig]) -> Vec<(usize, String)> {
+    let place = |target: &TargetConfig| -> (String, Option<String>) {
+        match target {
+            TargetConfig::MailContact(options) => {
+                (options.tenant.clone().unwrap_or_default(), None)
+            }
+            TargetConfig::PersonalContacts(options) => (
+                options.tenant.clone().unwrap_or_default(),
+                Some(
+                    options
+                        .folder
+                        .clone()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_lowercase(),
+                ),
+            ),
+        }
+    };
+    let mut problems = Vec::new();
+    for (index, link) in links.iter().enumerate() {
+        if !link.source.kind.is_mailbox_folder() {
+            continue;
+        }
+        let here = place(&link.target);
+        for other in links {
+            if !other.source.kind.is_mailbox_folder()
+                && other.source.tenant == link.source.tenant
+                && place(&other.target) == here
+            {
+                problems.push((
+                    index,
+                    format!(
+                        "link {:?} reads the same tenant's directory into the same place; their contacts would be \
+                         taken for each other's (both anchors start galbridge:{{tenant}}:): give this link another \
+                         folder or target",
+                        other.name
+                    ),
+                ));
+            }
+        }
+    }
+    problems
 }

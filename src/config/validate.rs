@@ -102,6 +102,9 @@ impl ConfigFile {
                 issues.add(format!("{path}.{key}"), reason);
             }
         }
+        for (index, reason) in super::mailbox_source::check_overlaps(&self.links) {
+            issues.add(format!("links[{index}].target"), reason);
+        }
         let mut mesh_names = BTreeSet::new();
         for (index, mesh) in self.meshes.iter().enumerate() {
             let path = format!("meshes[{index}]");

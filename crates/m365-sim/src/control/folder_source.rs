@@ -169,18 +169,23 @@ impl Control {
 }
 
 impl Control {
-    /// Creates a top-level contact folder in `user_id`'s mailbox as its owner would; returns its id (an existing
-    /// folder of that name is returned as is).
+    /// Creates a contact folder in `user_id`'s mailbox as its owner would, at the top level or under `parent` (a
+    /// folder id); returns its id (an existing folder of that name there is returned as is).
     pub fn create_contact_folder(
         &self,
         tenant: &str,
         user_id: &str,
+        parent: Option<&str>,
         name: &str,
     ) -> Result<String, SimError> {
         let t = self.tenant(tenant)?;
         let mb = t.ensure_mailbox(user_id);
         let mut mb = mb.write();
-        let root = mb.root_folder_id.clone();
+        let root = match parent {
+            Some(parent) if mb.folders.contains_key(parent) => parent.to_owned(),
+            Some(parent) => return Err(SimError::NotFound(format!("folder {parent}"))),
+            None => mb.root_folder_id.clone(),
+        };
         if let Some(existing) = mb
             .folders
             .values()
