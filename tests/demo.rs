@@ -111,7 +111,9 @@ async fn the_demo_runs_end_to_end_and_counts_what_landed() {
         .split_once("5. An export mailbox")
         .expect("the export mailbox step");
     let exported = acme_in_scope + 1;
-    let mut lines = export.lines().filter(|line| line.contains("read "));
+    let mut lines = export
+        .lines()
+        .filter(|line| line.contains(" read ") && line.contains(" created "));
     let cells = |line: &str| {
         line.split_whitespace()
             .map(str::to_owned)

@@ -554,7 +554,10 @@ async fn a_contact_moved_between_subfolders_keeps_its_identity_on_every_phone() 
     // The export folder's delta tokens expire: the next run reads the folders in full, and nothing moves.
     control.expire_delta_tokens("acme").expect("expire");
     let report = sync_link(&bed, "export-to-phones").await;
-    assert_eq!(report["source_read"], 3, "a full read of both folders: {report:#}");
+    assert_eq!(
+        report["source_read"], 3,
+        "a full read of both folders: {report:#}"
+    );
     let again: Vec<BTreeMap<String, String>> = phones.iter().map(|p| held(p)).collect();
     assert_eq!(again, before);
 }
