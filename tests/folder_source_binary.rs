@@ -37,6 +37,7 @@ tenant = "acme"
 mailboxes = {{ list = ["{export}"] }}
 folder = "{FOLDER}"
 categories = ["Acme"]
+photos = true
 [links.safety]
 max_deletes = 1000
 max_delete_percent = 100
@@ -54,6 +55,22 @@ kind = "personal_contacts"
 tenant = "northern"
 mailboxes = {{ all = true }}
 folder = "{FOLDER}"
+photos = true
+[links.safety]
+max_deletes = 1000
+max_delete_percent = 100
+
+[[links]]
+name = "acme-to-northern-gal"
+[links.source]
+kind = "mailbox_folder"
+tenant = "acme"
+mailbox = "{export}"
+folder = "{FOLDER}"
+sign_in = "{sign_in}"
+[links.target]
+kind = "mail_contact"
+tenant = "northern"
 [links.safety]
 max_deletes = 1000
 max_delete_percent = 100
@@ -122,6 +139,10 @@ fn assert_phones_match_export(bed: &Bed, export_id: &str) -> BTreeMap<String, Va
         .to_lowercase();
     let export = folder_contacts(bed, "acme", export_id);
     assert!(!export.is_empty(), "the export folder was filled");
+    assert!(
+        export.iter().filter(|c| c.photo_sha256.is_some()).count() > export.len() / 2,
+        "most export contacts carry a photo"
+    );
     // No contact was moved, so its regular id is its immutable id.
     let expected: BTreeMap<String, &MailboxContactView> = export
         .iter()
@@ -162,6 +183,11 @@ fn assert_phones_match_export(bed: &Bed, export_id: &str) -> BTreeMap<String, Va
             }
             assert_eq!(email(&contact.fields), email(source), "{phone}: email");
             assert_eq!(
+                contact.photo_sha256,
+                expected[&anchor(contact)].photo_sha256,
+                "{phone}: the export contact's photo"
+            );
+            assert_eq!(
                 contact.fields["businessAddress"]["city"], source["businessAddress"]["city"],
                 "{phone}: city"
             );
@@ -171,6 +197,40 @@ fn assert_phones_match_export(bed: &Bed, export_id: &str) -> BTreeMap<String, Va
         .iter()
         .map(|c| (email(&c.fields), c.fields.clone()))
         .collect()
+}
+
+/// Asserts Northern's GAL holds one mail contact per export contact, under its immutable-id anchor and address.
+fn assert_gal_matches_export(bed: &Bed, export_id: &str) {
+    let acme = bed
+        .sim
+        .tenant("acme")
+        .expect("acme")
+        .tenant_id
+        .to_lowercase();
+    let expected: BTreeMap<String, String> = folder_contacts(bed, "acme", export_id)
+        .iter()
+        .map(|c| {
+            (
+                format!("galbridge:{acme}:mailbox:{}", c.id.to_lowercase()),
+                email(&c.fields),
+            )
+        })
+        .collect();
+    let held: BTreeMap<String, String> = bed
+        .anchored("northern")
+        .iter()
+        .map(|c| {
+            (
+                c["CustomAttribute15"].as_str().expect("anchor").to_owned(),
+                c["ExternalEmailAddress"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches("SMTP:")
+                    .to_lowercase(),
+            )
+        })
+        .collect();
+    assert_eq!(held, expected, "Northern's GAL lists the export folder");
 }
 
 async fn sync_link(bed: &Bed, link: &str) -> Value {
@@ -223,6 +283,8 @@ async fn acme_export_mailbox_feeds_every_northern_phone_incrementally() {
         in_scope,
         "the export holds Acme's people in scope"
     );
+    sync_link(&bed, "acme-to-northern-gal").await;
+    assert_gal_matches_export(&bed, &export_id);
 
     // A person added, one changed, one removed at Acme.
     let people = bed.in_scope("acme");
@@ -287,6 +349,10 @@ async fn acme_export_mailbox_feeds_every_northern_phone_incrementally() {
     );
     let removed_mail = removed["mail"].as_str().expect("mail").to_lowercase();
     assert!(before.contains_key(&removed_mail) && !after.contains_key(&removed_mail));
+    // The same export folder feeds Northern's GAL as mail contacts, incrementally too.
+    let report = sync_link(&bed, "acme-to-northern-gal").await;
+    assert_eq!(report["source_read"], 3, "{report:#}");
+    assert_gal_matches_export(&bed, &export_id);
 
     // Any other mailbox is refused: the plan says what to grant, and nothing changes in Northern's phones.
     bed.set_links(&links(

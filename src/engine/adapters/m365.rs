@@ -351,6 +351,7 @@ impl Connector for M365Connector {
             tenant_id: self.directory_id(tenant).await?,
             tenant_name: tenant.name.clone(),
             folder: folder.clone(),
+            read_ids: Default::default(),
         }))
     }
 

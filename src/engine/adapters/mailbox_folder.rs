@@ -75,6 +75,8 @@ pub struct MailboxFolderReader {
     /// Configuration name of the tenant (errors).
     pub tenant_name: String,
     pub folder: FolderConfig,
+    /// Immutable ids as read (case-sensitive), by the lowercase object id anchors carry: photos are read by them.
+    pub read_ids: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// What the checkpoint's delta "link" holds: each folder's delta link, by folder id.
@@ -266,6 +268,12 @@ impl SourceDirectory for MailboxFolderReader {
                 if object.removed.is_some() {
                     removed.insert(object.id);
                 } else {
+                    if let Some(id) = item["id"].as_str() {
+                        self.read_ids
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .insert(object.id.to_ascii_lowercase(), id.to_owned());
+                    }
                     live.insert(object.id.clone(), object);
                 }
             }
@@ -311,6 +319,28 @@ impl SourceDirectory for MailboxFolderReader {
 
     async fn hidden_ids(&self) -> Result<BTreeSet<String>, PortError> {
         Ok(BTreeSet::new())
+    }
+
+    fn keeps_photos(&self) -> bool {
+        true
+    }
+
+    /// The contact's photo (`GET /users/{mailbox}/contacts/{immutable id}/photo/$value`), for contacts read by this
+    /// port (photos are read for the contacts a run read: changed ones, or all on a full read).
+    async fn photo(&self, id: &str) -> Result<Option<Vec<u8>>, PortError> {
+        let known = self
+            .read_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&id.to_ascii_lowercase())
+            .cloned();
+        let Some(immutable_id) = known else {
+            return Ok(None);
+        };
+        self.graph
+            .contact_photo(&self.folder.mailbox, &immutable_id, true)
+            .await
+            .map_err(|e| self.failure("reading a contact's photo", e))
     }
 
     async fn hidden_flags(

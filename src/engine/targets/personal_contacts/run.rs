@@ -101,10 +101,9 @@ impl PhonesRunner {
                 ));
             }
         };
-        let photos = link
-            .target
-            .photos
-            .then(|| Arc::new(PhotoCache::new(self.source_graph.clone())));
+        let photos = link.target.photos.then(|| {
+            Arc::new(PhotoCache::new(self.source_graph.clone()).with_source(self.source.clone()))
+        });
         let source = match read_source(
             link,
             self.source.as_ref(),
