@@ -190,6 +190,55 @@ pub fn check(
     problems
 }
 
+/// Links of one file that would take each other's contacts for their own: a `mailbox_folder` link and a `directory`
+/// link of the same source tenant, writing into the same place (the same tenant's GAL, or the same folder of the
+/// same tenant's mailboxes). Both anchors start `galbridge:{tenant}:`, and a full reconcile removes anchored contacts
+/// of its source tenant that it does not want. Returns (index of the `mailbox_folder` link, reason).
+pub fn check_overlaps(links: &[super::link::LinkConfig]) -> Vec<(usize, String)> {
+    let place = |target: &TargetConfig| -> (String, Option<String>) {
+        match target {
+            TargetConfig::MailContact(options) => {
+                (options.tenant.clone().unwrap_or_default(), None)
+            }
+            TargetConfig::PersonalContacts(options) => (
+                options.tenant.clone().unwrap_or_default(),
+                Some(
+                    options
+                        .folder
+                        .clone()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_lowercase(),
+                ),
+            ),
+        }
+    };
+    let mut problems = Vec::new();
+    for (index, link) in links.iter().enumerate() {
+        if !link.source.kind.is_mailbox_folder() {
+            continue;
+        }
+        let here = place(&link.target);
+        for other in links {
+            if !other.source.kind.is_mailbox_folder()
+                && other.source.tenant == link.source.tenant
+                && place(&other.target) == here
+            {
+                problems.push((
+                    index,
+                    format!(
+                        "link {:?} reads the same tenant's directory into the same place; their contacts would be \
+                         taken for each other's (both anchors start galbridge:{{tenant}}:): give this link another \
+                         folder or target",
+                        other.name
+                    ),
+                ));
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,53 +354,4 @@ folder = "ACME GAL"
             );
         }
     }
-}
-
-/// Links of one file that would take each other's contacts for their own: a `mailbox_folder` link and a `directory`
-/// link of the same source tenant, writing into the same place (the same tenant's GAL, or the same folder of the
-/// same tenant's mailboxes). Both anchors start `galbridge:{tenant}:`, and a full reconcile removes anchored contacts
-/// of its source tenant that it does not want. Returns (index of the `mailbox_folder` link, reason).
-pub fn check_overlaps(links: &[super::link::LinkConfig]) -> Vec<(usize, String)> {
-    let place = |target: &TargetConfig| -> (String, Option<String>) {
-        match target {
-            TargetConfig::MailContact(options) => {
-                (options.tenant.clone().unwrap_or_default(), None)
-            }
-            TargetConfig::PersonalContacts(options) => (
-                options.tenant.clone().unwrap_or_default(),
-                Some(
-                    options
-                        .folder
-                        .clone()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_lowercase(),
-                ),
-            ),
-        }
-    };
-    let mut problems = Vec::new();
-    for (index, link) in links.iter().enumerate() {
-        if !link.source.kind.is_mailbox_folder() {
-            continue;
-        }
-        let here = place(&link.target);
-        for other in links {
-            if !other.source.kind.is_mailbox_folder()
-                && other.source.tenant == link.source.tenant
-                && place(&other.target) == here
-            {
-                problems.push((
-                    index,
-                    format!(
-                        "link {:?} reads the same tenant's directory into the same place; their contacts would be \
-                         taken for each other's (both anchors start galbridge:{{tenant}}:): give this link another \
-                         folder or target",
-                        other.name
-                    ),
-                ));
-            }
-        }
-    }
-    problems
 }
