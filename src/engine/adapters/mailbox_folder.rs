@@ -83,6 +83,9 @@ pub struct MailboxFolderReader {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FolderCheckpoint {
     v: u8,
+    /// The mailbox and folder path the links were read from: a link pointed elsewhere reads in full.
+    #[serde(default)]
+    source: String,
     folders: BTreeMap<String, String>,
 }
 
@@ -140,6 +143,21 @@ impl MailboxFolderReader {
             }
         }
         found.ok_or_else(|| self.missing())
+    }
+
+    /// `{mailbox}/{folder path}` (lowercase), kept in the checkpoint.
+    fn source_key(&self) -> String {
+        format!(
+            "{}/{}{}",
+            self.folder.mailbox,
+            self.folder.folder_display(),
+            if self.folder.include_subfolders {
+                "/**"
+            } else {
+                ""
+            }
+        )
+        .to_lowercase()
     }
 
     fn missing(&self) -> PortError {
@@ -227,7 +245,9 @@ impl SourceDirectory for MailboxFolderReader {
         let previous = match delta_link {
             Some(text) => Some(
                 serde_json::from_str::<FolderCheckpoint>(text)
-                    .map_err(|_| PortError::DeltaExpired)?,
+                    .ok()
+                    .filter(|previous| previous.source == self.source_key())
+                    .ok_or(PortError::DeltaExpired)?,
             ),
             None => None,
         };
@@ -253,6 +273,7 @@ impl SourceDirectory for MailboxFolderReader {
         let mut removed: BTreeSet<String> = BTreeSet::new();
         let mut checkpoint = FolderCheckpoint {
             v: 1,
+            source: self.source_key(),
             folders: BTreeMap::new(),
         };
         for folder in folders {
