@@ -282,3 +282,27 @@ fn committed_schema_matches_the_code() {
         "galbridge.schema.json is stale: run `cargo run -- config schema > galbridge.schema.json`"
     );
 }
+
+#[test]
+fn export_mailbox_example_reads_a_mailbox_folder_into_phones() {
+    use galbridge::config::{MailboxFolderSource, MailboxSignIn};
+    let config = example("export-mailbox-to-phones.toml");
+    let links = config.links();
+    assert_eq!(links.len(), 2);
+    assert_eq!(
+        links[0].scope.mailbox_folder, None,
+        "link 1 reads Acme's directory"
+    );
+    let phones = &links[1];
+    assert_eq!(phones.source_tenant.name, "acme");
+    assert_eq!(phones.target_tenant.name, "northern");
+    assert_eq!(
+        phones.scope.mailbox_folder,
+        Some(MailboxFolderSource {
+            mailbox: "staff-export@acme.com".into(),
+            folder: vec!["ACME GAL".into()],
+            include_subfolders: false,
+            sign_in: MailboxSignIn::App,
+        })
+    );
+}

@@ -104,4 +104,52 @@ async fn the_demo_runs_end_to_end_and_counts_what_landed() {
         )),
         "the summary counts one contact per person (a hire replaced a leaver):\n{stdout}"
     );
+
+    // The export mailbox chain: every Acme person in scope (the export mailbox's own user too) reaches the export
+    // folder, then the Operations phones; one title change is read once and written once per phone.
+    let (_, export) = stdout
+        .split_once("6. An export mailbox")
+        .expect("the export mailbox step");
+    let exported = acme_in_scope + 1;
+    let mut lines = export
+        .lines()
+        .filter(|line| line.contains(" read ") && line.contains(" created "));
+    let cells = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first_export = cells(lines.next().expect("first export run"));
+    let first_phones = cells(lines.next().expect("first phones run"));
+    let northern_ops = northern
+        .iter()
+        .filter(|u| {
+            u["department"] == "Operations" && u["restEnabled"] == true && in_default_scope(u)
+        })
+        .count();
+    assert!(northern_ops > 0, "Northern has an Operations team");
+    let number = |cells: &[String], after: &str| -> u64 {
+        let at = cells
+            .iter()
+            .position(|c| c == after)
+            .expect("a labelled number");
+        cells[at + 1].parse().expect("a number")
+    };
+    assert_eq!(
+        number(&first_export, "created"),
+        exported as u64,
+        "{export}"
+    );
+    assert_eq!(number(&first_phones, "read"), exported as u64, "{export}");
+    let _ = lines.next().expect("second export run");
+    let second_phones = cells(lines.next().expect("second phones run"));
+    assert_eq!(
+        number(&second_phones, "read"),
+        1,
+        "one change read: {export}"
+    );
+    assert!(
+        export.contains(&format!("{exported} contacts in the export folder reach")),
+        "{export}"
+    );
 }

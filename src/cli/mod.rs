@@ -3,6 +3,7 @@
 //! (`--json`) the report types. Exit codes are part of the interface: see [`Exit`].
 
 mod lazy;
+mod login;
 mod output;
 
 use std::path::PathBuf;
@@ -70,6 +71,11 @@ pub enum Command {
     /// them from the target and forgets the link's state, so the next sync starts over. Only contacts carrying
     /// this link's anchor are touched; contacts galbridge did not create stay.
     Purge(PurgeArgs),
+    /// Sign in once as a mailbox's user, for a mailbox folder read with sign_in = "delegated" (device code).
+    ///
+    /// Shows where to sign in and the code to enter; stores the refresh token in the state folder, where every run
+    /// redeems it and stores the renewed one.
+    Login(login::LoginArgs),
     /// Run the self-contained demo against the local Microsoft 365 simulator.
     ///
     /// Needs the `demo` cargo feature (on by default); the package deployed to Azure is built without it.
@@ -262,6 +268,9 @@ async fn with_config(command: Command, config: Config) -> Exit {
     {
         return exit;
     }
+    if let Command::Login(args) = &command {
+        return login::login(&config, args).await;
+    }
     if let Command::Serve(args) = command {
         return serve_command(config, &args).await;
     }
@@ -313,7 +322,11 @@ async fn with_config(command: Command, config: Config) -> Exit {
             }
         },
         Command::Purge(args) => purge(&service, &config, &args, args.json).await,
-        Command::Serve(_) | Command::Validate | Command::Config(_) | Command::Demo => Exit::Ok,
+        Command::Serve(_)
+        | Command::Validate
+        | Command::Config(_)
+        | Command::Demo
+        | Command::Login(_) => Exit::Ok,
     }
 }
 

@@ -92,6 +92,18 @@ fn yes() -> bool {
 pub struct SourceConfig {
     /// The source tenant's name from `[tenants]` (links only; a mesh's sources are its tenants).
     pub tenant: Option<String>,
+    /// What is read: `directory` (default: the tenant's people) or `mailbox_folder` (the contacts of one folder of
+    /// one mailbox of the tenant, e.g. an export mailbox another organisation fills with its address book).
+    pub kind: super::mailbox_source::SourceKindConfig,
+    /// `kind = "mailbox_folder"`: the mailbox (UPN) whose folder is read.
+    pub mailbox: Option<String>,
+    /// `kind = "mailbox_folder"`: the contact folder, a path with `/` between levels ("ACME GAL").
+    pub folder: Option<String>,
+    /// `kind = "mailbox_folder"`: also read the folder's subfolders, at every level.
+    pub include_subfolders: bool,
+    /// `kind = "mailbox_folder"`: `app` (default: the tenant's app with Contacts.Read, limited to the mailbox by
+    /// RBAC for Applications) or `delegated` (the mailbox's user, signed in once with `galbridge login`).
+    pub sign_in: Option<super::mailbox_source::MailboxSignIn>,
     /// Also read users whose account is disabled.
     pub include_disabled: bool,
     /// Also read guest users (`userType = Guest`).

@@ -12,6 +12,7 @@
 mod file;
 mod guest;
 mod link;
+mod mailbox_source;
 mod names;
 mod notifications;
 mod resolve;
@@ -33,6 +34,7 @@ pub use link::{
     MailContactTargetConfig, MailboxSelection, MappingConfig, MeshConfig, OnDelete, OnMailboxLeave,
     OverrideConfig, PersonalContactsTargetConfig, SafetyConfig, SourceConfig, TargetConfig,
 };
+pub use mailbox_source::{MailboxFolderSource, MailboxSignIn, SourceKindConfig, folder_path};
 pub use names::did_you_mean;
 pub use notifications::{NotificationSettings, USERS_MAX_LIFETIME_SECS};
 pub use resolve::{

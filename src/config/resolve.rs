@@ -216,6 +216,8 @@ pub struct SourceScope {
     pub include_groups: bool,
     /// All must accept a group.
     pub group_filters: Vec<AttributeFilter>,
+    /// `kind = "mailbox_folder"`: the mailbox folder read instead of the directory.
+    pub mailbox_folder: Option<super::MailboxFolderSource>,
 }
 
 impl SourceScope {
@@ -244,13 +246,14 @@ impl SourceScope {
             include_disabled: source.include_disabled,
             include_guests: source.include_guests,
             include_org_contacts: source.include_org_contacts,
-            hidden: source
-                .hidden
-                .unwrap_or(if source.include_hidden == Some(true) {
+            // A mailbox folder's contacts are never hidden: nothing to ask Exchange.
+            hidden: source.hidden.unwrap_or(
+                if source.include_hidden == Some(true) || source.kind.is_mailbox_folder() {
                     HiddenSource::Include
                 } else {
                     HiddenSource::Exclude
-                }),
+                },
+            ),
             include_domains: domains(&source.include_domains),
             exclude_domains: domains(&source.exclude_domains),
             groups: source.groups.clone(),
@@ -266,6 +269,7 @@ impl SourceScope {
                 .iter()
                 .filter_map(AttributeFilter::from_rule)
                 .collect(),
+            mailbox_folder: super::MailboxFolderSource::from_config(source),
         }
     }
 }

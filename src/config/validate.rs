@@ -80,6 +80,7 @@ impl ConfigFile {
                 TargetConfig::MailContact(_) | TargetConfig::GuestUser(_),
             ) = (source, target, &link.target)
                 && source == target
+                && !link.source.kind.is_mailbox_folder()
             {
                 issues.add(
                     format!("{path}.target.tenant"),
@@ -97,6 +98,17 @@ impl ConfigFile {
                 link.safety.max_delete_percent,
                 &link.overrides,
             );
+            for (key, reason) in super::mailbox_source::check(
+                &link.source,
+                &link.target,
+                link.source.tenant.as_deref(),
+                false,
+            ) {
+                issues.add(format!("{path}.{key}"), reason);
+            }
+        }
+        for (index, reason) in super::mailbox_source::check_overlaps(&self.links) {
+            issues.add(format!("links[{index}].target"), reason);
         }
         let mut mesh_names = BTreeSet::new();
         for (index, mesh) in self.meshes.iter().enumerate() {
@@ -411,6 +423,9 @@ impl ConfigFile {
             mesh.safety.max_delete_percent,
             &mesh.overrides,
         );
+        for (key, reason) in super::mailbox_source::check(&mesh.source, &mesh.target, None, true) {
+            issues.add(format!("{path}.{key}"), reason);
+        }
         if !all_known || !is_valid_name(&mesh.name) {
             return;
         }

@@ -1,8 +1,9 @@
 //! `galbridge demo`: the self-contained tour (the README's first command). It starts m365-sim in-process with two
 //! companies, Acme Construction (550 people) and Northern Construction (160), syncs them both ways as GAL mail
 //! contacts, shows what landed, changes a few people (a new hire, a title change, a leaver) and syncs again to show
-//! that the second run only touches what changed; then GAL to phones, and the Acme → Northern link moved from
-//! contacts to B2B guests. Nothing leaves the machine; state goes to a temporary folder.
+//! that the second run only touches what changed; then Acme's GAL onto Northern's phones (`phones.rs`), the Acme →
+//! Northern link moved from contacts to B2B guests (`guests.rs`), and Acme's GAL onto Northern's phones through an
+//! export mailbox (`export.rs`). Nothing leaves the machine; state goes to a temporary folder.
 //!
 //! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary).
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+pub mod export;
 pub mod guests;
 pub mod phones;
 
@@ -250,6 +252,8 @@ async fn tour(
         guests: Some(guests::guests_step(sim, state_dir).await?),
         ..summary
     };
+    // Last: the export mailbox it adds to Acme is a person of Acme's directory, whom the steps above would carry.
+    export::export_step(sim, state_dir).await?;
     println!(
         "Next: `galbridge config schema`, the examples in examples/, and `galbridge plan` against your tenants."
     );

@@ -271,7 +271,7 @@ impl LinkRunner {
                 link,
                 options,
                 store: &self.store,
-                source: self.source.as_ref(),
+                source: &self.source,
                 cancelled: &cancelled,
                 started: Utc::now(),
             };
@@ -308,7 +308,7 @@ impl LinkRunner {
                     link,
                     options: &options,
                     store: &self.store,
-                    source: self.source.as_ref(),
+                    source: &self.source,
                     cancelled: &cancelled,
                     started: Utc::now(),
                 };
@@ -324,7 +324,7 @@ async fn sync_steps<T: Target>(target: &T, run: &RunContext<'_>) -> Result<RunBo
     let mut checkpoint = run.store.load_checkpoint(&link.name).await?;
     let mut batch = read_source(
         &SourceRules::of(link),
-        run.source,
+        run.source.as_ref(),
         &checkpoint,
         options.full,
         run.started,

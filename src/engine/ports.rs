@@ -98,6 +98,15 @@ pub trait SourceDirectory: Send + Sync {
         let _ = (id, select);
         Ok(None)
     }
+    /// Whether this source keeps its objects' photos itself ([`SourceDirectory::photo`]); otherwise photos are the
+    /// tenant's user photos, read through its Graph.
+    fn keeps_photos(&self) -> bool {
+        false
+    }
+    /// The photo of one object (its id as in the anchor, lowercase), for sources that keep photos.
+    async fn photo(&self, _id: &str) -> Result<Option<Vec<u8>>, PortError> {
+        Ok(None)
+    }
     /// Entra ids (lowercase) of every recipient hidden from the address lists in the tenant's Exchange
     /// (docs/microsoft-facts.md, "Hidden from address lists": Graph's `showInAddressList` is not the truth),
     /// mail-enabled groups included (docs/microsoft-facts.md §10).

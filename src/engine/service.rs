@@ -68,6 +68,20 @@ pub trait Connector: Send + Sync {
             ),
         })
     }
+    /// A mailbox folder of the tenant as a source (`[links.source] kind = "mailbox_folder"`).
+    async fn mailbox_folder_source(
+        &self,
+        tenant: &NamedTenant,
+        _folder: &crate::config::MailboxFolderSource,
+    ) -> Result<Arc<dyn SourceDirectory>, PortError> {
+        Err(PortError::Failed {
+            service: "graph".into(),
+            message: format!(
+                "this connector cannot read mailbox folders (tenant {:?})",
+                tenant.name
+            ),
+        })
+    }
     /// The tenant's Graph client (mailbox contacts and photos of `personal_contacts` links).
     async fn graph(&self, tenant: &NamedTenant) -> Result<crate::m365::GraphClient, PortError> {
         Err(PortError::Failed {
@@ -183,21 +197,37 @@ impl EngineService {
             })
     }
 
+    /// The link's source: the tenant's directory (one port per tenant), or a mailbox folder (one per folder).
     async fn source_port(
         &self,
-        tenant: &NamedTenant,
+        link: &ResolvedLink,
     ) -> Result<Arc<dyn SourceDirectory>, ServiceError> {
+        let tenant = &link.source_tenant;
+        let folder = link.scope.mailbox_folder.as_ref();
+        let key = match folder {
+            None => tenant.name.clone(),
+            Some(folder) => format!(
+                "{}\u{0}{}\u{0}{}",
+                tenant.name,
+                folder.mailbox,
+                folder.folder_display()
+            ),
+        };
         let mut sources = self.sources.lock().await;
-        if let Some(port) = sources.get(&tenant.name) {
+        if let Some(port) = sources.get(&key) {
             return Ok(port.clone());
         }
-        let port = self.connector.source(tenant).await.map_err(|e| {
+        let port = match folder {
+            None => self.connector.source(tenant).await,
+            Some(folder) => self.connector.mailbox_folder_source(tenant, folder).await,
+        }
+        .map_err(|e| {
             ServiceError::Internal(format!(
                 "cannot connect to tenant {:?} as a source: {e}",
                 tenant.name
             ))
         })?;
-        sources.insert(tenant.name.clone(), port.clone());
+        sources.insert(key, port.clone());
         Ok(port)
     }
 
@@ -235,7 +265,7 @@ impl EngineService {
         let spec = link.spec()?;
         let runner = LinkRunner {
             store: self.store.clone(),
-            source: self.source_port(&link.resolved.source_tenant).await?,
+            source: self.source_port(&link.resolved).await?,
             counters: self.connector.counters(),
             holder: self.holder.clone(),
             lease_ttl: self.lease_ttl,

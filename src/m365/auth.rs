@@ -138,6 +138,15 @@ pub enum AuthError {
     },
     #[error("cannot get a managed identity token for {scope}: {message}")]
     PlatformToken { scope: String, message: String },
+    /// A delegated sign-in (`sign_in = "delegated"`) must be done again (docs/microsoft-facts.md §12).
+    #[error(
+        "tenant {tenant:?}: the sign-in of mailbox {mailbox} {reason}; run `galbridge login --tenant {tenant} --mailbox {mailbox}` again"
+    )]
+    SignInNeeded {
+        tenant: String,
+        mailbox: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -148,6 +148,61 @@ impl GraphClient {
         select: &[&str],
         start: &DeltaStart,
     ) -> Result<PageStream, GraphError> {
+        self.folder_delta_stream(mailbox, folder_id, select, start, "odata.maxpagesize=100")
+    }
+
+    /// [`GraphClient::folder_contacts_delta`] with immutable ids, for a folder read as a source: a contact moved to
+    /// another folder keeps its id. The preference applies to the request it is on, so every page carries it
+    /// (docs/microsoft-facts.md §12).
+    pub fn folder_contacts_delta_immutable(
+        &self,
+        mailbox: &str,
+        folder_id: &str,
+        select: &[&str],
+        start: &DeltaStart,
+    ) -> Result<PageStream, GraphError> {
+        self.folder_delta_stream(
+            mailbox,
+            folder_id,
+            select,
+            start,
+            "odata.maxpagesize=100, IdType=\"ImmutableId\"",
+        )
+    }
+
+    /// `GET /users/{m}/contacts/{c}/photo/$value` (`None`: the contact has no photo), the id read with the same
+    /// id type as it was listed with (`immutable`).
+    pub async fn contact_photo(
+        &self,
+        mailbox: &str,
+        contact_id: &str,
+        immutable: bool,
+    ) -> Result<Option<Vec<u8>>, GraphError> {
+        let path = Self::mailbox_path(
+            mailbox,
+            &format!("contacts/{}/photo/$value", segment(contact_id)),
+        );
+        let url = self.url(&path, &[])?;
+        let mut request = ApiRequest::get(url.clone());
+        if immutable {
+            request = request.header("Prefer", "IdType=\"ImmutableId\"");
+        }
+        let response = self.send_for(request, Some(mailbox)).await?;
+        if response.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        self.expect_success(&Method::GET, &url, response, Some(mailbox))
+            .map(|response| Some(response.body))
+    }
+
+    fn folder_delta_stream(
+        &self,
+        mailbox: &str,
+        folder_id: &str,
+        select: &[&str],
+        start: &DeltaStart,
+        prefer: &str,
+    ) -> Result<PageStream, GraphError> {
         let url = match start {
             DeltaStart::Resume(link) => {
                 let url = url::Url::parse(link).map_err(|error| GraphError::BadUrl {
@@ -175,7 +230,7 @@ impl GraphClient {
         };
         Ok(self
             .mailbox_stream(url, mailbox)
-            .with_header("Prefer", "odata.maxpagesize=100"))
+            .with_header("Prefer", prefer))
     }
 
     /// `PUT /users/{m}/contacts/{c}/photo/$value` with a JPEG (≤ 4 MB).

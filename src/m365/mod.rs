@@ -17,6 +17,7 @@ pub mod auth;
 pub mod batch;
 pub mod budget;
 pub mod counters;
+pub mod delegated;
 pub mod exchange;
 pub mod graph;
 pub mod http;

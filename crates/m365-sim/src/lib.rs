@@ -398,9 +398,11 @@ fn build_tenant(seed: u64, index: usize, spec: &TenantSeed) -> Tenant {
             ),
             federations: RwLock::new(Vec::new()),
             cert_seed: seed ^ (index as u64 + 17),
+            mailbox_scope: Default::default(),
         },
         dir: RwLock::new(dir),
         mailboxes: RwLock::new(Default::default()),
+        delegated: Default::default(),
     };
     if spec.user_contacts_per_mailbox > 0 {
         control::seed_user_made_contacts(&tenant, spec.user_contacts_per_mailbox);

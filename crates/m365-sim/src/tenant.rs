@@ -34,6 +34,8 @@ pub(crate) struct AppRegistration {
     /// Federated identity credentials: (issuer, subject) pairs the app trusts.
     pub(crate) federations: RwLock<Vec<(String, String)>>,
     pub(crate) cert_seed: u64,
+    /// RBAC for Applications: the user ids of the only mailboxes the app may reach (`None`: every mailbox).
+    pub(crate) mailbox_scope: RwLock<Option<BTreeSet<String>>>,
 }
 
 impl AppRegistration {
@@ -51,6 +53,8 @@ pub(crate) struct Tenant {
     pub(crate) app: AppRegistration,
     pub(crate) dir: RwLock<Directory>,
     pub(crate) mailboxes: RwLock<HashMap<String, Arc<RwLock<Mailbox>>>>,
+    /// Delegated sign-ins (device codes, refresh tokens).
+    pub(crate) delegated: crate::auth::device_code::DelegatedGrants,
 }
 
 impl Tenant {

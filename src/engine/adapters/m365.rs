@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use super::exchange::ExchangeContacts;
 use super::graph::{GraphSource, tenant_id_from_token};
+use super::mailbox_folder::MailboxFolderReader;
 use super::transport::{JsonRequest, JsonResponse, JsonTransport, Method};
 use crate::config::{Config, Credential, NamedTenant, TenantId};
 use crate::engine::ports::{
@@ -102,6 +103,8 @@ pub struct M365Connector {
     /// Exchange commands in flight per tenant at most (`service.max_concurrency`); throttling lowers it to 1.
     exchange_concurrency: u32,
     exchange: Mutex<HashMap<String, ExchangeClient>>,
+    /// Where delegated sign-ins keep their refresh tokens (the state settings).
+    state: crate::config::StateSettings,
 }
 
 impl M365Connector {
@@ -162,6 +165,7 @@ impl M365Connector {
             retry: RetryPolicy::default(),
             exchange_concurrency: config.service().max_concurrency.max(1),
             exchange: Mutex::new(HashMap::new()),
+            state: config.state().clone(),
         })
     }
 
@@ -235,6 +239,49 @@ impl M365Connector {
         .with_retry(self.retry.clone())
     }
 
+    /// A Graph client that reads one mailbox as its own user, from the refresh token `galbridge login` stored
+    /// (docs/microsoft-facts.md §12).
+    fn delegated_graph(
+        &self,
+        tenant: &NamedTenant,
+        folder: &crate::config::MailboxFolderSource,
+    ) -> Result<GraphClient, PortError> {
+        use crate::m365::delegated::{DelegatedLogin, DelegatedTokenSource, contacts_read_scope};
+        let failed = |message: String| PortError::Failed {
+            service: "login".into(),
+            message,
+        };
+        let store =
+            super::mailbox_folder::refresh_token_store(&self.state, &tenant.name, &folder.mailbox)
+                .map_err(failed)?;
+        let endpoints = tenant.tenant.endpoints();
+        let login = DelegatedLogin {
+            http: self.http.clone(),
+            counters: self.counters.clone(),
+            login_base: endpoints.login.clone(),
+            tenant_id: tenant.tenant.tenant_id.as_str().to_owned(),
+            tenant_name: tenant.name.clone(),
+            client_id: tenant.tenant.client_id.as_str().to_owned(),
+            mailbox: folder.mailbox.clone(),
+            scope: contacts_read_scope(endpoints.graph_audience),
+        };
+        let api = ApiClient::new(
+            self.http.clone(),
+            Service::Graph,
+            &[&endpoints.graph],
+            Some(Arc::new(DelegatedTokenSource::new(login, store))),
+        )
+        .with_counters(self.counters.clone())
+        .with_retry(self.retry.clone());
+        GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    /// The HTTP client (TLS, extra CA) and counters this connector uses, for `galbridge login`.
+    pub fn http_client(&self) -> (reqwest::Client, Arc<crate::m365::RequestCounters>) {
+        (self.http.clone(), self.counters.clone())
+    }
+
     fn graph_transport(&self, tenant: &NamedTenant) -> Arc<ApiTransport> {
         Arc::new(ApiTransport {
             client: self.graph_api(tenant),
@@ -287,6 +334,24 @@ impl Connector for M365Connector {
     ) -> Result<Arc<dyn MailContactTarget>, PortError> {
         Ok(Arc::new(ExchangeContacts {
             exchange: self.exchange_client(tenant)?,
+        }))
+    }
+
+    async fn mailbox_folder_source(
+        &self,
+        tenant: &NamedTenant,
+        folder: &crate::config::MailboxFolderSource,
+    ) -> Result<Arc<dyn SourceDirectory>, PortError> {
+        let graph = match folder.sign_in {
+            crate::config::MailboxSignIn::App => self.graph(tenant).await?,
+            crate::config::MailboxSignIn::Delegated => self.delegated_graph(tenant, folder)?,
+        };
+        Ok(Arc::new(MailboxFolderReader {
+            graph,
+            tenant_id: self.directory_id(tenant).await?,
+            tenant_name: tenant.name.clone(),
+            folder: folder.clone(),
+            read_ids: Default::default(),
         }))
     }
 

@@ -7,6 +7,7 @@ pub mod exchange;
 pub mod graph;
 pub mod guests;
 pub mod m365;
+pub mod mailbox_folder;
 pub mod shapes;
 #[cfg(feature = "demo")]
 pub mod simulated;

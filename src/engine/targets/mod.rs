@@ -37,7 +37,7 @@ pub struct RunContext<'a> {
     pub options: &'a RunOptions,
     pub store: &'a Arc<dyn StateStore>,
     /// The link's source (its tenant id makes the anchors this link owns).
-    pub source: &'a dyn SourceDirectory,
+    pub source: &'a Arc<dyn SourceDirectory>,
     /// Raised when the link's lease is lost: start no more changes.
     pub cancelled: &'a Arc<AtomicBool>,
     pub started: DateTime<Utc>,

@@ -1,5 +1,6 @@
-//! The Entra token endpoint, `POST /{tenant}/oauth2/v2.0/token`, client-credentials grant only: client secret,
-//! certificate client assertion, or a managed identity token as federated assertion (docs/microsoft-facts.md §8).
+//! The Entra token endpoint, `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant (client secret,
+//! certificate client assertion, or a managed identity token as federated assertion, docs/microsoft-facts.md §8), and
+//! the delegated device-code and refresh-token grants of `device_code.rs`.
 //! Errors come in Entra's shape (`error`, `error_description` starting with `AADSTSnnnn:`, `error_codes`).
 
 use std::collections::HashMap;
@@ -23,7 +24,12 @@ use crate::tenant::Tenant;
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
-    Router::new().route("/{tenant}/oauth2/v2.0/token", post(token))
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(super::device_code::device_code),
+        )
 }
 
 pub(crate) fn entra_error(
@@ -63,6 +69,9 @@ async fn token(
             ),
         );
     };
+    if let Some(response) = super::device_code::token_grant(&state, &tenant, &form) {
+        return response;
+    }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return entra_error(
             StatusCode::BAD_REQUEST,

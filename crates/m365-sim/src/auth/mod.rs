@@ -2,6 +2,7 @@
 //! assertion, federated managed-identity assertion), the managed identity endpoint, and app certificates.
 
 pub mod certs;
+pub(crate) mod device_code;
 pub(crate) mod login;
 pub(crate) mod msi;
 pub(crate) mod tokens;

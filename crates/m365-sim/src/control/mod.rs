@@ -3,6 +3,7 @@
 //! tokens, move the clock, set knobs, faults and permissions. `Control` methods and `/_control/…` (see `http`) are
 //! the same powers.
 
+mod folder_source;
 mod groups;
 pub(crate) mod http;
 mod subscriptions;

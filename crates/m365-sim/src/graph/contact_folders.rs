@@ -268,11 +268,23 @@ pub(crate) async fn folder_delta(
     let (entries, last) = page(&mb.contacts, tombs, &cursor, size, |c| {
         c.parent_folder_id == folder_id
     });
+    // `Prefer: IdType="ImmutableId"` applies to this request only (docs/microsoft-facts.md §12).
+    let immutable = super::prefer_value(&headers, "IdType")
+        .is_some_and(|v| v.eq_ignore_ascii_case("ImmutableId"));
     let values: Vec<Vec<u8>> = entries
         .into_iter()
         .map(|e| match e {
+            DeltaEntry::Live(t) if immutable && t.value.immutable_id.is_some() => {
+                let mut contact = t.value.clone();
+                contact.id = t.value.immutable_id().to_owned();
+                contact.render_json()
+            }
             DeltaEntry::Live(t) => t.value.render_json(),
             DeltaEntry::Removed(id, reason) => {
+                let id = match mb.tombstone_immutable_ids.get(id) {
+                    Some(immutable_id) if immutable => immutable_id,
+                    _ => id,
+                };
                 serde_json::to_vec(&json!({"id": id, "@removed": {"reason": reason}}))
                     .unwrap_or_default()
             }

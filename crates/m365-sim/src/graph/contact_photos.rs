@@ -70,7 +70,15 @@ pub(crate) async fn get_photo(
         Err(r) => return r,
     };
     let mb = mb.read();
-    let Some(t) = mb.contacts.get(&cid) else {
+    // An immutable id names the contact too when the request asks for immutable ids (docs/microsoft-facts.md §12).
+    let immutable = super::prefer_value(&headers, "IdType")
+        .is_some_and(|v| v.eq_ignore_ascii_case("ImmutableId"));
+    let found = mb.contacts.get(&cid).or_else(|| {
+        immutable
+            .then(|| mb.contacts.values().find(|t| t.value.immutable_id() == cid))
+            .flatten()
+    });
+    let Some(t) = found else {
         return item_not_found();
     };
     match &t.value.photo {

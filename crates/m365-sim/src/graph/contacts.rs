@@ -92,6 +92,8 @@ pub(super) fn open(
             "REST API is not yet supported for this mailbox.",
         ));
     }
+    // RBAC for Applications: an app scoped to some mailboxes is refused the others (docs/microsoft-facts.md §12).
+    super::mailbox_scope::check(&caller, &user_id)?;
     outlook_permit(state, &caller, &user_id)?;
     Ok(caller.tenant.ensure_mailbox(&user_id))
 }
@@ -155,6 +157,9 @@ pub(crate) fn remove_contact(mb: &mut Mailbox, id: &str) -> bool {
         return false;
     };
     let version = mb.bump();
+    if let Some(immutable) = t.value.immutable_id.clone() {
+        mb.tombstone_immutable_ids.insert(id.to_string(), immutable);
+    }
     mb.tombstones.insert(
         id.to_string(),
         (

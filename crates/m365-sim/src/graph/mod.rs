@@ -10,6 +10,7 @@ mod delta;
 mod groups;
 mod guest_users;
 mod invitations;
+mod mailbox_scope;
 pub(crate) mod odata;
 mod org;
 pub(crate) mod subscriptions;
@@ -117,6 +118,8 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
 pub(crate) struct Caller {
     pub(crate) tenant: Arc<Tenant>,
     pub(crate) app_id: String,
+    /// The signed-in user of a delegated token (reaches that user's own mailbox only).
+    pub(crate) user: Option<String>,
 }
 
 /// Checks the bearer token (signature, expiry, audience) and that it is the tenant's galbridge app.
@@ -148,6 +151,7 @@ pub(crate) fn caller(state: &SimState, headers: &HeaderMap) -> Result<Caller, Re
     Ok(Caller {
         tenant,
         app_id: claims.appid.clone(),
+        user: (claims.idtyp == "user").then(|| claims.oid.clone()),
     })
 }
 
@@ -294,6 +298,8 @@ pub(crate) fn not_found(what: &str) -> Response {
 }
 
 pub(crate) use contacts::insert_contact as contacts_insert;
+pub(crate) use contacts::remove_contact as contacts_remove;
+pub(crate) use users::find_user;
 
 #[cfg(test)]
 mod tests {

@@ -87,9 +87,17 @@ pub(crate) struct PersonalContact {
     pub(crate) created: String,
     pub(crate) modified: String,
     pub(crate) user_made: bool,
+    /// The immutable id (`Prefer: IdType="ImmutableId"`), once a move gave the contact a new regular id; `None`:
+    /// the regular id is still the one it was created with, which is also its immutable id.
+    pub(crate) immutable_id: Option<Box<str>>,
 }
 
 impl PersonalContact {
+    /// The id that never changes while the contact stays in this mailbox (docs/microsoft-facts.md §12).
+    pub(crate) fn immutable_id(&self) -> &str {
+        self.immutable_id.as_deref().unwrap_or(&self.id)
+    }
+
     pub(crate) fn render(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert(
@@ -373,6 +381,8 @@ pub(crate) struct Mailbox {
     pub(crate) folders: BTreeMap<String, ContactFolder>,
     pub(crate) contacts: BTreeMap<String, Tracked<PersonalContact>>,
     pub(crate) tombstones: BTreeMap<String, (String, Tombstone)>,
+    /// Immutable ids of tombstoned regular ids whose immutable id differs (moved contacts).
+    pub(crate) tombstone_immutable_ids: BTreeMap<String, Box<str>>,
     pub(crate) root_folder_id: String,
     pub(crate) default_folder_id: String,
     next_id: u64,
@@ -387,6 +397,7 @@ impl Mailbox {
             folders: BTreeMap::new(),
             contacts: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            tombstone_immutable_ids: BTreeMap::new(),
             root_folder_id: String::new(),
             default_folder_id: String::new(),
             next_id: mailbox_index << 32,

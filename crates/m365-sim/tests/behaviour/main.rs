@@ -9,6 +9,7 @@ mod directory;
 mod exchange;
 mod exchange_variance;
 mod faults;
+mod folder_source;
 mod groups;
 mod guests;
 mod hidden;

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::engine::entry::parse_anchor;
+use crate::engine::ports::SourceDirectory;
 use crate::m365::{GraphClient, GraphError};
 
 /// Photo bytes by anchor (`None`: the person has no photo).
 pub struct PhotoCache {
     source: GraphClient,
+    /// A source that keeps its objects' photos itself (a mailbox folder's contacts), asked instead of `source`.
+    own_photos: Option<Arc<dyn SourceDirectory>>,
     bytes: Mutex<HashMap<String, Option<Arc<Vec<u8>>>>>,
 }
 
@@ -21,8 +24,15 @@ impl PhotoCache {
     pub fn new(source: GraphClient) -> Self {
         PhotoCache {
             source,
+            own_photos: None,
             bytes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads photos from `port` when it keeps them itself ([`SourceDirectory::keeps_photos`]).
+    pub fn with_source(mut self, port: Arc<dyn SourceDirectory>) -> Self {
+        self.own_photos = port.keeps_photos().then_some(port);
+        self
     }
 
     /// The photo of the person behind `anchor` (read once per run).
@@ -33,7 +43,17 @@ impl PhotoCache {
         let Some((_, user_id)) = parse_anchor(anchor) else {
             return Ok(None);
         };
-        let photo = self.source.user_photo(user_id).await?.map(Arc::new);
+        let photo = match &self.own_photos {
+            Some(port) => port
+                .photo(user_id)
+                .await
+                .map_err(|error| GraphError::Decode {
+                    path: "contact photo".into(),
+                    message: error.to_string(),
+                })?
+                .map(Arc::new),
+            None => self.source.user_photo(user_id).await?.map(Arc::new),
+        };
         self.bytes
             .lock()
             .await

@@ -72,10 +72,10 @@ impl Target for PersonalContacts {
         let link = run.link;
         let unfinished = checkpoint.extra.get(OPEN_MARK).and_then(|v| v.as_bool()) == Some(true);
         let snapshot = load_snapshot(run.store.as_ref(), &link.name).await?;
-        let photos = self
-            .options
-            .photos
-            .then(|| Arc::new(PhotoCache::new(self.source_graph.clone())));
+        // A source that keeps its objects' photos (a mailbox folder's contacts) is asked for them instead of Graph.
+        let photos = self.options.photos.then(|| {
+            Arc::new(PhotoCache::new(self.source_graph.clone()).with_source(run.source.clone()))
+        });
         let source = absorb(batch, &snapshot, photos.as_deref()).await;
         let selection = select_mailboxes(&self.target_graph, &self.options)
             .await
