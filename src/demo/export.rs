@@ -2,18 +2,13 @@
 //! `personal_contacts` link aimed at that mailbox), and Northern reads that mailbox's "ACME GAL" folder
 //! (`kind = "mailbox_folder"`) into the phones of its Operations team. Acme's app may read that one mailbox only
 //! (RBAC for Applications, as the simulator models it). Then one change at Acme travels the chain: one delta request
-//! reads it from the export folder, one write per phone lands it. Called by the demo (`demo/mod.rs`) after the phones step.
+//! reads it from the export folder, one write per phone lands it. The demo's last step (`demo/mod.rs`).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::DemoError;
 use crate::config::Config;
-use crate::engine::adapters::simulated::sim_connector;
-use crate::engine::service::EngineService;
-use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::state::FileStore;
-use crate::sync_service::SyncService;
+use crate::report::{RunOptions, RunReport};
 
 const EXPORT_LINK: &str = "acme-export";
 const PHONES_LINK: &str = "acme-export-to-northern-ops";
@@ -68,23 +63,11 @@ pub async fn export_step(
     // RBAC for Applications: Acme's app reaches the export mailbox and no other.
     control.set_app_mailbox_scope("acme", Some(&[export_id.as_str()]))?;
     let config = export_config(sim, state_dir, &export)?;
-    let store = FileStore::open(state_dir).map_err(|e| DemoError::State {
-        path: state_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let connector = Arc::new(sim_connector(sim, &config)?);
-    let service = EngineService::new(&config, Arc::new(store), connector);
+    let service = super::step_engine(sim, state_dir, &config)?;
     let run = |link: &'static str, label: &'static str| {
         let service = &service;
         async move {
-            let report = service.run_link(link, RunOptions::default()).await?;
-            if !matches!(report.outcome, RunOutcome::Succeeded) {
-                return Err(DemoError::RunOutcome {
-                    link: link.into(),
-                    outcome: report.outcome,
-                    summary: report.summary,
-                });
-            }
+            let report = super::run_to_success(service, link, RunOptions::default()).await?;
             println!(
                 "   {label:<24} read {:>4}  created {:>5}  updated {:>4}  deleted {:>3}  ({:.1}s)",
                 report.source_read,

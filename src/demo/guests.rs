@@ -4,15 +4,10 @@
 //! (`demo/mod.rs`) after the other steps; it uses the same simulator and state folder.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::DemoError;
 use crate::config::{Config, mesh_link_name};
-use crate::engine::adapters::simulated::sim_connector;
-use crate::engine::service::EngineService;
-use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::state::FileStore;
-use crate::sync_service::SyncService;
+use crate::report::{RunOptions, RunReport};
 
 /// Runs the guests step and prints its part of the story; returns the run's report.
 pub async fn guests_step(
@@ -27,12 +22,7 @@ pub async fn guests_step(
          tenant = \"northern\"\nmigrate_from_mail_contact = true\n"
     ));
     let config = Config::from_toml_str(&toml, Path::new("demo-guests.toml"))?;
-    let store = FileStore::open(state_dir).map_err(|e| DemoError::State {
-        path: state_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let connector = Arc::new(sim_connector(sim, &config)?);
-    let service = EngineService::new(&config, Arc::new(store), connector);
+    let service = super::step_engine(sim, state_dir, &config)?;
     println!(
         "\n5. Guests instead of contacts: Northern switches {link} to kind = \"guest_user\" (migrate_from_mail_contact):"
     );
@@ -40,14 +30,7 @@ pub async fn guests_step(
         full: true,
         ..RunOptions::default()
     };
-    let report = service.run_link(&link, options).await?;
-    if !matches!(report.outcome, RunOutcome::Succeeded) {
-        return Err(DemoError::RunOutcome {
-            link,
-            outcome: report.outcome,
-            summary: report.summary,
-        });
-    }
+    let report = super::run_to_success(&service, &link, options).await?;
     let shown = sim
         .control()
         .users("northern")?

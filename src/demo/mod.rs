@@ -7,7 +7,7 @@
 //!
 //! `GALBRIDGE_DEMO_SMALL=1` shrinks the companies to 120 and 40 people (for tests of the binary).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,6 +143,38 @@ fn config_for(sim: &m365_sim::SimHandle, state_dir: &Path) -> Result<Config, Dem
     Ok(Config::from_toml_str(&toml, Path::new("demo.toml"))?)
 }
 
+/// The engine of one demo step: the file store in `state_dir` (shared by every step) and the production connector
+/// pointed at the simulator.
+fn step_engine(
+    sim: &m365_sim::SimHandle,
+    state_dir: &Path,
+    config: &Config,
+) -> Result<EngineService, DemoError> {
+    let store = FileStore::open(state_dir).map_err(|e| DemoError::State {
+        path: state_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let connector = Arc::new(sim_connector(sim, config)?);
+    Ok(EngineService::new(config, Arc::new(store), connector))
+}
+
+/// Runs `link` once; a run that does not succeed stops the demo with its summary.
+async fn run_to_success(
+    service: &EngineService,
+    link: &str,
+    options: RunOptions,
+) -> Result<RunReport, DemoError> {
+    let report = service.run_link(link, options).await?;
+    if !matches!(report.outcome, RunOutcome::Succeeded) {
+        return Err(DemoError::RunOutcome {
+            link: link.to_owned(),
+            outcome: report.outcome,
+            summary: report.summary,
+        });
+    }
+    Ok(report)
+}
+
 /// The `[state]` (a file store in `state_dir`) and `[tenants.*]` tables of every demo step's configuration: both
 /// companies, every endpoint at the simulator.
 fn state_and_tenants_toml(sim: &m365_sim::SimHandle, state_dir: &Path) -> String {
@@ -169,16 +201,11 @@ fn state_and_tenants_toml(sim: &m365_sim::SimHandle, state_dir: &Path) -> String
 
 async fn tour(
     sim: &m365_sim::SimHandle,
-    state_dir: &PathBuf,
+    state_dir: &Path,
     options: &DemoOptions,
 ) -> Result<DemoSummary, DemoError> {
     let config = config_for(sim, state_dir)?;
-    let store = FileStore::open(state_dir).map_err(|e| DemoError::State {
-        path: state_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let connector = Arc::new(sim_connector(sim, &config)?);
-    let service = EngineService::new(&config, Arc::new(store), connector);
+    let service = step_engine(sim, state_dir, &config)?;
     let links: Vec<String> = config
         .links()
         .iter()
@@ -279,16 +306,11 @@ async fn sync_all(
     let mut reports = Vec::new();
     for link in links {
         bar.set_message(link.clone());
-        let report = service.run_link(link, RunOptions::default()).await?;
-        if !matches!(report.outcome, RunOutcome::Succeeded) {
+        let report = run_to_success(service, link, RunOptions::default()).await;
+        if report.is_err() {
             bar.finish_and_clear();
-            return Err(DemoError::RunOutcome {
-                link: link.clone(),
-                outcome: report.outcome,
-                summary: report.summary,
-            });
         }
-        reports.push(report);
+        reports.push(report?);
         bar.inc(1);
     }
     bar.finish_and_clear();

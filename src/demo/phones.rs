@@ -3,15 +3,10 @@
 //! mailbox. Called by the demo (`demo/mod.rs`) after the GAL sync steps; it uses the same simulator and state folder.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::DemoError;
 use crate::config::Config;
-use crate::engine::adapters::simulated::sim_connector;
-use crate::engine::service::EngineService;
-use crate::report::{RunOptions, RunOutcome, RunReport};
-use crate::state::FileStore;
-use crate::sync_service::SyncService;
+use crate::report::{RunOptions, RunReport};
 
 const LINK: &str = "acme-to-northern-phones";
 const FOLDER: &str = "Acme Directory";
@@ -43,23 +38,11 @@ pub async fn phones_step(
     state_dir: &Path,
 ) -> Result<PhonesDemo, DemoError> {
     let config = phones_config(sim, state_dir)?;
-    let store = FileStore::open(state_dir).map_err(|e| DemoError::State {
-        path: state_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let connector = Arc::new(sim_connector(sim, &config)?);
-    let service = EngineService::new(&config, Arc::new(store), connector);
+    let service = super::step_engine(sim, state_dir, &config)?;
     let run = |label: &'static str| {
         let service = &service;
         async move {
-            let report = service.run_link(LINK, RunOptions::default()).await?;
-            if !matches!(report.outcome, RunOutcome::Succeeded) {
-                return Err(DemoError::RunOutcome {
-                    link: LINK.into(),
-                    outcome: report.outcome,
-                    summary: report.summary,
-                });
-            }
+            let report = super::run_to_success(service, LINK, RunOptions::default()).await?;
             let requests: u64 = report.requests.values().sum();
             println!(
                 "   {label:<12} created {:>5}  updated {:>4}  unchanged {:>5}  ({:.1}s, {} source requests)",

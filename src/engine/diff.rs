@@ -86,6 +86,44 @@ pub struct DiffInput<'a> {
     pub policy: &'a DiffPolicy,
 }
 
+/// The plan of a purge: every object of the target carrying an anchor of `anchor_prefix` (this link's source
+/// tenant) is deleted, whatever the link's `on_delete`; managed records with no such object in the target are
+/// forgotten. Unanchored objects and other tenants' anchors are never in it.
+pub fn purge_plan(
+    target: &[TargetObject],
+    anchor_prefix: &str,
+    managed: &BTreeMap<String, ManagedObject>,
+) -> Plan {
+    let mut plan = Plan::default();
+    for object in target {
+        let Some(anchor) = object
+            .anchor
+            .as_deref()
+            .filter(|anchor| anchor.starts_with(anchor_prefix))
+        else {
+            continue;
+        };
+        plan.removals.push(Removal {
+            anchor: anchor.to_owned(),
+            target_id: object.id.clone(),
+            display_name: object
+                .fields
+                .get(&Field::DisplayName)
+                .cloned()
+                .unwrap_or_else(|| object.name.clone()),
+            action: RemovalAction::Delete,
+            reason: "purge".into(),
+        });
+    }
+    let in_target: HashSet<&str> = plan.removals.iter().map(|r| r.anchor.as_str()).collect();
+    plan.forget = managed
+        .keys()
+        .filter(|anchor| !in_target.contains(anchor.as_str()))
+        .cloned()
+        .collect();
+    plan
+}
+
 /// Computes the plan (without link name, checkpoints or safety, which the runner fills in).
 pub fn diff(input: &DiffInput<'_>) -> Plan {
     let mut plan = Plan::default();

@@ -43,6 +43,37 @@ fn is_expired_delta(response: &JsonResponse) -> bool {
 }
 
 impl GraphSource {
+    /// Reads `{resource}/delta` (`users`, `groups`): every page from a fresh read naming `$select`, or the changes
+    /// since a stored delta link; each item becomes a source object of `kind`.
+    async fn read_delta(
+        &self,
+        resource: &str,
+        kind: SourceKind,
+        delta_link: Option<&str>,
+        select: &[String],
+    ) -> Result<SourceRead, PortError> {
+        let first = match delta_link {
+            Some(link) => link.to_owned(),
+            None => self.url(&format!("{resource}/delta?$select={}", select.join(","))),
+        };
+        let mut objects = Vec::new();
+        let delta = self
+            .pages(first, |value| {
+                if let Ok(object) = SourceObject::from_graph(value, kind) {
+                    objects.push(object);
+                }
+            })
+            .await?;
+        let delta_link = delta.ok_or_else(|| PortError::Failed {
+            service: "graph".into(),
+            message: format!("{resource}/delta ended without an @odata.deltaLink"),
+        })?;
+        Ok(SourceRead {
+            objects,
+            delta_link,
+        })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}v1.0/{path}", self.graph.base())
     }
@@ -168,26 +199,8 @@ impl SourceDirectory for GraphSource {
     ) -> Result<SourceRead, PortError> {
         // Quirk (docs/microsoft-facts.md §2): query options are encoded in the delta token, so a stored deltaLink is used
         // as is; only a fresh read names `$select` (no `$top`, `$expand` or `$orderby` on users/delta).
-        let first = match delta_link {
-            Some(link) => link.to_owned(),
-            None => self.url(&format!("users/delta?$select={}", select.join(","))),
-        };
-        let mut objects = Vec::new();
-        let delta = self
-            .pages(first, |value| {
-                if let Ok(object) = SourceObject::from_graph(value, SourceKind::User) {
-                    objects.push(object);
-                }
-            })
-            .await?;
-        let delta_link = delta.ok_or_else(|| PortError::Failed {
-            service: "graph".into(),
-            message: "users/delta ended without an @odata.deltaLink".into(),
-        })?;
-        Ok(SourceRead {
-            objects,
-            delta_link,
-        })
+        self.read_delta("users", SourceKind::User, delta_link, select)
+            .await
     }
 
     async fn read_groups(
@@ -197,26 +210,8 @@ impl SourceDirectory for GraphSource {
     ) -> Result<SourceRead, PortError> {
         // docs/microsoft-facts.md §10: groups/delta takes `$select` in the first request only (encoded in the tokens
         // after that) and filters on ids alone, so every group comes back and the scope keeps the mail-enabled ones.
-        let first = match delta_link {
-            Some(link) => link.to_owned(),
-            None => self.url(&format!("groups/delta?$select={}", select.join(","))),
-        };
-        let mut objects = Vec::new();
-        let delta = self
-            .pages(first, |value| {
-                if let Ok(object) = SourceObject::from_graph(value, SourceKind::Group) {
-                    objects.push(object);
-                }
-            })
-            .await?;
-        let delta_link = delta.ok_or_else(|| PortError::Failed {
-            service: "graph".into(),
-            message: "groups/delta ended without an @odata.deltaLink".into(),
-        })?;
-        Ok(SourceRead {
-            objects,
-            delta_link,
-        })
+        self.read_delta("groups", SourceKind::Group, delta_link, select)
+            .await
     }
 
     async fn read_group(

@@ -1,12 +1,10 @@
 //! Uninstalling a guest link (`galbridge purge --link NAME`): every guest carrying this link's anchors is deleted
 //! (restorable for 30 days), whatever `on_delete` says, then the link's state is forgotten. A dry run lists them.
 
-use std::collections::HashSet;
-
 use super::GuestUsers;
 use crate::config::GuestOnDelete;
-use crate::engine::entry::{Field, anchor_prefix_for};
-use crate::engine::plan::{Plan, Removal, RemovalAction};
+use crate::engine::diff::purge_plan;
+use crate::engine::entry::anchor_prefix_for;
 use crate::engine::records::load_managed;
 use crate::engine::targets::{Purged, RunContext};
 use crate::report::PlanCounts;
@@ -31,29 +29,7 @@ pub(super) async fn purge(
         .list_guests(target.options.anchor_attribute)
         .await
         .map_err(|e| format!("target: {e}"))?;
-    let mut plan = Plan::default();
-    for guest in &guests {
-        let Some(anchor) = guest.anchor.as_deref().filter(|a| a.starts_with(&prefix)) else {
-            continue;
-        };
-        plan.removals.push(Removal {
-            anchor: anchor.to_owned(),
-            target_id: guest.id.clone(),
-            display_name: guest
-                .fields
-                .get(&Field::DisplayName)
-                .cloned()
-                .unwrap_or_else(|| guest.name.clone()),
-            action: RemovalAction::Delete,
-            reason: "purge".into(),
-        });
-    }
-    let in_target: HashSet<&str> = plan.removals.iter().map(|r| r.anchor.as_str()).collect();
-    plan.forget = managed
-        .keys()
-        .filter(|anchor| !in_target.contains(anchor.as_str()))
-        .cloned()
-        .collect();
+    let plan = purge_plan(&guests, &prefix, &managed);
     let planned = plan.counts();
     if !execute {
         return Ok(Purged {

@@ -2,12 +2,11 @@
 //! removed from the target (whatever its `on_delete` policy), then the link's state is forgotten. A dry run lists
 //! what would go. Interrupted creates are claimed first, so a contact they left without its anchor goes too.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::MailContacts;
-use crate::engine::diff::OnDelete;
-use crate::engine::entry::{Field, anchor_prefix_for};
-use crate::engine::plan::{Plan, Removal, RemovalAction};
+use crate::engine::diff::{OnDelete, purge_plan};
+use crate::engine::entry::anchor_prefix_for;
 use crate::engine::records::load_managed;
 use crate::engine::targets::{Purged, RunContext};
 use crate::report::PlanCounts;
@@ -44,32 +43,7 @@ pub(super) async fn purge(
         .list_contacts(options.anchor_attribute)
         .await
         .map_err(|e| format!("target: {e}"))?;
-    let mut plan = Plan::default();
-    for contact in &contacts {
-        let Some(anchor) = contact.anchor.as_deref() else {
-            continue;
-        };
-        if !anchor.starts_with(&prefix) {
-            continue;
-        }
-        plan.removals.push(Removal {
-            anchor: anchor.to_owned(),
-            target_id: contact.id.clone(),
-            display_name: contact
-                .fields
-                .get(&Field::DisplayName)
-                .cloned()
-                .unwrap_or_else(|| contact.name.clone()),
-            action: RemovalAction::Delete,
-            reason: "purge".into(),
-        });
-    }
-    let in_target: HashSet<&str> = plan.removals.iter().map(|r| r.anchor.as_str()).collect();
-    plan.forget = managed
-        .keys()
-        .filter(|anchor| !in_target.contains(anchor.as_str()))
-        .cloned()
-        .collect();
+    let plan = purge_plan(&contacts, &prefix, &managed);
     let planned = plan.counts();
     if !execute {
         return Ok(Purged {
