@@ -43,6 +43,30 @@ pub struct RunContext<'a> {
     pub started: DateTime<Utc>,
 }
 
+impl RunContext<'_> {
+    /// What a purge starts from, for targets whose objects carry the anchor: the anchor prefix this link owns (its
+    /// source tenant's) and the link's managed records. `Err` names what could not be read.
+    pub async fn owned(
+        &self,
+    ) -> Result<
+        (
+            String,
+            std::collections::BTreeMap<String, super::diff::ManagedObject>,
+        ),
+        String,
+    > {
+        let tenant_id = self
+            .source
+            .tenant_id()
+            .await
+            .map_err(|e| format!("source tenant: {e}"))?;
+        let managed = super::records::load_managed(self.store.as_ref(), &self.link.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((super::entry::anchor_prefix_for(&tenant_id), managed))
+    }
+}
+
 /// What [`Target::plan`] decided.
 pub struct Planned<W> {
     /// Every intended change (the lifecycle fills in the link, kind and checkpoints).

@@ -4,8 +4,6 @@
 use super::GuestUsers;
 use crate::config::GuestOnDelete;
 use crate::engine::diff::purge_plan;
-use crate::engine::entry::anchor_prefix_for;
-use crate::engine::records::load_managed;
 use crate::engine::targets::{Purged, RunContext};
 use crate::report::PlanCounts;
 
@@ -15,15 +13,7 @@ pub(super) async fn purge(
     execute: bool,
 ) -> Result<Purged, String> {
     let link = run.link;
-    let tenant_id = run
-        .source
-        .tenant_id()
-        .await
-        .map_err(|e| format!("source tenant: {e}"))?;
-    let prefix = anchor_prefix_for(&tenant_id);
-    let managed = load_managed(run.store.as_ref(), &link.name)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (prefix, managed) = run.owned().await?;
     let guests = target
         .port
         .list_guests(target.options.anchor_attribute)

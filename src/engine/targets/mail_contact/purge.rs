@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::MailContacts;
 use crate::engine::diff::{OnDelete, purge_plan};
-use crate::engine::entry::anchor_prefix_for;
-use crate::engine::records::load_managed;
 use crate::engine::targets::{Purged, RunContext};
 use crate::report::PlanCounts;
 
@@ -18,15 +16,7 @@ pub(super) async fn purge(
     execute: bool,
 ) -> Result<Purged, String> {
     let link = run.link;
-    let tenant_id = run
-        .source
-        .tenant_id()
-        .await
-        .map_err(|e| format!("source tenant: {e}"))?;
-    let prefix = anchor_prefix_for(&tenant_id);
-    let mut managed = load_managed(run.store.as_ref(), &link.name)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (prefix, mut managed) = run.owned().await?;
     let mut options = target.options.clone();
     options.policy.on_delete = OnDelete::Delete;
     let (none, no_intents) = (BTreeMap::new(), BTreeSet::new());
