@@ -1,7 +1,8 @@
 //! A delegated sign-in's refresh token kept in Key Vault ([`KeyVaultTokenStore`]), through the shipped code against
 //! m365-sim's Key Vault over TLS: the token provider's configured vault, read and written with a platform credential
 //! through the official SDK. Nothing stored reads as "no token"; a save is read back; a second save rotates it (a new
-//! version, the older one kept by the vault); another mailbox's secret is separate; no token in names or messages.
+//! version, the older one kept by the vault); another mailbox's secret is separate; a first write goes through the
+//! challenge; no token in names, descriptions or a refused write's error.
 
 use galbridge::m365::delegated::RefreshTokenStore;
 use galbridge::m365::secret::Secret;
@@ -115,4 +116,44 @@ async fn a_refresh_token_round_trips_and_rotates_in_key_vault() {
     let described = format!("{} {store:?}", store.describe());
     assert!(described.contains(store.secret_name()), "{described}");
     assert!(!described.contains("refresh-token"), "{described}");
+}
+
+#[tokio::test]
+async fn a_refused_write_names_the_secret_and_never_the_value() {
+    // The vault refuses the write (here: a name outside Key Vault's rule, answered 400 BadParameter and not retried):
+    // the error says which vault and secret, and holds no token.
+    let sim = m365_sim::start(m365_sim::SimConfig {
+        tenants: vec![m365_sim::TenantSeed::new("acme", 1)],
+        ..m365_sim::SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let vault = provider_for(&sim)
+        .await
+        .key_vault_client("acme")
+        .await
+        .expect("the configured vault");
+    let error = vault
+        .set(
+            "not_a_vault_name",
+            &Secret::new("refresh-token-never-shown"),
+        )
+        .await
+        .expect_err("the write is refused");
+    let message = format!("{error} {error:?}");
+    assert!(
+        message.contains("cannot write secret") && message.contains("not_a_vault_name"),
+        "{message}"
+    );
+    assert!(
+        message.contains("invalid name"),
+        "the vault's reason: {message}"
+    );
+    assert!(!message.contains("refresh-token-never-shown"), "{message}");
+    assert!(
+        sim.control()
+            .vault_secret_versions("not_a_vault_name")
+            .is_empty(),
+        "nothing was written"
+    );
 }
