@@ -4,7 +4,9 @@
 //! what the Northern mailboxes hold: every export contact, field by field, under the anchor
 //! `galbridge:{acme}:mailbox:{immutable id}`; a person added, changed and removed at Acme reaching every phone in
 //! one incremental run that reads the export folder with one delta request; Acme's app limited to the export mailbox
-//! by RBAC for Applications, any other mailbox refused with what to grant, and nothing removed.
+//! by RBAC for Applications, any other mailbox refused with what to grant, and nothing removed. The delegated
+//! sign-in runs twice: on file state (refresh token in the state folder) and on table state with a vault (refresh token
+//! in the simulated Key Vault, written with the simulated managed identity).
 
 #[path = "support/azurite.rs"]
 mod azurite;
@@ -382,8 +384,25 @@ async fn acme_export_mailbox_feeds_every_northern_phone_incrementally() {
     let _ = other_id;
 }
 
-/// The refresh token `galbridge login` stored for the export mailbox (file state).
-fn stored_refresh_token(bed: &Bed, export: &str) -> String {
+/// Where the delegated sign-in keeps its refresh token in a test: the file state's folder, or (table state) the
+/// simulated Key Vault, reached with the simulated App Service managed identity.
+#[derive(Clone, Copy, PartialEq)]
+enum TokenHome {
+    File,
+    KeyVault,
+}
+
+/// The refresh token `galbridge login` stored for the export mailbox, where `home` keeps it.
+fn stored_refresh_token(bed: &Bed, export: &str, home: TokenHome) -> String {
+    if home == TokenHome::KeyVault {
+        let name = galbridge::m365::vault_token_store::refresh_token_secret_name("acme", export);
+        return bed
+            .sim
+            .control()
+            .vault_secret_versions(&name)
+            .pop()
+            .expect("the refresh token secret");
+    }
     let path = bed
         .dir
         .path()
@@ -399,10 +418,29 @@ fn stored_refresh_token(bed: &Bed, export: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegated_sign_in_rotates_its_refresh_token_and_a_revoked_one_fails_clearly() {
+    delegated_sign_in(TokenHome::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_sign_in_on_table_state_keeps_its_refresh_token_in_key_vault() {
+    delegated_sign_in(TokenHome::KeyVault).await;
+}
+
+async fn delegated_sign_in(home: TokenHome) {
     let Some(mut bed) = Bed::start(&[("acme", 20), ("northern", 8)], "").await else {
         return;
     };
-    bed.use_file_state();
+    match home {
+        TokenHome::File => bed.use_file_state(),
+        TokenHome::KeyVault => {
+            // Table state (the bed's Azurite table) with a vault: the Functions deployment's shape.
+            let identity = bed.sim.identity();
+            let vault = bed.sim.base_url().to_string();
+            bed.set_env("GALBRIDGE_KEY_VAULT_URL", &vault);
+            bed.set_env("IDENTITY_ENDPOINT", identity.endpoint.as_str());
+            bed.set_env("IDENTITY_HEADER", &identity.header);
+        }
+    }
     let control = bed.sim.control();
     let export_id = control
         .add_user("acme", json!({"displayName": "Acme Staff Export"}))
@@ -460,8 +498,12 @@ async fn delegated_sign_in_rotates_its_refresh_token_and_a_revoked_one_fails_cle
         said.contains(&code),
         "the operator is shown the code: {said}"
     );
-    let first = stored_refresh_token(&bed, &export);
+    let first = stored_refresh_token(&bed, &export, home);
     assert!(!said.contains(&first), "no token on the console");
+    if home == TokenHome::KeyVault {
+        let name = galbridge::m365::vault_token_store::refresh_token_secret_name("acme", &export);
+        assert!(said.contains(&name), "names the secret: {said}");
+    }
 
     // Each run redeems the stored token and keeps the rotated one (the simulator refuses a redeemed token again).
     let mut previous = first;
@@ -478,7 +520,7 @@ async fn delegated_sign_in_rotates_its_refresh_token_and_a_revoked_one_fails_cle
         }
         let report = sync_link(&bed, "acme-to-northern-phones").await;
         assert_eq!(report["outcome"], "succeeded", "{report:#}");
-        let stored = stored_refresh_token(&bed, &export);
+        let stored = stored_refresh_token(&bed, &export, home);
         assert_ne!(
             stored, previous,
             "round {round}: the rotated refresh token is stored"

@@ -8,9 +8,8 @@ use clap::Args;
 
 use super::Exit;
 use crate::config::Config;
-use crate::engine::adapters::mailbox_folder::refresh_token_store;
+use crate::engine::adapters::m365::M365Connector;
 use crate::m365::delegated::{DelegatedLogin, contacts_read_scope};
-use crate::m365::{HttpSettings, RequestCounters, build_http_client};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -36,29 +35,27 @@ pub async fn login(config: &Config, args: &LoginArgs) -> Exit {
         );
         return Exit::BadInput;
     };
-    let store = match refresh_token_store(config.state(), &args.tenant, &args.mailbox) {
+    // The connector the runs use: the same HTTP client settings and the same refresh-token store (a file in the
+    // state folder, or a Key Vault secret with table state).
+    let connector = match M365Connector::new(config) {
+        Ok(connector) => connector,
+        Err(error) => {
+            eprintln!("galbridge login: {error}");
+            return Exit::RunFailed;
+        }
+    };
+    let store = match connector.refresh_token_store(&args.tenant, &args.mailbox) {
         Ok(store) => store,
         Err(message) => {
             eprintln!("galbridge login: {message}");
             return Exit::BadInput;
         }
     };
-    let settings = HttpSettings {
-        extra_ca_file: config.service().extra_ca_file.clone(),
-        ..HttpSettings::default()
-    }
-    .with_env_overrides();
-    let http = match build_http_client(&settings) {
-        Ok(http) => http,
-        Err(error) => {
-            eprintln!("galbridge login: {error}");
-            return Exit::RunFailed;
-        }
-    };
+    let (http, counters) = connector.http_client();
     let endpoints = tenant.endpoints();
     let login = DelegatedLogin {
         http,
-        counters: RequestCounters::shared(),
+        counters,
         login_base: endpoints.login.clone(),
         tenant_id: tenant.tenant_id.as_str().to_owned(),
         tenant_name: args.tenant.clone(),

@@ -33,7 +33,7 @@ pub enum MailboxSignIn {
     #[default]
     App,
     /// The mailbox's own user, signed in once with `galbridge login` (device code); the refresh token is kept in
-    /// the file state's folder and rotated on every run.
+    /// the file state's folder (file state) or a Key Vault secret (table state) and rotated on every run.
     Delegated,
 }
 

@@ -307,6 +307,11 @@ impl TokenProvider {
         })
     }
 
+    /// The configured Key Vault, read and written with the platform identity (`tenant` names whom errors are about).
+    pub async fn key_vault_client(&self, tenant: &str) -> Result<KeyVaultSecrets, AuthError> {
+        self.key_vault(tenant).await.cloned()
+    }
+
     fn cached(&self, key: &TokenKey) -> Option<Secret> {
         let tokens = self
             .inner

@@ -1,4 +1,6 @@
-//! Reading credentials from Azure Key Vault with the official `azure_security_keyvault_secrets` client.
+//! Reading credentials from Azure Key Vault with the official `azure_security_keyvault_secrets` client, and writing
+//! the one secret galbridge keeps there itself: a delegated sign-in's rotated refresh token (`set`, which needs the
+//! "secrets set" permission, e.g. the Key Vault Secrets Officer role; docs/app-registrations.md).
 //!
 //! The vault is read with the platform identity (the function app's managed identity in Azure, developer tools
 //! locally). Certificates are read as their backing secret: Key Vault exposes a certificate with its private key as a
@@ -8,6 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
+use azure_core::http::StatusCode;
+use azure_security_keyvault_secrets::models::SetSecretParameters;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use url::Url;
 
@@ -22,6 +26,12 @@ pub enum KeyVaultError {
     BadUrl { url: String, message: String },
     #[error("cannot read secret {name:?} from {vault}: {message}")]
     Read {
+        vault: String,
+        name: String,
+        message: String,
+    },
+    #[error("cannot write secret {name:?} to {vault}: {message}")]
+    Write {
         vault: String,
         name: String,
         message: String,
@@ -76,26 +86,59 @@ impl KeyVaultSecrets {
 
     /// The current version of secret `name`.
     pub async fn get(&self, name: &str) -> Result<Secret, KeyVaultError> {
+        self.get_optional(name)
+            .await?
+            .ok_or_else(|| KeyVaultError::Read {
+                vault: self.vault.clone(),
+                name: name.to_owned(),
+                message: "SecretNotFound (404)".into(),
+            })
+    }
+
+    /// The current version of secret `name`, `None` when the vault has no such secret (404).
+    pub async fn get_optional(&self, name: &str) -> Result<Option<Secret>, KeyVaultError> {
         let read_error = |message: String| KeyVaultError::Read {
             vault: self.vault.clone(),
             name: name.to_owned(),
             message,
         };
-        let response = self
-            .client
-            .get_secret(name, None)
-            .await
-            .map_err(|error| read_error(error.to_string()))?;
+        let response = match self.client.get_secret(name, None).await {
+            Ok(response) => response,
+            Err(error) if error.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(error) => return Err(read_error(error.to_string())),
+        };
         let secret = response
             .into_model()
             .map_err(|error| read_error(error.to_string()))?;
         match secret.value {
-            Some(value) if !value.is_empty() => Ok(Secret::new(value)),
+            Some(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
             _ => Err(KeyVaultError::Empty {
                 vault: self.vault.clone(),
                 name: name.to_owned(),
             }),
         }
+    }
+
+    /// Sets secret `name` to `value` (Key Vault keeps the old value as an older version). The error never holds the
+    /// value.
+    pub async fn set(&self, name: &str, value: &Secret) -> Result<(), KeyVaultError> {
+        let write_error = |message: String| KeyVaultError::Write {
+            vault: self.vault.clone(),
+            name: name.to_owned(),
+            message,
+        };
+        let parameters = SetSecretParameters {
+            value: Some(value.expose().to_owned()),
+            ..SetSecretParameters::default()
+        };
+        let content = parameters
+            .try_into()
+            .map_err(|error: azure_core::Error| write_error(error.to_string()))?;
+        self.client
+            .set_secret(name, content, None)
+            .await
+            .map_err(|error| write_error(error.to_string()))?;
+        Ok(())
     }
 }
 

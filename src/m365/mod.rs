@@ -29,6 +29,7 @@ pub mod retry;
 pub mod sdk;
 pub mod secret;
 pub mod subscriptions;
+pub mod vault_token_store;
 
 pub use auth::{
     AuthError, CredentialSource, PlatformIdentity, TenantAuth, TokenProvider, TokenSource,

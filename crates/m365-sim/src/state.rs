@@ -41,6 +41,8 @@ pub(crate) struct SimState {
     pub(crate) router: OnceLock<Router>,
     /// Change-notification subscriptions and their delivery queue.
     pub(crate) subscriptions: crate::graph::subscriptions::Subscriptions,
+    /// Key Vault secrets written with `PUT /secrets/{name}`: every version, oldest first, by lowercase name.
+    pub(crate) vault_secrets: crate::keyvault::WrittenSecrets,
 }
 
 impl SimState {
@@ -74,6 +76,7 @@ impl SimState {
             identity,
             router: OnceLock::new(),
             subscriptions: Default::default(),
+            vault_secrets: Default::default(),
         }
     }
 

@@ -105,6 +105,8 @@ pub struct M365Connector {
     exchange: Mutex<HashMap<String, ExchangeClient>>,
     /// Where delegated sign-ins keep their refresh tokens (the state settings).
     state: crate::config::StateSettings,
+    /// Whether a `[key_vault]` is configured (delegated sign-ins on table state keep their refresh tokens there).
+    key_vault_configured: bool,
 }
 
 impl M365Connector {
@@ -151,6 +153,7 @@ impl M365Connector {
             })
             .collect();
         let key_vault = config.key_vault().map(|vault| vault.url.url().clone());
+        let key_vault_configured = key_vault.is_some();
         let tokens = TokenProvider::new(
             http.clone(),
             tenants,
@@ -166,6 +169,7 @@ impl M365Connector {
             exchange_concurrency: config.service().max_concurrency.max(1),
             exchange: Mutex::new(HashMap::new()),
             state: config.state().clone(),
+            key_vault_configured,
         })
     }
 
@@ -251,9 +255,9 @@ impl M365Connector {
             service: "login".into(),
             message,
         };
-        let store =
-            super::mailbox_folder::refresh_token_store(&self.state, &tenant.name, &folder.mailbox)
-                .map_err(failed)?;
+        let store = self
+            .refresh_token_store(&tenant.name, &folder.mailbox)
+            .map_err(failed)?;
         let endpoints = tenant.tenant.endpoints();
         let login = DelegatedLogin {
             http: self.http.clone(),
@@ -275,6 +279,21 @@ impl M365Connector {
         .with_retry(self.retry.clone());
         GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
             .map_err(|e| failed(e.to_string()))
+    }
+
+    /// Where the refresh token of `mailbox` in `tenant` is kept ([`super::mailbox_folder::refresh_token_store`]):
+    /// the runs and `galbridge login` both ask here.
+    pub fn refresh_token_store(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+    ) -> Result<Arc<dyn crate::m365::delegated::RefreshTokenStore>, String> {
+        super::mailbox_folder::refresh_token_store(
+            &self.state,
+            self.key_vault_configured.then_some(&self.tokens),
+            tenant,
+            mailbox,
+        )
     }
 
     /// The HTTP client (TLS, extra CA) and counters this connector uses, for `galbridge login`.

@@ -21,7 +21,9 @@ use serde_json::{Map, Value, json};
 use crate::config::{MailboxFolderSource as FolderConfig, StateSettings};
 use crate::engine::entry::{RemovedReason, SourceKind, SourceObject};
 use crate::engine::ports::{PortError, SourceDirectory, SourceRead};
+use crate::m365::TokenProvider;
 use crate::m365::delegated::{FileTokenStore, RefreshTokenStore};
+use crate::m365::vault_token_store::KeyVaultTokenStore;
 use crate::m365::{DeltaStart, GraphClient, GraphError};
 
 /// Prefix of the object id of a contact read from a mailbox folder (anchors: `galbridge:{tenant}:mailbox:{id}`).
@@ -48,21 +50,29 @@ pub const MAILBOX_ACCESS_HINT: &str = "grant the app the Contacts.Read applicati
      -App … -Role \"Application Contacts.Read\" -CustomResourceScope …), or set sign_in = \"delegated\" and run \
      `galbridge login`: docs/app-registrations.md, \"A mailbox folder as a source\"";
 
-/// Where the refresh token of a delegated sign-in (`sign_in = "delegated"`) is kept: a file in the state folder.
-/// Deployments on Table Storage have no local folder, and keeping the token in Key Vault is not built yet: they are
-/// told so.
+/// Where the refresh token of a delegated sign-in (`sign_in = "delegated"`) is kept, chosen by where the state is:
+/// with `[state] kind = "file"` a file in the state folder ([`FileTokenStore`]); with `kind = "table"` (a Functions
+/// deployment, which has no lasting local folder) a secret in the configured `[key_vault]` ([`KeyVaultTokenStore`],
+/// written with the platform identity). `vault` is the token provider when a `[key_vault]` is configured, `None`
+/// otherwise; table state without one is refused with what to add. `galbridge login` and the runs both call this, so
+/// they use the same store.
 pub fn refresh_token_store(
     state: &StateSettings,
+    vault: Option<&TokenProvider>,
     tenant: &str,
     mailbox: &str,
 ) -> Result<Arc<dyn RefreshTokenStore>, String> {
-    match state {
-        StateSettings::File(file) => Ok(Arc::new(FileTokenStore::in_state_folder(
+    match (state, vault) {
+        (StateSettings::File(file), _) => Ok(Arc::new(FileTokenStore::in_state_folder(
             &file.path, tenant, mailbox,
         ))),
-        StateSettings::Table(_) => Err(format!(
-            "sign_in = \"delegated\" (mailbox {mailbox} of tenant {tenant:?}) keeps its refresh token in the file \
-             state's folder; with [state] kind = \"table\" use sign_in = \"app\" (RBAC for Applications)"
+        (StateSettings::Table(_), Some(tokens)) => Ok(Arc::new(
+            KeyVaultTokenStore::in_configured_vault(tokens.clone(), tenant, mailbox),
+        )),
+        (StateSettings::Table(_), None) => Err(format!(
+            "sign_in = \"delegated\" (mailbox {mailbox} of tenant {tenant:?}) with [state] kind = \"table\" keeps its \
+             refresh token in Key Vault, but there is no [key_vault] section (add one with its url, or set \
+             GALBRIDGE_KEY_VAULT_URL), or use sign_in = \"app\" (RBAC for Applications)"
         )),
     }
 }

@@ -166,6 +166,11 @@ impl Control {
     pub fn refresh_tokens_redeemed(&self, tenant: &str) -> Result<u64, SimError> {
         Ok(self.tenant(tenant)?.delegated.redeemed())
     }
+
+    /// Every value written to Key Vault secret `name` with `PUT /secrets/{name}`, oldest first (empty when none).
+    pub fn vault_secret_versions(&self, name: &str) -> Vec<String> {
+        self.state.vault_secrets.values(name)
+    }
 }
 
 impl Control {

@@ -490,3 +490,93 @@ async fn managed_identity_serves_key_vault_and_storage_tokens_for_api_version_20
         "a Storage token is not a Key Vault token"
     );
 }
+
+#[tokio::test]
+async fn key_vault_set_secret_adds_a_version_that_becomes_the_latest() {
+    // Key Vault Set Secret (`PUT /secrets/{name}`): same challenge and audience checks as reads; each set is a new
+    // version, served as the latest; older versions stay readable by id; names are `[0-9a-zA-Z-]`, `value` required.
+    let t = spawn(&[("acme", 1)]).await;
+    let path = "/secrets/rt-acme-box?api-version=7.5";
+    let unauthenticated = t
+        .http
+        .put(t.url(path))
+        .json(&serde_json::json!({"value": "one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    assert!(unauthenticated.headers().contains_key("www-authenticate"));
+    let graph = t.token("acme", GRAPH).await;
+    let (status, _) = t
+        .send_json(
+            &graph,
+            reqwest::Method::PUT,
+            path,
+            serde_json::json!({"value": "one"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "wrong audience");
+
+    let vault = t.token("acme", "https://vault.azure.net/.default").await;
+    let (status, _, _) = t.get(&vault, path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing written yet");
+    let (status, first) = t
+        .send_json(
+            &vault,
+            reqwest::Method::PUT,
+            path,
+            serde_json::json!({"value": "one"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["value"], "one");
+    let (status, second) = t
+        .send_json(
+            &vault,
+            reqwest::Method::PUT,
+            path,
+            serde_json::json!({"value": "two"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let first_id = first["id"].as_str().unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    assert_ne!(first_id, second_id, "each set is a new version");
+    assert!(second_id.contains("/secrets/rt-acme-box/"), "{second_id}");
+    let (status, latest, _) = t.get(&vault, path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(latest["value"], "two");
+    assert_eq!(latest["id"], second["id"]);
+    let (status, old, _) = t.get(&vault, &format!("{first_id}?api-version=7.5")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(old["value"], "one", "the older version is kept");
+
+    let (status, body) = t
+        .send_json(
+            &vault,
+            reqwest::Method::PUT,
+            "/secrets/bad_name?api-version=7.5",
+            serde_json::json!({"value": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "BadParameter");
+    let (status, _) = t
+        .send_json(
+            &vault,
+            reqwest::Method::PUT,
+            path,
+            serde_json::json!({"contentType": "text/plain"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "value is required");
+    let (status, _) = t
+        .send_json(
+            &vault,
+            reqwest::Method::PUT,
+            "/secrets/rt-acme-box",
+            serde_json::json!({"value": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "api-version is required");
+}
