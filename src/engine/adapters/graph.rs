@@ -43,6 +43,35 @@ fn is_expired_delta(response: &JsonResponse) -> bool {
 }
 
 impl GraphSource {
+    /// One object of `{resource}` (`users`, `groups`) by id with `$select`, as a source object of `kind`; `None` when
+    /// it does not exist (any more).
+    async fn read_one(
+        &self,
+        resource: &str,
+        kind: SourceKind,
+        id: &str,
+        select: &[String],
+    ) -> Result<Option<SourceObject>, PortError> {
+        let url = self.url(&format!(
+            "{resource}/{}?$select={}",
+            crate::m365::graph::segment(id),
+            select.join(",")
+        ));
+        let response = self.graph.send(JsonRequest::get(url)).await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !response.is_success() {
+            let what = if kind == SourceKind::Group {
+                "read group"
+            } else {
+                "read user"
+            };
+            return Err(graph_failure(what, &response));
+        }
+        Ok(SourceObject::from_graph(&response.body, kind).ok())
+    }
+
     /// Reads `{resource}/delta` (`users`, `groups`): every page from a fresh read naming `$select`, or the changes
     /// since a stored delta link; each item becomes a source object of `kind`.
     async fn read_delta(
@@ -219,19 +248,7 @@ impl SourceDirectory for GraphSource {
         id: &str,
         select: &[String],
     ) -> Result<Option<SourceObject>, PortError> {
-        let url = self.url(&format!(
-            "groups/{}?$select={}",
-            crate::m365::graph::segment(id),
-            select.join(",")
-        ));
-        let response = self.graph.send(JsonRequest::get(url)).await?;
-        if response.status == 404 {
-            return Ok(None);
-        }
-        if !response.is_success() {
-            return Err(graph_failure("read group", &response));
-        }
-        Ok(SourceObject::from_graph(&response.body, SourceKind::Group).ok())
+        self.read_one("groups", SourceKind::Group, id, select).await
     }
 
     async fn read_org_contacts(&self) -> Result<Vec<SourceObject>, PortError> {
@@ -274,19 +291,7 @@ impl SourceDirectory for GraphSource {
         id: &str,
         select: &[String],
     ) -> Result<Option<SourceObject>, PortError> {
-        let url = self.url(&format!(
-            "users/{}?$select={}",
-            crate::m365::graph::segment(id),
-            select.join(",")
-        ));
-        let response = self.graph.send(JsonRequest::get(url)).await?;
-        if response.status == 404 {
-            return Ok(None);
-        }
-        if !response.is_success() {
-            return Err(graph_failure("read user", &response));
-        }
-        Ok(SourceObject::from_graph(&response.body, SourceKind::User).ok())
+        self.read_one("users", SourceKind::User, id, select).await
     }
 
     async fn hidden_ids(&self) -> Result<std::collections::BTreeSet<String>, PortError> {
