@@ -22,6 +22,7 @@ pub mod engine;
 pub mod functions;
 pub mod m365;
 pub mod notify;
+pub mod queue;
 pub mod report;
 pub mod state;
 pub mod status_page;
