@@ -292,6 +292,70 @@ pub struct LinkStatus {
     pub failing_objects: Vec<FailingObject>,
     /// How many objects are failing, listed or not.
     pub failing_objects_total: u64,
+    /// A `personal_contacts` link: its latest run's shards (absent before the first sharded run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardSetStatus>,
+}
+
+/// The shards of a phones link's latest run (`personal_contacts::shards`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardSetStatus {
+    /// The id of the run's shard set (a generation).
+    pub generation: String,
+    pub created_at: DateTime<Utc>,
+    /// The queue the shards went to; absent: they ran in the process that ran the link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    pub shards: u64,
+    pub done: u64,
+    pub pending: u64,
+    /// Gave up (their last try failed): the next run reconciles their mailboxes in full.
+    pub failed: u64,
+    /// Pending shards the next run waits for (not poisoned, not stale).
+    pub in_flight: u64,
+    pub mailboxes: u64,
+    pub mailboxes_done: u64,
+    /// Messages of this generation in the poison queue whose shard is not done.
+    pub poisoned: Vec<PoisonedShard>,
+    pub failed_shards: Vec<FailedShard>,
+}
+
+/// A shard's message the host moved to the poison queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoisonedShard {
+    pub shard: u32,
+    pub message_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inserted: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A shard that gave up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedShard {
+    pub shard: u32,
+    pub mailboxes_left: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What one `PhonesShard` invocation did with its shard (the handler's answer body and log line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub link: String,
+    pub generation: String,
+    pub shard: u32,
+    /// `done`, `incomplete` (retried), `failed` (the last try), `busy` (another try holds it; retried),
+    /// `superseded` (an older run's shard: nothing to do).
+    pub end: String,
+    pub dequeue_count: u32,
+    pub mailboxes: u64,
+    pub mailboxes_done: u64,
+    pub applied: PlanCounts,
+    pub failures: Vec<Failure>,
+    pub summary: String,
 }
 
 impl LinkStatus {

@@ -6,7 +6,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::notify::{NotifiedRuns, NotifyReceipt};
-use crate::report::{RunOptions, RunReport, StatusReport};
+use crate::report::{RunOptions, RunReport, ShardReport, StatusReport};
 
 /// Why a requested run did not happen at all (a run that happened, even badly, is a [`RunReport`]).
 #[derive(Debug, thiserror::Error)]
@@ -82,5 +82,21 @@ pub trait SyncService: Send + Sync + 'static {
     ) -> impl Future<Output = NotifiedRuns> + Send {
         let _ = (now, timer);
         async { NotifiedRuns::default() }
+    }
+
+    /// One delivery of a shard message of a `personal_contacts` run (`PhonesShard`, a queue trigger): runs the
+    /// shard's remaining mailboxes. `dequeue_count` is the host's count of deliveries (1 the first time). The report's
+    /// `end` says whether the message is finished with or must be tried again.
+    fn run_shard(
+        &self,
+        message: &str,
+        dequeue_count: u32,
+    ) -> impl Future<Output = Result<ShardReport, ServiceError>> + Send {
+        let _ = (message, dequeue_count);
+        async {
+            Err(ServiceError::BadRequest(
+                "this service runs no shards".to_owned(),
+            ))
+        }
     }
 }

@@ -236,8 +236,63 @@ pub fn status_table(status: &StatusReport) -> String {
                 quarantine.release_hint
             );
         }
+        if let Some(shards) = &link.shards {
+            shard_lines(&mut out, &link.link, shards);
+        }
     }
     out
+}
+
+/// A phones link's latest shard set: progress, then each poisoned or failed shard.
+fn shard_lines(out: &mut String, link: &str, shards: &crate::report::ShardSetStatus) {
+    let place = shards
+        .queue
+        .as_deref()
+        .map_or_else(|| "in process".to_owned(), |queue| format!("queue {queue}"));
+    let _ = writeln!(
+        out,
+        "  {link}: shards of run {} ({place}, {}): {}/{} done, {} pending ({} in flight), {} failed; mailboxes {}/{} done",
+        shards.generation,
+        shards.created_at.format("%Y-%m-%d %H:%M"),
+        shards.done,
+        shards.shards,
+        shards.pending,
+        shards.in_flight,
+        shards.failed,
+        shards.mailboxes_done,
+        shards.mailboxes
+    );
+    for poisoned in &shards.poisoned {
+        let _ = writeln!(
+            out,
+            "  {link}: shard {} poisoned (message {}{}){}",
+            poisoned.shard,
+            poisoned.message_id,
+            poisoned
+                .inserted
+                .as_deref()
+                .map(|at| format!(", since {at}"))
+                .unwrap_or_default(),
+            poisoned
+                .last_error
+                .as_deref()
+                .map(|error| format!(": {error}"))
+                .unwrap_or_default()
+        );
+    }
+    for failed in &shards.failed_shards {
+        let _ = writeln!(
+            out,
+            "  {link}: shard {} failed with {} mailbox(es) left (the next run reconciles them){}",
+            failed.shard,
+            failed.mailboxes_left,
+            failed
+                .last_error
+                .as_deref()
+                .map(|error| format!(": {error}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 #[cfg(test)]

@@ -234,6 +234,18 @@ pub struct PersonalContactsTargetConfig {
     /// Per field: `overwrite` (default) or `fill_blank` (only write when the mailbox owner left it empty).
     #[serde(default)]
     pub field_policy: BTreeMap<EntryField, FieldPolicy>,
+    /// How many mailboxes one shard of a run holds (1..=1000). A run's mailboxes are split into shards of this size;
+    /// with a shard queue configured each shard is one queue message processed by `PhonesShard` on any instance,
+    /// otherwise the shards run in the process that runs the link.
+    #[serde(default = "default_mailboxes_per_shard")]
+    pub mailboxes_per_shard: u32,
+}
+
+/// Mailboxes per shard when `mailboxes_per_shard` is not set.
+pub const DEFAULT_MAILBOXES_PER_SHARD: u32 = 200;
+
+fn default_mailboxes_per_shard() -> u32 {
+    DEFAULT_MAILBOXES_PER_SHARD
 }
 
 /// Which mailboxes receive personal contacts: exactly one of `all`, `groups`, `list`, `filter`.

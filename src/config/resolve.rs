@@ -310,6 +310,8 @@ pub struct PersonalContactsOptions {
     pub adopt_existing: bool,
     /// Fields not listed are overwritten.
     pub field_policy: BTreeMap<EntryField, FieldPolicy>,
+    /// Mailboxes per shard of a run (validated: 1..=1000).
+    pub mailboxes_per_shard: u32,
 }
 
 /// What a link writes.
@@ -634,6 +636,7 @@ fn resolve_target(target: &TargetConfig, link_name: &str) -> Option<TargetOption
                 on_delete: options.on_delete,
                 adopt_existing: options.adopt_existing,
                 field_policy: options.field_policy.clone(),
+                mailboxes_per_shard: options.mailboxes_per_shard,
             })
         }
     })

@@ -34,6 +34,10 @@ impl Issues {
     }
 }
 
+/// The largest `mailboxes_per_shard`: a shard's record lists its mailboxes and must stay well under a Table Storage
+/// entity (1 MiB), and one invocation must not run long.
+const MAX_MAILBOXES_PER_SHARD: u32 = 1000;
+
 const NAME_RULE: &str =
     "must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit";
 
@@ -338,6 +342,15 @@ impl ConfigFile {
                     issues.add(
                         format!("{path}.target.categories"),
                         "categories must not be empty strings",
+                    );
+                }
+                if !(1..=MAX_MAILBOXES_PER_SHARD).contains(&options.mailboxes_per_shard) {
+                    issues.add(
+                        format!("{path}.target.mailboxes_per_shard"),
+                        format!(
+                            "must be between 1 and {MAX_MAILBOXES_PER_SHARD}; got {}",
+                            options.mailboxes_per_shard
+                        ),
                     );
                 }
             }

@@ -370,7 +370,7 @@ async fn sync_steps<T: Target>(target: &T, run: &RunContext<'_>) -> Result<RunBo
         });
     }
 
-    if target.mark_writing(&mut checkpoint) {
+    if target.mark_writing(&mut checkpoint, &work) {
         run.store.save_checkpoint(&link.name, &checkpoint).await?;
     }
     let applied = target.apply(run, &plan, work).await;

@@ -17,7 +17,12 @@ use super::targets::guest_user::GuestUsers;
 use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, MailContacts};
 use super::targets::personal_contacts::PersonalContacts;
 use crate::config::{Config, NamedTenant, ResolvedLink};
-use crate::report::{LinkStatus, RunOptions, RunReport, StatusReport};
+use super::targets::personal_contacts::shards::{
+    DEFAULT_MAX_DEQUEUE, POISON_PEEK, ShardMessage, load_generation, load_shards, poisoned_shards,
+    shard_set_status,
+};
+use crate::queue::ShardQueue;
+use crate::report::{LinkStatus, RunOptions, RunReport, ShardReport, StatusReport};
 use crate::state::{LINK_SCOPE, StateStore};
 use crate::sync_service::{ServiceError, SyncService};
 
@@ -140,6 +145,10 @@ pub struct EngineService {
     sources: Mutex<HashMap<String, Arc<dyn SourceDirectory>>>,
     targets: Mutex<HashMap<String, Arc<dyn MailContactTarget>>>,
     graphs: Mutex<HashMap<String, crate::m365::GraphClient>>,
+    /// Where `personal_contacts` runs send their shards; `None`: each run runs its shards itself.
+    shard_queue: Option<Arc<dyn ShardQueue>>,
+    /// The host's tries per queue message (`maxDequeueCount`): a shard's try with this dequeue count is its last.
+    max_dequeue: u32,
 }
 
 impl EngineService {
@@ -168,7 +177,108 @@ impl EngineService {
             sources: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             graphs: Mutex::new(HashMap::new()),
+            shard_queue: None,
+            max_dequeue: DEFAULT_MAX_DEQUEUE,
         }
+    }
+
+    /// Sends the shards of `personal_contacts` runs to `queue` (processed by `PhonesShard`, see
+    /// [`EngineService::run_shard`]) instead of running them in the run's process; `max_dequeue` is the host's
+    /// tries per message (host.json `maxDequeueCount`).
+    pub fn with_shard_queue(mut self, queue: Arc<dyn ShardQueue>, max_dequeue: u32) -> Self {
+        self.shard_queue = Some(queue);
+        self.max_dequeue = max_dequeue.max(1);
+        self
+    }
+
+    /// The `personal_contacts` target of a link.
+    async fn phones(
+        &self,
+        link: &CompiledLink,
+        options: &super::targets::personal_contacts::PhonesTarget,
+    ) -> Result<PersonalContacts, ServiceError> {
+        Ok(PersonalContacts {
+            source_graph: self.graph_client(&link.resolved.source_tenant).await?,
+            target_graph: self.graph_client(&link.resolved.target_tenant).await?,
+            options: options.clone(),
+            queue: self.shard_queue.clone(),
+            holder: self.holder.clone(),
+            lease_ttl: self.lease_ttl,
+        })
+    }
+
+    /// One delivery of a shard message (`PhonesShard`): the shard's remaining mailboxes, within the invocation's
+    /// budget. `dequeue_count` is the host's count of deliveries of this message (1 the first time).
+    pub async fn run_shard_message(
+        &self,
+        text: &str,
+        dequeue_count: u32,
+    ) -> Result<ShardReport, ServiceError> {
+        let message = ShardMessage::parse(text).map_err(ServiceError::BadRequest)?;
+        let compiled = self.find(&message.link)?;
+        let spec = compiled.spec()?;
+        let TargetSpec::PersonalContacts(options) = &spec.target else {
+            return Err(ServiceError::BadRequest(format!(
+                "link {:?} is not a personal_contacts link; its runs have no shards",
+                message.link
+            )));
+        };
+        let target = self.phones(compiled, options).await?;
+        let source = self.source_port(&compiled.resolved).await?;
+        let last_try = dequeue_count >= self.max_dequeue;
+        let run = crate::m365::budget::within(
+            self.deadline(),
+            target.run_queued_shard(&self.store, source, spec, &message, last_try),
+        )
+        .await
+        .map_err(|error| ServiceError::Internal(format!("state store: {error}")))?;
+        let end = serde_json::to_value(run.end)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let summary = format!(
+            "{}: shard {} of run {} (try {dequeue_count}): {end}, {}/{} mailboxes done, {} created, {} updated, {} deleted, {} failures",
+            message.link,
+            message.shard,
+            message.generation,
+            run.mailboxes_done,
+            run.mailboxes,
+            run.applied.creates,
+            run.applied.updates,
+            run.applied.deletes,
+            run.failures.len()
+        );
+        Ok(ShardReport {
+            link: message.link,
+            generation: message.generation,
+            shard: message.shard,
+            end,
+            dequeue_count,
+            mailboxes: run.mailboxes,
+            mailboxes_done: run.mailboxes_done,
+            applied: run.applied,
+            failures: run.failures,
+            summary,
+        })
+    }
+
+    /// The latest shard set of a phones link, for `status` (`poison`: the poison queue, peeked once per status).
+    async fn shard_status(
+        &self,
+        link: &str,
+        poison: &[crate::queue::PoisonMessage],
+    ) -> Result<Option<crate::report::ShardSetStatus>, crate::state::StateError> {
+        let Some(generation) = load_generation(self.store.as_ref(), link).await? else {
+            return Ok(None);
+        };
+        let shards = load_shards(self.store.as_ref(), link).await?;
+        let mapped = poisoned_shards(link, poison);
+        Ok(Some(shard_set_status(
+            &generation,
+            &shards,
+            &mapped,
+            Utc::now(),
+        )))
     }
 
     /// The state store the service uses.
@@ -279,11 +389,7 @@ impl EngineService {
                 run_job(&runner, &target, spec, job).await
             }
             TargetSpec::PersonalContacts(options) => {
-                let target = PersonalContacts {
-                    source_graph: self.graph_client(&link.resolved.source_tenant).await?,
-                    target_graph: self.graph_client(&link.resolved.target_tenant).await?,
-                    options: options.clone(),
-                };
+                let target = self.phones(link, options).await?;
                 run_job(&runner, &target, spec, job).await
             }
             TargetSpec::GuestUser(options) => {
@@ -371,6 +477,10 @@ fn run_error(error: RunError) -> ServiceError {
 }
 
 impl SyncService for EngineService {
+    async fn run_shard(&self, message: &str, dequeue_count: u32) -> Result<ShardReport, ServiceError> {
+        self.run_shard_message(message, dequeue_count).await
+    }
+
     async fn run_link(&self, link: &str, options: RunOptions) -> Result<RunReport, ServiceError> {
         let compiled = self.find(link)?;
         self.run_compiled(compiled, &options, self.deadline()).await
@@ -421,6 +531,20 @@ impl SyncService for EngineService {
             |e: crate::state::StateError| ServiceError::Internal(format!("state store: {e}"));
         let mut links = Vec::new();
         let now = Utc::now();
+        let has_phones = self
+            .links
+            .iter()
+            .any(|link| matches!(link.spec, Ok(LinkSpec { target: TargetSpec::PersonalContacts(_), .. })));
+        let poison = match &self.shard_queue {
+            Some(queue) if has_phones => match queue.poisoned(POISON_PEEK).await {
+                Ok(poison) => poison,
+                Err(error) => {
+                    tracing::warn!(queue = %queue.name(), error = %error, "Reading the poison queue failed.");
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
         for link in &self.links {
             let name = &link.resolved.name;
             let runs = self
@@ -453,6 +577,11 @@ impl SyncService for EngineService {
                 running,
                 running_until,
                 mesh: link.resolved.mesh.clone(),
+                shards: if matches!(link.spec, Ok(LinkSpec { target: TargetSpec::PersonalContacts(_), .. })) {
+                    self.shard_status(name, &poison).await.map_err(internal)?
+                } else {
+                    None
+                },
                 ..LinkStatus::default()
             };
             links.push(status.with_history(&runs));

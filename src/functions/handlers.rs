@@ -411,6 +411,84 @@ fn service_error_answer(error: &ServiceError) -> HostAnswer {
     }
 }
 
+/// The binding name of `PhonesShard`'s queue trigger (`functions/PhonesShard/function.json`).
+const PHONES_SHARD_BINDING: &str = "shard";
+
+/// A queue-trigger invocation's message text and dequeue count. The host passes the message under the binding's
+/// name, as a string (or, for a JSON message, possibly parsed), and `DequeueCount` in `Metadata` (a number or a
+/// string; 1 when absent).
+fn shard_trigger(body: &[u8]) -> Result<(String, u32), String> {
+    let invocation = Invocation::parse(body).map_err(|error| error.to_string())?;
+    let value = invocation
+        .data
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(PHONES_SHARD_BINDING))
+        .map(|(_, value)| value)
+        .ok_or_else(|| format!("no `{PHONES_SHARD_BINDING}` binding in Data"))?;
+    let text = match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Object(_) => value.to_string(),
+        other => return Err(format!("the `{PHONES_SHARD_BINDING}` binding is not a message: {other}")),
+    };
+    let dequeue_count = invocation
+        .metadata
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("DequeueCount"))
+        .map(|(_, value)| match value {
+            serde_json::Value::Number(number) => number.as_u64(),
+            serde_json::Value::String(text) => text.trim().parse().ok(),
+            _ => None,
+        })
+        .map(|count| count.ok_or_else(|| "Metadata.DequeueCount is not a count".to_owned()))
+        .transpose()?
+        .unwrap_or(1);
+    Ok((text, u32::try_from(dequeue_count).unwrap_or(u32::MAX)))
+}
+
+/// `PhonesShard` (queue trigger): one shard of a `personal_contacts` run. Answers 200 when the shard is done (or
+/// belongs to a run that is no longer the link's latest), and 500 when it is not (some mailboxes failed, another try
+/// holds it, the state store failed): the host then delivers the message again, and after its last try moves it to
+/// the poison queue, which `status` reports.
+pub async fn phones_shard<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
+    let (text, dequeue_count) = match shard_trigger(body) {
+        Ok(trigger) => trigger,
+        Err(reason) => return malformed("PhonesShard", &reason),
+    };
+    match service.run_shard(&text, dequeue_count).await {
+        Ok(report) => {
+            let settled = matches!(report.end.as_str(), "done" | "superseded");
+            if settled {
+                info!(link = %report.link, shard = report.shard, end = %report.end, "{}", report.summary);
+            } else {
+                warn!(link = %report.link, shard = report.shard, end = %report.end, "{}", report.summary);
+            }
+            let mut logs = vec![report.summary.clone()];
+            logs.extend(
+                report
+                    .failures
+                    .iter()
+                    .take(20)
+                    .map(|failure| format!("{}: {}", failure.kind, failure.reason)),
+            );
+            HostAnswer {
+                host_status: if settled { 200 } else { 500 },
+                response: InvocationResponse {
+                    outputs: Default::default(),
+                    logs,
+                    return_value: serde_json::to_value(&report).ok(),
+                },
+            }
+        }
+        Err(error) => {
+            let line = log_service_error(&error);
+            HostAnswer {
+                host_status: 500,
+                response: InvocationResponse::logs_only(vec![line]),
+            }
+        }
+    }
+}
+
 fn log_service_error(error: &ServiceError) -> String {
     match error {
         ServiceError::Internal(_) => error!(error = %error, "Run failed to start."),

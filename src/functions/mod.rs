@@ -146,6 +146,8 @@ async fn dispatch<S: SyncService>(service: Arc<S>, function: &str, body: &[u8]) 
         handlers::status(service, body).await
     } else if function.eq_ignore_ascii_case("Notify") {
         handlers::notify(service, body).await
+    } else if function.eq_ignore_ascii_case("PhonesShard") {
+        handlers::phones_shard(service, body).await
     } else {
         handlers::unknown_function(function)
     }

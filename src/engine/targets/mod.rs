@@ -143,8 +143,9 @@ pub trait Target: Send + Sync {
     ) -> Result<Planned<Self::Work>, TargetError>;
 
     /// Before the first write of a run that is not a dry run: returns `true` when it marked the checkpoint (which
-    /// the lifecycle then saves before writing), e.g. "a run is writing".
-    fn mark_writing(&self, _checkpoint: &mut LinkCheckpoint) -> bool {
+    /// the lifecycle then saves before writing), e.g. "a run is writing". `work` says what the run will do (a run
+    /// that will write nothing need not mark).
+    fn mark_writing(&self, _checkpoint: &mut LinkCheckpoint, _work: &Self::Work) -> bool {
         false
     }
 

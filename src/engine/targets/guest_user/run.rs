@@ -168,7 +168,7 @@ impl Target for GuestUsers {
 
     /// The kind marker is saved before the first write: records written by a run that dies before its end (create
     /// intents) must never be taken for another kind's.
-    fn mark_writing(&self, checkpoint: &mut LinkCheckpoint) -> bool {
+    fn mark_writing(&self, checkpoint: &mut LinkCheckpoint, _work: &Self::Work) -> bool {
         let marked = checkpoint.extra.get(KIND_KEY).and_then(|v| v.as_str()) == Some(KIND);
         if !marked {
             checkpoint.extra.insert(KIND_KEY.into(), KIND.into());

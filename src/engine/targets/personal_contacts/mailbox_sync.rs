@@ -122,8 +122,9 @@ pub(super) struct MailboxRun<'f> {
     pub(super) photo_queue: Vec<(String, String)>,
 }
 
-/// How much of a mailbox a run looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much of a mailbox a run looks at (in a shard record: `incremental`, `reconcile`, `thorough`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// The changed and departed people only, from the records (no mailbox read).
     Incremental,

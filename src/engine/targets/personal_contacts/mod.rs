@@ -11,6 +11,8 @@
 //! - [`records`]: what the state store remembers per (link, mailbox) and the link's source snapshot.
 //! - [`mailbox_sync`]: one mailbox: folder, full reconcile or incremental fan-out, `$batch` writes, records
 //!   ([`mailbox_plan`] plans the writes, [`mailbox_write`] sends them and books the answers).
+//! - [`shards`]: a run's mailboxes in shards, each run by [`shards::ShardRunner`] (in this process, or as a queue
+//!   message on any instance), with its own checkpoint and lease.
 //! - [`purge`]: uninstalling the link (every recorded contact deleted, state forgotten).
 //! - [`PersonalContacts`] (here): the target; [`run`]: its `Target` phases behind the shared lifecycle
 //!   (`engine::lifecycle`): the source batch into the snapshot, photos, mailbox joins and leaves, safety, fan-out
@@ -32,13 +34,18 @@ pub mod prepare;
 pub mod purge;
 pub mod records;
 pub mod run;
+pub mod shards;
 pub mod spec;
 
 pub use spec::{OnPersonGone, PhonesTarget, phones_target};
 
-use crate::m365::GraphClient;
+use std::sync::Arc;
 
-/// The `personal_contacts` target of one link: the Graph of both tenants and the link's target options.
+use crate::m365::GraphClient;
+use crate::queue::ShardQueue;
+
+/// The `personal_contacts` target of one link: the Graph of both tenants, the link's target options, and where
+/// its shards go.
 #[derive(Clone)]
 pub struct PersonalContacts {
     /// The source tenant's Graph (photos).
@@ -46,4 +53,9 @@ pub struct PersonalContacts {
     /// The target tenant's Graph (mailboxes, folders, contacts).
     pub target_graph: GraphClient,
     pub options: PhonesTarget,
+    /// Where a run's shards are sent; `None`: the run runs them itself ([`shards`]).
+    pub queue: Option<Arc<dyn ShardQueue>>,
+    /// Who takes the shard leases (`{host}:{pid}`; a try's id is appended), and for how long.
+    pub holder: String,
+    pub lease_ttl: chrono::Duration,
 }

@@ -26,7 +26,10 @@ pub(super) async fn purge(
     match store.list_scopes(link).await {
         Err(error) => failures.push(purge_failure(None, error.to_string())),
         Ok(scopes) => {
-            for mailbox in scopes {
+            for mailbox in scopes
+                .into_iter()
+                .filter(|scope| super::shards::is_mailbox_scope(scope))
+            {
                 let state = match load_mailbox(store, link, &mailbox).await {
                     Ok(state) => state,
                     Err(error) => {

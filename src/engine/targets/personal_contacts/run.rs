@@ -1,8 +1,9 @@
 //! The `personal_contacts` target's phases ([`PersonalContacts`]): plan = merge the source stage's batch into the
 //! link's snapshot (`prepare`, with photos), resolve the mailboxes (joins get the whole list, leaves lose their
 //! contacts per policy), apply the safety net to people leaving the scope and to mailboxes leaving the selection;
-//! apply = fan out to the mailboxes within the run's budget, then store the snapshot; purge = every recorded
-//! contact deleted. The lease, checkpoint, source stage and report are the shared lifecycle's (`engine::lifecycle`).
+//! apply = record the run's shards (`shards`), store the snapshot they read, then send them to the shard queue or
+//! run them here, one after another; purge = every recorded contact deleted. A run that finds a queued shard set
+//! still in flight writes nothing and is unfinished. The lease, checkpoint, source stage and report are the shared lifecycle's (`engine::lifecycle`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,11 +11,16 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use serde_json::json;
-use tracing::Instrument as _;
 
 use super::PersonalContacts;
 use super::contact::fill_blank_properties;
 use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
+use super::shards::{
+    Generation, NewGeneration, POISON_PEEK, ShardEnd, ShardMailbox, ShardMessage, ShardRun,
+    ShardRunner, in_flight, is_mailbox_scope, load_anchor_set, load_generation, load_shards,
+    mark_dispatched, partition, poisoned_shards, record_generation, send_shards,
+    unfinished_mailboxes,
+};
 use super::mailboxes::{Selection, select_mailboxes};
 use super::photos::PhotoCache;
 use super::prepare::{SourceSide, absorb, desired_contacts};
@@ -27,6 +33,7 @@ use crate::engine::ports::PortError;
 use crate::engine::safety;
 use crate::engine::source_stage::SourceBatch;
 use crate::engine::targets::{Applied, Planned, Purged, RunContext, Target, TargetError};
+use crate::queue::PoisonMessage;
 use crate::report::{Failure, PlanCounts};
 use crate::state::LinkCheckpoint;
 
@@ -38,12 +45,30 @@ const REPORTED_ONLY: &[&str] = &[
     "mailbox_not_rest_enabled",
     "mailbox_unknown",
     "source_photo",
+    "shards_in_flight",
 ];
 
+/// Whether a failure leaves its mailbox (and the run) not done.
+pub fn is_hard_failure(failure: &Failure) -> bool {
+    !REPORTED_ONLY.contains(&failure.kind.as_str())
+}
+
 /// What planning hands to applying.
-pub struct PhonesWork {
+pub enum PhonesWork {
+    /// The shards of an earlier run are still in flight on the queue: this run writes nothing.
+    Waiting {
+        generation: String,
+        in_flight: Vec<u32>,
+    },
+    Write(Box<WriteWork>),
+}
+
+/// What a run that writes carries from planning to applying.
+pub struct WriteWork {
     source: SourceSide,
     selection: Selection,
+    /// Mailboxes joining the selection (no records yet).
+    joined: BTreeSet<String>,
     /// Mailboxes leaving the selection.
     left: Vec<String>,
     /// People whose removal the safety net holds.
@@ -70,6 +95,18 @@ impl Target for PersonalContacts {
         batch: &mut SourceBatch,
     ) -> Result<Planned<PhonesWork>, TargetError> {
         let link = run.link;
+        if !run.options.dry_run
+            && let Some(work) = self.waiting(run).await?
+        {
+            return Ok(Planned {
+                plan: Plan::default(),
+                planned: PlanCounts::default(),
+                source_changes: 0,
+                quarantine: checkpoint.quarantine.clone(),
+                failures: Vec::new(),
+                work,
+            });
+        }
         let unfinished = checkpoint.extra.get(OPEN_MARK).and_then(|v| v.as_bool()) == Some(true);
         let snapshot = load_snapshot(run.store.as_ref(), &link.name).await?;
         // A source that keeps its objects' photos (a mailbox folder's contacts) is asked for them instead of Graph.
@@ -90,6 +127,7 @@ impl Target for PersonalContacts {
             .list_scopes(&link.name)
             .await?
             .into_iter()
+            .filter(|scope| is_mailbox_scope(scope))
             .collect();
         let joined: Vec<String> = selection
             .mailboxes
@@ -175,7 +213,7 @@ impl Target for PersonalContacts {
                 self.options.on_delete,
                 MailboxFanOut {
                     selected: selection.mailboxes.len() as u64,
-                    joining: joined,
+                    joining: joined.clone(),
                     leaving: left.clone(),
                     recorded: BTreeMap::new(),
                 },
@@ -198,29 +236,153 @@ impl Target for PersonalContacts {
             source_changes: source.changed.len() as u64,
             quarantine,
             failures,
-            work: PhonesWork {
+            work: PhonesWork::Write(Box::new(WriteWork {
                 anchor_prefix: anchor_prefix_for(&batch.tenant_id),
                 source,
                 selection,
+                joined: joined.into_iter().collect(),
                 left,
                 held,
                 held_mailboxes,
                 photos,
                 mailbox_mode,
-            },
+            })),
         })
     }
 
-    fn mark_writing(&self, checkpoint: &mut LinkCheckpoint) -> bool {
+    fn mark_writing(&self, checkpoint: &mut LinkCheckpoint, work: &PhonesWork) -> bool {
+        if matches!(work, PhonesWork::Waiting { .. }) {
+            return false;
+        }
         checkpoint.extra.insert(OPEN_MARK.into(), json!(true));
         true
     }
 
     async fn apply(&self, run: &RunContext<'_>, _plan: &Plan, work: PhonesWork) -> Applied {
+        match work {
+            PhonesWork::Waiting {
+                generation,
+                in_flight,
+            } => Applied {
+                applied: PlanCounts::default(),
+                failures: vec![Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "shards_in_flight".into(),
+                    reason: format!(
+                        "{} shard(s) of the previous run ({generation}) are still on the queue; this run wrote nothing and the next one carries on",
+                        in_flight.len()
+                    ),
+                }],
+                unfinished: true,
+            },
+            PhonesWork::Write(work) => self.dispatch(run, *work).await,
+        }
+    }
+
+    fn is_hard(&self, failure: &Failure) -> bool {
+        is_hard_failure(failure)
+    }
+
+    fn settle(&self, checkpoint: &mut LinkCheckpoint, clean: bool) {
+        if clean {
+            checkpoint.extra.remove(OPEN_MARK);
+        }
+    }
+
+    async fn purge(&self, run: &RunContext<'_>, execute: bool) -> Result<Purged, String> {
+        Ok(super::purge::purge(self, run, execute).await)
+    }
+}
+
+impl PersonalContacts {
+    /// The fan-out every mailbox of a shard is synced with.
+    #[allow(clippy::too_many_arguments)]
+    fn fanout(
+        &self,
+        store: &Arc<dyn crate::state::StateStore>,
+        link: &str,
+        desired: BTreeMap<String, super::mailbox_sync::Desired>,
+        changed: BTreeSet<String>,
+        held: BTreeSet<String>,
+        anchor_prefix: String,
+        photos: Option<Arc<PhotoCache>>,
+    ) -> Fanout {
+        Fanout {
+            link: link.to_owned(),
+            graph: self.target_graph.clone(),
+            store: store.clone(),
+            target: self.options.clone(),
+            fill_blank: fill_blank_properties(&self.options.fill_blank),
+            desired,
+            changed,
+            held,
+            anchor_prefix,
+            photos,
+        }
+    }
+
+    /// Who runs shards in this process.
+    fn shard_runner<'a>(
+        &'a self,
+        store: &'a Arc<dyn crate::state::StateStore>,
+        holder: &'a str,
+        max_concurrency: usize,
+        cancelled: Option<&'a Arc<std::sync::atomic::AtomicBool>>,
+    ) -> ShardRunner<'a> {
+        ShardRunner {
+            store,
+            holder,
+            lease_ttl: self.lease_ttl,
+            max_concurrency,
+            cancelled,
+            is_hard: &is_hard_failure,
+        }
+    }
+
+    /// `Some` when the link's latest shard set went to the queue and still has shards in flight.
+    async fn waiting(&self, run: &RunContext<'_>) -> Result<Option<PhonesWork>, TargetError> {
+        let store = run.store.as_ref();
+        let link = &run.link.name;
+        let Some(generation) = load_generation(store, link).await? else {
+            return Ok(None);
+        };
+        if generation.queue.is_none() || !generation.dispatched {
+            return Ok(None);
+        }
+        let shards = load_shards(store, link).await?;
+        let poison = self.poisoned().await;
+        let mapped = poisoned_shards(link, &poison);
+        let flying = in_flight(&generation, &shards, &mapped, chrono::Utc::now());
+        Ok((!flying.is_empty()).then(|| PhonesWork::Waiting {
+            generation: generation.id.clone(),
+            in_flight: flying,
+        }))
+    }
+
+    /// The shard queue's poison messages (none without a queue; a queue that cannot be read is logged and taken
+    /// as none: its shards then wait until they are stale).
+    pub async fn poisoned(&self) -> Vec<PoisonMessage> {
+        let Some(queue) = &self.queue else {
+            return Vec::new();
+        };
+        match queue.poisoned(POISON_PEEK).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(queue = %queue.name(), error = %error, "Reading the poison queue failed.");
+                Vec::new()
+            }
+        }
+    }
+
+    /// A run that writes: mailboxes leaving are handled here; the others are split into shards, which are recorded
+    /// (with the snapshot they read) and then sent to the queue or run here.
+    async fn dispatch(&self, run: &RunContext<'_>, work: WriteWork) -> Applied {
         let link = run.link;
-        let PhonesWork {
+        let WriteWork {
             source,
             selection,
+            joined,
             left,
             held,
             held_mailboxes,
@@ -228,75 +390,170 @@ impl Target for PersonalContacts {
             anchor_prefix,
             mailbox_mode,
         } = work;
-        let desired = desired_contacts(&source.next, &self.options.categories, self.options.photos);
-        let fill_blank = fill_blank_properties(&self.options.fill_blank);
-        // Incremental mailboxes look at the people who changed and the people who left.
-        let touched: BTreeSet<String> = source.changed.union(&source.removed).cloned().collect();
-        let fanout = Arc::new(Fanout {
-            link: link.name.clone(),
-            graph: self.target_graph.clone(),
-            store: run.store.clone(),
-            target: self.options.clone(),
-            fill_blank,
-            desired,
-            changed: touched,
-            held: held.clone(),
-            anchor_prefix,
-            photos,
-        });
-        // One task per mailbox, at most `max_concurrency` at once; the JoinSet aborts them if this run is dropped.
-        let mut pending = selection.mailboxes.values();
-        let mut running = tokio::task::JoinSet::new();
         let mut applied = PlanCounts::default();
         let mut failures = Vec::new();
-        let mut not_started = 0u64;
-        loop {
-            while running.len() < link.max_concurrency.max(1)
-                && let Some(mailbox) = pending.next()
-            {
-                let (fanout, mailbox, cancelled) =
-                    (fanout.clone(), mailbox.clone(), run.cancelled.clone());
-                // Task-locals do not cross `spawn`: each mailbox task works within the run's budget too.
-                let deadline = crate::m365::budget::deadline();
-                running.spawn(
-                    async move {
-                        let spent = deadline.is_some_and(|end| std::time::Instant::now() >= end);
-                        if cancelled.load(Ordering::SeqCst) || spent {
-                            return None;
-                        }
-                        let sync = fanout.sync(&mailbox, mailbox_mode);
-                        Some(match deadline {
-                            Some(deadline) => crate::m365::budget::within(deadline, sync).await,
-                            None => sync.await,
-                        })
-                    }
-                    .in_current_span(),
-                );
-            }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            match joined {
-                Ok(Some(outcome)) => add(&mut applied, &mut failures, outcome),
-                // Not started: the lease was lost, or the run's budget spent.
-                Ok(None) => not_started += 1,
-                Err(error) => failures.push(Failure {
-                    anchor: None,
-                    mailbox: None,
-                    kind: "internal_error".into(),
-                    reason: format!("a mailbox task ended abnormally: {error}"),
-                }),
-            }
-        }
-        if !held_mailboxes {
+        let state_failure = |what: &str, error: &dyn std::fmt::Display| Failure {
+            anchor: None,
+            mailbox: None,
+            kind: "state_error".into(),
+            reason: format!("{what}: {error}"),
+        };
+
+        // Mailboxes leaving the selection: here, before the shards (they are few and need no snapshot).
+        if !held_mailboxes && !left.is_empty() {
+            let fanout = self.fanout(
+                run.store,
+                &link.name,
+                BTreeMap::new(),
+                BTreeSet::new(),
+                held.clone(),
+                anchor_prefix.clone(),
+                None,
+            );
             for mailbox in &left {
                 let outcome = leave(run, &fanout, mailbox, self.options.remove_on_leave).await;
                 add(&mut applied, &mut failures, outcome);
             }
         }
+
+        // The previous shard set's unfinished mailboxes list their folders this time.
+        let store = run.store.as_ref();
+        let previous = match load_generation(store, &link.name).await {
+            Ok(previous) => previous,
+            Err(error) => {
+                failures.push(state_failure("reading the previous shard set failed", &error));
+                return Applied { applied, failures, unfinished: false };
+            }
+        };
+        let unfinished = match load_shards(store, &link.name).await {
+            Ok(shards) => unfinished_mailboxes(previous.as_ref(), &shards),
+            Err(error) => {
+                failures.push(state_failure("reading the previous shards failed", &error));
+                return Applied { applied, failures, unfinished: false };
+            }
+        };
+        // Incremental mailboxes look at the people who changed and the people who left; with nobody to look at,
+        // only the mailboxes that must list their folder (joining, unfinished) get a shard.
+        let touched: BTreeSet<String> = source.changed.union(&source.removed).cloned().collect();
+        let everyone = mailbox_mode != SyncMode::Incremental || !touched.is_empty();
+        let mailboxes: Vec<ShardMailbox> = selection
+            .mailboxes
+            .values()
+            .filter(|m| everyone || joined.contains(&m.id) || unfinished.contains(&m.id))
+            .map(|m| ShardMailbox {
+                id: m.id.clone(),
+                upn: m.upn.clone(),
+                thorough: unfinished.contains(&m.id),
+            })
+            .collect();
+
+        let mut generation = NewGeneration {
+            generation: Generation {
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: chrono::Utc::now(),
+                mode: mailbox_mode,
+                shards: 0,
+                changed_records: 0,
+                held_records: 0,
+                anchor_prefix: anchor_prefix.clone(),
+                queue: self.queue.as_ref().map(|queue| queue.name().to_owned()),
+                dispatched: false,
+            },
+            shards: partition(&mailboxes, self.options.mailboxes_per_shard),
+            changed: touched,
+            held,
+        };
+        if !mailboxes.is_empty()
+            && let Err(error) = record_generation(store, &link.name, &mut generation).await
+        {
+            failures.push(state_failure("recording the run's shards failed", &error));
+            return Applied { applied, failures, unfinished: false };
+        }
+        // The snapshot moves on before the shards run: they read it. People held by the quarantine stay in it, so
+        // they are seen leaving again. (Until the run settles, the checkpoint's open mark makes the next run list
+        // every folder, so a run that ends here early loses nothing.)
+        let put: Vec<_> = source
+            .next
+            .iter()
+            .filter(|(a, _)| source.changed.contains(*a))
+            .collect();
+        let removed: Vec<String> = source.removed.difference(&generation.held).cloned().collect();
+        if let Err(error) = save_snapshot(store, &link.name, &put, &removed).await {
+            failures.push(state_failure("saving the source snapshot failed", &error));
+            return Applied { applied, failures, unfinished: false };
+        }
+        if mailboxes.is_empty() {
+            return Applied { applied, failures, unfinished: false };
+        }
+        let NewGeneration {
+            mut generation,
+            changed,
+            held,
+            ..
+        } = generation;
+
+        if let Some(queue) = &self.queue {
+            if let Err(error) = send_shards(queue.as_ref(), &link.name, &generation).await {
+                failures.push(Failure {
+                    anchor: None,
+                    mailbox: None,
+                    kind: "queue_error".into(),
+                    reason: format!("sending the run's shards to queue {} failed: {error}", queue.name()),
+                });
+                return Applied { applied, failures, unfinished: false };
+            }
+            if let Err(error) = mark_dispatched(store, &link.name, &mut generation).await {
+                failures.push(state_failure("recording the shards as sent failed", &error));
+            }
+            tracing::info!(link = %link.name, generation = %generation.id, shards = generation.shards, queue = %queue.name(), "Shards sent.");
+            return Applied { applied, failures, unfinished: false };
+        }
+
+        // No queue: this process runs the shards, one after another, each as the queue would (last try: a shard
+        // that does not complete is failed, and the next run lists its mailboxes' folders).
+        let desired = desired_contacts(&source.next, &self.options.categories, self.options.photos);
+        drop(source);
+        let fanout = Arc::new(self.fanout(
+            run.store,
+            &link.name,
+            desired,
+            changed,
+            held,
+            anchor_prefix,
+            photos,
+        ));
+        let holder = format!("{}:{}", self.holder, generation.id);
+        let runner = self.shard_runner(run.store, &holder, link.max_concurrency, Some(run.cancelled));
+        let mut not_started = 0u64;
+        for index in 0..generation.shards {
+            match runner.run(&fanout, &generation, index, true).await {
+                Ok(shard) => {
+                    applied.creates += shard.applied.creates;
+                    applied.updates += shard.applied.updates;
+                    applied.deletes += shard.applied.deletes;
+                    applied.adoptions += shard.applied.adoptions;
+                    applied.unchanged += shard.applied.unchanged;
+                    failures.extend(shard.failures);
+                    not_started += shard.not_started;
+                    if shard.end == ShardEnd::Busy {
+                        failures.push(Failure {
+                            anchor: None,
+                            mailbox: None,
+                            kind: "shard_busy".into(),
+                            reason: format!("shard {index} is being run by another process; the next run carries on"),
+                        });
+                    }
+                }
+                Err(error) => {
+                    failures.push(state_failure(&format!("shard {index}"), &error));
+                }
+            }
+        }
+        if let Err(error) = mark_dispatched(store, &link.name, &mut generation).await {
+            failures.push(state_failure("recording the shards as run failed", &error));
+        }
         let lost = run.cancelled.load(Ordering::SeqCst);
         if lost || not_started > 0 {
-            // The snapshot and checkpoint stay where they were: the next run writes the mailboxes left out.
             failures.push(if lost {
                 Failure {
                     anchor: None,
@@ -314,46 +571,60 @@ impl Target for PersonalContacts {
                     ),
                 }
             });
-            return Applied {
-                applied,
-                failures,
-                unfinished: true,
-            };
+            return Applied { applied, failures, unfinished: true };
         }
-        // The snapshot moves on (people held by the quarantine stay in it, so they are seen leaving again).
-        let put: Vec<_> = source
-            .next
-            .iter()
-            .filter(|(a, _)| source.changed.contains(*a))
-            .collect();
-        let removed: Vec<String> = source.removed.difference(&held).cloned().collect();
-        if let Err(error) = save_snapshot(run.store.as_ref(), &link.name, &put, &removed).await {
-            failures.push(Failure {
-                anchor: None,
-                mailbox: None,
-                kind: "state_error".into(),
-                reason: format!("saving the source snapshot failed: {error}"),
-            });
-        }
-        Applied {
-            applied,
-            failures,
-            unfinished: false,
-        }
+        Applied { applied, failures, unfinished: false }
     }
 
-    fn is_hard(&self, failure: &Failure) -> bool {
-        !REPORTED_ONLY.contains(&failure.kind.as_str())
-    }
-
-    fn settle(&self, checkpoint: &mut LinkCheckpoint, clean: bool) {
-        if clean {
-            checkpoint.extra.remove(OPEN_MARK);
-        }
-    }
-
-    async fn purge(&self, run: &RunContext<'_>, execute: bool) -> Result<Purged, String> {
-        Ok(super::purge::purge(self, run, execute).await)
+    /// One delivery of a queued shard (`PhonesShard`): the generation, the snapshot and the anchor sets from the
+    /// state store, then the shard as [`ShardRunner`] runs it. `last_try`: the host moves the message to the poison
+    /// queue if this try fails.
+    pub async fn run_queued_shard(
+        &self,
+        store: &Arc<dyn crate::state::StateStore>,
+        source: Arc<dyn crate::engine::ports::SourceDirectory>,
+        link: &crate::engine::spec::LinkSpec,
+        message: &ShardMessage,
+        last_try: bool,
+    ) -> Result<ShardRun, crate::state::StateError> {
+        let name = &link.name;
+        let generation = match load_generation(store.as_ref(), name).await? {
+            Some(generation) if generation.id == message.generation => generation,
+            _ => {
+                return Ok(ShardRun {
+                    end: ShardEnd::Superseded,
+                    applied: PlanCounts::default(),
+                    failures: Vec::new(),
+                    mailboxes: 0,
+                    mailboxes_done: 0,
+                    not_started: 0,
+                });
+            }
+        };
+        let changed =
+            load_anchor_set(store.as_ref(), name, "changed", generation.changed_records).await?;
+        let held = load_anchor_set(store.as_ref(), name, "held", generation.held_records).await?;
+        let mut snapshot = load_snapshot(store.as_ref(), name).await?;
+        // People the safety net holds stay in the snapshot (so they are seen leaving again) but are not desired.
+        snapshot.retain(|anchor, _| !held.contains(anchor));
+        let desired = desired_contacts(&snapshot, &self.options.categories, self.options.photos);
+        drop(snapshot);
+        let photos = self.options.photos.then(|| {
+            Arc::new(PhotoCache::new(self.source_graph.clone()).with_source(source))
+        });
+        let fanout = Arc::new(self.fanout(
+            store,
+            name,
+            desired,
+            changed,
+            held,
+            generation.anchor_prefix.clone(),
+            photos,
+        ));
+        let holder = format!("{}:{}", self.holder, uuid::Uuid::new_v4());
+        self.shard_runner(store, &holder, link.max_concurrency, None)
+            .run(&fanout, &generation, message.shard, last_try)
+            .await
     }
 }
 

@@ -29,6 +29,8 @@ pub struct PhonesTarget {
     pub adopt_existing: bool,
     /// Fields written only when the contact's value is blank.
     pub fill_blank: BTreeSet<Field>,
+    /// How many mailboxes one shard of a run holds (`mailboxes_per_shard`, at least 1).
+    pub mailboxes_per_shard: usize,
 }
 
 /// The target options of a `personal_contacts` link, from the resolved configuration.
@@ -52,5 +54,8 @@ pub fn phones_target(options: &config::PersonalContactsOptions) -> PhonesTarget 
         },
         adopt_existing: options.adopt_existing,
         fill_blank,
+        mailboxes_per_shard: usize::try_from(options.mailboxes_per_shard)
+            .unwrap_or(usize::MAX)
+            .max(1),
     }
 }
