@@ -191,6 +191,12 @@ impl EngineService {
         self
     }
 
+    /// Leases (of links, and of shards) last `ttl` instead of [`LEASE_TTL_ENV`]'s or the default lifetime.
+    pub fn with_lease_ttl(mut self, ttl: chrono::Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
     /// The `personal_contacts` target of a link.
     async fn phones(
         &self,

@@ -39,11 +39,16 @@ impl CountingStore {
     }
 
     fn count(&self, scope: &str, records: &[ObjectRecord]) {
-        if scope != LINK_SCOPE {
+        if is_mailbox(scope) {
             self.mailbox_records_read
                 .fetch_add(records.len() as u64, Ordering::SeqCst);
         }
     }
+}
+
+/// A mailbox's scope (not the link scope, not the shard records' `~shards`).
+fn is_mailbox(scope: &str) -> bool {
+    scope != LINK_SCOPE && galbridge::engine::targets::personal_contacts::shards::is_mailbox_scope(scope)
 }
 
 #[async_trait::async_trait]
@@ -77,7 +82,7 @@ impl StateStore for CountingStore {
     }
     async fn list_objects(&self, link: &str, scope: &str) -> Result<Vec<ObjectRecord>, StateError> {
         let records = self.inner.list_objects(link, scope).await?;
-        if scope != LINK_SCOPE {
+        if is_mailbox(scope) {
             self.mailbox_full_listings.fetch_add(1, Ordering::SeqCst);
         }
         self.count(scope, &records);
