@@ -262,17 +262,36 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
 
 #[tokio::test]
 async fn a_shard_dropped_midway_is_delivered_again_and_converges_without_duplicates() {
-    let bed = sharded(45, 30).await;
+    let bed = sharded(10, 30).await;
     bed.dispatcher
         .run_link(LINK, RunOptions::default())
         .await
         .expect("the run starts");
+    for text in drain(&bed.queue) {
+        assert_eq!(deliver(&bed.second, &text, 1).await.end, "done");
+    }
+    // Forty people join: an incremental run creates them in every mailbox, from the records (no folder listing).
+    let control = bed.world.sim.control();
+    for n in 0..40 {
+        control
+            .add_user(
+                "acme",
+                serde_json::json!({"displayName": format!("New Hire {n:02}"), "jobTitle": "Apprentice"}),
+            )
+            .expect("a new user");
+    }
+    let before = managed_contacts(&bed.world.sim);
+    let run = bed
+        .dispatcher
+        .run_link(LINK, RunOptions::default())
+        .await
+        .expect("the run starts");
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{}", run.summary);
     let messages = drain(&bed.queue);
     let text = messages.first().expect("a shard").clone();
 
     // Each $batch takes a while: the try is dropped (as a killed instance) with some batches landed and their
     // records not yet saved (records are saved 100 at a time).
-    let control = bed.world.sim.control();
     control.add_fault(
         FaultRule::rated(Fault::Slow { delay_ms: 150 }, 1.0)
             .on_service(Service::Graph)
@@ -282,7 +301,10 @@ async fn a_shard_dropped_midway_is_delivered_again_and_converges_without_duplica
     assert!(dropped.is_err(), "the try was dropped mid-way");
     tokio::time::sleep(Duration::from_millis(300)).await;
     control.set_faults(Vec::new());
-    assert!(managed_contacts(&bed.world.sim) > 0, "some contacts landed before the drop");
+    assert!(
+        managed_contacts(&bed.world.sim) > before,
+        "some contacts landed before the drop"
+    );
 
     // The host delivers it again once the message is visible; the dropped try's lease lapses first.
     let mut report = deliver(&bed.second, &text, 2).await;
