@@ -9,12 +9,12 @@
 // The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
 #![cfg(feature = "demo")]
 
-mod engine_support;
-mod phones_support;
 #[path = "support/azurite.rs"]
 mod azurite;
 #[path = "engine_support/cli.rs"]
 mod cli;
+mod engine_support;
+mod phones_support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -52,7 +52,8 @@ struct Sharded {
 }
 
 async fn sharded(people: usize, mailboxes: usize) -> Sharded {
-    let world = engine_support::world(&[("acme", people), ("northern", mailboxes)], &link_toml()).await;
+    let world =
+        engine_support::world(&[("acme", people), ("northern", mailboxes)], &link_toml()).await;
     let store: Arc<dyn StateStore> =
         Arc::new(FileStore::open(world.state_dir.path()).expect("file store"));
     let queue = Arc::new(MemoryQueue::new("phones-shards"));
@@ -169,21 +170,39 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
     let bed = sharded(12, 30).await;
     let selected = selected_count(&bed.world.sim);
     let shards = selected.div_ceil(10);
-    assert!(shards >= 3, "{selected} mailboxes make at least three shards");
+    assert!(
+        shards >= 3,
+        "{selected} mailboxes make at least three shards"
+    );
 
     let dispatch = bed
         .dispatcher
         .run_link(LINK, RunOptions::default())
         .await
         .expect("the run starts");
-    assert_eq!(dispatch.outcome, RunOutcome::Succeeded, "{}", dispatch.summary);
+    assert_eq!(
+        dispatch.outcome,
+        RunOutcome::Succeeded,
+        "{}",
+        dispatch.summary
+    );
     let messages = drain(&bed.queue);
     assert_eq!(messages.len(), shards, "one message per shard");
-    assert!(messages.iter().all(|m| m.len() < 200), "small messages: {messages:?}");
-    assert_eq!(managed_contacts(&bed.world.sim), 0, "the dispatching run writes no mailbox");
+    assert!(
+        messages.iter().all(|m| m.len() < 200),
+        "small messages: {messages:?}"
+    );
+    assert_eq!(
+        managed_contacts(&bed.world.sim),
+        0,
+        "the dispatching run writes no mailbox"
+    );
     let status = status_shards(&bed.dispatcher).await;
     assert_eq!(status["queue"], "phones-shards");
-    assert_eq!((status["shards"].as_u64(), status["in_flight"].as_u64()), (Some(shards as u64), Some(shards as u64)));
+    assert_eq!(
+        (status["shards"].as_u64(), status["in_flight"].as_u64()),
+        (Some(shards as u64), Some(shards as u64))
+    );
 
     // While they are in flight, the next run writes nothing and sends nothing.
     let waiting = bed
@@ -191,16 +210,37 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
         .run_link(LINK, RunOptions::default())
         .await
         .expect("the run starts");
-    assert_eq!(waiting.outcome, RunOutcome::PartiallyFailed, "{}", waiting.summary);
-    assert!(waiting.failures.iter().any(|f| f.kind == "shards_in_flight"), "{:?}", waiting.failures);
-    assert!(bed.queue.is_empty(), "no new shard set while one is in flight");
+    assert_eq!(
+        waiting.outcome,
+        RunOutcome::PartiallyFailed,
+        "{}",
+        waiting.summary
+    );
+    assert!(
+        waiting
+            .failures
+            .iter()
+            .any(|f| f.kind == "shards_in_flight"),
+        "{:?}",
+        waiting.failures
+    );
+    assert!(
+        bed.queue.is_empty(),
+        "no new shard set while one is in flight"
+    );
 
     // The last shard first, delivered to both consumers at once; then the others, alternating consumers.
     let mut order: Vec<&String> = messages.iter().rev().collect();
     let first = order.remove(0);
-    let (one, two) = tokio::join!(deliver(&bed.dispatcher, first, 1), deliver(&bed.second, first, 1));
+    let (one, two) = tokio::join!(
+        deliver(&bed.dispatcher, first, 1),
+        deliver(&bed.second, first, 1)
+    );
     let ends = [one.end.as_str(), two.end.as_str()];
-    assert!(ends.contains(&"done"), "one delivery completes the shard: {ends:?}");
+    assert!(
+        ends.contains(&"done"),
+        "one delivery completes the shard: {ends:?}"
+    );
     assert!(
         ends.iter().all(|end| *end == "done" || *end == "busy"),
         "the other finds it done or busy: {ends:?}"
@@ -210,9 +250,19 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
         assert_eq!(deliver(&bed.second, first, 2).await.end, "done");
     }
     for (n, text) in order.into_iter().enumerate() {
-        let consumer = if n % 2 == 0 { &bed.second } else { &bed.dispatcher };
+        let consumer = if n % 2 == 0 {
+            &bed.second
+        } else {
+            &bed.dispatcher
+        };
         let report = deliver(consumer, text, 1).await;
-        assert_eq!(report.end, "done", "shard {}: {}", shard_of(text), report.summary);
+        assert_eq!(
+            report.end,
+            "done",
+            "shard {}: {}",
+            shard_of(text),
+            report.summary
+        );
     }
     assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
     let status = status_shards(&bed.second).await;
@@ -239,14 +289,23 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
     bed.world
         .sim
         .control()
-        .update_user("acme", person["id"].as_str().expect("id"), serde_json::json!({"jobTitle": "Night Shift"}))
+        .update_user(
+            "acme",
+            person["id"].as_str().expect("id"),
+            serde_json::json!({"jobTitle": "Night Shift"}),
+        )
         .expect("update");
     let changed = bed
         .dispatcher
         .run_link(LINK, RunOptions::default())
         .await
         .expect("the run starts");
-    assert_eq!(changed.outcome, RunOutcome::Succeeded, "{}", changed.summary);
+    assert_eq!(
+        changed.outcome,
+        RunOutcome::Succeeded,
+        "{}",
+        changed.summary
+    );
     let messages = drain(&bed.queue);
     assert_eq!(messages.len(), shards);
     let mut updates = 0;
@@ -255,7 +314,8 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
         assert_eq!(report.end, "done", "{}", report.summary);
         updates += report.applied.updates;
     }
-    let writable = writable_mailboxes(&bed.world.sim.control().users("northern").expect("northern")).len();
+    let writable =
+        writable_mailboxes(&bed.world.sim.control().users("northern").expect("northern")).len();
     assert_eq!(updates as usize, writable, "one patch per writable mailbox");
     assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
 }
@@ -297,7 +357,11 @@ async fn a_shard_dropped_midway_is_delivered_again_and_converges_without_duplica
             .on_service(Service::Graph)
             .on_target("$batch"),
     );
-    let dropped = tokio::time::timeout(Duration::from_millis(400), deliver(&bed.dispatcher, &text, 1)).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(400),
+        deliver(&bed.dispatcher, &text, 1),
+    )
+    .await;
     assert!(dropped.is_err(), "the try was dropped mid-way");
     tokio::time::sleep(Duration::from_millis(300)).await;
     control.set_faults(Vec::new());
@@ -361,7 +425,11 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
         .clone();
     for count in 1..=TRIES {
         let report = deliver(&bed.second, &poisoned_text, count).await;
-        let expected = if count == TRIES { "failed" } else { "incomplete" };
+        let expected = if count == TRIES {
+            "failed"
+        } else {
+            "incomplete"
+        };
         assert_eq!(report.end, expected, "try {count}: {}", report.summary);
         assert!(report.mailboxes_done < report.mailboxes);
     }
@@ -378,10 +446,16 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
     let status = status_shards(&bed.dispatcher).await;
     assert_eq!(status["failed"].as_u64(), Some(1), "{status}");
     assert_eq!(status["in_flight"].as_u64(), Some(0), "{status}");
-    assert_eq!(status["poisoned"][0]["shard"].as_u64(), Some(denied_shard), "{status}");
+    assert_eq!(
+        status["poisoned"][0]["shard"].as_u64(),
+        Some(denied_shard),
+        "{status}"
+    );
     assert_eq!(status["poisoned"][0]["message_id"], "poison-1");
     assert!(
-        status["poisoned"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        status["poisoned"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
         "{status}"
     );
     let denied_folder = folder_by_anchor(&bed.world.sim, "northern", denied, FOLDER);
@@ -389,7 +463,9 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
 
     // The mailbox is reachable again: the next run (nothing changed in the source) sends one shard, the
     // unfinished mailbox, which lists its folder.
-    control.set_app_mailbox_scope("northern", None).expect("scope");
+    control
+        .set_app_mailbox_scope("northern", None)
+        .expect("scope");
     let next = bed
         .dispatcher
         .run_link(LINK, RunOptions::default())
@@ -399,15 +475,25 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
     let messages = drain(&bed.queue);
     assert_eq!(messages.len(), 1, "only the unfinished mailbox has work");
     let report = deliver(&bed.second, &messages[0], 1).await;
-    assert_eq!((report.end.as_str(), report.mailboxes), ("done", 1), "{}", report.summary);
+    assert_eq!(
+        (report.end.as_str(), report.mailboxes),
+        ("done", 1),
+        "{}",
+        report.summary
+    );
     assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
     let status = status_shards(&bed.dispatcher).await;
-    assert_eq!(status["poisoned"].as_array().map(Vec::len), Some(0), "an older run's poison is not this run's");
+    assert_eq!(
+        status["poisoned"].as_array().map(Vec::len),
+        Some(0),
+        "an older run's poison is not this run's"
+    );
 }
 
 #[tokio::test]
 async fn the_cli_runs_the_shards_in_process_without_a_queue() {
-    let Some(mut bed) = cli::Bed::start(&[("acme", 12), ("northern", 30)], &link_toml()).await else {
+    let Some(mut bed) = cli::Bed::start(&[("acme", 12), ("northern", 30)], &link_toml()).await
+    else {
         return;
     };
     bed.use_file_state();
@@ -437,7 +523,9 @@ async fn the_cli_runs_the_shards_in_process_without_a_queue() {
     assert_eq!(shards["done"].as_u64(), Some(expected), "{shards}");
     let human = bed.run(&["status"]).await;
     assert!(
-        human.stdout.contains(&format!("{expected}/{expected} done")),
+        human
+            .stdout
+            .contains(&format!("{expected}/{expected} done")),
         "{}",
         human.stdout
     );

@@ -16,11 +16,11 @@ use super::spec::{LinkSpec, TargetSpec};
 use super::targets::guest_user::GuestUsers;
 use super::targets::mail_contact::{DEFAULT_LEASE_TTL_SECS, MailContacts};
 use super::targets::personal_contacts::PersonalContacts;
-use crate::config::{Config, NamedTenant, ResolvedLink};
 use super::targets::personal_contacts::shards::{
     DEFAULT_MAX_DEQUEUE, POISON_PEEK, ShardMessage, load_generation, load_shards, poisoned_shards,
     shard_set_status,
 };
+use crate::config::{Config, NamedTenant, ResolvedLink};
 use crate::queue::ShardQueue;
 use crate::report::{LinkStatus, RunOptions, RunReport, ShardReport, StatusReport};
 use crate::state::{LINK_SCOPE, StateStore};
@@ -483,7 +483,11 @@ fn run_error(error: RunError) -> ServiceError {
 }
 
 impl SyncService for EngineService {
-    async fn run_shard(&self, message: &str, dequeue_count: u32) -> Result<ShardReport, ServiceError> {
+    async fn run_shard(
+        &self,
+        message: &str,
+        dequeue_count: u32,
+    ) -> Result<ShardReport, ServiceError> {
         self.run_shard_message(message, dequeue_count).await
     }
 
@@ -537,10 +541,15 @@ impl SyncService for EngineService {
             |e: crate::state::StateError| ServiceError::Internal(format!("state store: {e}"));
         let mut links = Vec::new();
         let now = Utc::now();
-        let has_phones = self
-            .links
-            .iter()
-            .any(|link| matches!(link.spec, Ok(LinkSpec { target: TargetSpec::PersonalContacts(_), .. })));
+        let has_phones = self.links.iter().any(|link| {
+            matches!(
+                link.spec,
+                Ok(LinkSpec {
+                    target: TargetSpec::PersonalContacts(_),
+                    ..
+                })
+            )
+        });
         let poison = match &self.shard_queue {
             Some(queue) if has_phones => match queue.poisoned(POISON_PEEK).await {
                 Ok(poison) => poison,
@@ -583,7 +592,13 @@ impl SyncService for EngineService {
                 running,
                 running_until,
                 mesh: link.resolved.mesh.clone(),
-                shards: if matches!(link.spec, Ok(LinkSpec { target: TargetSpec::PersonalContacts(_), .. })) {
+                shards: if matches!(
+                    link.spec,
+                    Ok(LinkSpec {
+                        target: TargetSpec::PersonalContacts(_),
+                        ..
+                    })
+                ) {
                     self.shard_status(name, &poison).await.map_err(internal)?
                 } else {
                     None

@@ -428,7 +428,11 @@ fn shard_trigger(body: &[u8]) -> Result<(String, u32), String> {
     let text = match value {
         serde_json::Value::String(text) => text.clone(),
         serde_json::Value::Object(_) => value.to_string(),
-        other => return Err(format!("the `{PHONES_SHARD_BINDING}` binding is not a message: {other}")),
+        other => {
+            return Err(format!(
+                "the `{PHONES_SHARD_BINDING}` binding is not a message: {other}"
+            ));
+        }
     };
     let dequeue_count = invocation
         .metadata

@@ -48,7 +48,8 @@ impl CountingStore {
 
 /// A mailbox's scope (not the link scope, not the shard records' `~shards`).
 fn is_mailbox(scope: &str) -> bool {
-    scope != LINK_SCOPE && galbridge::engine::targets::personal_contacts::shards::is_mailbox_scope(scope)
+    scope != LINK_SCOPE
+        && galbridge::engine::targets::personal_contacts::shards::is_mailbox_scope(scope)
 }
 
 #[async_trait::async_trait]

@@ -15,16 +15,16 @@ use serde_json::json;
 use super::PersonalContacts;
 use super::contact::fill_blank_properties;
 use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
+use super::mailboxes::{Selection, select_mailboxes};
+use super::photos::PhotoCache;
+use super::prepare::{SourceSide, absorb, desired_contacts};
+use super::records::{SnapshotEntry, load_mailbox, load_snapshot, save_snapshot};
 use super::shards::{
     Generation, NewGeneration, POISON_PEEK, ShardEnd, ShardMailbox, ShardMessage, ShardRun,
     ShardRunner, in_flight, is_mailbox_scope, load_anchor_set, load_generation, load_shards,
     mark_dispatched, partition, poisoned_shards, record_generation, send_shards,
     unfinished_mailboxes,
 };
-use super::mailboxes::{Selection, select_mailboxes};
-use super::photos::PhotoCache;
-use super::prepare::{SourceSide, absorb, desired_contacts};
-use super::records::{SnapshotEntry, load_mailbox, load_snapshot, save_snapshot};
 use super::spec::OnPersonGone;
 use crate::engine::diff::field_changes;
 use crate::engine::entry::{Field, anchor_prefix_for};
@@ -421,15 +421,26 @@ impl PersonalContacts {
         let previous = match load_generation(store, &link.name).await {
             Ok(previous) => previous,
             Err(error) => {
-                failures.push(state_failure("reading the previous shard set failed", &error));
-                return Applied { applied, failures, unfinished: false };
+                failures.push(state_failure(
+                    "reading the previous shard set failed",
+                    &error,
+                ));
+                return Applied {
+                    applied,
+                    failures,
+                    unfinished: false,
+                };
             }
         };
         let unfinished = match load_shards(store, &link.name).await {
             Ok(shards) => unfinished_mailboxes(previous.as_ref(), &shards),
             Err(error) => {
                 failures.push(state_failure("reading the previous shards failed", &error));
-                return Applied { applied, failures, unfinished: false };
+                return Applied {
+                    applied,
+                    failures,
+                    unfinished: false,
+                };
             }
         };
         // Incremental mailboxes look at the people who changed and the people who left; with nobody to look at,
@@ -467,7 +478,11 @@ impl PersonalContacts {
             && let Err(error) = record_generation(store, &link.name, &mut generation).await
         {
             failures.push(state_failure("recording the run's shards failed", &error));
-            return Applied { applied, failures, unfinished: false };
+            return Applied {
+                applied,
+                failures,
+                unfinished: false,
+            };
         }
         // The snapshot moves on before the shards run: they read it. People held by the quarantine stay in it, so
         // they are seen leaving again. (Until the run settles, the checkpoint's open mark makes the next run list
@@ -477,13 +492,25 @@ impl PersonalContacts {
             .iter()
             .filter(|(a, _)| source.changed.contains(*a))
             .collect();
-        let removed: Vec<String> = source.removed.difference(&generation.held).cloned().collect();
+        let removed: Vec<String> = source
+            .removed
+            .difference(&generation.held)
+            .cloned()
+            .collect();
         if let Err(error) = save_snapshot(store, &link.name, &put, &removed).await {
             failures.push(state_failure("saving the source snapshot failed", &error));
-            return Applied { applied, failures, unfinished: false };
+            return Applied {
+                applied,
+                failures,
+                unfinished: false,
+            };
         }
         if mailboxes.is_empty() {
-            return Applied { applied, failures, unfinished: false };
+            return Applied {
+                applied,
+                failures,
+                unfinished: false,
+            };
         }
         let NewGeneration {
             mut generation,
@@ -498,15 +525,26 @@ impl PersonalContacts {
                     anchor: None,
                     mailbox: None,
                     kind: "queue_error".into(),
-                    reason: format!("sending the run's shards to queue {} failed: {error}", queue.name()),
+                    reason: format!(
+                        "sending the run's shards to queue {} failed: {error}",
+                        queue.name()
+                    ),
                 });
-                return Applied { applied, failures, unfinished: false };
+                return Applied {
+                    applied,
+                    failures,
+                    unfinished: false,
+                };
             }
             if let Err(error) = mark_dispatched(store, &link.name, &mut generation).await {
                 failures.push(state_failure("recording the shards as sent failed", &error));
             }
             tracing::info!(link = %link.name, generation = %generation.id, shards = generation.shards, queue = %queue.name(), "Shards sent.");
-            return Applied { applied, failures, unfinished: false };
+            return Applied {
+                applied,
+                failures,
+                unfinished: false,
+            };
         }
 
         // No queue: this process runs the shards, one after another, each as the queue would (last try: a shard
@@ -523,7 +561,12 @@ impl PersonalContacts {
             photos,
         ));
         let holder = format!("{}:{}", self.holder, generation.id);
-        let runner = self.shard_runner(run.store, &holder, link.max_concurrency, Some(run.cancelled));
+        let runner = self.shard_runner(
+            run.store,
+            &holder,
+            link.max_concurrency,
+            Some(run.cancelled),
+        );
         let mut not_started = 0u64;
         for index in 0..generation.shards {
             match runner.run(&fanout, &generation, index, true).await {
@@ -571,9 +614,17 @@ impl PersonalContacts {
                     ),
                 }
             });
-            return Applied { applied, failures, unfinished: true };
+            return Applied {
+                applied,
+                failures,
+                unfinished: true,
+            };
         }
-        Applied { applied, failures, unfinished: false }
+        Applied {
+            applied,
+            failures,
+            unfinished: false,
+        }
     }
 
     /// One delivery of a queued shard (`PhonesShard`): the generation, the snapshot and the anchor sets from the
@@ -609,9 +660,10 @@ impl PersonalContacts {
         snapshot.retain(|anchor, _| !held.contains(anchor));
         let desired = desired_contacts(&snapshot, &self.options.categories, self.options.photos);
         drop(snapshot);
-        let photos = self.options.photos.then(|| {
-            Arc::new(PhotoCache::new(self.source_graph.clone()).with_source(source))
-        });
+        let photos = self
+            .options
+            .photos
+            .then(|| Arc::new(PhotoCache::new(self.source_graph.clone()).with_source(source)));
         let fanout = Arc::new(self.fanout(
             store,
             name,

@@ -215,7 +215,11 @@ async fn save_generation(
 ) -> Result<(), StateError> {
     let data = serde_json::to_value(generation).map_err(|e| corrupt(GENERATION_KEY, e))?;
     store
-        .put_objects(link, SHARD_SCOPE, &[record(GENERATION_KEY.to_owned(), data)])
+        .put_objects(
+            link,
+            SHARD_SCOPE,
+            &[record(GENERATION_KEY.to_owned(), data)],
+        )
         .await
 }
 
@@ -775,7 +779,10 @@ mod tests {
 
     #[test]
     fn partition_is_deterministic_and_sized() {
-        let mailboxes: Vec<ShardMailbox> = (0..25).rev().map(|n| mailbox(&format!("m{n:02}"))).collect();
+        let mailboxes: Vec<ShardMailbox> = (0..25)
+            .rev()
+            .map(|n| mailbox(&format!("m{n:02}")))
+            .collect();
         let shards = partition(&mailboxes, 10);
         assert_eq!(
             shards.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -852,7 +859,12 @@ mod tests {
         assert!(in_flight(&in_process, &shards, &mapped, now).is_empty());
         let status = shard_set_status(&generation, &shards, &mapped, now);
         assert_eq!(
-            (status.done, status.pending, status.in_flight, status.poisoned.len()),
+            (
+                status.done,
+                status.pending,
+                status.in_flight,
+                status.poisoned.len()
+            ),
             (1, 3, 1, 1)
         );
         assert_eq!(
