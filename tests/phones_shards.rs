@@ -3,20 +3,15 @@
 //! engine services over one state store, as two Functions instances) take the messages in any order, one twice at
 //! once, and every mailbox ends with every person exactly once; a shard dropped mid-way is delivered again and
 //! converges without duplicates; a shard that keeps failing ends poisoned, shows in `status`, and the next run
-//! reconciles its mailboxes; while a queued shard set is in flight the next run writes nothing; and the CLI runs
-//! the same shards in process, with no queue.
+//! reconciles its mailboxes; and while a queued shard set is in flight the next run writes nothing. (The CLI's
+//! in-process shards: `phones_shards_cli.rs`.)
 
 // The engine's simulator connector (`engine::adapters::simulated`) comes with the `demo` cargo feature (on by default).
 #![cfg(feature = "demo")]
 
-#[path = "support/azurite.rs"]
-mod azurite;
-#[path = "engine_support/cli.rs"]
-mod cli;
 mod engine_support;
 mod phones_support;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +21,9 @@ use galbridge::report::{RunOptions, RunOutcome, ShardReport};
 use galbridge::state::{FileStore, StateStore};
 use galbridge::sync_service::SyncService;
 use m365_sim::{Fault, FaultRule, Service};
-use phones_support::{anchor_of, folder_by_anchor, selected, writable_mailboxes};
+use phones_support::{
+    assert_every_mailbox_complete, folder_by_anchor, selected, selected_count, writable_mailboxes,
+};
 use serde_json::Value;
 
 const FOLDER: &str = "Acme Directory";
@@ -81,47 +78,6 @@ fn people(world: &engine_support::World) -> Vec<Value> {
         .into_iter()
         .filter(engine_support::in_default_scope)
         .collect()
-}
-
-/// How many mailboxes an `all` selection picks in Northern (REST-enabled or not: both are in the shards).
-fn selected_count(sim: &m365_sim::SimHandle) -> usize {
-    sim.control()
-        .users("northern")
-        .expect("northern")
-        .iter()
-        .filter(|user| selected(user))
-        .count()
-}
-
-/// Every writable Northern mailbox holds every Acme person exactly once in the folder, and nothing else anchored.
-fn assert_every_mailbox_complete(sim: &m365_sim::SimHandle, people: &[Value]) {
-    let acme_id = sim.tenant("acme").expect("acme").tenant_id;
-    let expected: BTreeSet<String> = people.iter().map(|p| anchor_of(&acme_id, p)).collect();
-    let users = sim.control().users("northern").expect("northern");
-    let mailboxes = writable_mailboxes(&users);
-    assert!(mailboxes.len() >= 20, "enough mailboxes for three shards");
-    for mailbox in &mailboxes {
-        let id = mailbox["id"].as_str().expect("id");
-        let folder = folder_by_anchor(sim, "northern", id, FOLDER);
-        let managed: BTreeSet<String> = folder.keys().filter(|a| !a.is_empty()).cloned().collect();
-        let missing: Vec<_> = expected.difference(&managed).collect();
-        let extra: Vec<_> = managed.difference(&expected).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "mailbox {}: missing {missing:?}, extra {extra:?}",
-            mailbox["userPrincipalName"]
-        );
-        for (anchor, copies) in &folder {
-            if !anchor.is_empty() {
-                assert_eq!(
-                    copies.len(),
-                    1,
-                    "duplicates of {anchor} in {}",
-                    mailbox["userPrincipalName"]
-                );
-            }
-        }
-    }
 }
 
 fn managed_contacts(sim: &m365_sim::SimHandle) -> usize {
@@ -264,7 +220,7 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
             report.summary
         );
     }
-    assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
+    assert_every_mailbox_complete(&bed.world.sim, FOLDER, &people(&bed.world));
     let status = status_shards(&bed.second).await;
     assert_eq!(status["done"].as_u64(), Some(shards as u64), "{status}");
     assert_eq!(status["in_flight"].as_u64(), Some(0));
@@ -317,7 +273,7 @@ async fn queued_shards_in_any_order_and_one_twice_land_every_contact_once() {
     let writable =
         writable_mailboxes(&bed.world.sim.control().users("northern").expect("northern")).len();
     assert_eq!(updates as usize, writable, "one patch per writable mailbox");
-    assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
+    assert_every_mailbox_complete(&bed.world.sim, FOLDER, &people(&bed.world));
 }
 
 #[tokio::test]
@@ -353,22 +309,26 @@ async fn a_shard_dropped_midway_is_delivered_again_and_converges_without_duplica
     // Each $batch takes a while: the try is dropped (as a killed instance) with some batches landed and their
     // records not yet saved (records are saved 100 at a time).
     control.add_fault(
-        FaultRule::rated(Fault::Slow { delay_ms: 150 }, 1.0)
+        FaultRule::rated(Fault::Slow { delay_ms: 300 }, 1.0)
             .on_service(Service::Graph)
             .on_target("$batch"),
     );
-    let dropped = tokio::time::timeout(
-        Duration::from_millis(400),
-        deliver(&bed.dispatcher, &text, 1),
-    )
-    .await;
-    assert!(dropped.is_err(), "the try was dropped mid-way");
+    // The try is dropped as soon as its first contacts land.
+    let landed = async {
+        while managed_contacts(&bed.world.sim) <= before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        report = deliver(&bed.dispatcher, &text, 1) => {
+            panic!("the try finished before it could be dropped: {}", report.summary)
+        }
+        landed = tokio::time::timeout(Duration::from_secs(30), landed) => {
+            landed.expect("contacts land within 30 s");
+        }
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     control.set_faults(Vec::new());
-    assert!(
-        managed_contacts(&bed.world.sim) > before,
-        "some contacts landed before the drop"
-    );
 
     // The host delivers it again once the message is visible; the dropped try's lease lapses first.
     let mut report = deliver(&bed.second, &text, 2).await;
@@ -384,7 +344,7 @@ async fn a_shard_dropped_midway_is_delivered_again_and_converges_without_duplica
         let report = deliver(&bed.second, text, 1).await;
         assert_eq!(report.end, "done", "{}", report.summary);
     }
-    assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
+    assert_every_mailbox_complete(&bed.world.sim, FOLDER, &people(&bed.world));
 }
 
 #[tokio::test]
@@ -481,52 +441,11 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
         "{}",
         report.summary
     );
-    assert_every_mailbox_complete(&bed.world.sim, &people(&bed.world));
+    assert_every_mailbox_complete(&bed.world.sim, FOLDER, &people(&bed.world));
     let status = status_shards(&bed.dispatcher).await;
     assert_eq!(
         status["poisoned"].as_array().map(Vec::len),
         Some(0),
         "an older run's poison is not this run's"
-    );
-}
-
-#[tokio::test]
-async fn the_cli_runs_the_shards_in_process_without_a_queue() {
-    let Some(mut bed) = cli::Bed::start(&[("acme", 12), ("northern", 30)], &link_toml()).await
-    else {
-        return;
-    };
-    bed.use_file_state();
-    let report = bed.sync_expecting(0, &["--link", LINK]).await;
-    assert_eq!(report["outcome"], "succeeded", "{report:#}");
-    let people: Vec<Value> = bed
-        .sim
-        .control()
-        .users("acme")
-        .expect("acme")
-        .into_iter()
-        .filter(engine_support::in_default_scope)
-        .collect();
-    assert_every_mailbox_complete(&bed.sim, &people);
-    let status = bed.run(&["status", "--json"]).await;
-    assert_eq!(status.code, 0, "{}", status.stderr);
-    let status = status.json();
-    let link = status["links"]
-        .as_array()
-        .and_then(|links| links.iter().find(|l| l["link"] == LINK))
-        .expect("the link")
-        .clone();
-    let shards = &link["shards"];
-    let expected = selected_count(&bed.sim).div_ceil(10) as u64;
-    assert!(shards.get("queue").is_none(), "in process: {shards}");
-    assert_eq!(shards["shards"].as_u64(), Some(expected), "{shards}");
-    assert_eq!(shards["done"].as_u64(), Some(expected), "{shards}");
-    let human = bed.run(&["status"]).await;
-    assert!(
-        human
-            .stdout
-            .contains(&format!("{expected}/{expected} done")),
-        "{}",
-        human.stdout
     );
 }

@@ -5,7 +5,7 @@
 
 pub mod counting_store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -122,4 +122,50 @@ pub fn assert_contact_matches(contact: &Value, person: &Value, category: &str, c
         categories.contains(&category),
         "{context}: categories {categories:?}"
     );
+}
+
+/// How many mailboxes an `all` selection picks in Northern (REST-enabled or not: both are in the shards).
+pub fn selected_count(sim: &m365_sim::SimHandle) -> usize {
+    sim.control()
+        .users("northern")
+        .expect("northern")
+        .iter()
+        .filter(|user| selected(user))
+        .count()
+}
+
+/// Every writable Northern mailbox holds every person of `people` (Acme) exactly once in `folder_name`, and no other
+/// anchored contact.
+pub fn assert_every_mailbox_complete(
+    sim: &m365_sim::SimHandle,
+    folder_name: &str,
+    people: &[Value],
+) {
+    let acme_id = sim.tenant("acme").expect("acme").tenant_id;
+    let expected: BTreeSet<String> = people.iter().map(|p| anchor_of(&acme_id, p)).collect();
+    let users = sim.control().users("northern").expect("northern");
+    let mailboxes = writable_mailboxes(&users);
+    assert!(mailboxes.len() >= 20, "enough mailboxes for three shards");
+    for mailbox in &mailboxes {
+        let id = mailbox["id"].as_str().expect("id");
+        let folder = folder_by_anchor(sim, "northern", id, folder_name);
+        let managed: BTreeSet<String> = folder.keys().filter(|a| !a.is_empty()).cloned().collect();
+        let missing: Vec<_> = expected.difference(&managed).collect();
+        let extra: Vec<_> = managed.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "mailbox {}: missing {missing:?}, extra {extra:?}",
+            mailbox["userPrincipalName"]
+        );
+        for (anchor, copies) in &folder {
+            if !anchor.is_empty() {
+                assert_eq!(
+                    copies.len(),
+                    1,
+                    "duplicates of {anchor} in {}",
+                    mailbox["userPrincipalName"]
+                );
+            }
+        }
+    }
 }

@@ -696,7 +696,7 @@ impl ShardRunner<'_> {
                         if let Err(error) = save_shard(store, link, index, &shard).await {
                             tracing::warn!(link, shard = index, error = %error, "Saving the shard's progress failed; saved again at its end.");
                         }
-                    } else if shard.last_error.is_none() || last_try {
+                    } else {
                         shard.last_error = run
                             .failures
                             .iter()
