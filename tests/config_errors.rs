@@ -516,6 +516,24 @@ fn personal_contacts_with_an_empty_mailbox_list() {
 }
 
 #[test]
+fn personal_contacts_with_shards_of_no_mailbox() {
+    for (value, got) in [("0", "0"), ("5000", "5000")] {
+        let text = link("").replace(
+            "kind = \"mail_contact\"",
+            &format!(
+                "kind = \"personal_contacts\"\nmailboxes = {{ all = true }}\nmailboxes_per_shard = {value}"
+            ),
+        );
+        assert_eq!(
+            error_of(&text),
+            format!(
+                "galbridge.toml: links[0].target.mailboxes_per_shard: must be between 1 and 1000; got {got}"
+            )
+        );
+    }
+}
+
+#[test]
 fn override_with_a_bad_source_id() {
     let text = format!(
         "{}[[links.overrides]]\nsource_id = \"nope\"\nexclude = true\n",

@@ -538,6 +538,98 @@ fn run_all_answer(results: &[Result<RunReport, ServiceError>]) -> HostAnswer {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_queue_trigger_gives_the_message_and_its_dequeue_count() {
+        let body =
+            br#"{"Data":{"shard":"{\"v\":1,\"link\":\"l\",\"generation\":\"g\",\"shard\":2}"},
+            "Metadata":{"DequeueCount":3,"Id":"m1"}}"#;
+        let (text, count) = shard_trigger(body).expect("a queue trigger");
+        assert_eq!(count, 3);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).expect("json")["shard"],
+            2
+        );
+        // A JSON message the host passed parsed, a count as a string, the count left out.
+        let (text, count) =
+            shard_trigger(br#"{"Data":{"Shard":{"v":1}},"Metadata":{"dequeueCount":"2"}}"#)
+                .expect("lenient");
+        assert_eq!((text.as_str(), count), (r#"{"v":1}"#, 2));
+        assert_eq!(
+            shard_trigger(br#"{"Data":{"shard":"x"}}"#)
+                .expect("no metadata")
+                .1,
+            1
+        );
+        assert!(shard_trigger(br#"{"Data":{"other":"x"}}"#).is_err());
+        assert!(
+            shard_trigger(br#"{"Data":{"shard":"x"},"Metadata":{"DequeueCount":"many"}}"#).is_err()
+        );
+    }
+
+    /// Answers shard deliveries with the `end` named by the message text.
+    struct ShardEnds;
+
+    impl SyncService for ShardEnds {
+        async fn run_link(
+            &self,
+            _link: &str,
+            _options: RunOptions,
+        ) -> Result<RunReport, ServiceError> {
+            Err(ServiceError::BadRequest("not here".into()))
+        }
+        async fn run_all(&self, _options: RunOptions) -> Vec<Result<RunReport, ServiceError>> {
+            Vec::new()
+        }
+        async fn run_due(
+            &self,
+            _now: chrono::DateTime<chrono::Utc>,
+        ) -> Vec<Result<RunReport, ServiceError>> {
+            Vec::new()
+        }
+        async fn status(&self) -> Result<crate::report::StatusReport, ServiceError> {
+            Err(ServiceError::BadRequest("not here".into()))
+        }
+        async fn run_shard(
+            &self,
+            message: &str,
+            dequeue_count: u32,
+        ) -> Result<crate::report::ShardReport, ServiceError> {
+            if message == "unknown" {
+                return Err(ServiceError::BadRequest("no link".into()));
+            }
+            Ok(crate::report::ShardReport {
+                link: "l".into(),
+                generation: "g".into(),
+                shard: 0,
+                end: message.to_owned(),
+                dequeue_count,
+                mailboxes: 1,
+                mailboxes_done: 0,
+                applied: Default::default(),
+                failures: Vec::new(),
+                summary: format!("l: shard 0: {message}"),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shard_that_is_not_done_is_answered_with_a_failure_so_the_host_retries_it() {
+        let service = Arc::new(ShardEnds);
+        for (end, status) in [
+            ("done", 200),
+            ("superseded", 200),
+            ("incomplete", 500),
+            ("busy", 500),
+            ("failed", 500),
+            ("unknown", 500),
+        ] {
+            let body = serde_json::json!({"Data": {"shard": end}, "Metadata": {"DequeueCount": 1}});
+            let answer = phones_shard(service.clone(), body.to_string().as_bytes()).await;
+            assert_eq!(answer.host_status, status, "{end}");
+        }
+        assert_eq!(phones_shard(service, b"{}").await.host_status, 400);
+    }
+
     fn request(url: &str, params: &[(&str, &str)], query: &[(&str, &str)]) -> HttpRequestData {
         HttpRequestData {
             url: url.to_owned(),
