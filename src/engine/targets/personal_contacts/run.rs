@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures::StreamExt as _;
+
 use async_trait::async_trait;
 use serde_json::json;
 
@@ -337,6 +339,7 @@ impl PersonalContacts {
             max_concurrency,
             cancelled,
             is_hard: &is_hard_failure,
+            permits: None,
         }
     }
 
@@ -547,8 +550,8 @@ impl PersonalContacts {
             };
         }
 
-        // No queue: this process runs the shards, one after another, each as the queue would (last try: a shard
-        // that does not complete is failed, and the next run lists its mailboxes' folders).
+        // No queue: this process runs the shards, each as the queue would (last try: a shard that does not complete
+        // is failed, and the next run lists its mailboxes' folders).
         let desired = desired_contacts(&source.next, &self.options.categories, self.options.photos);
         drop(source);
         let fanout = Arc::new(self.fanout(
@@ -561,34 +564,54 @@ impl PersonalContacts {
             photos,
         ));
         let holder = format!("{}:{}", self.holder, generation.id);
-        let runner = self.shard_runner(
+        // Shards run side by side, enough of them to keep `max_concurrency` mailboxes in flight across their
+        // boundaries (one shard's last mailboxes overlap the next one's first); the permits bound the total.
+        let mut runner = self.shard_runner(
             run.store,
             &holder,
             link.max_concurrency,
             Some(run.cancelled),
         );
+        runner.permits = Some(Arc::new(tokio::sync::Semaphore::new(
+            link.max_concurrency.max(1),
+        )));
+        let side_by_side = link
+            .max_concurrency
+            .div_ceil(self.options.mailboxes_per_shard)
+            .max(1)
+            + 1;
         let mut not_started = 0u64;
-        for index in 0..generation.shards {
-            match runner.run(&fanout, &generation, index, true).await {
-                Ok(shard) => {
-                    applied.creates += shard.applied.creates;
-                    applied.updates += shard.applied.updates;
-                    applied.deletes += shard.applied.deletes;
-                    applied.adoptions += shard.applied.adoptions;
-                    applied.unchanged += shard.applied.unchanged;
-                    failures.extend(shard.failures);
-                    not_started += shard.not_started;
-                    if shard.end == ShardEnd::Busy {
-                        failures.push(Failure {
+        {
+            let mut results = std::pin::pin!(
+                futures::stream::iter(0..generation.shards)
+                    .map(|index| {
+                        let (runner, fanout, generation) = (&runner, &fanout, &generation);
+                        async move { (index, runner.run(fanout, generation, index, true).await) }
+                    })
+                    .buffer_unordered(side_by_side)
+            );
+            while let Some((index, result)) = results.next().await {
+                match result {
+                    Ok(shard) => {
+                        applied.creates += shard.applied.creates;
+                        applied.updates += shard.applied.updates;
+                        applied.deletes += shard.applied.deletes;
+                        applied.adoptions += shard.applied.adoptions;
+                        applied.unchanged += shard.applied.unchanged;
+                        failures.extend(shard.failures);
+                        not_started += shard.not_started;
+                        if shard.end == ShardEnd::Busy {
+                            failures.push(Failure {
                             anchor: None,
                             mailbox: None,
                             kind: "shard_busy".into(),
                             reason: format!("shard {index} is being run by another process; the next run carries on"),
                         });
+                        }
                     }
-                }
-                Err(error) => {
-                    failures.push(state_failure(&format!("shard {index}"), &error));
+                    Err(error) => {
+                        failures.push(state_failure(&format!("shard {index}"), &error));
+                    }
                 }
             }
         }

@@ -573,6 +573,8 @@ pub struct ShardRunner<'a> {
     /// Raised by the caller (a link run whose lease was lost): start no more mailboxes.
     pub cancelled: Option<&'a Arc<AtomicBool>>,
     pub is_hard: &'a (dyn Fn(&Failure) -> bool + Send + Sync),
+    /// Shared by shards running side by side in one process: at most this many mailboxes in flight in all.
+    pub permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ShardRunner<'_> {
@@ -662,10 +664,15 @@ impl ShardRunner<'_> {
                     generation.mode
                 };
                 let fanout = fanout.clone();
+                let permits = self.permits.clone();
                 // Task-locals do not cross `spawn`: each mailbox task works within the invocation's budget too.
                 let deadline = crate::m365::budget::deadline();
                 running.spawn(
                     async move {
+                        let _permit = match permits {
+                            Some(permits) => permits.acquire_owned().await.ok(),
+                            None => None,
+                        };
                         let spent = deadline.is_some_and(|end| std::time::Instant::now() >= end);
                         if spent {
                             return (mailbox, None);
