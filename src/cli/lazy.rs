@@ -116,6 +116,14 @@ impl SyncService for LazyEngine {
         self.engine().await?.status().await
     }
 
+    async fn run_shard(
+        &self,
+        message: &str,
+        dequeue_count: u32,
+    ) -> Result<crate::report::ShardReport, ServiceError> {
+        self.engine().await?.run_shard(message, dequeue_count).await
+    }
+
     fn notifications_enabled(&self) -> bool {
         self.config.service().notifications.is_some()
     }
