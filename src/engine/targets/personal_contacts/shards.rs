@@ -590,9 +590,7 @@ impl ShardRunner<'_> {
     ) -> Result<ShardRun, StateError> {
         let link = fanout.link.as_str();
         let lease_name = shard_lease_name(link, index);
-        let held = match HeldLease::acquire(self.store, &lease_name, self.holder, self.lease_ttl)
-            .await
-        {
+        let held = match self.take_lease(&lease_name).await {
             Ok(held) => held,
             Err(StateError::LeaseHeld { holder, .. }) => {
                 tracing::info!(link, shard = index, holder = %holder, "Shard is being run elsewhere; try later.");
@@ -609,6 +607,29 @@ impl ShardRunner<'_> {
             tracing::warn!(link, shard = index, error = %error, "Releasing the shard lease failed; it will expire.");
         }
         result
+    }
+
+    /// The shard's lease. Held by another try, it is waited for once, until it lapses (at most one lifetime, and
+    /// within the invocation's budget): a try that died (a killed instance) stops renewing, and the queue's next
+    /// delivery must not spend its tries on being turned away until then. A holder that is alive renews it and the
+    /// second refusal is final.
+    async fn take_lease(&self, name: &str) -> Result<HeldLease, StateError> {
+        match HeldLease::acquire(self.store, name, self.holder, self.lease_ttl).await {
+            Err(StateError::LeaseHeld { until, .. }) => {
+                let wait = (until - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(self.lease_ttl.to_std().unwrap_or_default())
+                    + std::time::Duration::from_millis(200);
+                let within_budget = crate::m365::budget::deadline()
+                    .is_none_or(|end| std::time::Instant::now() + wait < end);
+                if within_budget {
+                    tokio::time::sleep(wait).await;
+                }
+                HeldLease::acquire(self.store, name, self.holder, self.lease_ttl).await
+            }
+            taken => taken,
+        }
     }
 
     async fn run_leased(
