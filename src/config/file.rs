@@ -65,6 +65,11 @@ pub struct ServiceSettings {
     pub managed_identity_client_id: Option<Guid>,
     /// Near-real-time sync from Graph change notifications (the `Notify` function); absent = off, the timer alone.
     pub notifications: Option<super::notifications::NotificationSettings>,
+    /// The Graph requests per 10 seconds galbridge keeps to per app registration, summed over every process that
+    /// shares the state store (all Functions instances of a deployment, every CLI run on one state folder): Graph
+    /// allows 130,000 per app across all tenants (the default). Set less when other software uses the same app
+    /// registration. At least 20 (one `$batch`), at most 130,000.
+    pub graph_requests_per_10s: u32,
 }
 
 impl Default for ServiceSettings {
@@ -78,6 +83,7 @@ impl Default for ServiceSettings {
             extra_ca_file: None,
             managed_identity_client_id: None,
             notifications: None,
+            graph_requests_per_10s: 130_000,
         }
     }
 }

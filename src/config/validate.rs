@@ -137,6 +137,15 @@ impl ConfigFile {
         if self.service.max_concurrency == 0 {
             issues.add("service.max_concurrency", "must be at least 1");
         }
+        if !(20..=130_000).contains(&self.service.graph_requests_per_10s) {
+            issues.add(
+                "service.graph_requests_per_10s",
+                format!(
+                    "must be between 20 (one $batch) and 130,000 (Graph's limit per app), not {}",
+                    self.service.graph_requests_per_10s
+                ),
+            );
+        }
         if self.service.mailboxes_in_flight == 0 {
             issues.add("service.mailboxes_in_flight", "must be at least 1");
         }

@@ -16,7 +16,7 @@ use url::Url;
 
 use super::http::{ApiClient, ApiRequest, ApiResponse, HttpError, redact_query};
 use super::limiter::LimiterSet;
-use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS};
+use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS, SharedBudget};
 
 /// Characters left as they are in one path segment (ids, UPNs).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -215,6 +215,8 @@ pub struct GraphClient {
     pub(crate) mailbox_limiters: LimiterSet,
     /// Graph's per-app request rate (shared by every client of the same app in this process).
     pub(crate) app_pacer: Arc<AppPacer>,
+    /// The app's budget shared with the other processes of the deployment, when the state store keeps one.
+    pub(crate) shared_budget: Option<Arc<SharedBudget>>,
 }
 
 impl GraphClient {
@@ -238,6 +240,7 @@ impl GraphClient {
             root,
             mailbox_limiters,
             app_pacer: Arc::new(AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS)),
+            shared_budget: None,
         })
     }
 
@@ -245,6 +248,29 @@ impl GraphClient {
     pub fn for_app(mut self, client_id: &str) -> Self {
         self.app_pacer = AppPacer::for_app(client_id);
         self
+    }
+
+    /// This client paced with every other client of app registration `client_id` at `per_10_seconds` requests per
+    /// 10 s (`[service] graph_requests_per_10s`), and, when `shared` is given, within that app's budget shared by every
+    /// process of the deployment.
+    pub fn for_app_within(
+        mut self,
+        client_id: &str,
+        per_10_seconds: u32,
+        shared: Option<Arc<SharedBudget>>,
+    ) -> Self {
+        self.app_pacer = AppPacer::for_app_with_limit(client_id, f64::from(per_10_seconds));
+        self.shared_budget = shared;
+        self
+    }
+
+    /// Waits until `requests` more Graph requests of this app may go out (shared budget first, then this process's
+    /// pacer); each inner request of a `$batch` counts.
+    pub(crate) async fn pace(&self, requests: u32) {
+        if let Some(shared) = &self.shared_budget {
+            shared.take(requests).await;
+        }
+        self.app_pacer.pace(requests).await;
     }
 
     /// The executor (for counters and the retry policy).
@@ -292,7 +318,7 @@ impl GraphClient {
             Some(mailbox) => request.limited(self.mailbox_limiters.get(mailbox), 1),
             None => request,
         };
-        self.app_pacer.pace(1).await;
+        self.pace(1).await;
         Ok(self.api.send(request).await?)
     }
 

@@ -6,10 +6,20 @@
 //! window can exceed the limit: burst + rate × 10 s = 130,000. Requests reserve their slot in arrival order and sleep
 //! until it comes, so a run that could go faster (many mailboxes in flight, short latencies) settles at the limit
 //! instead of collecting 429s from the whole tenant's traffic.
+//!
+//! The limit is per app, not per process: when several processes share one app registration (Functions instances
+//! working on the shards of one phones run, or a CLI beside the function app), [`SharedBudget`] is the layer above
+//! the GCRA. It claims *grants* of tokens from a budget row in the state store ([`crate::state::budget`]) and spends
+//! them locally, so the sum over every process stays under the limit without a state round trip per request: one
+//! claim per 500 ms slot while busy, sized to the process's recent rate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::state::{BudgetRule, StateStore};
 
 /// Graph: 130,000 requests per 10 s per app.
 pub const GRAPH_REQUESTS_PER_10_SECONDS: f64 = 130_000.0;
@@ -41,6 +51,11 @@ impl AppPacer {
 
     /// The pacer shared by every Graph client of `client_id` in this process.
     pub fn for_app(client_id: &str) -> Arc<Self> {
+        Self::for_app_with_limit(client_id, GRAPH_REQUESTS_PER_10_SECONDS)
+    }
+
+    /// [`AppPacer::for_app`] with the limit `[service] graph_requests_per_10s` sets (the first caller's limit wins).
+    pub fn for_app_with_limit(client_id: &str, per_10_seconds: f64) -> Arc<Self> {
         static PACERS: OnceLock<Mutex<HashMap<String, Arc<AppPacer>>>> = OnceLock::new();
         let pacers = PACERS.get_or_init(Default::default);
         let mut pacers = pacers
@@ -48,7 +63,7 @@ impl AppPacer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         pacers
             .entry(client_id.to_ascii_lowercase())
-            .or_insert_with(|| Arc::new(Self::new(GRAPH_REQUESTS_PER_10_SECONDS)))
+            .or_insert_with(|| Arc::new(Self::new(per_10_seconds)))
             .clone()
     }
 
@@ -70,6 +85,140 @@ impl AppPacer {
         let wait = self.reserve(requests, Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// How long before its slot ends a grant stops being spent: a request leaves some milliseconds after it was paced,
+/// and network delays vary, so the last tokens of a slot must not arrive in the next one.
+const SLOT_GUARD: Duration = Duration::from_millis(40);
+/// The smallest grant a busy process claims.
+const MIN_GRANT: u32 = 16;
+
+/// One app's request budget shared by every process of a deployment through the state store. Cheap to share.
+pub struct SharedBudget {
+    store: Arc<dyn StateStore>,
+    key: String,
+    rule: BudgetRule,
+    local: tokio::sync::Mutex<LocalGrant>,
+    claims: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBudget")
+            .field("key", &self.key)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What this process holds of the current slot's budget.
+#[derive(Debug, Default)]
+struct LocalGrant {
+    left: u32,
+    spend_by: Option<DateTime<Utc>>,
+    /// The slot being counted, and the tokens spent in it and in the one before (to size the next claim).
+    slot: i64,
+    spent_this_slot: u32,
+    spent_last_slot: u32,
+    /// When the last warning about an unreachable store was logged.
+    warned_at: Option<Instant>,
+}
+
+impl SharedBudget {
+    /// The budget of app `client_id` (Graph: `limit` requests per 10 s across every process sharing `store`).
+    pub fn graph(store: Arc<dyn StateStore>, client_id: &str, limit: u32) -> Self {
+        Self {
+            store,
+            key: format!("graph|{}", client_id.to_ascii_lowercase()),
+            rule: BudgetRule::per_10_seconds(limit),
+            local: tokio::sync::Mutex::new(LocalGrant::default()),
+            claims: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many claims this process made (each one state round trip).
+    pub fn claims(&self) -> u64 {
+        self.claims.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `requests` tokens are this process's, claiming from the shared budget when the local grant is
+    /// spent or void; waits for the slot the budget names when the app's limit is reached. A store that cannot be
+    /// reached delays requests (warned about once a minute); it never lets them past the limit.
+    pub async fn take(&self, requests: u32) {
+        let requests = requests.clamp(1, self.rule.limit.max(1));
+        let mut local = self.local.lock().await;
+        loop {
+            let now = Utc::now();
+            let slot = self.rule.slot_of(now);
+            if slot != local.slot {
+                local.spent_last_slot = if slot == local.slot + 1 {
+                    local.spent_this_slot
+                } else {
+                    0
+                };
+                local.spent_this_slot = 0;
+                local.slot = slot;
+            }
+            let usable = local.spend_by.is_some_and(|spend_by| {
+                now + chrono::Duration::from_std(SLOT_GUARD).unwrap_or_default() < spend_by
+            });
+            if !usable {
+                local.left = 0;
+            }
+            if local.left >= requests {
+                local.left -= requests;
+                local.spent_this_slot = local.spent_this_slot.saturating_add(requests);
+                return;
+            }
+            // Enough for this slot at the rate of the last one (twice it, to absorb growth), never less than the
+            // request itself; the tokens still held are given up with the claim (they are void at slot end anyway).
+            let want = local
+                .spent_last_slot
+                .max(local.spent_this_slot)
+                .saturating_mul(2)
+                .max(MIN_GRANT)
+                .max(requests)
+                .min(self.rule.limit);
+            self.claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self
+                .store
+                .take_budget(&self.key, want, requests, &self.rule, now)
+                .await
+            {
+                Ok(grant) if grant.granted >= requests => {
+                    // What is left of an earlier grant of the same slot stays usable beside the new one.
+                    local.left = if usable { local.left } else { 0 } + grant.granted;
+                    local.spend_by = Some(grant.spend_by);
+                }
+                Ok(grant) => {
+                    let wait = (grant.retry_at - Utc::now()).to_std().unwrap_or_default();
+                    tracing::debug!(
+                        budget = %self.key,
+                        used = grant.used,
+                        wait_ms = wait.as_millis() as u64,
+                        "the app's shared Graph budget is spent; waiting for the next slot with room"
+                    );
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                }
+                Err(error) => {
+                    if local
+                        .warned_at
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                    {
+                        tracing::warn!(
+                            budget = %self.key,
+                            %error,
+                            "cannot claim from the shared Graph budget in the state store; Graph requests wait"
+                        );
+                        local.warned_at = Some(Instant::now());
+                    }
+                    let slot_ms = u64::try_from(self.rule.slot_ms()).unwrap_or(500);
+                    tokio::time::sleep(Duration::from_millis(slot_ms)).await;
+                }
+            }
         }
     }
 }
