@@ -276,4 +276,46 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &same));
         assert!(!Arc::ptr_eq(&a, &b));
     }
+
+    /// A single process is not slowed by the shared layer: it claims a few grants per slot, never one per request.
+    /// Prints the request rate with the process's pacer alone and with the shared budget (file store) above it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_process_keeps_its_rate_with_the_shared_budget() {
+        const BATCHES: u32 = 4_000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn StateStore> =
+            Arc::new(crate::state::FileStore::open(dir.path()).expect("file store"));
+        let alone = AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS);
+        let started = Instant::now();
+        for _ in 0..BATCHES {
+            alone.pace(20).await;
+        }
+        let without = started.elapsed();
+        let paced = AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS);
+        let shared = SharedBudget::graph(store, "11111111-1111-1111-1111-111111111111", 130_000);
+        let started = Instant::now();
+        for _ in 0..BATCHES {
+            shared.take(20).await;
+            paced.pace(20).await;
+        }
+        let with = started.elapsed();
+        let requests = f64::from(BATCHES * 20);
+        println!(
+            "{requests} requests in batches of 20: {:.0}/s with the process's pacer alone ({without:?}), {:.0}/s with \
+             the shared budget over a file store ({with:?}, {} claims); ratio {:.2}",
+            requests / without.as_secs_f64(),
+            requests / with.as_secs_f64(),
+            shared.claims(),
+            with.as_secs_f64() / without.as_secs_f64()
+        );
+        assert!(
+            shared.claims() < u64::from(BATCHES) / 20,
+            "{} claims for {BATCHES} batches",
+            shared.claims()
+        );
+        assert!(
+            with <= without + without / 5 + Duration::from_millis(300),
+            "{with:?} against {without:?}"
+        );
+    }
 }

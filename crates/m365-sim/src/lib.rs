@@ -49,6 +49,7 @@ pub use knobs::{
     DeltaExpiryStyle, ExchangeErrorShape, ExchangeRateLimit, Fault, FaultRule, Knobs, Latency,
     LatencyModel, Service,
 };
+pub use graph::app_budget::AppLoad;
 pub use limits::MailboxLoad;
 pub use metrics::CounterRow;
 pub use seed::TenantSeed;

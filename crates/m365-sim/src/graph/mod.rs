@@ -2,6 +2,7 @@
 //! galbridge app), permission checks, and the response helpers the resource modules share.
 
 pub(crate) mod batch;
+pub(crate) mod app_budget;
 pub(crate) mod budget;
 mod contact_folders;
 mod contact_photos;
