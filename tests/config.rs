@@ -245,6 +245,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.service().default_interval.to_string(), "15m");
     assert_eq!(config.service().max_concurrency, 8);
     assert_eq!(config.service().mailboxes_in_flight, 256);
+    assert_eq!(config.service().graph_requests_per_10s, 130_000);
     let StateSettings::File(file) = config.state() else {
         panic!("file state by default")
     };

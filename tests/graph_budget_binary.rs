@@ -209,7 +209,7 @@ async fn three_processes_share_one_app_limit_and_all_the_work_lands() {
     );
     assert_eq!(load.throttled, 0, "no request hit the per-app limit");
     assert!(
-        load.max_in_any_10_s >= LIMIT * 8 / 10,
+        load.max_in_any_10_s >= LIMIT * 7 / 10,
         "the processes used the budget they share: {} in the busiest 10 s",
         load.max_in_any_10_s
     );
@@ -263,8 +263,8 @@ async fn a_process_killed_mid_grant_holds_the_others_back_one_window_at_most() {
         killed_at.elapsed().as_secs_f64()
     );
     assert!(
-        longest_pause <= Duration::from_millis(11_500),
-        "a dead process's grant holds the app back at most one window (+ a slot): {longest_pause:?}"
+        longest_pause <= Duration::from_millis(12_000),
+        "a dead process's grant holds the app back at most one window (+ the two extra slots): {longest_pause:?}"
     );
     // The killed link's rerun finishes its work; every folder is complete, and the limit held throughout.
     let output = wait_for(setup.sync(LINKS[0]).spawn().expect("galbridge starts")).await;

@@ -691,7 +691,7 @@ mod suite {
             .unwrap();
         assert_eq!(refused.granted, 0);
         assert_eq!(refused.used, 600);
-        assert_eq!(refused.retry_at, now + Duration::milliseconds(10_500));
+        assert_eq!(refused.retry_at, now + Duration::milliseconds(11_000));
         // Another app's budget is its own; deleting a link leaves budgets alone.
         let other = h
             .store

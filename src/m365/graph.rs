@@ -16,7 +16,7 @@ use url::Url;
 
 use super::http::{ApiClient, ApiRequest, ApiResponse, HttpError, redact_query};
 use super::limiter::LimiterSet;
-use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS, SharedBudget};
+use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS, GraphAppPacing, SharedBudget};
 
 /// Characters left as they are in one path segment (ids, UPNs).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -213,10 +213,10 @@ pub struct GraphClient {
     /// `{graph}/v1.0/`.
     pub(crate) root: Url,
     pub(crate) mailbox_limiters: LimiterSet,
-    /// Graph's per-app request rate (shared by every client of the same app in this process).
-    pub(crate) app_pacer: Arc<AppPacer>,
-    /// The app's budget shared with the other processes of the deployment, when the state store keeps one.
-    pub(crate) shared_budget: Option<Arc<SharedBudget>>,
+    /// Graph's per-app request rate (shared by every client of the same app in this process)
+    /// (and, when the state store keeps one, by every process of the deployment); applied to every attempt of a
+    /// request once its limiter permits are held, right before it is sent.
+    pub(crate) pacing: Arc<GraphAppPacing>,
 }
 
 impl GraphClient {
@@ -239,14 +239,19 @@ impl GraphClient {
             api,
             root,
             mailbox_limiters,
-            app_pacer: Arc::new(AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS)),
-            shared_budget: None,
+            pacing: Arc::new(GraphAppPacing {
+                local: Arc::new(AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS)),
+                shared: None,
+            }),
         })
     }
 
     /// This client paced with every other client of app registration `client_id` (Graph's limit is per app).
     pub fn for_app(mut self, client_id: &str) -> Self {
-        self.app_pacer = AppPacer::for_app(client_id);
+        self.pacing = Arc::new(GraphAppPacing {
+            local: AppPacer::for_app(client_id),
+            shared: None,
+        });
         self
     }
 
@@ -259,18 +264,16 @@ impl GraphClient {
         per_10_seconds: u32,
         shared: Option<Arc<SharedBudget>>,
     ) -> Self {
-        self.app_pacer = AppPacer::for_app_with_limit(client_id, f64::from(per_10_seconds));
-        self.shared_budget = shared;
+        self.pacing = Arc::new(GraphAppPacing {
+            local: AppPacer::for_app_with_limit(client_id, f64::from(per_10_seconds)),
+            shared,
+        });
         self
     }
 
-    /// Waits until `requests` more Graph requests of this app may go out (shared budget first, then this process's
-    /// pacer); each inner request of a `$batch` counts.
-    pub(crate) async fn pace(&self, requests: u32) {
-        if let Some(shared) = &self.shared_budget {
-            shared.take(requests).await;
-        }
-        self.app_pacer.pace(requests).await;
+    /// The app's pacing, for a request that counts as `requests` Graph requests (each inner request of a `$batch`).
+    pub(crate) fn paced(&self, request: ApiRequest, requests: u32) -> ApiRequest {
+        request.paced(self.pacing.clone(), requests)
     }
 
     /// The executor (for counters and the retry policy).
@@ -318,8 +321,7 @@ impl GraphClient {
             Some(mailbox) => request.limited(self.mailbox_limiters.get(mailbox), 1),
             None => request,
         };
-        self.pace(1).await;
-        Ok(self.api.send(request).await?)
+        Ok(self.api.send(self.paced(request, 1)).await?)
     }
 
     /// Maps a non-2xx response to an error (recognising `MailboxNotEnabledForRESTAPI`); parses a 2xx body as JSON.

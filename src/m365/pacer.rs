@@ -80,6 +80,23 @@ impl AppPacer {
             .saturating_sub(self.burst)
     }
 
+    /// How many more requests this pacer would let out within `within` from now (after what is reserved already).
+    pub fn capacity_within(&self, within: Duration) -> u32 {
+        let now = Instant::now();
+        let next = *self
+            .next
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let start = next.map_or(now, |next| next.max(now));
+        let room = (now + within + self.burst).saturating_duration_since(start);
+        let requests = room.as_secs_f64() / self.interval.as_secs_f64();
+        if requests >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            requests as u32
+        }
+    }
+
     /// Waits for the slot of `requests` requests (returns at once while the burst allowance lasts).
     pub async fn pace(&self, requests: u32) {
         let wait = self.reserve(requests, Instant::now());
@@ -89,9 +106,31 @@ impl AppPacer {
     }
 }
 
-/// How long before its slot ends a grant stops being spent: a request leaves some milliseconds after it was paced,
-/// and network delays vary, so the last tokens of a slot must not arrive in the next one.
-const SLOT_GUARD: Duration = Duration::from_millis(40);
+/// Pacing applied to each attempt of a request right before it is sent ([`super::http::ApiRequest::paced`]).
+#[async_trait::async_trait]
+pub trait RequestPacer: Send + Sync + std::fmt::Debug {
+    /// Waits until `requests` more requests may go out.
+    async fn pace(&self, requests: u32);
+}
+
+/// One app's Graph pacing: this process's GCRA, then, when the state store keeps one, the budget shared by every
+/// process of the deployment.
+#[derive(Debug)]
+pub struct GraphAppPacing {
+    pub local: Arc<AppPacer>,
+    pub shared: Option<Arc<SharedBudget>>,
+}
+
+#[async_trait::async_trait]
+impl RequestPacer for GraphAppPacing {
+    async fn pace(&self, requests: u32) {
+        self.local.pace(requests).await;
+        if let Some(shared) = &self.shared {
+            shared.take(requests, &self.local).await;
+        }
+    }
+}
+
 /// The smallest grant a busy process claims.
 const MIN_GRANT: u32 = 16;
 
@@ -146,7 +185,9 @@ impl SharedBudget {
     /// Waits until `requests` tokens are this process's, claiming from the shared budget when the local grant is
     /// spent or void; waits for the slot the budget names when the app's limit is reached. A store that cannot be
     /// reached delays requests (warned about once a minute); it never lets them past the limit.
-    pub async fn take(&self, requests: u32) {
+    /// `local` is this process's pacer (already passed by this request): a claim asks for no more than it will let
+    /// out before the slot ends, since unspent tokens are lost to every process.
+    pub async fn take(&self, requests: u32, local_pacer: &AppPacer) {
         let requests = requests.clamp(1, self.rule.limit.max(1));
         let mut local = self.local.lock().await;
         loop {
@@ -161,9 +202,7 @@ impl SharedBudget {
                 local.spent_this_slot = 0;
                 local.slot = slot;
             }
-            let usable = local.spend_by.is_some_and(|spend_by| {
-                now + chrono::Duration::from_std(SLOT_GUARD).unwrap_or_default() < spend_by
-            });
+            let usable = local.spend_by.is_some_and(|spend_by| now < spend_by);
             if !usable {
                 local.left = 0;
             }
@@ -172,13 +211,17 @@ impl SharedBudget {
                 local.spent_this_slot = local.spent_this_slot.saturating_add(requests);
                 return;
             }
-            // Enough for this slot at the rate of the last one (twice it, to absorb growth), never less than the
-            // request itself; the tokens still held are given up with the claim (they are void at slot end anyway).
-            let want = local
-                .spent_last_slot
-                .max(local.spent_this_slot)
-                .saturating_mul(2)
+            // Enough for this slot at the rate of the last one plus a quarter, or twice what this slot already
+            // spent when the process speeds up; never less than the request itself. Unspent tokens are void at the
+            // slot's end and count against every process, so a grant is sized to what this one will spend.
+            let slot_left = (self.rule.slot_start(slot + 1) - now)
+                .to_std()
+                .unwrap_or_default();
+            let sendable = requests.saturating_add(local_pacer.capacity_within(slot_left));
+            let want = (local.spent_last_slot.saturating_add(local.spent_last_slot / 4))
+                .max(local.spent_this_slot.saturating_mul(2))
                 .max(MIN_GRANT)
+                .min(sendable)
                 .max(requests)
                 .min(self.rule.limit);
             self.claims
@@ -294,10 +337,14 @@ mod tests {
         let paced = AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS);
         let shared = SharedBudget::graph(store, "11111111-1111-1111-1111-111111111111", 130_000);
         let started = Instant::now();
+        let pacing = GraphAppPacing {
+            local: Arc::new(paced),
+            shared: Some(Arc::new(shared)),
+        };
         for _ in 0..BATCHES {
-            shared.take(20).await;
-            paced.pace(20).await;
+            pacing.pace(20).await;
         }
+        let shared = pacing.shared.as_ref().expect("shared");
         let with = started.elapsed();
         let requests = f64::from(BATCHES * 20);
         println!(

@@ -2,11 +2,13 @@
 //! the arithmetic every store applies inside its own compare-and-swap ([`StateStore::take_budget`]).
 //!
 //! The budget row counts *grants* (tokens handed to processes) in slots of `window / slots` (Graph: 10 s in 20 slots
-//! of 500 ms). A claim in slot `s` succeeds while the slots `s - slots ..= s` (one more than a window's worth) hold
-//! no more than `limit` tokens, and its tokens must be spent before slot `s` ends. Any real window of `window`
-//! length overlaps at most `slots + 1` slots, so the requests sent in any window never exceed `limit`, whichever
-//! process sent them and however the window is aligned. A process that dies with an unspent grant wastes it only
-//! until its slot ends; nothing is held that could leak.
+//! of 500 ms). A claim in slot `s` succeeds while the slots `s - slots - 1 ..= s` (two more than a window's worth)
+//! hold no more than `limit` tokens, and its tokens must be spent before slot `s` ends. Any real window of `window`
+//! length overlaps at most `slots + 1` slots, and the extra slot absorbs requests that reach Microsoft up to one slot
+//! later than they were sent (network delays, clocks of different hosts apart by less than a slot), so the requests
+//! of any window never exceed `limit`, whichever process sent them and however the window is aligned. The price is
+//! `2 / (slots + 2)` of the limit (Graph: 130,000 per 11 s instead of per 10 s). A process that dies with an unspent
+//! grant wastes it only until its slot ends; nothing is held that could leak.
 //!
 //! [`StateStore::take_budget`]: super::StateStore::take_budget
 
@@ -83,7 +85,8 @@ impl BudgetCounts {
         rule: &BudgetRule,
         now: DateTime<Utc>,
     ) -> BudgetGrant {
-        let slots = i64::from(rule.slots.max(1));
+        // The slots counted besides the current one.
+        let slots = i64::from(rule.slots.max(1)) + 1;
         let current = rule.slot_of(now);
         // Slots ahead of ours (another host's clock runs ahead) still count: they were granted.
         self.slots.retain(|(slot, _)| *slot >= current - slots);
@@ -155,15 +158,16 @@ mod tests {
         assert_eq!(second.used, 600);
         let third = counts.claim(10, 1, &rule, at(1_000_300));
         assert_eq!(third.granted, 0);
-        // Slot 2000 holds 600: it leaves the counted range (21 slots) at slot 2021.
-        assert_eq!(third.retry_at, at(2021 * 500));
-        assert_eq!(counts.claim(10, 1, &rule, at(2021 * 500 - 1)).granted, 0);
+        // Slot 2000 holds 600: it leaves the counted range (22 slots) at slot 2022.
+        assert_eq!(third.retry_at, at(2022 * 500));
+        assert_eq!(counts.claim(10, 1, &rule, at(2022 * 500 - 1)).granted, 0);
         assert_eq!(counts.claim(10, 1, &rule, third.retry_at).granted, 10);
     }
 
     #[test]
     fn no_window_of_any_alignment_exceeds_the_limit() {
-        // Greedy claimers spend each grant at a random moment of its slot; count every 10 s span.
+        // Greedy claimers spend each grant in its slot, each request reaching the server up to 400 ms late; count
+        // every 10 s span of arrivals.
         let rule = BudgetRule::per_10_seconds(600);
         let mut counts = BudgetCounts::default();
         let mut sent: Vec<i64> = Vec::new();
@@ -175,7 +179,8 @@ mod tests {
             let grant = counts.claim(want, 1, &rule, at(now));
             let spend_by = grant.spend_by.timestamp_millis();
             for n in 0..grant.granted {
-                sent.push(now + i64::from(n) % (spend_by - now).max(1));
+                let delay = i64::from(n * 37 % 400);
+                sent.push(now + i64::from(n) % (spend_by - now).max(1) + delay);
             }
             now += i64::try_from(seed % 97).unwrap_or(1) + 1;
         }
@@ -189,7 +194,7 @@ mod tests {
             max = max.max(end - start + 1);
         }
         assert!(max <= 600, "{max} requests in one 10 s span");
-        assert!(max >= 550, "the budget wastes the limit: {max}");
+        assert!(max >= 500, "the budget wastes the limit: {max}");
     }
 
     #[test]
@@ -199,7 +204,7 @@ mod tests {
         assert_eq!(counts.claim(95, 1, &rule, at(0)).granted, 95);
         let short = counts.claim(20, 20, &rule, at(1));
         assert_eq!(short.granted, 0, "5 left, a batch of 20 waits");
-        assert_eq!(short.retry_at, at(21 * 500));
+        assert_eq!(short.retry_at, at(22 * 500));
         assert_eq!(counts.claim(5, 1, &rule, at(2)).granted, 5);
     }
 }
