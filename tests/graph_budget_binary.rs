@@ -128,7 +128,8 @@ impl Setup {
             .filter(|user| engine_support::in_default_scope(user))
             .map(|user| anchor_of(&acme_id, user))
             .collect();
-        let mailboxes = writable_mailboxes(&self.sim.control().users("northern").expect("northern"));
+        let mailboxes =
+            writable_mailboxes(&self.sim.control().users("northern").expect("northern"));
         assert!(!mailboxes.is_empty());
         let mut contacts = 0;
         for link in LINKS {
@@ -241,9 +242,15 @@ async fn a_process_killed_mid_grant_holds_the_others_back_one_window_at_most() {
     let mut longest_pause = Duration::ZERO;
     let survivors: Vec<_> = survivors
         .into_iter()
-        .map(|(link, child)| (link, tokio::task::spawn_blocking(move || child.wait_with_output())))
+        .map(|(link, child)| {
+            (
+                link,
+                tokio::task::spawn_blocking(move || child.wait_with_output()),
+            )
+        })
         .collect();
-    while !survivors.iter().all(|(_, task)| task.is_finished()) && killed_at.elapsed() < Duration::from_secs(180)
+    while !survivors.iter().all(|(_, task)| task.is_finished())
+        && killed_at.elapsed() < Duration::from_secs(180)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = setup.load().requests;

@@ -20,8 +20,8 @@ use galbridge::report::{
     Failure, HeldDelete, PlanCounts, QuarantineInfo, RunMode, RunOutcome, RunReport,
 };
 use galbridge::state::{
-    BudgetRule, FileStore, LINK_SCOPE, LinkCheckpoint, MemoryStore, ObjectRecord, RUN_RECORDS_KEPT, StateError,
-    StateStore, TableStore, TableStoreConfig,
+    BudgetRule, FileStore, LINK_SCOPE, LinkCheckpoint, MemoryStore, ObjectRecord, RUN_RECORDS_KEPT,
+    StateError, StateStore, TableStore, TableStoreConfig,
 };
 
 /// A store under test, plus whatever must live as long as it.
@@ -683,7 +683,10 @@ mod suite {
         for claim in claims {
             total += claim.await.expect("joins");
         }
-        assert_eq!(total, 600, "12 × 10 claims of 7 = 840 wanted; exactly the limit granted");
+        assert_eq!(
+            total, 600,
+            "12 × 10 claims of 7 = 840 wanted; exactly the limit granted"
+        );
         let refused = h
             .store
             .take_budget("graph|app-1", 20, 20, &rule, now)
@@ -713,7 +716,10 @@ mod suite {
             .await
             .unwrap();
         assert_eq!(later.granted, 600);
-        assert_eq!(later.spend_by, refused.retry_at + Duration::milliseconds(500));
+        assert_eq!(
+            later.spend_by,
+            refused.retry_at + Duration::milliseconds(500)
+        );
     }
 
     pub async fn concurrent_links_are_independent(h: &Harness) {

@@ -131,7 +131,8 @@ impl RequestPacer for GraphAppPacing {
     }
 }
 
-/// The smallest grant a busy process claims.
+/// The smallest grant a process claims, at Graph's limit; a small limit claims less (a sixteenth of its share of a
+/// slot), since unspent tokens are lost to every process.
 const MIN_GRANT: u32 = 16;
 
 /// One app's request budget shared by every process of a deployment through the state store. Cheap to share.
@@ -211,19 +212,23 @@ impl SharedBudget {
                 local.spent_this_slot = local.spent_this_slot.saturating_add(requests);
                 return;
             }
-            // Enough for this slot at the rate of the last one plus a quarter, or twice what this slot already
-            // spent when the process speeds up; never less than the request itself. Unspent tokens are void at the
+            // Enough for this slot at the rate of the last one plus a quarter, or as much as this slot already
+            // spent when the process speeds up (so claims double); never less than the request itself. Unspent tokens are void at the
             // slot's end and count against every process, so a grant is sized to what this one will spend.
             let slot_left = (self.rule.slot_start(slot + 1) - now)
                 .to_std()
                 .unwrap_or_default();
             let sendable = requests.saturating_add(local_pacer.capacity_within(slot_left));
-            let want = (local.spent_last_slot.saturating_add(local.spent_last_slot / 4))
-                .max(local.spent_this_slot.saturating_mul(2))
-                .max(MIN_GRANT)
-                .min(sendable)
-                .max(requests)
-                .min(self.rule.limit);
+            let min_grant =
+                (self.rule.limit / (self.rule.slots.saturating_add(2) * 16)).clamp(1, MIN_GRANT);
+            let want = (local
+                .spent_last_slot
+                .saturating_add(local.spent_last_slot / 4))
+            .max(local.spent_this_slot)
+            .max(min_grant)
+            .min(sendable)
+            .max(requests)
+            .min(self.rule.limit);
             self.claims
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match self

@@ -9,7 +9,10 @@ use std::sync::Mutex;
 
 use chrono::Utc;
 
-use super::{BudgetCounts, BudgetGrant, BudgetRule, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore};
+use super::{
+    BudgetCounts, BudgetGrant, BudgetRule, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT,
+    StateError, StateStore,
+};
 use crate::report::RunReport;
 
 #[derive(Debug, Default)]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Duration;
 use galbridge::report::RunReport;
 use galbridge::state::{
-    BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, StateError, StateStore,
+    BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, StateError,
+    StateStore,
 };
 
 pub struct CountingStore {
@@ -135,8 +136,6 @@ impl StateStore for CountingStore {
         rule: &BudgetRule,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<BudgetGrant, StateError> {
-        self.inner
-            .take_budget(key, want, at_least, rule, now)
-            .await
+        self.inner.take_budget(key, want, at_least, rule, now).await
     }
 }

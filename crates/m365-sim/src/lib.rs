@@ -45,11 +45,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use control::Control;
+pub use graph::app_budget::AppLoad;
 pub use knobs::{
     DeltaExpiryStyle, ExchangeErrorShape, ExchangeRateLimit, Fault, FaultRule, Knobs, Latency,
     LatencyModel, Service,
 };
-pub use graph::app_budget::AppLoad;
 pub use limits::MailboxLoad;
 pub use metrics::CounterRow;
 pub use seed::TenantSeed;

@@ -41,7 +41,8 @@ use self::fsio::{
 use self::object_map::{ObjectMapFiles, SnapshotFile};
 use super::memory::sort_newest_first;
 use super::{
-    BudgetCounts, BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
+    BudgetCounts, BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord,
+    RUN_RECORDS_KEPT, StateError, StateStore,
 };
 use crate::report::RunReport;
 

@@ -11,7 +11,8 @@ use super::{
 };
 use crate::report::RunReport;
 use crate::state::{
-    BudgetCounts, BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
+    BudgetCounts, BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord,
+    RUN_RECORDS_KEPT, StateError, StateStore,
 };
 
 /// `get_objects` point reads sent at once (bounded so a large anchor set does not flood the account).
@@ -401,7 +402,8 @@ impl StateStore for TableStore {
             }
             let mut entity = keys_entity(BUDGET_PARTITION, &row);
             entity.insert("key".into(), key.into());
-            let slots = serde_json::to_string(&counts).map_err(|e| corrupt(&what, e.to_string()))?;
+            let slots =
+                serde_json::to_string(&counts).map_err(|e| corrupt(&what, e.to_string()))?;
             entity.insert("slots".into(), slots.into());
             let outcome = match &current {
                 None => self.client.insert(&entity).await?,

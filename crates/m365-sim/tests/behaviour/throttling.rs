@@ -528,7 +528,10 @@ async fn graph_limits_each_app_across_tenants_counting_inner_batch_requests() {
         .find(|a| a["app_id"] == app.as_str())
         .cloned()
         .unwrap();
-    assert_eq!(mine["requests"], 25, "20 inner requests + 5, the envelope not counted: {mine}");
+    assert_eq!(
+        mine["requests"], 25,
+        "20 inner requests + 5, the envelope not counted: {mine}"
+    );
     assert_eq!(mine["throttled"], 1);
     assert_eq!(mine["max_in_any_10_s"], 25);
 
