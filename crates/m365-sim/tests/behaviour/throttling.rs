@@ -471,7 +471,7 @@ async fn batch_carries_binary_bodies_both_ways_and_reads_lenient_envelopes() {
 }
 
 #[tokio::test]
-async fn graph_limits_each_app_across_tenants_counting_inner_batch_requests() {
+async fn graph_limits_each_app_counting_inner_batch_requests_one_by_one() {
     // [§4] 130,000 requests per 10 s per app across all tenants; each inner `$batch` request counts. The knob
     // lowers the limit; the control API reports per app what it sent in any 10 s.
     let t = spawn(&[("acme", 20)]).await;
