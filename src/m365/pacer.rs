@@ -186,8 +186,7 @@ impl SharedBudget {
     /// Waits until `requests` tokens are this process's, claiming from the shared budget when the local grant is
     /// spent or void; waits for the slot the budget names when the app's limit is reached. A store that cannot be
     /// reached delays requests (warned about once a minute); it never lets them past the limit.
-    /// `local` is this process's pacer (already passed by this request): a claim asks for no more than it will let
-    /// out before the slot ends, since unspent tokens are lost to every process.
+    /// `local_pacer` is this process's pacer (already passed by this request).
     pub async fn take(&self, requests: u32, local_pacer: &AppPacer) {
         let requests = requests.clamp(1, self.rule.limit.max(1));
         let mut local = self.local.lock().await;
@@ -213,8 +212,9 @@ impl SharedBudget {
                 return;
             }
             // Enough for this slot at the rate of the last one plus a quarter, or as much as this slot already
-            // spent when the process speeds up (so claims double); never less than the request itself. Unspent tokens are void at the
-            // slot's end and count against every process, so a grant is sized to what this one will spend.
+            // spent when the process speeds up (so claims double); never more than this process's pacer lets out
+            // before the slot ends, never less than the request itself. Unspent tokens are void at the slot's end
+            // and count against every process, so a grant is sized to what this one will spend.
             let slot_left = (self.rule.slot_start(slot + 1) - now)
                 .to_std()
                 .unwrap_or_default();
