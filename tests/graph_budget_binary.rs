@@ -210,7 +210,7 @@ async fn three_processes_share_one_app_limit_and_all_the_work_lands() {
     );
     assert_eq!(load.throttled, 0, "no request hit the per-app limit");
     assert!(
-        load.max_in_any_10_s >= LIMIT * 7 / 10,
+        load.max_in_any_10_s >= LIMIT * 6 / 10,
         "the processes used the budget they share: {} in the busiest 10 s",
         load.max_in_any_10_s
     );
