@@ -401,10 +401,11 @@ mod tests {
 
         let none = Invocation::parse(br#"{"Data":{"shard":null},"Metadata":{}}"#).expect("parses");
         assert_eq!(none.queue_message("shard"), None);
-        let missing_count =
-            Invocation::parse(br#"{"Data":{"shard":"x"}}"#).expect("parses");
+        let missing_count = Invocation::parse(br#"{"Data":{"shard":"x"}}"#).expect("parses");
         assert_eq!(
-            missing_count.queue_message("shard").map(|d| d.dequeue_count),
+            missing_count
+                .queue_message("shard")
+                .map(|d| d.dequeue_count),
             Some(0)
         );
     }

@@ -357,8 +357,8 @@ impl AzureQueue {
             .map(str::to_owned);
         let body = response.text().await.unwrap_or_default();
         let code = xml_element(&body, "Code").or(header_code);
-        let message = xml_element(&body, "Message")
-            .map(|m| m.lines().next().unwrap_or_default().to_owned());
+        let message =
+            xml_element(&body, "Message").map(|m| m.lines().next().unwrap_or_default().to_owned());
         let message = match (code, message) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code,
@@ -380,9 +380,7 @@ impl AzureQueue {
     /// followed by a one-message peek: if that works the queue is there; if not, the 403 is reported.
     pub async fn create_if_missing(&self) -> Result<(), QueueError> {
         let url = self.queue_url("", &[])?;
-        let response = self
-            .send("create queue", Method::PUT, &url, None)
-            .await?;
+        let response = self.send("create queue", Method::PUT, &url, None).await?;
         match response.status() {
             s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
             StatusCode::FORBIDDEN => {
@@ -479,18 +477,13 @@ impl AzureQueue {
                 Ok(ReceivedMessage {
                     id: field("MessageId")
                         .ok_or_else(|| self.transport("get messages", "a message has no id"))?,
-                    pop_receipt: field("PopReceipt")
-                        .map(|r| unescape_xml(&r))
-                        .ok_or_else(|| {
-                            self.transport("get messages", "a message has no pop receipt")
-                        })?,
+                    pop_receipt: field("PopReceipt").map(|r| unescape_xml(&r)).ok_or_else(
+                        || self.transport("get messages", "a message has no pop receipt"),
+                    )?,
                     dequeue_count: field("DequeueCount")
                         .and_then(|c| c.trim().parse().ok())
                         .unwrap_or(1),
-                    text: self.decode(
-                        "get messages",
-                        &field("MessageText").unwrap_or_default(),
-                    )?,
+                    text: self.decode("get messages", &field("MessageText").unwrap_or_default())?,
                     inserted: field("InsertionTime"),
                 })
             })
@@ -504,9 +497,7 @@ impl AzureQueue {
             "/messages",
             &[("peekonly", "true"), ("numofmessages", &count)],
         )?;
-        let response = self
-            .send("peek messages", Method::GET, &url, None)
-            .await?;
+        let response = self.send("peek messages", Method::GET, &url, None).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
@@ -528,10 +519,8 @@ impl AzureQueue {
                     dequeue_count: field("DequeueCount")
                         .and_then(|c| c.trim().parse().ok())
                         .unwrap_or(0),
-                    text: self.decode(
-                        "peek messages",
-                        &field("MessageText").unwrap_or_default(),
-                    )?,
+                    text: self
+                        .decode("peek messages", &field("MessageText").unwrap_or_default())?,
                     inserted: field("InsertionTime"),
                 })
             })
@@ -566,9 +555,7 @@ impl AzureQueue {
             &format!("/messages/{}", encode_path(id)),
             &[("popreceipt", pop_receipt), ("visibilitytimeout", &seconds)],
         )?;
-        let response = self
-            .send("update message", Method::PUT, &url, None)
-            .await?;
+        let response = self.send("update message", Method::PUT, &url, None).await?;
         if !response.status().is_success() {
             return Err(self.service_error("update message", response).await);
         }
@@ -710,7 +697,14 @@ mod tests {
     #[test]
     fn queue_names_follow_the_service_rules() {
         assert!(check_queue_name("galbridge-phones-shards").is_ok());
-        for bad in ["ab", "Upper", "two--hyphens", "-lead", "trail-", "under_score"] {
+        for bad in [
+            "ab",
+            "Upper",
+            "two--hyphens",
+            "-lead",
+            "trail-",
+            "under_score",
+        ] {
             assert!(check_queue_name(bad).is_err(), "{bad}");
         }
         assert!(check_queue_name(&"a".repeat(64)).is_err());
@@ -724,7 +718,10 @@ mod tests {
         .expect("a URL");
         let headers = vec![
             ("x-ms-version".to_owned(), API_VERSION.to_owned()),
-            ("x-ms-date".to_owned(), "Sun, 06 Dec 2026 17:00:00 GMT".to_owned()),
+            (
+                "x-ms-date".to_owned(),
+                "Sun, 06 Dec 2026 17:00:00 GMT".to_owned(),
+            ),
         ];
         let text = string_to_sign(
             "devstoreaccount1",
@@ -751,7 +748,10 @@ mod tests {
                 ms_headers: &[],
             },
         );
-        assert_eq!(put, "POST\n\n\n42\n\napplication/xml\n\n\n\n\n\n\n/acct/q/messages");
+        assert_eq!(
+            put,
+            "POST\n\n\n42\n\napplication/xml\n\n\n\n\n\n\n/acct/q/messages"
+        );
     }
 
     #[test]
@@ -761,9 +761,15 @@ mod tests {
                    </QueueMessage><QueueMessage><MessageId>b</MessageId></QueueMessage></QueueMessagesList>";
         let messages = xml_elements(xml, "QueueMessage");
         assert_eq!(messages.len(), 2);
-        assert_eq!(xml_element(messages[0], "DequeueCount").as_deref(), Some("2"));
+        assert_eq!(
+            xml_element(messages[0], "DequeueCount").as_deref(),
+            Some("2")
+        );
         assert_eq!(unescape_xml("x&amp;y&#65;&#x42;&lt;"), "x&yAB<");
         assert_eq!(unescape_xml("a & b"), "a & b");
-        assert_eq!(unescape_xml(&escape_xml("<a href='x'>&</a>")), "<a href='x'>&</a>");
+        assert_eq!(
+            unescape_xml(&escape_xml("<a href='x'>&</a>")),
+            "<a href='x'>&</a>"
+        );
     }
 }

@@ -77,6 +77,14 @@ pub fn from_config(
 pub fn azure_from_config(
     config: &crate::config::Config,
 ) -> Result<Option<azure::AzureQueue>, QueueConfigError> {
+    azure_from_config_with_env(config, &|name: &str| std::env::var(name).ok())
+}
+
+/// As [`azure_from_config`], reading the connection-string variable through `env`.
+pub fn azure_from_config_with_env(
+    config: &crate::config::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<azure::AzureQueue>, QueueConfigError> {
     use crate::config::TableAuth as AuthSetting;
     use crate::state::table::{ConnectionString, TableAuth};
     let service = config.service();
@@ -85,8 +93,7 @@ pub fn azure_from_config(
     };
     let (endpoint, auth) = match &settings.auth {
         AuthSetting::ConnectionStringEnv(variable) => {
-            let text = std::env::var(variable)
-                .ok()
+            let text = env(variable)
                 .filter(|v| !v.trim().is_empty())
                 .ok_or_else(|| QueueConfigError::MissingConnectionString(variable.clone()))?;
             let parsed = ConnectionString::parse(&text)

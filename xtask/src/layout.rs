@@ -252,9 +252,8 @@ fn parse_trigger(
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(file, "queueTrigger needs a \"queueName\""))?;
             // Queue names: 3-63 lowercase letters, digits and single hyphens (or an %APP_SETTING% reference).
-            let is_setting = queue_name.len() > 2
-                && queue_name.starts_with('%')
-                && queue_name.ends_with('%');
+            let is_setting =
+                queue_name.len() > 2 && queue_name.starts_with('%') && queue_name.ends_with('%');
             let valid = (3..=63).contains(&queue_name.len())
                 && queue_name
                     .bytes()

@@ -185,10 +185,7 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub async fn bearer(
-        &self,
-        credential: &dyn TokenCredential,
-    ) -> Result<String, StateError> {
+    pub async fn bearer(&self, credential: &dyn TokenCredential) -> Result<String, StateError> {
         let mut cached = self.cached.lock().await;
         let now = azure_core::time::OffsetDateTime::now_utc().unix_timestamp();
         if let Some((token, expires)) = cached.as_ref()
