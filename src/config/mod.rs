@@ -347,7 +347,7 @@ fn apply_env_overrides(
 /// The shard queue from the Functions connection settings named `GALBRIDGE_QUEUE` (the queue trigger's `connection`):
 /// identity-based (`GALBRIDGE_QUEUE__queueServiceUri`, `__credential`, `__clientId`) or a connection string
 /// (`GALBRIDGE_QUEUE`). They fill in, or override the endpoint of, `[service.shard_queue]`
-/// (docs/microsoft-facts.md §19).
+/// (docs/microsoft-facts.md §13).
 fn apply_queue_env(
     file: &mut ConfigFile,
     env: &impl Fn(&str) -> Option<String>,

@@ -11,7 +11,7 @@
 //!   shape;
 //! - a queue trigger's message (`Data.{binding}`) is a JSON string holding the decoded message text, but a host may
 //!   hand a JSON message over already parsed; `Metadata.DequeueCount` may be a number or a string
-//!   (docs/microsoft-facts.md §19).
+//!   (docs/microsoft-facts.md §13).
 
 use std::collections::BTreeMap;
 

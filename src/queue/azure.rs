@@ -1,4 +1,4 @@
-//! A small Azure Storage Queue REST client over `reqwest` (docs/microsoft-facts.md §19): create a queue, put, get,
+//! A small Azure Storage Queue REST client over `reqwest` (docs/microsoft-facts.md §13): create a queue, put, get,
 //! peek, update and delete messages, with the same authentication as the Table client (an account key for Azurite
 //! and connection strings, or an Entra token from the managed identity) and retries of throttling and transient
 //! failures.

@@ -1,4 +1,4 @@
-//! A stand-in for the Functions host's queue trigger (docs/microsoft-facts.md §19), for tests and benchmarks: it
+//! A stand-in for the Functions host's queue trigger (docs/microsoft-facts.md §13), for tests and benchmarks: it
 //! polls a queue with galbridge's own client and delivers each message to a running `galbridge serve` as the host
 //! does: Get Messages with a processing lease, POST `/{function}` with `{"Data": {binding: text}, "Metadata":
 //! {DequeueCount, Id, PopReceipt, InsertionTime, sys}}`, then

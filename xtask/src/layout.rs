@@ -12,7 +12,7 @@
 //!   (GET `status`, function key) and `Notify` (POST `notify`, anonymous: Graph cannot send a function key; every
 //!   notification is checked against its subscription's `clientState` instead), each answering through the output
 //!   binding `res`; and `PhonesShard`, a queue trigger (binding `shard`) on `galbridge-phones-shards` through the
-//!   connection `GALBRIDGE_QUEUE` (docs/microsoft-facts.md §19).
+//!   connection `GALBRIDGE_QUEUE` (docs/microsoft-facts.md §13).
 
 use serde_json::Value;
 
