@@ -772,4 +772,93 @@ mod tests {
             "<a href='x'>&</a>"
         );
     }
+
+    /// A stand-in queue endpoint answering from a script of statuses (the real service cannot be made to throttle).
+    async fn scripted_endpoint(
+        statuses: Vec<(u16, &'static str)>,
+    ) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::StatusCode as AxumStatus;
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&calls);
+        let app = axum::Router::new().fallback(move || {
+            let seen = Arc::clone(&seen);
+            let statuses = statuses.clone();
+            async move {
+                let call = seen.fetch_add(1, Ordering::SeqCst);
+                let (status, code) = statuses[call.min(statuses.len() - 1)];
+                let body = format!(
+                    "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>scripted\nRequestId:x</Message></Error>"
+                );
+                (
+                    AxumStatus::from_u16(status).expect("a status"),
+                    [("x-ms-error-code", code)],
+                    body,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/acct")).expect("URL");
+        (url, calls)
+    }
+
+    fn client_for(endpoint: Url, key: &str) -> AzureQueue {
+        AzureQueue::new(
+            AzureQueueConfig {
+                endpoint,
+                name: "shards".to_owned(),
+                auth: TableAuth::SharedKey {
+                    account: "acct".to_owned(),
+                    key: crate::state::table::AccountKey::from_base64(key).expect("base64"),
+                },
+                retry: RetryPolicy {
+                    max_attempts: 8,
+                    base_delay: Duration::from_millis(5),
+                    max_delay: Duration::from_millis(50),
+                },
+                encoding: MessageEncoding::Base64,
+            },
+            crate::m365::http::build_http_client(&Default::default()).expect("client"),
+        )
+        .expect("a valid queue")
+    }
+
+    #[tokio::test]
+    async fn server_busy_and_429_are_retried_until_the_message_is_accepted() {
+        let (endpoint, calls) = scripted_endpoint(vec![
+            (503, "ServerBusy"),
+            (500, "OperationTimedOut"),
+            (429, "TooManyRequests"),
+            (201, ""),
+        ])
+        .await;
+        let queue = client_for(endpoint, "c2VjcmV0LWtleQ==");
+
+        queue
+            .put("{}")
+            .await
+            .expect("accepted after the throttling");
+
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(queue.request_counts(), (4, 3));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_the_queue_the_operation_and_the_service_code_never_the_key() {
+        let (endpoint, _) = scripted_endpoint(vec![(403, "AuthenticationFailed")]).await;
+        let key = "c2VjcmV0LWtleQ==";
+        let queue = client_for(endpoint, key);
+
+        let error = queue.put("{}").await.expect_err("refused").to_string();
+
+        assert_eq!(
+            error,
+            "queue shards: put message failed with HTTP 403: AuthenticationFailed: scripted"
+        );
+        assert!(!error.contains(key));
+        assert_eq!(queue.request_counts(), (1, 0), "a refusal is not retried");
+    }
 }
