@@ -160,6 +160,28 @@ impl ConfigFile {
                 issues.add(format!("service.notifications.{key}"), reason);
             }
         }
+        if let Some(queue) = &self.service.shard_queue {
+            let name = &queue.name;
+            if let Err(reason) = crate::queue::azure::check_queue_name(name) {
+                issues.add("service.shard_queue.name", reason);
+            } else if name.len() > 56 {
+                issues.add(
+                    "service.shard_queue.name",
+                    format!("{name:?} is longer than 56 characters: its poison queue \"{name}-poison\" would be over the service's 63"),
+                );
+            }
+            match &queue.auth {
+                TableAuth::ManagedIdentity if queue.endpoint.is_none() => issues.add(
+                    "service.shard_queue.endpoint",
+                    "required with auth = \"managed_identity\" (or set GALBRIDGE_QUEUE__queueServiceUri)",
+                ),
+                TableAuth::ConnectionStringEnv(variable) if !is_env_name(variable) => issues.add(
+                    "service.shard_queue.auth.connection_string_env",
+                    format!("{variable:?} is not an environment variable name"),
+                ),
+                _ => {}
+            }
+        }
     }
 
     fn check_state(&self, issues: &mut Issues) {
