@@ -26,6 +26,7 @@ BICEP_SCOPE_KINDS = {
     "Microsoft.Storage/storageAccounts": "storage-account",
     "Microsoft.Storage/storageAccounts/blobServices/containers": "blob-container",
     "Microsoft.Storage/storageAccounts/tableServices/tables": "table",
+    "Microsoft.Storage/storageAccounts/queueServices/queues": "queue",
     "Microsoft.KeyVault/vaults": "key-vault",
     "Microsoft.Insights/components": "app-insights",
 }
@@ -33,6 +34,7 @@ TERRAFORM_SCOPE_KINDS = {
     "azurerm_storage_account": "storage-account",
     "azurerm_storage_container": "blob-container",
     "azurerm_storage_table": "table",
+    "azurerm_storage_queue": "queue",
     "azurerm_key_vault": "key-vault",
     "azurerm_application_insights": "app-insights",
 }
@@ -43,6 +45,10 @@ REQUIRED_APP_ROLES = {
     ("b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "storage-account", "app"),  # Storage Blob Data Owner
     ("4633458b-17de-408a-b874-0445c86b69e6", "key-vault", "app"),  # Key Vault Secrets User
     ("3913510d-42f4-4e42-8a64-420c390055eb", "app-insights", "app"),  # Monitoring Metrics Publisher
+    # The shard queue and its poison queue (docs/microsoft-facts.md §13).
+    ("c6a89b2d-59bc-44d0-9896-0f6e12d7b80a", "queue", "app"),  # Storage Queue Data Message Sender
+    ("8a0f0c08-91a1-4084-bc3d-661d67233fed", "queue", "app"),  # Storage Queue Data Message Processor
+    ("19e7f393-937e-4f77-808e-94535e297925", "queue", "app"),  # Storage Queue Data Reader
 }
 
 # The settings the binary and the host read (the deployment contract).
@@ -59,6 +65,9 @@ REQUIRED_SETTINGS = {
     "GALBRIDGE_KEY_VAULT_URL",
     "GALBRIDGE_STATE_TABLE_ENDPOINT",
     "GALBRIDGE_STATE_TABLE_NAME",
+    "GALBRIDGE_QUEUE__queueServiceUri",
+    "GALBRIDGE_QUEUE__credential",
+    "GALBRIDGE_QUEUE__clientId",
 }
 # Operator-tunable parameters: (Bicep param, Terraform variable, the binary's own default or None).
 TUNABLES = [

@@ -245,6 +245,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.service().default_interval.to_string(), "15m");
     assert_eq!(config.service().max_concurrency, 8);
     assert_eq!(config.service().mailboxes_in_flight, 256);
+    assert_eq!(config.service().graph_requests_per_10s, 130_000);
     let StateSettings::File(file) = config.state() else {
         panic!("file state by default")
     };
@@ -305,4 +306,91 @@ fn export_mailbox_example_reads_a_mailbox_folder_into_phones() {
             sign_in: MailboxSignIn::App,
         })
     );
+}
+
+#[test]
+fn the_functions_queue_connection_settings_configure_the_shard_queue() {
+    let env = |name: &str| match name {
+        "GALBRIDGE_QUEUE__queueServiceUri" => {
+            Some("https://stgal.queue.core.windows.net".to_owned())
+        }
+        "GALBRIDGE_QUEUE__credential" => Some("managedidentity".to_owned()),
+        "GALBRIDGE_QUEUE__clientId" => Some("22222222-2222-4222-8222-222222222222".to_owned()),
+        _ => None,
+    };
+
+    let config =
+        Config::from_toml_str_with_env("", Path::new("/etc/galbridge.toml"), env).expect("loads");
+
+    let queue = config
+        .service()
+        .shard_queue
+        .as_ref()
+        .expect("configured from the environment");
+    assert_eq!(
+        queue.endpoint.as_ref().map(|e| e.as_str()),
+        Some("https://stgal.queue.core.windows.net/")
+    );
+    assert_eq!(queue.name, "galbridge-phones-shards");
+    assert_eq!(queue.auth, galbridge::config::TableAuth::ManagedIdentity);
+    assert_eq!(
+        queue
+            .managed_identity_client_id
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some("22222222-2222-4222-8222-222222222222")
+    );
+
+    // A connection string under the connection's own name (local use) works too.
+    let local = Config::from_toml_str_with_env("", Path::new("/etc/galbridge.toml"), |name| {
+        (name == "GALBRIDGE_QUEUE").then(|| "UseDevelopmentStorage=true".to_owned())
+    })
+    .expect("loads");
+    assert_eq!(
+        local.service().shard_queue.as_ref().map(|q| q.auth.clone()),
+        Some(galbridge::config::TableAuth::ConnectionStringEnv(
+            "GALBRIDGE_QUEUE".to_owned()
+        ))
+    );
+    // Nothing set: no queue, shards run in-process.
+    let none = Config::from_toml_str("", Path::new("/etc/galbridge.toml")).expect("loads");
+    assert!(none.service().shard_queue.is_none());
+}
+
+#[test]
+fn shard_queue_mistakes_are_reported_with_their_key() {
+    let cases = [
+        (
+            "[service.shard_queue]\nname = \"Phones_Shards\"\nauth = { connection_string_env = \"Q\" }\n",
+            "service.shard_queue.name",
+        ),
+        (
+            // 57 characters: its poison queue would be 64.
+            "[service.shard_queue]\nname = \"abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij-ab\"\nauth = { connection_string_env = \"Q\" }\n",
+            "service.shard_queue.name",
+        ),
+        (
+            "[service.shard_queue]\nname = \"shards\"\n",
+            "service.shard_queue.endpoint",
+        ),
+        (
+            "[service.shard_queue]\nauth = { connection_string_env = \"not a name\" }\n",
+            "service.shard_queue.auth.connection_string_env",
+        ),
+    ];
+    for (text, key) in cases {
+        let error = Config::from_toml_str(text, Path::new("/etc/galbridge.toml"))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains(key), "{key}: {error}");
+    }
+    let bad_env =
+        Config::from_toml_str_with_env("", Path::new("/etc/galbridge.toml"), |name| match name {
+            "GALBRIDGE_QUEUE__queueServiceUri" => Some("https://q.example".to_owned()),
+            "GALBRIDGE_QUEUE__credential" => Some("secret".to_owned()),
+            _ => None,
+        })
+        .expect_err("refused")
+        .to_string();
+    assert!(bad_env.contains("GALBRIDGE_QUEUE__credential"), "{bad_env}");
 }

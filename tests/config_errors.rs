@@ -474,6 +474,21 @@ fn zero_concurrency() {
 }
 
 #[test]
+fn a_graph_limit_below_one_batch_or_above_graphs() {
+    for value in [5, 200_000] {
+        let text = format!("[service]\ngraph_requests_per_10s = {value}\n{}", link(""));
+        assert!(
+            error_of(&text).starts_with(&format!(
+                "galbridge.toml: service.graph_requests_per_10s: must be between 20 (one $batch) and 130,000 \
+                 (Graph's limit per app), not {value}"
+            )),
+            "{}",
+            error_of(&text)
+        );
+    }
+}
+
+#[test]
 fn zero_mailboxes_in_flight() {
     let text = format!("[service]\nmailboxes_in_flight = 0\n{}", link(""));
     assert_eq!(

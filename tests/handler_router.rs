@@ -525,7 +525,7 @@ async fn unknown_function_is_404_to_the_host() {
     assert_eq!(answer.host_status, StatusCode::NOT_FOUND);
     assert_eq!(
         answer.res_body(),
-        json!({ "error": "no function named \"Purge\"; this handler serves SyncTimer, SyncHttp, Status, Notify" })
+        json!({ "error": "no function named \"Purge\"; this handler serves SyncTimer, SyncHttp, Status, Notify, PhonesShard" })
     );
 }
 

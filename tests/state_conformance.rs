@@ -20,8 +20,8 @@ use galbridge::report::{
     Failure, HeldDelete, PlanCounts, QuarantineInfo, RunMode, RunOutcome, RunReport,
 };
 use galbridge::state::{
-    FileStore, LINK_SCOPE, LinkCheckpoint, MemoryStore, ObjectRecord, RUN_RECORDS_KEPT, StateError,
-    StateStore, TableStore, TableStoreConfig,
+    BudgetRule, FileStore, LINK_SCOPE, LinkCheckpoint, MemoryStore, ObjectRecord, RUN_RECORDS_KEPT,
+    StateError, StateStore, TableStore, TableStoreConfig,
 };
 
 /// A store under test, plus whatever must live as long as it.
@@ -654,6 +654,74 @@ mod suite {
             .unwrap();
     }
 
+    /// Claimers racing on one budget (through two store handles, as two processes would) are granted exactly the
+    /// limit in all, never more; the counts leave after the window; budgets are apart from each other and from links.
+    pub async fn shared_budget_grants_the_limit_once_across_racers(h: &Harness) {
+        let rule = BudgetRule::per_10_seconds(600);
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        let second = h.reopened().await.unwrap_or_else(|| h.store.clone());
+        let mut claims = Vec::new();
+        for n in 0..12 {
+            let store = if n % 2 == 0 {
+                h.store.clone()
+            } else {
+                second.clone()
+            };
+            claims.push(tokio::spawn(async move {
+                let mut granted = 0;
+                for _ in 0..10 {
+                    granted += store
+                        .take_budget("graph|app-1", 7, 1, &rule, now)
+                        .await
+                        .expect("claim")
+                        .granted;
+                }
+                granted
+            }));
+        }
+        let mut total = 0;
+        for claim in claims {
+            total += claim.await.expect("joins");
+        }
+        assert_eq!(
+            total, 600,
+            "12 × 10 claims of 7 = 840 wanted; exactly the limit granted"
+        );
+        let refused = h
+            .store
+            .take_budget("graph|app-1", 20, 20, &rule, now)
+            .await
+            .unwrap();
+        assert_eq!(refused.granted, 0);
+        assert_eq!(refused.used, 600);
+        assert_eq!(refused.retry_at, now + Duration::milliseconds(11_000));
+        // Another app's budget is its own; deleting a link leaves budgets alone.
+        let other = h
+            .store
+            .take_budget("graph|app-2", 50, 1, &rule, now)
+            .await
+            .unwrap();
+        assert_eq!(other.granted, 50);
+        h.store.delete_link("graph|app-1").await.unwrap();
+        let still = h
+            .store
+            .take_budget("graph|app-1", 1, 1, &rule, now)
+            .await
+            .unwrap();
+        assert_eq!(still.granted, 0);
+        // Once the window (plus the slot it started in) has passed, the whole limit is there again.
+        let later = h
+            .store
+            .take_budget("graph|app-1", 600, 1, &rule, refused.retry_at)
+            .await
+            .unwrap();
+        assert_eq!(later.granted, 600);
+        assert_eq!(
+            later.spend_by,
+            refused.retry_at + Duration::milliseconds(500)
+        );
+    }
+
     pub async fn concurrent_links_are_independent(h: &Harness) {
         let links: Vec<String> = (0..4).map(|n| format!("mesh.t{n}-to-t{}", n + 1)).collect();
         let work = links.iter().cloned().map(|link| {
@@ -748,4 +816,5 @@ conformance!(
     run_history_is_bounded_and_survives_a_restart,
     delete_link_forgets_only_that_link,
     concurrent_links_are_independent,
+    shared_budget_grants_the_limit_once_across_racers,
 );

@@ -96,6 +96,10 @@ var names = {
   functionApp: 'func-${baseName}-${nameSuffix}'
 }
 
+// The queue functions/PhonesShard/function.json listens to (its queueName is fixed in the package).
+var shardQueueName = 'galbridge-phones-shards'
+
+
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: names.identity
   location: location
@@ -121,6 +125,7 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSkuName
     deploymentContainerName: deploymentContainerName
     stateTableName: stateTableName
+    shardQueueName: shardQueueName
     tags: tags
   }
 }
@@ -145,6 +150,8 @@ module roles 'modules/roles.bicep' = {
     operatorPrincipalType: operatorPrincipalType
     storageAccountName: storage.outputs.storageAccountName
     stateTableName: storage.outputs.stateTableName
+    shardQueueName: storage.outputs.shardQueueName
+    shardPoisonQueueName: storage.outputs.shardPoisonQueueName
     keyVaultName: keyVault.outputs.keyVaultName
     appInsightsName: monitoring.outputs.appInsightsName
   }
@@ -168,6 +175,7 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.keyVaultUri
     stateTableEndpoint: storage.outputs.tableEndpoint
     stateTableName: storage.outputs.stateTableName
+    queueEndpoint: storage.outputs.queueEndpoint
     configPath: configPath
     schedule: schedule
     maximumInstanceCount: maximumInstanceCount
@@ -195,3 +203,7 @@ output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.storageAccountName
 @description('Table endpoint (GALBRIDGE_STATE_TABLE_ENDPOINT).')
 output STATE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+@description('Queue endpoint (GALBRIDGE_QUEUE__queueServiceUri) and the shard queue PhonesShard consumes.')
+output SHARD_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+@description('Name of the shard queue; failed shards end in <name>-poison.')
+output SHARD_QUEUE_NAME string = storage.outputs.shardQueueName

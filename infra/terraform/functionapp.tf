@@ -76,6 +76,11 @@ resource "azurerm_function_app_flex_consumption" "galbridge" {
     GALBRIDGE_KEY_VAULT_URL              = azurerm_key_vault.galbridge.vault_uri
     GALBRIDGE_STATE_TABLE_ENDPOINT       = local.state_table_endpoint
     GALBRIDGE_STATE_TABLE_NAME           = azurerm_storage_table.state.name
+    # The identity-based connection GALBRIDGE_QUEUE: the PhonesShard queue trigger's `connection`, and
+    # where galbridge sends shards (src/config/mod.rs reads the same three).
+    GALBRIDGE_QUEUE__queueServiceUri = local.queue_endpoint
+    GALBRIDGE_QUEUE__credential      = "managedidentity"
+    GALBRIDGE_QUEUE__clientId        = azurerm_user_assigned_identity.galbridge.client_id
   }
 
   # The host needs blob access the moment it starts.

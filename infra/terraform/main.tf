@@ -19,6 +19,10 @@ locals {
   }
   # Without the trailing slash, as GALBRIDGE_STATE_TABLE_ENDPOINT expects.
   state_table_endpoint = trimsuffix(azurerm_storage_account.galbridge.primary_table_endpoint, "/")
+  # Without the trailing slash, as GALBRIDGE_QUEUE__queueServiceUri is written.
+  queue_endpoint = trimsuffix(azurerm_storage_account.galbridge.primary_queue_endpoint, "/")
+  # The queue functions/PhonesShard/function.json listens to (its queueName is fixed in the package).
+  shard_queue_name = "galbridge-phones-shards"
 }
 
 resource "azurerm_user_assigned_identity" "galbridge" {
@@ -52,7 +56,7 @@ resource "azurerm_application_insights" "galbridge" {
 
 # Storage with shared-key access disabled: the host, the deployment and galbridge use the identity.
 resource "azurerm_storage_account" "galbridge" {
-  #checkov:skip=CKV_AZURE_33:Queue service logging: the app uses no queues (timer and HTTP triggers only).
+  #checkov:skip=CKV_AZURE_33:Queue service logging is set through queue_properties over the data plane, which needs the account key (disabled here) and data_plane_available (off, versions.tf); the shard queue holds only shard descriptions (run id, mailbox lists), and the host logs every invocation.
   #checkov:skip=CKV_AZURE_59:Public network access stays on: Flex Consumption without VNet integration reaches storage from shared outbound addresses (docs/deploy.md "Network hardening").
   #checkov:skip=CKV_AZURE_35:Default network action Allow, for the same reason as CKV_AZURE_59; access still needs an Entra token and a data role.
   #checkov:skip=CKV2_AZURE_33:Private endpoint: optional hardening with VNet integration, documented in docs/deploy.md.
@@ -99,6 +103,19 @@ resource "azurerm_storage_container" "deployment" {
 resource "azurerm_storage_table" "state" {
   #checkov:skip=CKV2_AZURE_20:Table read logging through azurerm_log_analytics_storage_insights needs a storage account key, and shared keys are disabled on this account.
   name               = var.state_table_name
+  storage_account_id = azurerm_storage_account.galbridge.id
+}
+
+# The shard queue of sharded phones runs and its poison queue (docs/microsoft-facts.md §13), created
+# here (through the resource manager, storage_account_id) so neither galbridge nor the host needs the
+# right to create queues.
+resource "azurerm_storage_queue" "shards" {
+  name               = local.shard_queue_name
+  storage_account_id = azurerm_storage_account.galbridge.id
+}
+
+resource "azurerm_storage_queue" "shards_poison" {
+  name               = "${local.shard_queue_name}-poison"
   storage_account_id = azurerm_storage_account.galbridge.id
 }
 

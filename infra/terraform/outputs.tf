@@ -42,3 +42,13 @@ output "state_table_endpoint" {
   description = "Table endpoint (GALBRIDGE_STATE_TABLE_ENDPOINT)."
   value       = local.state_table_endpoint
 }
+
+output "shard_queue_endpoint" {
+  description = "Queue endpoint (GALBRIDGE_QUEUE__queueServiceUri) of the shard queue PhonesShard consumes."
+  value       = local.queue_endpoint
+}
+
+output "shard_queue_name" {
+  description = "Name of the shard queue; failed shards end in <name>-poison."
+  value       = azurerm_storage_queue.shards.name
+}

@@ -39,7 +39,9 @@ provider "azurerm" {
       # "retrieving queue properties for Storage Account" unless it holds a queue data role
       # (https://github.com/hashicorp/terraform-provider-azurerm/issues/27752, #29984). galbridge uses
       # neither queue_properties nor static_website, the case this flag is documented for (features
-      # block guide, `storage.data_plane_available`), so the provider skips those calls. docs/deploy.md
+      # block guide, `storage.data_plane_available`), so the provider skips those calls. The shard
+      # queues (main.tf) are created with storage_account_id, through the resource manager, not the
+      # data plane. docs/deploy.md
       # "Bootstrap" covers the role to grant if you turn it back on.
       data_plane_available = false
     }

@@ -65,6 +65,17 @@ pub struct ServiceSettings {
     pub managed_identity_client_id: Option<Guid>,
     /// Near-real-time sync from Graph change notifications (the `Notify` function); absent = off, the timer alone.
     pub notifications: Option<super::notifications::NotificationSettings>,
+    /// The Graph requests per 10 seconds galbridge keeps to per app registration, summed over every process that
+    /// shares the state store (all Functions instances of a deployment, every CLI run on one state folder): Graph
+    /// allows 130,000 per app across all tenants (the default). Set less when other software uses the same app
+    /// registration. At least 20 (one `$batch`), at most 130,000.
+    pub graph_requests_per_10s: u32,
+    /// The Azure Storage queue that spreads a phones (`personal_contacts`) run's shards over Functions instances (the
+    /// queue-triggered `PhonesShard` function); absent = shards run in this process. In the Functions deployment the
+    /// identity-based connection settings GALBRIDGE_QUEUE__queueServiceUri (+ GALBRIDGE_QUEUE__credential,
+    /// GALBRIDGE_QUEUE__clientId) configure it when this section is absent; a connection string in GALBRIDGE_QUEUE
+    /// does too (local use, Azurite).
+    pub shard_queue: Option<ShardQueueSettings>,
 }
 
 impl Default for ServiceSettings {
@@ -78,6 +89,8 @@ impl Default for ServiceSettings {
             extra_ca_file: None,
             managed_identity_client_id: None,
             notifications: None,
+            graph_requests_per_10s: 130_000,
+            shard_queue: None,
         }
     }
 }
@@ -141,7 +154,7 @@ fn default_table_name() -> String {
     "galbridge".to_owned()
 }
 
-/// How galbridge authenticates to Table Storage.
+/// How galbridge authenticates to Table Storage (and Queue Storage).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TableAuth {
@@ -150,6 +163,47 @@ pub enum TableAuth {
     ManagedIdentity,
     /// A storage connection string read from the named environment variable (local use, Azurite).
     ConnectionStringEnv(String),
+}
+
+/// `[service.shard_queue]`: where a phones run's shards are queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShardQueueSettings {
+    /// The Queue service endpoint, e.g. https://stgalbridge.queue.core.windows.net (Azurite:
+    /// http://127.0.0.1:10001/devstoreaccount1). Required with managed-identity auth; with a connection string it
+    /// defaults to the string's queue endpoint. The environment variable GALBRIDGE_QUEUE__queueServiceUri overrides it.
+    #[serde(default)]
+    pub endpoint: Option<EndpointUrl>,
+    /// The queue name: 3–56 lowercase letters, digits and single hyphens, starting and ending with a letter or digit
+    /// (56 so that the poison queue `{name}-poison` stays within the service's 63). Must match the `queueName` of
+    /// `functions/PhonesShard/function.json`, which is the default.
+    #[serde(default = "default_shard_queue_name")]
+    pub name: String,
+    /// How to authenticate to Queue Storage (the same choices as `[state]` Table Storage).
+    #[serde(default)]
+    pub auth: TableAuth,
+    /// Client id of the user-assigned managed identity for the queue; absent = `service.managed_identity_client_id`.
+    /// The environment variable GALBRIDGE_QUEUE__clientId overrides it.
+    #[serde(default)]
+    pub managed_identity_client_id: Option<Guid>,
+}
+
+/// The queue `functions/PhonesShard/function.json` listens to.
+pub const DEFAULT_SHARD_QUEUE_NAME: &str = "galbridge-phones-shards";
+
+fn default_shard_queue_name() -> String {
+    DEFAULT_SHARD_QUEUE_NAME.to_owned()
+}
+
+impl Default for ShardQueueSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            name: default_shard_queue_name(),
+            auth: TableAuth::default(),
+            managed_identity_client_id: None,
+        }
+    }
 }
 
 /// `[key_vault]`: the vault holding tenant credentials, read with the managed identity.

@@ -7,7 +7,9 @@
 //!
 //! Environment overrides (for deployments that keep one file across environments): `GALBRIDGE_EXTRA_CA_FILE`,
 //! `GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID`, `GALBRIDGE_KEY_VAULT_URL`, `GALBRIDGE_STATE_TABLE_ENDPOINT`,
-//! `GALBRIDGE_STATE_TABLE_NAME`.
+//! `GALBRIDGE_STATE_TABLE_NAME`; for the shard queue, the Functions identity-based connection settings
+//! `GALBRIDGE_QUEUE__queueServiceUri`, `GALBRIDGE_QUEUE__credential`, `GALBRIDGE_QUEUE__clientId`, or a connection
+//! string in `GALBRIDGE_QUEUE` (see [`ShardQueueSettings`]).
 
 mod file;
 mod guest;
@@ -25,8 +27,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use file::{
-    Cloud, ConfigFile, Credential, EndpointOverrides, FileStateSettings, KeyVaultSettings,
-    ServiceSettings, StateSettings, TableAuth, TableStateSettings, Tenant,
+    Cloud, ConfigFile, Credential, DEFAULT_SHARD_QUEUE_NAME, EndpointOverrides, FileStateSettings,
+    KeyVaultSettings, ServiceSettings, ShardQueueSettings, StateSettings, TableAuth,
+    TableStateSettings, Tenant,
 };
 pub use guest::{GuestOnDelete, GuestUserOptions, GuestUserTargetConfig, GuestUserType};
 pub use link::{
@@ -333,10 +336,61 @@ fn apply_env_overrides(
             table.table = value;
         }
     }
+    apply_queue_env(file, env, &mut bad);
     if issues.is_empty() {
         Ok(())
     } else {
         Err(issues)
+    }
+}
+
+/// The shard queue from the Functions connection settings named `GALBRIDGE_QUEUE` (the queue trigger's `connection`):
+/// identity-based (`GALBRIDGE_QUEUE__queueServiceUri`, `__credential`, `__clientId`) or a connection string
+/// (`GALBRIDGE_QUEUE`). They fill in, or override the endpoint of, `[service.shard_queue]`
+/// (docs/microsoft-facts.md §13).
+fn apply_queue_env(
+    file: &mut ConfigFile,
+    env: &impl Fn(&str) -> Option<String>,
+    bad: &mut impl FnMut(&str, String),
+) {
+    let setting = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    const URI: &str = "GALBRIDGE_QUEUE__queueServiceUri";
+    const CREDENTIAL: &str = "GALBRIDGE_QUEUE__credential";
+    const CLIENT_ID: &str = "GALBRIDGE_QUEUE__clientId";
+    const CONNECTION: &str = "GALBRIDGE_QUEUE";
+    if let Some(uri) = setting(URI) {
+        match uri.parse::<EndpointUrl>() {
+            Ok(url) => {
+                file.service
+                    .shard_queue
+                    .get_or_insert_with(ShardQueueSettings::default)
+                    .endpoint = Some(url);
+            }
+            Err(reason) => bad(URI, reason),
+        }
+        if let Some(credential) = setting(CREDENTIAL)
+            && !credential.eq_ignore_ascii_case("managedidentity")
+        {
+            bad(
+                CREDENTIAL,
+                format!("{credential:?}: only \"managedidentity\" is supported"),
+            );
+        }
+        if let Some(client_id) = setting(CLIENT_ID) {
+            match client_id.parse::<Guid>() {
+                Ok(guid) => {
+                    if let Some(queue) = &mut file.service.shard_queue {
+                        queue.managed_identity_client_id = Some(guid);
+                    }
+                }
+                Err(reason) => bad(CLIENT_ID, reason),
+            }
+        }
+    } else if setting(CONNECTION).is_some() && file.service.shard_queue.is_none() {
+        file.service.shard_queue = Some(ShardQueueSettings {
+            auth: TableAuth::ConnectionStringEnv(CONNECTION.to_owned()),
+            ..ShardQueueSettings::default()
+        });
     }
 }
 

@@ -141,6 +141,15 @@ impl ConfigFile {
         if self.service.max_concurrency == 0 {
             issues.add("service.max_concurrency", "must be at least 1");
         }
+        if !(20..=130_000).contains(&self.service.graph_requests_per_10s) {
+            issues.add(
+                "service.graph_requests_per_10s",
+                format!(
+                    "must be between 20 (one $batch) and 130,000 (Graph's limit per app), not {}",
+                    self.service.graph_requests_per_10s
+                ),
+            );
+        }
         if self.service.mailboxes_in_flight == 0 {
             issues.add("service.mailboxes_in_flight", "must be at least 1");
         }
@@ -153,6 +162,28 @@ impl ConfigFile {
         if let Some(notifications) = &self.service.notifications {
             for (key, reason) in notifications.problems() {
                 issues.add(format!("service.notifications.{key}"), reason);
+            }
+        }
+        if let Some(queue) = &self.service.shard_queue {
+            let name = &queue.name;
+            if let Err(reason) = crate::queue::azure::check_queue_name(name) {
+                issues.add("service.shard_queue.name", reason);
+            } else if name.len() > 56 {
+                issues.add(
+                    "service.shard_queue.name",
+                    format!("{name:?} is longer than 56 characters: its poison queue \"{name}-poison\" would be over the service's 63"),
+                );
+            }
+            match &queue.auth {
+                TableAuth::ManagedIdentity if queue.endpoint.is_none() => issues.add(
+                    "service.shard_queue.endpoint",
+                    "required with auth = \"managed_identity\" (or set GALBRIDGE_QUEUE__queueServiceUri)",
+                ),
+                TableAuth::ConnectionStringEnv(variable) if !is_env_name(variable) => issues.add(
+                    "service.shard_queue.auth.connection_string_env",
+                    format!("{variable:?} is not an environment variable name"),
+                ),
+                _ => {}
             }
         }
     }

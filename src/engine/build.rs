@@ -74,11 +74,14 @@ pub async fn build_service(
     config: Config,
 ) -> Result<EngineService, crate::sync_service::ServiceError> {
     let internal = |e: String| crate::sync_service::ServiceError::Internal(e);
-    let connector =
-        super::adapters::m365::M365Connector::new(&config).map_err(|e| internal(e.to_string()))?;
-    build_service_with(&config, Arc::new(connector))
+    let store = open_state_store(&config)
         .await
-        .map_err(|e| internal(e.to_string()))
+        .map_err(|e| internal(e.to_string()))?;
+    // Graph's per-app budget is kept in the same store, so every process of the deployment shares it.
+    let connector = super::adapters::m365::M365Connector::new(&config)
+        .map_err(|e| internal(e.to_string()))?
+        .with_shared_budget(store.clone());
+    Ok(EngineService::new(&config, store, Arc::new(connector)))
 }
 
 /// The engine over the configuration's state store and the given connector to the tenants.

@@ -8,7 +8,10 @@
 //! - an HTTP request's `Query` is an object on new hosts and a JSON-encoded string on old ones; header and query
 //!   values may be strings or arrays of strings; `Body` is a string (or null), never parsed JSON;
 //! - the binding names are whatever `function.json` says (`timer`, `req`): we look them up by name first, then by
-//!   shape.
+//!   shape;
+//! - a queue trigger's message (`Data.{binding}`) is a JSON string holding the decoded message text, but a host may
+//!   hand a JSON message over already parsed; `Metadata.DequeueCount` may be a number or a string
+//!   (docs/microsoft-facts.md §13).
 
 use std::collections::BTreeMap;
 
@@ -59,6 +62,17 @@ pub struct HttpRequestData {
     pub headers: BTreeMap<String, String>,
     pub params: BTreeMap<String, String>,
     pub body: Option<String>,
+}
+
+/// One queue message delivered by a queue trigger (`PhonesShard`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDelivery {
+    /// The message text as it was sent (JSON, for shards).
+    pub text: String,
+    /// How many times the host has taken the message, this delivery included (1 on the first try); 0 if absent.
+    pub dequeue_count: u32,
+    /// The queue service's message id, if the host says.
+    pub id: Option<String>,
 }
 
 /// Finds a key ignoring ASCII case (the host writes PascalCase; be lenient).
@@ -232,6 +246,35 @@ impl Invocation {
     }
 }
 
+impl Invocation {
+    /// The queue message of a queue-triggered invocation (`binding` by name), `None` when the binding is absent or
+    /// null. A string is the message text; any other JSON (a host that parsed the JSON message) is written back as
+    /// JSON text.
+    pub fn queue_message(&self, binding: &str) -> Option<QueueDelivery> {
+        let text = match get_ci(&self.data, binding)? {
+            Value::Null => return None,
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let dequeue_count = get_ci(&self.metadata, "DequeueCount")
+            .and_then(|value| match value {
+                Value::Number(number) => number.as_u64(),
+                Value::String(text) => text.trim().parse().ok(),
+                _ => None,
+            })
+            .and_then(|count| u32::try_from(count).ok())
+            .unwrap_or(0);
+        let id = get_ci(&self.metadata, "Id")
+            .and_then(as_text)
+            .filter(|id| !id.is_empty());
+        Some(QueueDelivery {
+            text,
+            dequeue_count,
+            id,
+        })
+    }
+}
+
 impl HttpRequestData {
     /// The path of `Url` (without query), e.g. `/api/sync/acme-to-northern`.
     pub fn path(&self) -> String {
@@ -328,5 +371,42 @@ impl InvocationResponse {
             logs,
             return_value: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_message_arrives_as_a_string_or_as_parsed_json() {
+        let as_string = Invocation::parse(
+            br#"{"Data":{"shard":"{\"run\":\"r1\",\"mailboxes\":[\"a\"]}"},
+                 "Metadata":{"DequeueCount":2,"Id":"5c0f","PopReceipt":"AgAA","sys":{"MethodName":"PhonesShard"}}}"#,
+        )
+        .expect("parses");
+        let delivery = as_string.queue_message("shard").expect("a message");
+        assert_eq!(delivery.text, r#"{"run":"r1","mailboxes":["a"]}"#);
+        assert_eq!(delivery.dequeue_count, 2);
+        assert_eq!(delivery.id.as_deref(), Some("5c0f"));
+
+        let parsed = Invocation::parse(
+            br#"{"data":{"Shard":{"run":"r1"}},"metadata":{"dequeueCount":"3","id":"x"}}"#,
+        )
+        .expect("parses");
+        let delivery = parsed.queue_message("shard").expect("a message");
+        let value: Value = serde_json::from_str(&delivery.text).expect("JSON text");
+        assert_eq!(value, serde_json::json!({"run": "r1"}));
+        assert_eq!(delivery.dequeue_count, 3);
+
+        let none = Invocation::parse(br#"{"Data":{"shard":null},"Metadata":{}}"#).expect("parses");
+        assert_eq!(none.queue_message("shard"), None);
+        let missing_count = Invocation::parse(br#"{"Data":{"shard":"x"}}"#).expect("parses");
+        assert_eq!(
+            missing_count
+                .queue_message("shard")
+                .map(|d| d.dequeue_count),
+            Some(0)
+        );
     }
 }

@@ -15,9 +15,11 @@ use crate::sync_service::{ServiceError, SyncService};
 /// Binding names, as in `functions/*/function.json`.
 pub const TIMER_BINDING: &str = "timer";
 pub const HTTP_BINDING: &str = "req";
+/// The queue-trigger binding of `PhonesShard` (`Data.shard` holds the message text).
+pub const SHARD_BINDING: &str = "shard";
 
 /// The functions this handler serves (folder names under `functions/`).
-pub const FUNCTION_NAMES: [&str; 4] = ["SyncTimer", "SyncHttp", "Status", "Notify"];
+pub const FUNCTION_NAMES: [&str; 5] = ["SyncTimer", "SyncHttp", "Status", "Notify", "PhonesShard"];
 
 /// The longest validation token echoed back (Graph's are a few hundred characters).
 const MAX_VALIDATION_TOKEN: usize = 4096;

@@ -344,9 +344,7 @@ impl GraphClient {
             }
             self.api.counters().count_batch_inner(runnable.len() as u64);
             // Graph counts each inner request against the app's limit.
-            self.app_pacer
-                .pace(u32::try_from(runnable.len()).unwrap_or(u32::MAX))
-                .await;
+            let request = self.paced(request, u32::try_from(runnable.len()).unwrap_or(u32::MAX));
             let response = self.api.send(request).await?;
             if !response.is_success() {
                 return Err(api_error(&Method::POST, &url, &response, mailbox));

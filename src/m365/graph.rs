@@ -16,7 +16,7 @@ use url::Url;
 
 use super::http::{ApiClient, ApiRequest, ApiResponse, HttpError, redact_query};
 use super::limiter::LimiterSet;
-use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS};
+use super::pacer::{AppPacer, GRAPH_REQUESTS_PER_10_SECONDS, GraphAppPacing, SharedBudget};
 
 /// Characters left as they are in one path segment (ids, UPNs).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -213,8 +213,10 @@ pub struct GraphClient {
     /// `{graph}/v1.0/`.
     pub(crate) root: Url,
     pub(crate) mailbox_limiters: LimiterSet,
-    /// Graph's per-app request rate (shared by every client of the same app in this process).
-    pub(crate) app_pacer: Arc<AppPacer>,
+    /// Graph's per-app request rate (shared by every client of the same app in this process)
+    /// (and, when the state store keeps one, by every process of the deployment); applied to every attempt of a
+    /// request once its limiter permits are held, right before it is sent.
+    pub(crate) pacing: Arc<GraphAppPacing>,
 }
 
 impl GraphClient {
@@ -237,14 +239,41 @@ impl GraphClient {
             api,
             root,
             mailbox_limiters,
-            app_pacer: Arc::new(AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS)),
+            pacing: Arc::new(GraphAppPacing {
+                local: Arc::new(AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS)),
+                shared: None,
+            }),
         })
     }
 
     /// This client paced with every other client of app registration `client_id` (Graph's limit is per app).
     pub fn for_app(mut self, client_id: &str) -> Self {
-        self.app_pacer = AppPacer::for_app(client_id);
+        self.pacing = Arc::new(GraphAppPacing {
+            local: AppPacer::for_app(client_id),
+            shared: None,
+        });
         self
+    }
+
+    /// This client paced with every other client of app registration `client_id` at `per_10_seconds` requests per
+    /// 10 s (`[service] graph_requests_per_10s`), and, when `shared` is given, within that app's budget shared by every
+    /// process of the deployment.
+    pub fn for_app_within(
+        mut self,
+        client_id: &str,
+        per_10_seconds: u32,
+        shared: Option<Arc<SharedBudget>>,
+    ) -> Self {
+        self.pacing = Arc::new(GraphAppPacing {
+            local: AppPacer::for_app_with_limit(client_id, f64::from(per_10_seconds)),
+            shared,
+        });
+        self
+    }
+
+    /// The app's pacing, for a request that counts as `requests` Graph requests (each inner request of a `$batch`).
+    pub(crate) fn paced(&self, request: ApiRequest, requests: u32) -> ApiRequest {
+        request.paced(self.pacing.clone(), requests)
     }
 
     /// The executor (for counters and the retry policy).
@@ -292,8 +321,7 @@ impl GraphClient {
             Some(mailbox) => request.limited(self.mailbox_limiters.get(mailbox), 1),
             None => request,
         };
-        self.app_pacer.pace(1).await;
-        Ok(self.api.send(request).await?)
+        Ok(self.api.send(self.paced(request, 1)).await?)
     }
 
     /// Maps a non-2xx response to an error (recognising `MailboxNotEnabledForRESTAPI`); parses a 2xx body as JSON.

@@ -22,6 +22,7 @@ use url::Url;
 use super::budget::{self, PauseGate};
 use super::counters::{RequestCounters, Service};
 use super::limiter::AdaptiveLimiter;
+use super::pacer::RequestPacer;
 use super::retry::{RetryPolicy, is_exchange_transient, is_throttling_status, parse_retry_after};
 
 /// Environment variable naming an extra CA bundle (PEM) to trust; overrides the configuration's `extra_ca_file`.
@@ -189,6 +190,10 @@ pub struct ApiRequest {
     /// An extra limiter for this request (the mailbox's), taken with `limiter_weight` units.
     pub limiter: Option<AdaptiveLimiter>,
     pub limiter_weight: u32,
+    /// The service's request-rate pacing (Graph's per-app limit), applied to every attempt as `pacer_weight`
+    /// requests once the limiter permits are held, right before the request goes out.
+    pub pacer: Option<Arc<dyn RequestPacer>>,
+    pub pacer_weight: u32,
 }
 
 impl ApiRequest {
@@ -206,6 +211,8 @@ impl ApiRequest {
             idempotent,
             limiter: None,
             limiter_weight: 1,
+            pacer: None,
+            pacer_weight: 1,
         }
     }
 
@@ -235,6 +242,13 @@ impl ApiRequest {
     /// Marks the request safe (or unsafe) to resend after a dropped connection.
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
+        self
+    }
+
+    /// Paces every attempt of the request through `pacer`, counting `weight` requests.
+    pub fn paced(mut self, pacer: Arc<dyn RequestPacer>, weight: u32) -> Self {
+        self.pacer = Some(pacer);
+        self.pacer_weight = weight;
         self
     }
 
@@ -419,6 +433,11 @@ impl ApiClient {
                 Some(limiter) => Some(limiter.acquire(request.limiter_weight).await),
                 None => None,
             };
+            // Paced last, so that nothing stands between the pace and the send: the shared budget's tokens must be
+            // spent inside their slot (docs/microsoft-facts.md §4). Every attempt counts, as Graph counts it.
+            if let Some(pacer) = &request.pacer {
+                pacer.pace(request.pacer_weight).await;
+            }
             let outcome = self
                 .send_once(&method, &url, &request.headers, body.as_ref())
                 .await;

@@ -6,10 +6,20 @@
 //! window can exceed the limit: burst + rate × 10 s = 130,000. Requests reserve their slot in arrival order and sleep
 //! until it comes, so a run that could go faster (many mailboxes in flight, short latencies) settles at the limit
 //! instead of collecting 429s from the whole tenant's traffic.
+//!
+//! The limit is per app, not per process: when several processes share one app registration (Functions instances
+//! working on the shards of one phones run, or a CLI beside the function app), [`SharedBudget`] is the layer above
+//! the GCRA. It claims *grants* of tokens from a budget row in the state store ([`crate::state::budget`]) and spends
+//! them locally, so the sum over every process stays under the limit without a state round trip per request: one
+//! claim per 500 ms slot while busy, sized to the process's recent rate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::state::{BudgetRule, StateStore};
 
 /// Graph: 130,000 requests per 10 s per app.
 pub const GRAPH_REQUESTS_PER_10_SECONDS: f64 = 130_000.0;
@@ -41,6 +51,11 @@ impl AppPacer {
 
     /// The pacer shared by every Graph client of `client_id` in this process.
     pub fn for_app(client_id: &str) -> Arc<Self> {
+        Self::for_app_with_limit(client_id, GRAPH_REQUESTS_PER_10_SECONDS)
+    }
+
+    /// [`AppPacer::for_app`] with the limit `[service] graph_requests_per_10s` sets (the first caller's limit wins).
+    pub fn for_app_with_limit(client_id: &str, per_10_seconds: f64) -> Arc<Self> {
         static PACERS: OnceLock<Mutex<HashMap<String, Arc<AppPacer>>>> = OnceLock::new();
         let pacers = PACERS.get_or_init(Default::default);
         let mut pacers = pacers
@@ -48,7 +63,7 @@ impl AppPacer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         pacers
             .entry(client_id.to_ascii_lowercase())
-            .or_insert_with(|| Arc::new(Self::new(GRAPH_REQUESTS_PER_10_SECONDS)))
+            .or_insert_with(|| Arc::new(Self::new(per_10_seconds)))
             .clone()
     }
 
@@ -65,11 +80,193 @@ impl AppPacer {
             .saturating_sub(self.burst)
     }
 
+    /// How many more requests this pacer would let out within `within` from now (after what is reserved already).
+    pub fn capacity_within(&self, within: Duration) -> u32 {
+        let now = Instant::now();
+        let next = *self
+            .next
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let start = next.map_or(now, |next| next.max(now));
+        let room = (now + within + self.burst).saturating_duration_since(start);
+        let requests = room.as_secs_f64() / self.interval.as_secs_f64();
+        if requests >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            requests as u32
+        }
+    }
+
     /// Waits for the slot of `requests` requests (returns at once while the burst allowance lasts).
     pub async fn pace(&self, requests: u32) {
         let wait = self.reserve(requests, Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Pacing applied to each attempt of a request right before it is sent ([`super::http::ApiRequest::paced`]).
+#[async_trait::async_trait]
+pub trait RequestPacer: Send + Sync + std::fmt::Debug {
+    /// Waits until `requests` more requests may go out.
+    async fn pace(&self, requests: u32);
+}
+
+/// One app's Graph pacing: this process's GCRA, then, when the state store keeps one, the budget shared by every
+/// process of the deployment.
+#[derive(Debug)]
+pub struct GraphAppPacing {
+    pub local: Arc<AppPacer>,
+    pub shared: Option<Arc<SharedBudget>>,
+}
+
+#[async_trait::async_trait]
+impl RequestPacer for GraphAppPacing {
+    async fn pace(&self, requests: u32) {
+        self.local.pace(requests).await;
+        if let Some(shared) = &self.shared {
+            shared.take(requests, &self.local).await;
+        }
+    }
+}
+
+/// The smallest grant a process claims, at Graph's limit; a small limit claims less (a sixteenth of its share of a
+/// slot), since unspent tokens are lost to every process.
+const MIN_GRANT: u32 = 16;
+
+/// One app's request budget shared by every process of a deployment through the state store. Cheap to share.
+pub struct SharedBudget {
+    store: Arc<dyn StateStore>,
+    key: String,
+    rule: BudgetRule,
+    local: tokio::sync::Mutex<LocalGrant>,
+    claims: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBudget")
+            .field("key", &self.key)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What this process holds of the current slot's budget.
+#[derive(Debug, Default)]
+struct LocalGrant {
+    left: u32,
+    spend_by: Option<DateTime<Utc>>,
+    /// The slot being counted, and the tokens spent in it and in the one before (to size the next claim).
+    slot: i64,
+    spent_this_slot: u32,
+    spent_last_slot: u32,
+    /// When the last warning about an unreachable store was logged.
+    warned_at: Option<Instant>,
+}
+
+impl SharedBudget {
+    /// The budget of app `client_id` (Graph: `limit` requests per 10 s across every process sharing `store`).
+    pub fn graph(store: Arc<dyn StateStore>, client_id: &str, limit: u32) -> Self {
+        Self {
+            store,
+            key: format!("graph|{}", client_id.to_ascii_lowercase()),
+            rule: BudgetRule::per_10_seconds(limit),
+            local: tokio::sync::Mutex::new(LocalGrant::default()),
+            claims: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many claims this process made (each one state round trip).
+    pub fn claims(&self) -> u64 {
+        self.claims.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `requests` tokens are this process's, claiming from the shared budget when the local grant is
+    /// spent or void; waits for the slot the budget names when the app's limit is reached. A store that cannot be
+    /// reached delays requests (warned about once a minute); it never lets them past the limit.
+    /// `local_pacer` is this process's pacer (already passed by this request).
+    pub async fn take(&self, requests: u32, local_pacer: &AppPacer) {
+        let requests = requests.clamp(1, self.rule.limit.max(1));
+        let mut local = self.local.lock().await;
+        loop {
+            let now = Utc::now();
+            let slot = self.rule.slot_of(now);
+            if slot != local.slot {
+                local.spent_last_slot = if slot == local.slot + 1 {
+                    local.spent_this_slot
+                } else {
+                    0
+                };
+                local.spent_this_slot = 0;
+                local.slot = slot;
+            }
+            let usable = local.spend_by.is_some_and(|spend_by| now < spend_by);
+            if !usable {
+                local.left = 0;
+            }
+            if local.left >= requests {
+                local.left -= requests;
+                local.spent_this_slot = local.spent_this_slot.saturating_add(requests);
+                return;
+            }
+            // Enough for this slot at the rate of the last one plus a quarter, or as much as this slot already
+            // spent when the process speeds up (so claims double); never more than this process's pacer lets out
+            // before the slot ends, never less than the request itself. Unspent tokens are void at the slot's end
+            // and count against every process, so a grant is sized to what this one will spend.
+            let slot_left = (self.rule.slot_start(slot + 1) - now)
+                .to_std()
+                .unwrap_or_default();
+            let sendable = requests.saturating_add(local_pacer.capacity_within(slot_left));
+            let min_grant =
+                (self.rule.limit / (self.rule.slots.saturating_add(2) * 16)).clamp(1, MIN_GRANT);
+            let want = (local
+                .spent_last_slot
+                .saturating_add(local.spent_last_slot / 4))
+            .max(local.spent_this_slot)
+            .max(min_grant)
+            .min(sendable)
+            .max(requests)
+            .min(self.rule.limit);
+            self.claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self
+                .store
+                .take_budget(&self.key, want, requests, &self.rule, now)
+                .await
+            {
+                Ok(grant) if grant.granted >= requests => {
+                    // What is left of an earlier grant of the same slot stays usable beside the new one.
+                    local.left = if usable { local.left } else { 0 } + grant.granted;
+                    local.spend_by = Some(grant.spend_by);
+                }
+                Ok(grant) => {
+                    let wait = (grant.retry_at - Utc::now()).to_std().unwrap_or_default();
+                    tracing::debug!(
+                        budget = %self.key,
+                        used = grant.used,
+                        wait_ms = wait.as_millis() as u64,
+                        "the app's shared Graph budget is spent; waiting for the next slot with room"
+                    );
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                }
+                Err(error) => {
+                    if local
+                        .warned_at
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                    {
+                        tracing::warn!(
+                            budget = %self.key,
+                            %error,
+                            "cannot claim from the shared Graph budget in the state store; Graph requests wait"
+                        );
+                        local.warned_at = Some(Instant::now());
+                    }
+                    let slot_ms = u64::try_from(self.rule.slot_ms()).unwrap_or(500);
+                    tokio::time::sleep(Duration::from_millis(slot_ms)).await;
+                }
+            }
         }
     }
 }
@@ -126,5 +323,51 @@ mod tests {
         let b = AppPacer::for_app("22222222-2222-2222-2222-222222222222");
         assert!(Arc::ptr_eq(&a, &same));
         assert!(!Arc::ptr_eq(&a, &b));
+    }
+
+    /// A single process is not slowed by the shared layer: it claims a few grants per slot, never one per request.
+    /// Prints the request rate with the process's pacer alone and with the shared budget (file store) above it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_process_keeps_its_rate_with_the_shared_budget() {
+        const BATCHES: u32 = 4_000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn StateStore> =
+            Arc::new(crate::state::FileStore::open(dir.path()).expect("file store"));
+        let alone = AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS);
+        let started = Instant::now();
+        for _ in 0..BATCHES {
+            alone.pace(20).await;
+        }
+        let without = started.elapsed();
+        let paced = AppPacer::new(GRAPH_REQUESTS_PER_10_SECONDS);
+        let shared = SharedBudget::graph(store, "11111111-1111-1111-1111-111111111111", 130_000);
+        let started = Instant::now();
+        let pacing = GraphAppPacing {
+            local: Arc::new(paced),
+            shared: Some(Arc::new(shared)),
+        };
+        for _ in 0..BATCHES {
+            pacing.pace(20).await;
+        }
+        let shared = pacing.shared.as_ref().expect("shared");
+        let with = started.elapsed();
+        let requests = f64::from(BATCHES * 20);
+        println!(
+            "{requests} requests in batches of 20: {:.0}/s with the process's pacer alone ({without:?}), {:.0}/s with \
+             the shared budget over a file store ({with:?}, {} claims); ratio {:.2}",
+            requests / without.as_secs_f64(),
+            requests / with.as_secs_f64(),
+            shared.claims(),
+            with.as_secs_f64() / without.as_secs_f64()
+        );
+        assert!(
+            shared.claims() < u64::from(BATCHES) / 20,
+            "{} claims for {BATCHES} batches",
+            shared.claims()
+        );
+        assert!(
+            with <= without + without / 5 + Duration::from_millis(300),
+            "{with:?} against {without:?}"
+        );
     }
 }

@@ -7,10 +7,13 @@
 //! shards in-process and needs no queue.
 //!
 //! The message text is opaque here: the engine owns its JSON. This module owns the [`ShardQueue`] port, the
-//! in-memory implementation used by tests, and (in `azure`) the Azure Storage Queue REST client.
+//! in-memory implementation used by tests, (in [`azure`]) the Azure Storage Queue REST client, and [`from_config`],
+//! which opens the queue `[service.shard_queue]` (or the Functions connection settings `GALBRIDGE_QUEUE__*`) names.
+
+pub mod azure;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -39,6 +42,107 @@ pub enum QueueError {
         bytes: usize,
         limit: usize,
     },
+}
+
+/// Why the configured queue could not be opened. Names the configuration key; never a key or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueConfigError {
+    #[error(
+        "service.shard_queue.auth: environment variable {0} with the storage connection string is not set"
+    )]
+    MissingConnectionString(String),
+    #[error("service.shard_queue.auth: {0}")]
+    BadConnectionString(String),
+    #[error(
+        "service.shard_queue.endpoint: required with managed identity (or set GALBRIDGE_QUEUE__queueServiceUri)"
+    )]
+    MissingEndpoint,
+    #[error("service.shard_queue: cannot set up the managed identity for Queue Storage: {0}")]
+    Identity(String),
+    #[error("service.extra_ca_file: {0}")]
+    Http(String),
+    #[error("service.shard_queue.name: {0}")]
+    Name(String),
+}
+
+/// The shard queue the configuration names, or `None` when there is none (shards then run in-process). Nothing is
+/// sent: the queue is created on the first send that finds it missing.
+pub fn from_config(
+    config: &crate::config::Config,
+) -> Result<Option<Arc<dyn ShardQueue>>, QueueConfigError> {
+    Ok(azure_from_config(config)?.map(|queue| Arc::new(queue) as Arc<dyn ShardQueue>))
+}
+
+/// As [`from_config`], with the concrete client (for callers that also take messages: tests, tools).
+pub fn azure_from_config(
+    config: &crate::config::Config,
+) -> Result<Option<azure::AzureQueue>, QueueConfigError> {
+    azure_from_config_with_env(config, &|name: &str| std::env::var(name).ok())
+}
+
+/// As [`azure_from_config`], reading the connection-string variable through `env`.
+pub fn azure_from_config_with_env(
+    config: &crate::config::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<azure::AzureQueue>, QueueConfigError> {
+    use crate::config::TableAuth as AuthSetting;
+    use crate::state::table::{ConnectionString, TableAuth};
+    let service = config.service();
+    let Some(settings) = &service.shard_queue else {
+        return Ok(None);
+    };
+    let (endpoint, auth) = match &settings.auth {
+        AuthSetting::ConnectionStringEnv(variable) => {
+            let text = env(variable)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| QueueConfigError::MissingConnectionString(variable.clone()))?;
+            let parsed = ConnectionString::parse(&text)
+                .map_err(|e| QueueConfigError::BadConnectionString(e.to_string()))?;
+            let endpoint = settings
+                .endpoint
+                .as_ref()
+                .map_or(parsed.queue_endpoint, |endpoint| endpoint.url().clone());
+            (endpoint, parsed.auth)
+        }
+        AuthSetting::ManagedIdentity => {
+            let endpoint = settings
+                .endpoint
+                .as_ref()
+                .ok_or(QueueConfigError::MissingEndpoint)?;
+            let client_id = settings
+                .managed_identity_client_id
+                .as_ref()
+                .or(service.managed_identity_client_id.as_ref());
+            let options = azure_identity::ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id
+                    .map(|id| azure_identity::UserAssignedId::ClientId(id.as_str().to_owned())),
+                ..Default::default()
+            };
+            let credential = azure_identity::ManagedIdentityCredential::new(Some(options))
+                .map_err(|e| QueueConfigError::Identity(e.to_string()))?;
+            (endpoint.url().clone(), TableAuth::Token(credential))
+        }
+    };
+    let http = crate::m365::http::build_http_client(
+        &crate::m365::http::HttpSettings {
+            extra_ca_file: service.extra_ca_file.clone(),
+            ..Default::default()
+        }
+        .with_env_overrides(),
+    )
+    .map_err(|e| QueueConfigError::Http(e.to_string()))?;
+    let queue = azure::AzureQueue::new(
+        azure::AzureQueueConfig {
+            endpoint,
+            name: settings.name.clone(),
+            auth,
+            retry: Default::default(),
+            encoding: azure::MessageEncoding::Base64,
+        },
+        http,
+    )
+    .map_err(|e| QueueConfigError::Name(e.to_string()))?;
+    Ok(Some(queue))
 }
 
 /// A message the host gave up on (moved to the poison queue after its last try).

@@ -9,7 +9,10 @@ use std::sync::Mutex;
 
 use chrono::Utc;
 
-use super::{Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore};
+use super::{
+    BudgetCounts, BudgetGrant, BudgetRule, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT,
+    StateError, StateStore,
+};
 use crate::report::RunReport;
 
 #[derive(Debug, Default)]
@@ -27,6 +30,8 @@ struct LinkState {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     links: Mutex<HashMap<String, LinkState>>,
+    /// Shared request budgets by key.
+    budgets: Mutex<HashMap<String, BudgetCounts>>,
     /// Unit tests: how long a lease renewal's answer takes *after* the store applied it (a response still on the
     /// wire).
     #[cfg(test)]
@@ -293,6 +298,24 @@ impl StateStore for MemoryStore {
         self.with_links(|links| {
             links.remove(link);
         })
+    }
+
+    async fn take_budget(
+        &self,
+        key: &str,
+        want: u32,
+        at_least: u32,
+        rule: &BudgetRule,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<BudgetGrant, StateError> {
+        let mut budgets = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(budgets
+            .entry(key.to_owned())
+            .or_default()
+            .claim(want, at_least, rule, now))
     }
 }
 

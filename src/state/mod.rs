@@ -14,13 +14,18 @@
 //! - [`TableStore`] ([`table`]): Azure Table Storage through a small REST client of our own, for the Functions app.
 //! - [`MemoryStore`] ([`memory`]): in-process, for fast engine tests.
 //!
+//! Besides the links, the store keeps request budgets shared by every process of a deployment ([`budget`]: Graph's
+//! per-app limit across Functions instances).
+//!
 //! All three pass the same conformance suite (`tests/state_conformance.rs`).
 
+pub mod budget;
 pub mod file;
 mod holder;
 pub mod memory;
 pub mod table;
 
+pub use budget::{BudgetCounts, BudgetGrant, BudgetRule};
 pub use file::FileStore;
 pub use holder::{holder_is_gone, local_holder};
 pub use memory::MemoryStore;
@@ -181,4 +186,16 @@ pub trait StateStore: Send + Sync {
 
     /// Forgets everything about a link (after `purge`).
     async fn delete_link(&self, link: &str) -> Result<(), StateError>;
+
+    /// Claims up to `want` tokens of the shared budget `key` at `now` under `rule` (nothing unless `at_least`
+    /// fit): a compare-and-swap of the budget's row ([`BudgetCounts::claim`]), correct across processes. Budgets
+    /// live apart from links (`delete_link` leaves them). A grant is void after [`BudgetGrant::spend_by`].
+    async fn take_budget(
+        &self,
+        key: &str,
+        want: u32,
+        at_least: u32,
+        rule: &BudgetRule,
+        now: DateTime<Utc>,
+    ) -> Result<BudgetGrant, StateError>;
 }

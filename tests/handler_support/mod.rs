@@ -1,7 +1,8 @@
 //! Test support for the `galbridge serve` process tests: m365-sim in its own runtime, a configuration pointing the
 //! tenants at it the production way (the simulator's CA trusted through `service.extra_ca_file`, https endpoints,
 //! client secrets in environment variables of the child), the child process, and the host's protocol spoken over
-//! raw HTTP/1.1 exactly as the Functions host does (docs/microsoft-facts.md §7); `host` stands in for the host's HTTP front.
+//! raw HTTP/1.1 exactly as the Functions host does (docs/microsoft-facts.md §7); `host` stands in for the host's HTTP front,
+//! `queue_host` for its queue trigger.
 
 #![allow(dead_code)]
 
@@ -15,6 +16,7 @@ use m365_sim::{Knobs, SimConfig, SimHandle, TenantSeed};
 use serde_json::{Value, json};
 
 pub mod host;
+pub mod queue_host;
 
 /// What the child's `HOSTNAME` is set to, so a lease holder (`{HOSTNAME}:{pid}:{run_id}`) can be predicted.
 pub const HOST_NAME: &str = "galbridge-test-host";
@@ -32,6 +34,10 @@ const SCRUBBED_ENV: &[&str] = &[
     "GALBRIDGE_MANAGED_IDENTITY_CLIENT_ID",
     "GALBRIDGE_STATE_TABLE_ENDPOINT",
     "GALBRIDGE_STATE_TABLE_NAME",
+    "GALBRIDGE_QUEUE",
+    "GALBRIDGE_QUEUE__queueServiceUri",
+    "GALBRIDGE_QUEUE__credential",
+    "GALBRIDGE_QUEUE__clientId",
     "FUNCTIONS_CUSTOMHANDLER_PORT",
     "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER",

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Duration;
 use galbridge::report::RunReport;
-use galbridge::state::{LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, StateError, StateStore};
+use galbridge::state::{
+    BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, StateError,
+    StateStore,
+};
 
 pub struct CountingStore {
     inner: Arc<dyn StateStore>,
@@ -130,5 +133,15 @@ impl StateStore for CountingStore {
     }
     async fn delete_link(&self, link: &str) -> Result<(), StateError> {
         self.inner.delete_link(link).await
+    }
+    async fn take_budget(
+        &self,
+        key: &str,
+        want: u32,
+        at_least: u32,
+        rule: &BudgetRule,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BudgetGrant, StateError> {
+        self.inner.take_budget(key, want, at_least, rule, now).await
     }
 }

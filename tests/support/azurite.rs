@@ -1,6 +1,7 @@
-//! Azurite (the real Table Storage emulator, from npm) for tests and benchmarks: finds `azurite-table`, starts it
-//! on a free loopback port with in-memory persistence, waits until it listens, and stops it when dropped or when
-//! the test process exits (even by SIGKILL: see [`Azurite::start`]).
+//! Azurite (the real Table and Queue Storage emulator, from npm) for tests and benchmarks: finds `azurite-table`
+//! (or `azurite-queue`, from the same package), starts it on a free loopback port with in-memory persistence, waits
+//! until it listens, and stops it when dropped or when the test process exits (even by SIGKILL: see
+//! [`Azurite::start`]). [`Azurite::start_queue`] starts a private queue service.
 //!
 //! Not installed → the test FAILS telling you to run `.ci/azurite.sh`, unless `GALBRIDGE_SKIP_AZURITE=1`.
 //! Include with `#[path = "support/azurite.rs"] mod azurite;`.
@@ -19,7 +20,30 @@ pub const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const PINNED_VERSION: &str = "3.35.0";
 
-/// A running Azurite table service.
+/// Which Azurite service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Table,
+    Queue,
+}
+
+impl Service {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Table => "azurite-table",
+            Self::Queue => "azurite-queue",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::Queue => "queue",
+        }
+    }
+}
+
+/// A running Azurite table (or queue) service.
 pub struct Azurite {
     child: Child,
     /// Closing this pipe tells the watchdog shell to stop Azurite.
@@ -46,28 +70,42 @@ pub fn shared() -> Option<&'static Azurite> {
 
 /// Where `azurite-table` is: `GALBRIDGE_AZURITE_TABLE`, PATH, `node_modules/.bin`, then `.ci/azurite.sh`'s prefix.
 pub fn find_binary() -> Option<PathBuf> {
+    find_service_binary(Service::Table)
+}
+
+/// Where the service's binary is: for the table `GALBRIDGE_AZURITE_TABLE`, for the queue `azurite-queue` beside it;
+/// then PATH, `node_modules/.bin`, then `.ci/azurite.sh`'s prefix.
+pub fn find_service_binary(service: Service) -> Option<PathBuf> {
+    let name = service.binary();
     if let Some(explicit) = std::env::var_os("GALBRIDGE_AZURITE_TABLE") {
-        return Some(PathBuf::from(explicit));
+        let explicit = PathBuf::from(explicit);
+        return match service {
+            Service::Table => Some(explicit),
+            Service::Queue => explicit
+                .parent()
+                .map(|dir| dir.join(name))
+                .filter(|path| path.is_file()),
+        };
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|path| {
             std::env::split_paths(&path)
-                .map(|dir| dir.join("azurite-table"))
+                .map(|dir| dir.join(name))
                 .collect()
         })
         .unwrap_or_default();
     candidates
-        .push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/azurite-table"));
+        .push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("node_modules/.bin/{name}")));
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
     if let Some(cache) = cache {
         candidates.push(cache.join(format!(
-            "galbridge/azurite-{PINNED_VERSION}/node_modules/.bin/azurite-table"
+            "galbridge/azurite-{PINNED_VERSION}/node_modules/.bin/{name}"
         )));
     }
     if let Some(prefix) = std::env::var_os("GALBRIDGE_AZURITE_PREFIX") {
-        candidates.push(PathBuf::from(prefix).join("node_modules/.bin/azurite-table"));
+        candidates.push(PathBuf::from(prefix).join(format!("node_modules/.bin/{name}")));
     }
     candidates.into_iter().find(|candidate| candidate.is_file())
 }
@@ -77,14 +115,25 @@ impl Azurite {
     /// closes, which happens when this value is dropped or when the test process dies in any way, so no Azurite
     /// outlives its tests.
     pub fn start() -> Result<Self, String> {
-        let binary = find_binary().ok_or_else(|| {
-            "azurite-table was not found (PATH, node_modules/.bin, ~/.cache/galbridge). Run `bash .ci/azurite.sh` to \
-             install Azurite for the Table Storage tests, or set GALBRIDGE_SKIP_AZURITE=1 to skip them."
-                .to_owned()
+        Self::start_service(Service::Table)
+    }
+
+    /// Starts a private Azurite queue service (same watchdog as [`Azurite::start`]).
+    pub fn start_queue() -> Result<Self, String> {
+        Self::start_service(Service::Queue)
+    }
+
+    fn start_service(service: Service) -> Result<Self, String> {
+        let binary = find_service_binary(service).ok_or_else(|| {
+            format!(
+                "{} was not found (PATH, node_modules/.bin, ~/.cache/galbridge). Run `bash .ci/azurite.sh` to \
+                 install Azurite for the Storage tests, or set GALBRIDGE_SKIP_AZURITE=1 to skip them.",
+                service.binary()
+            )
         })?;
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::start_once(&binary) {
+            match Self::start_once(&binary, service) {
                 Ok(azurite) => return Ok(azurite),
                 Err(e) => last_error = e,
             }
@@ -92,7 +141,7 @@ impl Azurite {
         Err(last_error)
     }
 
-    fn start_once(binary: &PathBuf) -> Result<Self, String> {
+    fn start_once(binary: &PathBuf, service: Service) -> Result<Self, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
@@ -115,7 +164,12 @@ wait "$pid""#;
             .arg("-c")
             .arg(watchdog)
             .arg(binary)
-            .args(["--tableHost", "127.0.0.1", "--tablePort", &port.to_string()])
+            .args([
+                format!("--{}Host", service.flag()),
+                "127.0.0.1".to_owned(),
+                format!("--{}Port", service.flag()),
+                port.to_string(),
+            ])
             .args([
                 "--inMemoryPersistence",
                 "--disableTelemetry",
@@ -144,13 +198,15 @@ wait "$pid""#;
             }
             if let Ok(Some(_)) = azurite.child.try_wait() {
                 return Err(format!(
-                    "azurite-table exited at start: {}",
+                    "{} exited at start: {}",
+                    service.binary(),
                     azurite.log_tail()
                 ));
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "azurite-table did not listen on port {port} within 60 s: {}",
+                    "{} did not listen on port {port} within 60 s: {}",
+                    service.binary(),
                     azurite.log_tail()
                 ));
             }
@@ -175,10 +231,18 @@ wait "$pid""#;
         format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
-    /// A full connection string for this instance.
+    /// A full connection string for this instance (a table service).
     pub fn connection_string(&self) -> String {
         format!(
             "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};TableEndpoint={}",
+            self.endpoint()
+        )
+    }
+
+    /// A full connection string for this instance as a queue service.
+    pub fn queue_connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};QueueEndpoint={}",
             self.endpoint()
         )
     }

@@ -11,7 +11,8 @@
 //!   `%GALBRIDGE_SCHEDULE%`, `SyncHttp` (POST `sync/{link?}`, function key), `Status`
 //!   (GET `status`, function key) and `Notify` (POST `notify`, anonymous: Graph cannot send a function key; every
 //!   notification is checked against its subscription's `clientState` instead), each answering through the output
-//!   binding `res`.
+//!   binding `res`; and `PhonesShard`, a queue trigger (binding `shard`) on `galbridge-phones-shards` through the
+//!   connection `GALBRIDGE_QUEUE` (docs/microsoft-facts.md §13).
 
 use serde_json::Value;
 
@@ -138,6 +139,13 @@ pub enum Trigger {
         methods: Vec<String>,
         route: Option<String>,
     },
+    Queue {
+        /// The trigger binding's name (the key of the message in the invocation's `Data`).
+        binding: String,
+        queue_name: String,
+        /// The app-setting prefix of the storage connection (absent = `AzureWebJobsStorage`).
+        connection: Option<String>,
+    },
 }
 
 /// One function folder of the package.
@@ -200,7 +208,7 @@ pub fn parse_function_json(
                         "a function has exactly one trigger binding; found two",
                     ));
                 }
-                trigger = Some(parse_trigger(file, k, binding)?);
+                trigger = Some(parse_trigger(file, k, binding_name, binding)?);
             }
             ("http", "out") => http_output = Some(binding_name.to_owned()),
             (_, "in" | "out" | "inout") => {}
@@ -231,8 +239,43 @@ pub fn parse_function_json(
     })
 }
 
-fn parse_trigger(file: &str, kind: &str, binding: &Value) -> Result<Trigger, LayoutError> {
+fn parse_trigger(
+    file: &str,
+    kind: &str,
+    binding_name: &str,
+    binding: &Value,
+) -> Result<Trigger, LayoutError> {
     match kind {
+        "queueTrigger" => {
+            let queue_name = binding
+                .get("queueName")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(file, "queueTrigger needs a \"queueName\""))?;
+            // Queue names: 3-63 lowercase letters, digits and single hyphens (or an %APP_SETTING% reference).
+            let is_setting =
+                queue_name.len() > 2 && queue_name.starts_with('%') && queue_name.ends_with('%');
+            let valid = (3..=63).contains(&queue_name.len())
+                && queue_name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !queue_name.starts_with('-')
+                && !queue_name.ends_with('-')
+                && !queue_name.contains("--");
+            if !valid && !is_setting {
+                return Err(invalid(
+                    file,
+                    format!("queueName \"{queue_name}\" is not a valid queue name"),
+                ));
+            }
+            Ok(Trigger::Queue {
+                binding: binding_name.to_owned(),
+                queue_name: queue_name.to_owned(),
+                connection: binding
+                    .get("connection")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            })
+        }
         "timerTrigger" => {
             let schedule = binding
                 .get("schedule")
@@ -298,7 +341,7 @@ fn parse_trigger(file: &str, kind: &str, binding: &Value) -> Result<Trigger, Lay
         other => Err(invalid(
             file,
             format!(
-                "trigger type \"{other}\" is not one galbridge's package knows (timerTrigger, httpTrigger)"
+                "trigger type \"{other}\" is not one galbridge's package knows (timerTrigger, httpTrigger, queueTrigger)"
             ),
         )),
     }
@@ -422,8 +465,8 @@ pub fn check_galbridge_host(host: &HostSettings) -> Result<(), String> {
 }
 
 /// galbridge's own function contract (README.md, "Run it"; docs/architecture.md, "Contracts"): which functions exist and how each
-/// is bound. The binary answers `/SyncTimer`, `/SyncHttp`, `/Status` and `/Notify` and writes its HTTP answers
-/// to the output binding `res`.
+/// is bound. The binary answers `/SyncTimer`, `/SyncHttp`, `/Status`, `/Notify` and `/PhonesShard` and writes its
+/// HTTP answers to the output binding `res`.
 pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), String> {
     let find = |name: &str| {
         functions
@@ -464,6 +507,23 @@ pub fn check_galbridge_functions(functions: &[FunctionSpec]) -> Result<(), Strin
         if function.http_output.as_deref() != Some("res") {
             return Err(format!(
                 "{name} must answer through the http output binding \"res\""
+            ));
+        }
+    }
+    // The shard queue: the binding name is where the handler reads the message, the queue is the one galbridge
+    // sends shards to by default, and the connection is the GALBRIDGE_QUEUE__* settings the infrastructure writes.
+    let shard = find("PhonesShard")?;
+    match &shard.trigger {
+        Trigger::Queue {
+            binding,
+            queue_name,
+            connection: Some(connection),
+        } if binding == "shard"
+            && queue_name == "galbridge-phones-shards"
+            && connection == "GALBRIDGE_QUEUE" => {}
+        other => {
+            return Err(format!(
+                "PhonesShard must be a queueTrigger named \"shard\" on queue galbridge-phones-shards with connection GALBRIDGE_QUEUE, found {other:?}"
             ));
         }
     }

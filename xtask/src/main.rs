@@ -22,7 +22,7 @@ usage:
       --out PATH        where to write the zip (default: dist/galbridge.zip)
       --target TRIPLE   build target (default: x86_64-unknown-linux-musl)
       --app-root PATH   folder holding host.json and functions/ (default: the repository root)
-      --no-contract     do not hold functions/ to galbridge's SyncTimer/SyncHttp/Status/Notify contract
+      --no-contract     do not hold functions/ to galbridge's SyncTimer/SyncHttp/Status/Notify/PhonesShard contract
   cargo xtask check-package [PATH] check an existing package (default: dist/galbridge.zip)";
 
 fn workspace_root() -> PathBuf {

@@ -48,6 +48,10 @@ const NOTIFY: &str = r#"{ "bindings": [
   { "type": "http", "direction": "out", "name": "res" }
 ] }"#;
 
+const PHONES_SHARD: &str = r#"{ "bindings": [
+  { "type": "queueTrigger", "direction": "in", "name": "shard", "queueName": "galbridge-phones-shards", "connection": "GALBRIDGE_QUEUE" }
+] }"#;
+
 const CONFIG: &str = "# operator configuration\n[state]\nkind = \"table\"\n\n[tenants.contoso]\nid = \"contoso.onmicrosoft.com\"\n";
 
 /// A checkout with galbridge's layout in a temp dir, plus a stand-in static executable.
@@ -65,6 +69,7 @@ impl Fixture {
         fixture.write("functions/SyncHttp/function.json", SYNC_HTTP);
         fixture.write("functions/Status/function.json", STATUS);
         fixture.write("functions/Notify/function.json", NOTIFY);
+        fixture.write("functions/PhonesShard/function.json", PHONES_SHARD);
         fixture.write("galbridge.toml", CONFIG);
         fs::write(
             fixture.path("build/galbridge"),
@@ -129,6 +134,7 @@ fn package_holds_host_json_the_executable_with_its_run_bit_the_config_and_each_f
         "SyncHttp/function.json",
         "Status/function.json",
         "Notify/function.json",
+        "PhonesShard/function.json",
     ]
     .into_iter()
     .map(String::from)
@@ -174,7 +180,7 @@ fn package_holds_host_json_the_executable_with_its_run_bit_the_config_and_each_f
         read_entry(&mut archive, "SyncHttp/function.json"),
         SYNC_HTTP.as_bytes()
     );
-    assert_eq!(report.functions.len(), 4);
+    assert_eq!(report.functions.len(), 5);
 }
 
 #[test]
@@ -366,6 +372,42 @@ fn an_anonymous_sync_endpoint_breaks_the_contract() {
 }
 
 #[test]
+fn a_shard_trigger_on_another_queue_or_connection_breaks_the_contract() {
+    for (queue, connection) in [
+        ("other-queue", "GALBRIDGE_QUEUE"),
+        ("galbridge-phones-shards", "AzureWebJobsStorage"),
+    ] {
+        let fixture = Fixture::new();
+        fixture.write(
+            "functions/PhonesShard/function.json",
+            &PHONES_SHARD
+                .replace("galbridge-phones-shards", queue)
+                .replace("GALBRIDGE_QUEUE", connection),
+        );
+        let error = write_package(&fixture.inputs()).unwrap_err();
+        assert!(
+            matches!(&error, PackageError::Contract(reason) if reason.contains("PhonesShard")),
+            "{error}"
+        );
+        assert!(!fixture.path("dist/galbridge.zip").exists());
+    }
+}
+
+#[test]
+fn a_queue_trigger_with_an_invalid_queue_name_is_refused_with_its_file_named() {
+    let fixture = Fixture::new();
+    fixture.write(
+        "functions/PhonesShard/function.json",
+        &PHONES_SHARD.replace("galbridge-phones-shards", "Shards_Queue"),
+    );
+    let error = write_package(&fixture.inputs()).unwrap_err().to_string();
+    assert!(
+        error.contains("PhonesShard/function.json") && error.contains("Shards_Queue"),
+        "{error}"
+    );
+}
+
+#[test]
 fn host_json_that_starts_another_program_breaks_the_contract() {
     let fixture = Fixture::new();
     fixture.write(
@@ -553,7 +595,8 @@ fn this_repository_host_json_and_functions_make_a_valid_package() {
             "SyncTimer",
             "SyncHttp",
             "Status",
-            "Notify"
+            "Notify",
+            "PhonesShard"
         ])),
         "{names:?}"
     );

@@ -127,6 +127,10 @@ pub struct Knobs {
     pub directory_budget: bool,
     /// Overrides the size-based budget above (units per 10 s per (app, tenant)); None: S/M/L by tenant size.
     pub directory_units_per_10_s: Option<u32>,
+    /// Graph requests per app across all tenants per 10 s (Graph: 130,000); more get 429 with `Retry-After` and
+    /// `x-ms-throttle-scope: Application/All/{app}`. Inner `$batch` requests count one by one. None: not enforced
+    /// (the requests are counted either way: `GET /_control/app-load`).
+    pub graph_app_requests_per_10_s: Option<u32>,
     /// Invitations per tenant per 5 s.
     pub invitations_per_5_s: u32,
     /// An invited guest is unknown to Exchange (Get-MailUser, Set-MailUser) this long [guess].
@@ -176,6 +180,7 @@ impl Default for Knobs {
             directory_writes_per_150_s: 3_000,
             directory_budget: true,
             directory_units_per_10_s: None,
+            graph_app_requests_per_10_s: None,
             invitations_per_5_s: 150,
             guest_mail_user_delay_ms: 0,
             exchange_commands_per_10_s: 0,

@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use control::Control;
+pub use graph::app_budget::AppLoad;
 pub use knobs::{
     DeltaExpiryStyle, ExchangeErrorShape, ExchangeRateLimit, Fault, FaultRule, Knobs, Latency,
     LatencyModel, Service,

@@ -1,5 +1,5 @@
 //! Listeners and the request pipeline every service shares: latency model, injected faults, the directory
-//! resource-unit budget (Graph), request counters.
+//! resource-unit budget and the per-app request limit (Graph), request counters.
 //! One HTTPS listener serves all services (their real paths never collide); a plain-HTTP one serves the managed
 //! identity endpoint, as App Service does on http://localhost.
 
@@ -104,6 +104,14 @@ pub(crate) async fn pipeline(
         other => 'served: {
             if let Some(Fault::Slow { delay_ms }) = other {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            if service == Service::Graph
+                && let Err(refused) =
+                    state
+                        .app_budget
+                        .admit(&state, route.as_deref(), req.headers())
+            {
+                break 'served refused;
             }
             let charged = if service == Service::Graph && state.knobs.read().directory_budget {
                 match state.directory_budget.charge(

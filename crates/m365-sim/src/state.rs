@@ -33,6 +33,8 @@ pub(crate) struct SimState {
     pub(crate) limits: Arc<Limits>,
     /// Directory resource units spent per (app, tenant) (knob `directory_budget`).
     pub(crate) directory_budget: DirectoryBudget,
+    /// Graph requests per app across all tenants (knob `graph_app_requests_per_10_s`).
+    pub(crate) app_budget: crate::graph::app_budget::AppBudget,
     pub(crate) signer: TokenSigner,
     pub(crate) base_url: url::Url,
     pub(crate) http_base_url: url::Url,
@@ -70,6 +72,7 @@ impl SimState {
             counters: Counters::default(),
             limits: Arc::new(Limits::default()),
             directory_budget: DirectoryBudget::default(),
+            app_budget: Default::default(),
             signer,
             base_url,
             http_base_url,

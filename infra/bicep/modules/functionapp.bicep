@@ -42,6 +42,9 @@ param stateTableEndpoint string
 @description('Name of the state table.')
 param stateTableName string
 
+@description('Queue service endpoint of the storage account (GALBRIDGE_QUEUE__queueServiceUri, for the PhonesShard trigger and galbridge).')
+param queueEndpoint string
+
 @description('Path of the operator configuration inside the package.')
 param configPath string
 
@@ -80,6 +83,11 @@ var appSettings = {
   GALBRIDGE_KEY_VAULT_URL: keyVaultUri
   GALBRIDGE_STATE_TABLE_ENDPOINT: stateTableEndpoint
   GALBRIDGE_STATE_TABLE_NAME: stateTableName
+  // The identity-based connection GALBRIDGE_QUEUE: the PhonesShard queue trigger's `connection`, and
+  // where galbridge sends shards (src/config/mod.rs reads the same three).
+  GALBRIDGE_QUEUE__queueServiceUri: queueEndpoint
+  GALBRIDGE_QUEUE__credential: 'managedidentity'
+  GALBRIDGE_QUEUE__clientId: identityClientId
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

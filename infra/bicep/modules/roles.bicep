@@ -22,6 +22,12 @@ param storageAccountName string
 @description('Table holding galbridge\'s sync state: the only table the identity may read and write.')
 param stateTableName string
 
+@description('Queue of phones-run shards: galbridge sends to it, the PhonesShard trigger consumes it.')
+param shardQueueName string
+
+@description('Poison queue of the shard queue: the host moves failed shards there, galbridge peeks at them for status.')
+param shardPoisonQueueName string
+
 @description('Key Vault holding the tenants\' credentials.')
 param keyVaultName string
 
@@ -35,6 +41,9 @@ var roleIds = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
+  storageQueueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
+  storageQueueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -49,6 +58,21 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 resource stateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
   parent: tableService
   name: stateTableName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource shardQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: shardQueueName
+}
+
+resource shardPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: shardPoisonQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -79,6 +103,61 @@ resource appTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
   scope: stateTable
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageTableDataContributor)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The shard queue (docs/microsoft-facts.md §13): galbridge sends shards (Sender); the host's queue
+// trigger peeks, takes, releases and deletes them (Reader + Message Processor, the trigger's documented
+// pair); after maxDequeueCount the host adds the message to the poison queue (Sender there), which
+// galbridge peeks for `status` (Reader there). Both queues are created above, so no one needs
+// Storage Queue Data Contributor.
+resource appShardQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(shardQueue.id, identityPrincipalId, roleIds.storageQueueDataMessageSender)
+  scope: shardQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageSender)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appShardQueueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(shardQueue.id, identityPrincipalId, roleIds.storageQueueDataMessageProcessor)
+  scope: shardQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageProcessor)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appShardQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(shardQueue.id, identityPrincipalId, roleIds.storageQueueDataReader)
+  scope: shardQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataReader)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appShardPoisonSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(shardPoisonQueue.id, identityPrincipalId, roleIds.storageQueueDataMessageSender)
+  scope: shardPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataMessageSender)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appShardPoisonReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(shardPoisonQueue.id, identityPrincipalId, roleIds.storageQueueDataReader)
+  scope: shardPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageQueueDataReader)
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
   }

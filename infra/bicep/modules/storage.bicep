@@ -1,6 +1,7 @@
 // The function app's storage account: shared-key access disabled (identity only), no public blobs,
 // TLS 1.2. It holds the Functions host's own containers (created by the host), the deployment
-// container Flex Consumption reads the package from, and galbridge's state table.
+// container Flex Consumption reads the package from, galbridge's state table, and the shard queue of
+// sharded phones runs with its poison queue (docs/microsoft-facts.md §13).
 
 @description('Azure region.')
 param location string
@@ -24,6 +25,9 @@ param deploymentContainerName string
 
 @description('Table holding galbridge\'s sync state (checkpoints, leases, run records).')
 param stateTableName string
+
+@description('Queue the PhonesShard function consumes (its function.json queueName); the host moves failed messages to <name>-poison.')
+param shardQueueName string
 
 @description('Tags for every resource.')
 param tags object
@@ -92,9 +96,29 @@ resource stateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
   name: stateTableName
 }
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Created here, with its poison queue, so neither galbridge nor the host needs the right to create queues.
+resource shardQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: shardQueueName
+}
+
+resource shardPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${shardQueueName}-poison'
+}
+
 output storageAccountName string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 // Without the trailing slash, as GALBRIDGE_STATE_TABLE_ENDPOINT expects.
 output tableEndpoint string = 'https://${storage.name}.table.${environment().suffixes.storage}'
 output deploymentContainerName string = deploymentContainer.name
 output stateTableName string = stateTable.name
+// Without the trailing slash, as GALBRIDGE_QUEUE__queueServiceUri is written.
+output queueEndpoint string = 'https://${storage.name}.queue.${environment().suffixes.storage}'
+output shardQueueName string = shardQueue.name
+output shardPoisonQueueName string = shardPoisonQueue.name

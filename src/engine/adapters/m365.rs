@@ -107,6 +107,12 @@ pub struct M365Connector {
     state: crate::config::StateSettings,
     /// Whether a `[key_vault]` is configured (delegated sign-ins on table state keep their refresh tokens there).
     key_vault_configured: bool,
+    /// `[service] graph_requests_per_10s`: Graph requests per 10 s per app, across every process of the deployment.
+    graph_requests_per_10s: u32,
+    /// The state store that keeps the per-app Graph budget shared by every process ([`Self::with_shared_budget`]).
+    budget_store: Option<Arc<dyn crate::state::StateStore>>,
+    /// One shared budget per app registration (client id, lower case).
+    graph_budgets: Mutex<HashMap<String, Arc<crate::m365::pacer::SharedBudget>>>,
 }
 
 impl M365Connector {
@@ -170,7 +176,38 @@ impl M365Connector {
             exchange: Mutex::new(HashMap::new()),
             state: config.state().clone(),
             key_vault_configured,
+            graph_requests_per_10s: config.service().graph_requests_per_10s,
+            budget_store: None,
+            graph_budgets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keeps Graph's per-app limit (`[service] graph_requests_per_10s`) across every process that shares `store`:
+    /// each app's requests are paced by a [`crate::m365::pacer::SharedBudget`] kept there (docs/microsoft-facts.md §4).
+    pub fn with_shared_budget(mut self, store: Arc<dyn crate::state::StateStore>) -> Self {
+        self.budget_store = Some(store);
+        self
+    }
+
+    /// The shared Graph budget of `client_id`, when a store keeps one.
+    fn graph_budget(&self, client_id: &str) -> Option<Arc<crate::m365::pacer::SharedBudget>> {
+        let store = self.budget_store.as_ref()?;
+        let mut budgets = self
+            .graph_budgets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(
+            budgets
+                .entry(client_id.to_ascii_lowercase())
+                .or_insert_with(|| {
+                    Arc::new(crate::m365::pacer::SharedBudget::graph(
+                        store.clone(),
+                        client_id,
+                        self.graph_requests_per_10s,
+                    ))
+                })
+                .clone(),
+        )
     }
 
     /// Uses `retry` for every client made from now on (tests shorten the backoff when no `Retry-After` is given;
@@ -277,7 +314,15 @@ impl M365Connector {
         )
         .with_counters(self.counters.clone())
         .with_retry(self.retry.clone());
+        let client_id = tenant.tenant.client_id.as_str();
         GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
+            .map(|graph| {
+                graph.for_app_within(
+                    client_id,
+                    self.graph_requests_per_10s,
+                    self.graph_budget(client_id),
+                )
+            })
             .map_err(|e| failed(e.to_string()))
     }
 
@@ -391,8 +436,15 @@ impl Connector for M365Connector {
     async fn graph(&self, tenant: &NamedTenant) -> Result<GraphClient, PortError> {
         let api = self.graph_api(tenant);
         let endpoints = tenant.tenant.endpoints();
+        let client_id = tenant.tenant.client_id.as_str();
         GraphClient::new(api, &endpoints.graph, LimiterSet::per_mailbox())
-            .map(|graph| graph.for_app(tenant.tenant.client_id.as_str()))
+            .map(|graph| {
+                graph.for_app_within(
+                    client_id,
+                    self.graph_requests_per_10s,
+                    self.graph_budget(client_id),
+                )
+            })
             .map_err(|e| PortError::Failed {
                 service: "graph".into(),
                 message: e.to_string(),

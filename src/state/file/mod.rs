@@ -10,6 +10,8 @@
 //! links/{link}/objects/@link.*       the link-wide object map (LINK_SCOPE)
 //! links/{link}/objects/{scope}.json  one mailbox's object map: a snapshot {"scope", "records": [...]}, plus
 //!                     {scope}.journal  appended changes since, and {scope}.lock (see [`object_map`])
+//! budgets/{key}.lock                 flock'ed around a shared budget's claim (see [`super::budget`])
+//! budgets/{key}.json                 BudgetCounts: tokens granted per recent slot
 //! ```
 //! One file per (link, scope) keeps memory bounded by the largest single map (a mailbox's 2,000 people), never
 //! by the whole deployment (2,000 people × 5,000 mailboxes).
@@ -19,7 +21,9 @@
 //! Because the kernel drops the lock of a dead process, a crash can never wedge a link: the lease simply expires,
 //! and a lease held by a process of this host that no longer exists is taken over at once ([`super::holder_is_gone`]).
 //! Every write is atomic and durable when the call returns ([`fsio::write_json_atomic`]); a damaged file is reported
-//! as [`StateError::Corrupt`] with its path, never silently replaced.
+//! as [`StateError::Corrupt`] with its path, never silently replaced. Budget rows are the exception: they only
+//! matter for the next 10 s, so they are written without `fsync` (a claim costs no disk flush) and a damaged one
+//! starts afresh.
 
 mod fsio;
 mod object_map;
@@ -37,7 +41,8 @@ use self::fsio::{
 use self::object_map::{ObjectMapFiles, SnapshotFile};
 use super::memory::sort_newest_first;
 use super::{
-    LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
+    BudgetCounts, BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord,
+    RUN_RECORDS_KEPT, StateError, StateStore,
 };
 use crate::report::RunReport;
 
@@ -363,6 +368,32 @@ impl StateStore for FileStore {
             }
             fsio::sync_dir(&objects)?;
             fsio::sync_dir(&dir)
+        })
+        .await
+    }
+
+    async fn take_budget(
+        &self,
+        key: &str,
+        want: u32,
+        at_least: u32,
+        rule: &BudgetRule,
+        now: DateTime<Utc>,
+    ) -> Result<BudgetGrant, StateError> {
+        let (key, rule) = (encode_name(key), *rule);
+        self.blocking(move |root| {
+            let dir = root.join("budgets");
+            let _lock = FileLock::exclusive(&dir.join(format!("{key}.lock")))?;
+            let path = dir.join(format!("{key}.json"));
+            // A damaged row (a crash mid-write) only loses the last 10 s of counts: start afresh.
+            let mut counts: BudgetCounts = read_json(&path).ok().flatten().unwrap_or_default();
+            let grant = counts.claim(want, at_least, &rule, now);
+            if grant.granted > 0 {
+                let bytes = serde_json::to_vec(&counts)
+                    .map_err(|e| StateError::Io(format!("serialising {}: {e}", path.display())))?;
+                fs::write(&path, bytes).map_err(|e| io_error(&path, "writing", &e))?;
+            }
+            Ok(grant)
         })
         .await
     }

@@ -28,6 +28,7 @@ const DEV_ACCOUNT: &str = "devstoreaccount1";
 const DEV_ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const DEV_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
+const DEV_QUEUE_ENDPOINT: &str = "http://127.0.0.1:10001/devstoreaccount1";
 
 /// Credentials for the table endpoint.
 #[derive(Clone)]
@@ -62,6 +63,16 @@ impl AccountKey {
             .map(Self)
             .map_err(|_| StateError::Io("the storage account key is not valid base64".to_owned()))
     }
+
+    /// `Base64(HMAC-SHA256(key, text))`: the signature of every Shared Key scheme (the Queue client uses it with its
+    /// own string to sign).
+    pub(crate) fn sign(&self, text: &str) -> Result<String, StateError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).map_err(|_| {
+            StateError::Io("the storage account key cannot be used for HMAC".to_owned())
+        })?;
+        mac.update(text.as_bytes());
+        Ok(BASE64.encode(mac.finalize().into_bytes()))
+    }
 }
 
 impl fmt::Debug for AccountKey {
@@ -70,10 +81,12 @@ impl fmt::Debug for AccountKey {
     }
 }
 
-/// What a storage connection string says: the table endpoint and the shared key.
+/// What a storage connection string says: the table and queue endpoints and the shared key.
 #[derive(Debug, Clone)]
 pub struct ConnectionString {
     pub table_endpoint: Url,
+    /// `QueueEndpoint`, else derived like the table's (`{protocol}://{account}.queue.{suffix}`; Azurite: port 10001).
+    pub queue_endpoint: Url,
     pub auth: TableAuth,
 }
 
@@ -98,9 +111,14 @@ impl ConnectionString {
             let endpoint = settings
                 .get("tableendpoint")
                 .map_or(DEV_TABLE_ENDPOINT, String::as_str);
+            let queue_endpoint = settings
+                .get("queueendpoint")
+                .map_or(DEV_QUEUE_ENDPOINT, String::as_str);
             return Ok(Self {
                 table_endpoint: Url::parse(endpoint)
                     .map_err(|_| bad("TableEndpoint is not a URL"))?,
+                queue_endpoint: Url::parse(queue_endpoint)
+                    .map_err(|_| bad("QueueEndpoint is not a URL"))?,
                 auth: TableAuth::SharedKey {
                     account: DEV_ACCOUNT.to_owned(),
                     key: AccountKey::from_base64(DEV_ACCOUNT_KEY)?,
@@ -121,7 +139,7 @@ impl ConnectionString {
                 .get("accountkey")
                 .ok_or_else(|| bad("AccountKey is missing"))?,
         )?;
-        let endpoint = match settings.get("tableendpoint") {
+        let endpoint_of = |setting: &str, service: &str| match settings.get(setting) {
             Some(endpoint) => endpoint.clone(),
             None => {
                 let protocol = settings
@@ -130,13 +148,16 @@ impl ConnectionString {
                 let suffix = settings
                     .get("endpointsuffix")
                     .map_or("core.windows.net", String::as_str);
-                format!("{protocol}://{account}.table.{suffix}")
+                format!("{protocol}://{account}.{service}.{suffix}")
             }
         };
-        let table_endpoint =
-            Url::parse(&endpoint).map_err(|_| bad("TableEndpoint is not a URL"))?;
+        let table_endpoint = Url::parse(&endpoint_of("tableendpoint", "table"))
+            .map_err(|_| bad("TableEndpoint is not a URL"))?;
+        let queue_endpoint = Url::parse(&endpoint_of("queueendpoint", "queue"))
+            .map_err(|_| bad("QueueEndpoint is not a URL"))?;
         Ok(Self {
             table_endpoint,
+            queue_endpoint,
             auth: TableAuth::SharedKey { account, key },
         })
     }
@@ -151,27 +172,20 @@ pub(super) fn shared_key_lite(
 ) -> Result<String, StateError> {
     // Only `comp` of the query would be signed; the table operations we use never carry it.
     let string_to_sign = format!("{date}\n/{account}{}", url.path());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).map_err(|_| {
-        StateError::Io("the storage account key cannot be used for HMAC".to_owned())
-    })?;
-    mac.update(string_to_sign.as_bytes());
     Ok(format!(
         "SharedKeyLite {account}:{}",
-        BASE64.encode(mac.finalize().into_bytes())
+        key.sign(&string_to_sign)?
     ))
 }
 
 /// Caches the bearer token until five minutes before it expires.
 #[derive(Default)]
-pub(super) struct TokenCache {
+pub struct TokenCache {
     cached: Mutex<Option<(String, i64)>>,
 }
 
 impl TokenCache {
-    pub(super) async fn bearer(
-        &self,
-        credential: &dyn TokenCredential,
-    ) -> Result<String, StateError> {
+    pub async fn bearer(&self, credential: &dyn TokenCredential) -> Result<String, StateError> {
         let mut cached = self.cached.lock().await;
         let now = azure_core::time::OffsetDateTime::now_utc().unix_timestamp();
         if let Some((token, expires)) = cached.as_ref()

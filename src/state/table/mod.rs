@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use url::Url;
 
-pub use self::auth::{AccountKey, ConnectionString, STORAGE_SCOPE, TableAuth};
+pub use self::auth::{AccountKey, ConnectionString, STORAGE_SCOPE, TableAuth, TokenCache};
 use self::batch::{BatchOperation, split_into_change_sets};
 pub use self::client::RetryPolicy;
 use self::client::{StoredEntity, TableClient};

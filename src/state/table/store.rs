@@ -11,7 +11,8 @@ use super::{
 };
 use crate::report::RunReport;
 use crate::state::{
-    LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord, RUN_RECORDS_KEPT, StateError, StateStore,
+    BudgetCounts, BudgetGrant, BudgetRule, LINK_SCOPE, Lease, LinkCheckpoint, ObjectRecord,
+    RUN_RECORDS_KEPT, StateError, StateStore,
 };
 
 /// `get_objects` point reads sent at once (bounded so a large anchor set does not flood the account).
@@ -19,6 +20,12 @@ const POINT_READS_IN_FLIGHT: usize = 8;
 
 /// Rounds of read-then-compare-and-swap before giving up on a lease (each lost round means someone else wrote).
 const LEASE_ROUNDS: usize = 4;
+
+/// The partition of shared budgets (`~` never starts an escaped link name, and no link partition lacks `|` but
+/// starts with `~` unless hashed to 64 hex digits).
+const BUDGET_PARTITION: &str = "~budget";
+/// Rounds of read-then-compare-and-swap on a budget row: many instances may claim in the same moment.
+const BUDGET_ROUNDS: usize = 32;
 
 #[async_trait::async_trait]
 impl StateStore for TableStore {
@@ -369,5 +376,58 @@ impl StateStore for TableStore {
         self.clear_partition(&partition_of_link(link)).await?;
         self.remember_checkpoint_etag(link, None);
         Ok(())
+    }
+
+    async fn take_budget(
+        &self,
+        key: &str,
+        want: u32,
+        at_least: u32,
+        rule: &BudgetRule,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<BudgetGrant, StateError> {
+        let row = escape_key(key);
+        let what = format!("budget {key:?}");
+        for round in 0..BUDGET_ROUNDS {
+            let current = self.client.get(BUDGET_PARTITION, &row).await?;
+            let mut counts: BudgetCounts = match &current {
+                None => BudgetCounts::default(),
+                Some(stored) => string_prop(&stored.properties, "slots")
+                    .and_then(|json| serde_json::from_str(json).ok())
+                    .unwrap_or_default(),
+            };
+            let grant = counts.claim(want, at_least, rule, now);
+            if grant.granted == 0 {
+                return Ok(grant);
+            }
+            let mut entity = keys_entity(BUDGET_PARTITION, &row);
+            entity.insert("key".into(), key.into());
+            let slots =
+                serde_json::to_string(&counts).map_err(|e| corrupt(&what, e.to_string()))?;
+            entity.insert("slots".into(), slots.into());
+            let outcome = match &current {
+                None => self.client.insert(&entity).await?,
+                Some(stored) => {
+                    self.client
+                        .put(BUDGET_PARTITION, &row, &entity, Some(&stored.etag))
+                        .await?
+                }
+            };
+            match outcome {
+                WriteOutcome::Written { .. } => return Ok(grant),
+                // Another instance claimed between our read and our write: read its counts and claim again, after
+                // a short pause that grows with the rounds lost (so racing instances spread out).
+                WriteOutcome::AlreadyExists
+                | WriteOutcome::PreconditionFailed
+                | WriteOutcome::NotFound => {
+                    let pause = 2 + u64::try_from(round).unwrap_or(0) * 3;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        pause + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8),
+                    ))
+                    .await;
+                }
+            }
+        }
+        Err(StateError::Conflict { what })
     }
 }

@@ -59,6 +59,7 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         )
         .route("/_control/counters", get(counters).delete(reset_counters))
         .route("/_control/mailbox-load", get(mailbox_load))
+        .route("/_control/app-load", get(app_load))
         .route("/_control/clock/advance", post(advance))
         .route(
             "/_control/knobs",
@@ -240,6 +241,10 @@ async fn permissions(
 
 async fn counters(State(s): State<Arc<SimState>>) -> Response {
     ok(json!({"rows": ctl(&s).counters(), "throttled": ctl(&s).throttled_count()}))
+}
+
+async fn app_load(State(s): State<Arc<SimState>>) -> Response {
+    ok(json!({"apps": ctl(&s).app_loads()}))
 }
 
 async fn reset_counters(State(s): State<Arc<SimState>>) -> Response {

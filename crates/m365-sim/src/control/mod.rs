@@ -477,7 +477,14 @@ impl Control {
         self.state.limits.mailbox_loads()
     }
 
+    /// Graph requests per app as the simulator counted them (knob `graph_app_requests_per_10_s`): totals, 429s of
+    /// the per-app limit, the most within any 10 s and per fixed 10 s window.
+    pub fn app_loads(&self) -> Vec<crate::graph::app_budget::AppLoad> {
+        self.state.app_budget.loads()
+    }
+
     pub fn reset_counters(&self) {
+        self.state.app_budget.reset();
         self.state.counters.reset();
         self.state.limits.reset();
     }

@@ -1,6 +1,7 @@
 //! Microsoft Graph v1.0: routing, caller authentication (token audience graph.microsoft.com, bound to the tenant's
 //! galbridge app), permission checks, and the response helpers the resource modules share.
 
+pub(crate) mod app_budget;
 pub(crate) mod batch;
 pub(crate) mod budget;
 mod contact_folders;

@@ -469,3 +469,81 @@ async fn batch_carries_binary_bodies_both_ways_and_reads_lenient_envelopes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["message"], "Each request needs an id.");
 }
+
+#[tokio::test]
+async fn graph_limits_each_app_counting_inner_batch_requests_one_by_one() {
+    // [§4] 130,000 requests per 10 s per app across all tenants; each inner `$batch` request counts. The knob
+    // lowers the limit; the control API reports per app what it sent in any 10 s.
+    let t = spawn(&[("acme", 20)]).await;
+    let knobs = t
+        .http
+        .patch(t.url("/_control/knobs"))
+        .json(&json!({"graph_app_requests_per_10_s": 25}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(knobs.status(), StatusCode::OK);
+    let tok = t.token("acme", GRAPH).await;
+    let app = t.sim.tenant("acme").unwrap().client_id.to_ascii_lowercase();
+    let inner: Vec<Value> = (0..20)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users?$top=1"}))
+        .collect();
+    let (status, body) = t
+        .send_json(
+            &tok,
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            json!({"requests": inner}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let answered: Vec<&Value> = body["responses"].as_array().unwrap().iter().collect();
+    assert!(answered.iter().all(|r| r["status"] == 200), "{body}");
+    for _ in 0..5 {
+        assert_eq!(t.get(&tok, "/v1.0/users?$top=1").await.0, StatusCode::OK);
+    }
+    // The 26th request within 10 s: refused for the app, with when to come back and the scope.
+    let (status, _, headers) = t.get_with(&tok, "/v1.0/users?$top=1", &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        headers["x-ms-throttle-scope"].to_str().unwrap(),
+        format!("Application/All/{app}")
+    );
+
+    let load: Value = t
+        .http
+        .get(t.url("/_control/app-load"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = load["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app_id"] == app.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        mine["requests"], 25,
+        "20 inner requests + 5, the envelope not counted: {mine}"
+    );
+    assert_eq!(mine["throttled"], 1);
+    assert_eq!(mine["max_in_any_10_s"], 25);
+
+    // Once the window has passed, the app may send again.
+    t.sim.control().advance_clock(Duration::from_secs(11));
+    assert_eq!(t.get(&tok, "/v1.0/users?$top=1").await.0, StatusCode::OK);
+    let mine = t
+        .sim
+        .control()
+        .app_loads()
+        .into_iter()
+        .find(|a| a.app_id == app)
+        .unwrap();
+    assert_eq!((mine.requests, mine.max_in_any_10_s), (26, 25));
+}
