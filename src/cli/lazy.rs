@@ -46,7 +46,7 @@ impl LazyEngine {
     async fn engine(&self) -> Result<&EngineService, ServiceError> {
         self.engine
             .get_or_try_init(|| async {
-                crate::engine::build_service(self.config.clone())
+                crate::engine::build_serving_service(self.config.clone())
                     .await
                     .inspect_err(|error| error!(error = %error, "Cannot build the sync engine."))
             })

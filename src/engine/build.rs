@@ -70,6 +70,7 @@ pub async fn open_state_store(config: &Config) -> Result<Arc<dyn StateStore>, Op
 
 /// The engine the front doors use (`galbridge sync`, `serve`): the configuration's state store, and the tenants
 /// reached through the m365 clients (credentials from Key Vault, the environment or managed-identity federation).
+/// The CLI runs a phones run's shards itself; see [`build_serving_service`] for `serve`.
 pub async fn build_service(
     config: Config,
 ) -> Result<EngineService, crate::sync_service::ServiceError> {
@@ -82,6 +83,25 @@ pub async fn build_service(
         .map_err(|e| internal(e.to_string()))?
         .with_shared_budget(store.clone());
     Ok(EngineService::new(&config, store, Arc::new(connector)))
+}
+
+/// The engine of `galbridge serve`: [`build_service`], sending phones shards to the shard queue the configuration
+/// names (`[service.shard_queue]`, or the Functions connection settings `GALBRIDGE_QUEUE`), if any; `PhonesShard`
+/// consumes them on whichever instance the host gives each message to.
+pub async fn build_serving_service(
+    config: Config,
+) -> Result<EngineService, crate::sync_service::ServiceError> {
+    let queue = crate::queue::from_config(&config)
+        .map_err(|e| crate::sync_service::ServiceError::Internal(e.to_string()))?;
+    let service = build_service(config).await?;
+    Ok(match queue {
+        // host.json `extensions.queues.maxDequeueCount`.
+        Some(queue) => service.with_shard_queue(
+            queue,
+            crate::engine::targets::personal_contacts::shards::DEFAULT_MAX_DEQUEUE,
+        ),
+        None => service,
+    })
 }
 
 /// The engine over the configuration's state store and the given connector to the tenants.

@@ -38,4 +38,4 @@ pub mod targets;
 #[cfg(test)]
 pub mod testing;
 
-pub use build::build_service;
+pub use build::{build_service, build_serving_service};

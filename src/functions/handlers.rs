@@ -413,53 +413,23 @@ fn service_error_answer(error: &ServiceError) -> HostAnswer {
     }
 }
 
-/// The binding name of `PhonesShard`'s queue trigger (`functions/PhonesShard/function.json`).
-const PHONES_SHARD_BINDING: &str = "shard";
-
-/// A queue-trigger invocation's message text and dequeue count. The host passes the message under the binding's
-/// name, as a string (or, for a JSON message, possibly parsed), and `DequeueCount` in `Metadata` (a number or a
-/// string; 1 when absent).
-fn shard_trigger(body: &[u8]) -> Result<(String, u32), String> {
-    let invocation = Invocation::parse(body).map_err(|error| error.to_string())?;
-    let value = invocation
-        .data
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(PHONES_SHARD_BINDING))
-        .map(|(_, value)| value)
-        .ok_or_else(|| format!("no `{PHONES_SHARD_BINDING}` binding in Data"))?;
-    let text = match value {
-        serde_json::Value::String(text) => text.clone(),
-        serde_json::Value::Object(_) => value.to_string(),
-        other => {
-            return Err(format!(
-                "the `{PHONES_SHARD_BINDING}` binding is not a message: {other}"
-            ));
-        }
-    };
-    let dequeue_count = invocation
-        .metadata
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case("DequeueCount"))
-        .map(|(_, value)| match value {
-            serde_json::Value::Number(number) => number.as_u64(),
-            serde_json::Value::String(text) => text.trim().parse().ok(),
-            _ => None,
-        })
-        .map(|count| count.ok_or_else(|| "Metadata.DequeueCount is not a count".to_owned()))
-        .transpose()?
-        .unwrap_or(1);
-    Ok((text, u32::try_from(dequeue_count).unwrap_or(u32::MAX)))
-}
-
 /// `PhonesShard` (queue trigger): one shard of a `personal_contacts` run. Answers 200 when the shard is done (or
 /// belongs to a run that is no longer the link's latest), and 500 when it is not (some mailboxes failed, another try
 /// holds it, the state store failed): the host then delivers the message again, and after its last try moves it to
 /// the poison queue, which `status` reports.
 pub async fn phones_shard<S: SyncService>(service: Arc<S>, body: &[u8]) -> HostAnswer {
-    let (text, dequeue_count) = match shard_trigger(body) {
-        Ok(trigger) => trigger,
-        Err(reason) => return malformed("PhonesShard", &reason),
+    let delivery = match Invocation::parse(body) {
+        Ok(invocation) => invocation.queue_message(SHARD_BINDING),
+        Err(reason) => return malformed("PhonesShard", &reason.to_string()),
     };
+    let Some(delivery) = delivery else {
+        return malformed(
+            "PhonesShard",
+            &format!("no `{SHARD_BINDING}` message in Data"),
+        );
+    };
+    // The host counts this delivery; a host that leaves the count out is taken as a first try.
+    let (text, dequeue_count) = (delivery.text, delivery.dequeue_count.max(1));
     match service.run_shard(&text, dequeue_count).await {
         Ok(report) => {
             let settled = matches!(report.end.as_str(), "done" | "superseded");
@@ -539,34 +509,6 @@ fn run_all_answer(results: &[Result<RunReport, ServiceError>]) -> HostAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_queue_trigger_gives_the_message_and_its_dequeue_count() {
-        let body =
-            br#"{"Data":{"shard":"{\"v\":1,\"link\":\"l\",\"generation\":\"g\",\"shard\":2}"},
-            "Metadata":{"DequeueCount":3,"Id":"m1"}}"#;
-        let (text, count) = shard_trigger(body).expect("a queue trigger");
-        assert_eq!(count, 3);
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&text).expect("json")["shard"],
-            2
-        );
-        // A JSON message the host passed parsed, a count as a string, the count left out.
-        let (text, count) =
-            shard_trigger(br#"{"Data":{"Shard":{"v":1}},"Metadata":{"dequeueCount":"2"}}"#)
-                .expect("lenient");
-        assert_eq!((text.as_str(), count), (r#"{"v":1}"#, 2));
-        assert_eq!(
-            shard_trigger(br#"{"Data":{"shard":"x"}}"#)
-                .expect("no metadata")
-                .1,
-            1
-        );
-        assert!(shard_trigger(br#"{"Data":{"other":"x"}}"#).is_err());
-        assert!(
-            shard_trigger(br#"{"Data":{"shard":"x"},"Metadata":{"DequeueCount":"many"}}"#).is_err()
-        );
-    }
 
     /// Answers shard deliveries with the `end` named by the message text.
     struct ShardEnds;

@@ -92,6 +92,29 @@ impl Sim {
         }
     }
 
+    /// acme and northern with `acme_users` and `northern_users` users (phones tests want many mailboxes).
+    pub fn start_sized(acme_users: usize, northern_users: usize, knobs: Knobs) -> Sim {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the simulator");
+        let handle = runtime
+            .block_on(m365_sim::start(SimConfig {
+                tenants: vec![
+                    TenantSeed::new("acme", acme_users),
+                    TenantSeed::new("northern", northern_users),
+                ],
+                knobs,
+                ..SimConfig::default()
+            }))
+            .expect("the simulator starts");
+        Sim {
+            handle,
+            _runtime: runtime,
+        }
+    }
+
     /// Users of `tenant` that belong in other tenants' address books by default, from the simulator's own data
     /// (enabled members with an address, not hidden from the address lists), independently of the engine.
     pub fn users_in_scope(&self, tenant: &str) -> Vec<Value> {
