@@ -316,7 +316,7 @@ fn a_shard_the_handler_keeps_failing_is_tried_max_dequeue_count_times_then_poiso
     runtime.block_on(queue.send(text)).expect("sent");
     let app = spawn_handler();
 
-    // Until the engine serves PhonesShard, the handler answers it as an unknown function (404): a failure.
+    // A message that is no shard of any run (no link, no generation) is refused by PhonesShard (500): a failure.
     let trigger = QueueTrigger::start(
         queue.clone(),
         app.port,
@@ -335,7 +335,7 @@ fn a_shard_the_handler_keeps_failing_is_tried_max_dequeue_count_times_then_poiso
     assert!(
         deliveries
             .iter()
-            .all(|d| d.host_status == 404 && d.text == text)
+            .all(|d| d.host_status == 500 && d.text == text)
     );
     assert!(
         deliveries[..4]
