@@ -445,6 +445,9 @@ fn link_card(page: &mut Html, index: usize, link: &LinkStatus, now: DateTime<Utc
         html!(page; "<li>took <b>" {duration_text(run.duration_ms)} "</b></li></ul>");
     }
 
+    if let Some(shards) = &link.shards {
+        shard_line(page, shards);
+    }
     chart(page, &link.recent_runs);
     failing_objects(page, link);
     if link.quarantine.is_some() {
@@ -452,6 +455,25 @@ fn link_card(page: &mut Html, index: usize, link: &LinkStatus, now: DateTime<Utc
             "\">what would be deleted and how to release it</a>.</p>");
     }
     page.raw("</article>");
+}
+
+/// A phones link's latest shard set: progress, and the shards that were poisoned or gave up.
+fn shard_line(page: &mut Html, shards: &crate::report::ShardSetStatus) {
+    html!(page; "<p class=\"more shards\">Shards of the last run: <b>" {shards.done} "/" {shards.shards}
+        "</b> done, " {shards.mailboxes_done} "/" {shards.mailboxes} " mailboxes");
+    if shards.in_flight > 0 {
+        html!(page; ", " {shards.in_flight} " on the queue");
+    }
+    if shards.failed > 0 {
+        html!(page; ", <span class=\"bad\">" {shards.failed} " failed</span> (the next run retries their mailboxes)");
+    }
+    for poisoned in &shards.poisoned {
+        html!(page; "; <span class=\"bad\">shard " {poisoned.shard} " poisoned</span>");
+        if let Some(error) = &poisoned.last_error {
+            html!(page; ": " {error});
+        }
+    }
+    page.raw("</p>");
 }
 
 /// The last runs as an inline SVG: a bar per run (its duration, coloured by outcome) and a line of dots (its
@@ -644,6 +666,35 @@ mod tests {
                 "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &quot;quoted&quot; \
                  &amp; &#39;single&#39;"
             ),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn a_phones_link_shows_its_shards_and_the_poisoned_ones_escaped() {
+        let mut status = status();
+        status.links[0].shards = Some(crate::report::ShardSetStatus {
+            generation: "g".into(),
+            shards: 3,
+            done: 2,
+            pending: 1,
+            mailboxes: 25,
+            mailboxes_done: 24,
+            poisoned: vec![crate::report::PoisonedShard {
+                shard: 1,
+                message_id: "m".into(),
+                inserted: None,
+                last_error: Some("403 <ErrorAccessDenied>".into()),
+            }],
+            ..crate::report::ShardSetStatus::default()
+        });
+        let page = render(&status, at("2026-12-06T12:00:00Z"));
+        assert!(
+            page.contains("Shards of the last run: <b>2/3</b> done, 24/25 mailboxes"),
+            "{page}"
+        );
+        assert!(
+            page.contains("shard 1 poisoned</span>: 403 &lt;ErrorAccessDenied&gt;"),
             "{page}"
         );
     }

@@ -300,6 +300,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_table_shows_a_phones_link_s_shards_and_poisoned_ones() {
+        let status = StatusReport {
+            version: "0".into(),
+            links: vec![LinkStatus {
+                link: "acme-phones".into(),
+                shards: Some(crate::report::ShardSetStatus {
+                    generation: "g1".into(),
+                    queue: Some("galbridge-phones-shards".into()),
+                    shards: 3,
+                    done: 1,
+                    pending: 1,
+                    failed: 1,
+                    in_flight: 0,
+                    mailboxes: 25,
+                    mailboxes_done: 19,
+                    poisoned: vec![crate::report::PoisonedShard {
+                        shard: 2,
+                        message_id: "m-7".into(),
+                        inserted: None,
+                        last_error: Some("403 ErrorAccessDenied".into()),
+                    }],
+                    failed_shards: vec![crate::report::FailedShard {
+                        shard: 2,
+                        mailboxes_left: 1,
+                        last_error: None,
+                    }],
+                    ..crate::report::ShardSetStatus::default()
+                }),
+                ..LinkStatus::default()
+            }],
+        };
+        let text = status_table(&status);
+        assert!(
+            text.contains("acme-phones: shards of run g1 (queue galbridge-phones-shards, ")
+                && text
+                    .contains("1/3 done, 1 pending (0 in flight), 1 failed; mailboxes 19/25 done"),
+            "{text}"
+        );
+        assert!(
+            text.contains("acme-phones: shard 2 poisoned (message m-7): 403 ErrorAccessDenied"),
+            "{text}"
+        );
+        assert!(
+            text.contains("acme-phones: shard 2 failed with 1 mailbox(es) left"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn status_table_names_failing_objects_under_their_link() {
         use crate::report::{FailingObject, Health};
         let status = StatusReport {
