@@ -305,7 +305,7 @@ fn malformed_envelopes_and_unknown_functions_fail_the_invocation() {
         res(&envelope),
         (
             404,
-            json!({ "error": "no function named \"Cleanup\"; this handler serves SyncTimer, SyncHttp, Status, Notify" })
+            json!({ "error": "no function named \"Cleanup\"; this handler serves SyncTimer, SyncHttp, Status, Notify, PhonesShard" })
         )
     );
 }

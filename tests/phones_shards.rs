@@ -432,6 +432,13 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
         .await
         .expect("the run starts");
     assert_eq!(next.outcome, RunOutcome::Succeeded, "{}", next.summary);
+    assert!(
+        next.failures
+            .iter()
+            .any(|f| f.kind == "shard_unfinished" && f.reason.contains("ErrorAccessDenied")),
+        "the run reports what the previous shards left: {:?}",
+        next.failures
+    );
     let messages = drain(&bed.queue);
     assert_eq!(messages.len(), 1, "only the unfinished mailbox has work");
     let report = deliver(&bed.second, &messages[0], 1).await;

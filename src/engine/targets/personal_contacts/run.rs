@@ -48,6 +48,7 @@ const REPORTED_ONLY: &[&str] = &[
     "mailbox_unknown",
     "source_photo",
     "shards_in_flight",
+    "shard_unfinished",
 ];
 
 /// Whether a failure leaves its mailbox (and the run) not done.
@@ -436,7 +437,11 @@ impl PersonalContacts {
             }
         };
         let unfinished = match load_shards(store, &link.name).await {
-            Ok(shards) => unfinished_mailboxes(previous.as_ref(), &shards),
+            Ok(shards) => {
+                // What the previous shard set left undone is reported here (its shards report only to the host).
+                failures.extend(previous_shard_failures(previous.as_ref(), &shards));
+                unfinished_mailboxes(previous.as_ref(), &shards)
+            }
             Err(error) => {
                 failures.push(state_failure("reading the previous shards failed", &error));
                 return Applied {
@@ -701,6 +706,39 @@ impl PersonalContacts {
             .run(&fanout, &generation, message.shard, last_try)
             .await
     }
+}
+
+/// One reported failure per shard of the previous set that ended with mailboxes not done (failed, poisoned or
+/// stale): this run reconciles those mailboxes in full.
+fn previous_shard_failures(
+    previous: Option<&Generation>,
+    shards: &BTreeMap<u32, super::shards::ShardRecord>,
+) -> Vec<Failure> {
+    let Some(previous) = previous else {
+        return Vec::new();
+    };
+    shards
+        .iter()
+        .filter(|(_, shard)| shard.generation == previous.id)
+        .filter(|(_, shard)| shard.state != super::shards::ShardState::Done)
+        .filter_map(|(index, shard)| {
+            let left = shard.mailboxes.len().saturating_sub(shard.done.len());
+            (left > 0).then(|| Failure {
+                anchor: None,
+                mailbox: None,
+                kind: "shard_unfinished".into(),
+                reason: format!(
+                    "shard {index} of the previous run ({}) ended with {left} mailbox(es) not done{}; this run lists their folders",
+                    previous.id,
+                    shard
+                        .last_error
+                        .as_deref()
+                        .map(|error| format!(" ({error})"))
+                        .unwrap_or_default()
+                ),
+            })
+        })
+        .collect()
 }
 
 /// The dry run's plan: one change per person (each applies to every selected mailbox).
