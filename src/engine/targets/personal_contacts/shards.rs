@@ -7,8 +7,8 @@
 //! State, in the link's scope [`SHARD_SCOPE`] (never a mailbox: mailbox scopes are user ids):
 //! - `generation`: the [`Generation`] (id, mode, shard count, the anchor prefix, the queue it went to, whether every
 //!   message was sent);
-//! - `shard:{n:05}`: a [`ShardRecord`] per shard: its mailboxes, the ones done (its checkpoint: a retry skips them),
-//!   its state, its tries and last error;
+//! - `shard:{n:05}`: a [`ShardRecord`] per shard: its mailboxes, the ones done (its checkpoint, saved every 10
+//!   mailboxes or 5 seconds: a retry skips them), its state, its tries and last error;
 //! - `changed:{n:05}`, `held:{n:05}`: the generation's changed-or-departed people and the people the safety net
 //!   holds, [`ANCHORS_PER_RECORD`] anchors a record (a large change set stays out of the queue message).
 //!
@@ -51,6 +51,9 @@ pub const SHARD_STALE_AFTER: chrono::Duration = chrono::Duration::hours(1);
 pub const POISON_PEEK: usize = 32;
 
 const GENERATION_KEY: &str = "generation";
+/// A shard saves its progress after this many mailboxes done, or [`PROGRESS_EVERY`], whichever comes first.
+const PROGRESS_EVERY_MAILBOXES: usize = 10;
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn shard_key(index: u32) -> String {
     format!("shard:{index:05}")
@@ -579,7 +582,7 @@ pub struct ShardRunner<'a> {
 
 impl ShardRunner<'_> {
     /// One try of shard `index` of `generation`: its lease, its record, each remaining mailbox through
-    /// [`Fanout::sync`] (at most `max_concurrency` at once, the record saved as each is done), and the shard's
+    /// [`Fanout::sync`] (at most `max_concurrency` at once, the record saved every few mailboxes), and the shard's
     /// state at the end (`failed` when `last_try` and not complete).
     pub async fn run(
         &self,
@@ -665,6 +668,7 @@ impl ShardRunner<'_> {
         let mut running = tokio::task::JoinSet::new();
         let mut run = ShardRun::ended(ShardEnd::Incomplete);
         run.mailboxes = total;
+        let (mut unsaved, mut saved_at) = (0usize, std::time::Instant::now());
         let stop = |lost: &AtomicBool| {
             lost.load(Ordering::SeqCst)
                 || self
@@ -720,9 +724,18 @@ impl ShardRunner<'_> {
                     let complete = self.book(&mut run, outcome);
                     if complete {
                         shard.done.insert(mailbox.id);
-                        // The shard's checkpoint: a retry skips this mailbox.
-                        if let Err(error) = save_shard(store, link, index, &shard).await {
-                            tracing::warn!(link, shard = index, error = %error, "Saving the shard's progress failed; saved again at its end.");
+                        unsaved += 1;
+                        // The shard's checkpoint (a retry skips what it lists), every few mailboxes or seconds: a
+                        // try that dies loses at most those, which its retry reconciles again.
+                        if unsaved >= PROGRESS_EVERY_MAILBOXES
+                            || saved_at.elapsed() >= PROGRESS_EVERY
+                        {
+                            match save_shard(store, link, index, &shard).await {
+                                Ok(()) => (unsaved, saved_at) = (0, std::time::Instant::now()),
+                                Err(error) => {
+                                    tracing::warn!(link, shard = index, error = %error, "Saving the shard's progress failed; saved again later.");
+                                }
+                            }
                         }
                     } else {
                         shard.last_error = run
