@@ -320,8 +320,10 @@ impl ExchangeClient {
         read_only: bool,
     ) -> Result<Vec<Value>, ExchangeError> {
         let mut results = Vec::new();
-        self.invoke_each(cmdlet, parameters, read_only, &mut |value| results.push(value))
-            .await?;
+        self.invoke_each(cmdlet, parameters, read_only, &mut |value| {
+            results.push(value)
+        })
+        .await?;
         Ok(results)
     }
 

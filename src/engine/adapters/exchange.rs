@@ -111,18 +111,21 @@ impl MailContactTarget for ExchangeContacts {
         contact_view.insert("RecipientTypeDetails".into(), json!("MailContact"));
         let mut by_id: HashMap<String, Map<String, Value>> = HashMap::new();
         self.exchange
-            .invoke_each("Get-Contact", Value::Object(contact_view), true, &mut |value| {
-                if let Value::Object(object) = value {
-                    by_id.insert(contact_id(&object), keep_only(object, &contact_properties));
-                }
-            })
+            .invoke_each(
+                "Get-Contact",
+                Value::Object(contact_view),
+                true,
+                &mut |value| {
+                    if let Value::Object(object) = value {
+                        by_id.insert(contact_id(&object), keep_only(object, &contact_properties));
+                    }
+                },
+            )
             .await
             .map_err(port_error)?;
         Ok(mail_contacts
             .iter()
-            .map(|object| {
-                target_object(object, by_id.get(&contact_id(object)), anchor_attribute)
-            })
+            .map(|object| target_object(object, by_id.get(&contact_id(object)), anchor_attribute))
             .collect())
     }
 

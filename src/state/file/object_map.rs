@@ -226,10 +226,8 @@ impl ObjectMapFiles {
         if live == present.len() {
             return self.write_snapshot(scope, BTreeMap::new());
         }
-        let lines: Vec<JournalLine<&ObjectRecord>> = present
-            .into_iter()
-            .map(JournalLine::Delete)
-            .collect();
+        let lines: Vec<JournalLine<&ObjectRecord>> =
+            present.into_iter().map(JournalLine::Delete).collect();
         self.append(&lines)?;
         self.compact_if_large(scope)
     }
@@ -299,8 +297,9 @@ impl ObjectMapFiles {
         fsio::write_atomic(&self.snapshot, &mut |out| {
             out.write_all(b"{\"scope\":")
                 .map_err(|e| io_error(&self.snapshot, "writing", &e))?;
-            serde_json::to_writer(&mut *out, scope)
-                .map_err(|e| StateError::Io(format!("serialising {}: {e}", self.snapshot.display())))?;
+            serde_json::to_writer(&mut *out, scope).map_err(|e| {
+                StateError::Io(format!("serialising {}: {e}", self.snapshot.display()))
+            })?;
             out.write_all(b",\"records\":[")
                 .map_err(|e| io_error(&self.snapshot, "writing", &e))?;
             let mut next = 0;
@@ -418,7 +417,8 @@ impl JournalIndex {
                     what: path.display().to_string(),
                     reason: format!("line {number}: {e}"),
                 };
-                let entry: JournalLine<&RawValue> = serde_json::from_slice(body).map_err(corrupt)?;
+                let entry: JournalLine<&RawValue> =
+                    serde_json::from_slice(body).map_err(corrupt)?;
                 match entry {
                     JournalLine::Put(record) => {
                         let anchor: AnchorOnly<'_> =
