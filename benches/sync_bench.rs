@@ -2,7 +2,8 @@
 //! m365-sim running in this process: N source people into an empty target, then 1% of them changed. Prints wall
 //! time, requests per object, retries, the galbridge process's peak memory (VmHWM, simulator not included), and the
 //! incremental run's requests per change for two directory sizes (it must not grow with the directory).
-//! `GALBRIDGE_BENCH_PEOPLE` sets N (default 5000; the small size is N/10). Run: `cargo bench --bench sync_bench`.
+//! `GALBRIDGE_BENCH_PEOPLE` sets N (default 5000; the small size is N/10), `GALBRIDGE_BENCH_CHANGES` the number of
+//! people changed before the incremental run (default 1% of each size). Run: `cargo bench --bench sync_bench`.
 //! The simulator models no network latency here: wall times are galbridge's and the simulator's CPU on this machine.
 
 #[path = "support/binary.rs"]
@@ -36,7 +37,7 @@ async fn measure(people: usize) -> Figures {
 
     let control = sim.control();
     let users = control.users("acme").expect("users");
-    let changes = (people / 100).max(1);
+    let changes = changes_for(people);
     for (i, user) in users
         .iter()
         .filter(|u| u["accountEnabled"] == true && u["userType"] == "Member")
@@ -60,6 +61,15 @@ async fn measure(people: usize) -> Figures {
         changes,
         incremental,
     }
+}
+
+/// How many people the incremental run changes: `GALBRIDGE_BENCH_CHANGES`, else 1% of `people`.
+fn changes_for(people: usize) -> usize {
+    std::env::var("GALBRIDGE_BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(people / 100)
+        .max(1)
 }
 
 fn mib(run: &Run) -> String {
@@ -88,7 +98,7 @@ fn print(figures: &Figures) {
     );
     let inc = &figures.incremental.report;
     println!(
-        "  1% changed ({} people): {:>7.2} s, {} requests {}, {:.2} requests per change, {} updates, {} retries, peak memory {}",
+        "  {} changed: {:>7.2} s, {} requests {}, {:.2} requests per change, {} updates, {} retries, peak memory {}",
         figures.changes,
         figures.incremental.secs,
         requests(inc),

@@ -75,6 +75,32 @@ pub struct SourceView {
     pub complete: bool,
 }
 
+/// Names in use in the target, as 64-bit hashes of their lowercase form (Exchange compares names
+/// case-insensitively): a few bytes per name, so a run can know every name of a large directory.
+#[derive(Debug, Clone, Default)]
+pub struct TakenNames(HashSet<u64>);
+
+impl TakenNames {
+    fn key(name: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        name.to_lowercase().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    pub fn insert(&mut self, name: &str) {
+        self.0.insert(Self::key(name));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.remove(&Self::key(name));
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(&Self::key(name))
+    }
+}
+
 /// Inputs of the diff.
 pub struct DiffInput<'a> {
     pub source: &'a SourceView,
@@ -84,6 +110,9 @@ pub struct DiffInput<'a> {
     /// Anchor prefix of this link's source tenant (`galbridge:{tenantId}:`): anchored target objects with it are ours.
     pub anchor_prefix: &'a str,
     pub policy: &'a DiffPolicy,
+    /// Names of managed objects `managed` does not hold (a run that loaded only the objects it touches); `None`
+    /// when `managed` holds them all.
+    pub names: Option<&'a TakenNames>,
 }
 
 /// The plan of a purge: every object of the target carrying an anchor of `anchor_prefix` (this link's source
@@ -126,6 +155,33 @@ pub fn purge_plan(
 
 /// Computes the plan (without link name, checkpoints or safety, which the runner fills in).
 pub fn diff(input: &DiffInput<'_>) -> Plan {
+    diff_with(input, Entries::Copied)
+}
+
+/// [`diff`] without copying the source's entries into the plan: its creates, updates and adoptions carry an entry
+/// with the anchor only, until [`Plan::take_entries`] moves the source's own in. A full run of a large tenant then
+/// holds each person's entry once, not twice.
+pub fn diff_lean(input: &DiffInput<'_>) -> Plan {
+    diff_with(input, Entries::Moved)
+}
+
+/// Whether the plan gets copies of the source's entries or waits for them to be moved in.
+#[derive(Clone, Copy)]
+enum Entries {
+    Copied,
+    Moved,
+}
+
+impl Entries {
+    fn of(self, entry: &Entry) -> Entry {
+        match self {
+            Entries::Copied => entry.clone(),
+            Entries::Moved => Entry::new(entry.anchor.clone()),
+        }
+    }
+}
+
+fn diff_with(input: &DiffInput<'_>, entries: Entries) -> Plan {
     let mut plan = Plan::default();
     let target_by_anchor: HashMap<&str, &TargetObject> = input
         .target
@@ -162,7 +218,7 @@ pub fn diff(input: &DiffInput<'_>) -> Plan {
                 plan_update(
                     &mut plan,
                     &mut names,
-                    entry,
+                    (entry, entries),
                     &current,
                     stored_name,
                     managed.map(|m| &m.entry),
@@ -170,19 +226,31 @@ pub fn diff(input: &DiffInput<'_>) -> Plan {
             }
             // Managed but gone from the target (a user deleted it): create it again.
             (true, Some(_), None) | (true, None, None) => {
-                plan_new(&mut plan, &mut names, entry, &target_by_address, input);
+                plan_new(
+                    &mut plan,
+                    &mut names,
+                    (entry, entries),
+                    &target_by_address,
+                    input,
+                );
             }
             (false, Some(current), _) => {
                 plan_update(
                     &mut plan,
                     &mut names,
-                    entry,
+                    (entry, entries),
                     current,
                     &current.name,
                     Some(&current.entry),
                 );
             }
-            (false, None, _) => plan_new(&mut plan, &mut names, entry, &target_by_address, input),
+            (false, None, _) => plan_new(
+                &mut plan,
+                &mut names,
+                (entry, entries),
+                &target_by_address,
+                input,
+            ),
         }
     }
 
@@ -323,7 +391,7 @@ pub fn field_changes(old: &BTreeMap<Field, String>, new: &Entry) -> Vec<FieldCha
 fn plan_update(
     plan: &mut Plan,
     names: &mut NameBook,
-    entry: &Entry,
+    (entry, entries): (&Entry, Entries),
     current: &ManagedObject,
     stored_name: &str,
     last_written: Option<&Entry>,
@@ -348,7 +416,7 @@ fn plan_update(
         rename,
         changes,
         unhide: current.hidden,
-        entry: entry.clone(),
+        entry: entries.of(entry),
         name,
     });
 }
@@ -356,7 +424,7 @@ fn plan_update(
 fn plan_new(
     plan: &mut Plan,
     names: &mut NameBook,
-    entry: &Entry,
+    (entry, entries): (&Entry, Entries),
     target_by_address: &HashMap<String, &TargetObject>,
     input: &DiffInput<'_>,
 ) {
@@ -371,7 +439,7 @@ fn plan_new(
                 target_id: object.id.clone(),
                 name: object.name.clone(),
                 changes: field_changes(&object.fields, entry),
-                entry: entry.clone(),
+                entry: entries.of(entry),
             });
         }
         Some(object) => {
@@ -393,7 +461,7 @@ fn plan_new(
             plan.creates.push(Create {
                 anchor: entry.anchor.clone(),
                 name,
-                entry: entry.clone(),
+                entry: entries.of(entry),
             });
         }
     }
@@ -401,33 +469,31 @@ fn plan_new(
 
 /// Names in use in the target, to give every object a unique one.
 struct NameBook {
-    taken: HashSet<String>,
+    taken: TakenNames,
 }
 
 impl NameBook {
     fn new(input: &DiffInput<'_>) -> NameBook {
-        let mut taken = HashSet::new();
+        let mut taken = input.names.cloned().unwrap_or_default();
         for object in input.target.unwrap_or_default() {
-            taken.insert(object.name.to_lowercase());
+            taken.insert(&object.name);
         }
         for managed in input.managed.values() {
-            taken.insert(managed.name.to_lowercase());
+            taken.insert(&managed.name);
         }
         NameBook { taken }
     }
 
     fn claim(&mut self, name: &str) {
-        self.taken.insert(name.to_lowercase());
+        self.taken.insert(name);
     }
 
     /// A unique name for the entry; `own` is the name it holds now (free for itself to keep).
     fn assign(&mut self, entry: &Entry, own: Option<&str>) -> String {
         if let Some(own) = own {
-            self.taken.remove(&own.to_lowercase());
+            self.taken.remove(own);
         }
-        let name = unique_name(entry, |candidate| {
-            self.taken.contains(&candidate.to_lowercase())
-        });
+        let name = unique_name(entry, |candidate| self.taken.contains(candidate));
         self.claim(&name);
         name
     }

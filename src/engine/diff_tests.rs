@@ -64,6 +64,7 @@ fn run(
         target,
         anchor_prefix: PREFIX,
         policy: &policy,
+        names: None,
     })
 }
 

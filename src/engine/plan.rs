@@ -150,6 +150,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Moves the entries of a [`crate::engine::diff::diff_lean`] plan in from the source's (each leaves `desired`).
+    pub fn take_entries(&mut self, desired: &mut std::collections::BTreeMap<String, Entry>) {
+        let mut take = |entry: &mut Entry| {
+            if let Some(full) = desired.remove(&entry.anchor) {
+                *entry = full;
+            }
+        };
+        self.creates.iter_mut().for_each(|c| take(&mut c.entry));
+        self.updates.iter_mut().for_each(|u| take(&mut u.entry));
+        self.adoptions.iter_mut().for_each(|a| take(&mut a.entry));
+    }
+
     /// Counts by kind of change (held removals are not counted: they will not be applied).
     pub fn counts(&self) -> PlanCounts {
         let deletes = self

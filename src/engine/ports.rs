@@ -61,6 +61,19 @@ pub trait SourceDirectory: Send + Sync {
         delta_link: Option<&str>,
         select: &[String],
     ) -> Result<SourceRead, PortError>;
+    /// Reads users like [`SourceDirectory::read_users`], handing each object to `each` as it is read instead of
+    /// collecting them (a full read of a large tenant is mapped page by page, never held whole); returns the delta
+    /// link. The default collects through `read_users`.
+    async fn read_users_each(
+        &self,
+        delta_link: Option<&str>,
+        select: &[String],
+        each: &mut (dyn FnMut(SourceObject) + Send),
+    ) -> Result<String, PortError> {
+        let read = self.read_users(delta_link, select).await?;
+        read.objects.into_iter().for_each(&mut *each);
+        Ok(read.delta_link)
+    }
     /// Reads every org contact of the tenant.
     async fn read_org_contacts(&self) -> Result<Vec<SourceObject>, PortError>;
     /// Transitive member ids of a group (users only).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-use super::diff::ManagedObject;
+use super::diff::{ManagedObject, TakenNames};
 use crate::state::{LINK_SCOPE, ObjectRecord, StateError, StateStore};
 
 /// How many record writes are batched before they are flushed.
@@ -50,6 +50,69 @@ pub async fn load_managed(
         .iter()
         .map(|record| from_record(record).map(|object| (object.anchor.clone(), object)))
         .collect()
+}
+
+/// What a run that reads the source incrementally needs of a link's managed objects, without loading them all:
+/// the objects of the anchors the run touches plus every pending create intent ([`TouchedRecords::objects`]), how
+/// many objects are managed (the safety net's base), and, only when the run must choose a name, the names in use
+/// (as [`TakenNames`], a few bytes per name). Memory follows the changes, not the directory.
+pub struct TouchedRecords {
+    pub objects: BTreeMap<String, ManagedObject>,
+    /// Managed objects that are not pending intents.
+    pub managed_count: u64,
+    /// Every managed object's name, when `wants_names` asked for them.
+    pub names: Option<TakenNames>,
+}
+
+/// Loads [`TouchedRecords`]: the records of `anchors` first (selectively), then one streamed pass over the map for
+/// the intents, the count and (if `wants_names` says so, given the touched objects) the names.
+pub async fn load_touched(
+    store: &dyn StateStore,
+    link: &str,
+    anchors: &[String],
+    wants_names: impl FnOnce(&BTreeMap<String, ManagedObject>) -> bool,
+) -> Result<TouchedRecords, StateError> {
+    let mut objects = BTreeMap::new();
+    for record in store.get_objects(link, LINK_SCOPE, anchors).await? {
+        let object = from_record(&record)?;
+        objects.insert(object.anchor.clone(), object);
+    }
+    let mut names = wants_names(&objects).then(TakenNames::default);
+    let mut managed_count = 0;
+    let mut intents = Vec::new();
+    store
+        .scan_objects(link, LINK_SCOPE, &mut |record| {
+            let data = record.data.as_ref();
+            let pending = data
+                .and_then(|data| data.get("pending"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
+            if pending {
+                intents.push(record);
+                return;
+            }
+            managed_count += 1;
+            if let Some(names) = names.as_mut()
+                && let Some(name) = data
+                    .and_then(|data| data.get("name"))
+                    .and_then(serde_json::Value::as_str)
+            {
+                names.insert(name);
+            }
+        })
+        .await?;
+    for record in intents {
+        let object = from_record(&record)?;
+        if let Some(names) = names.as_mut() {
+            names.insert(&object.name);
+        }
+        objects.insert(object.anchor.clone(), object);
+    }
+    Ok(TouchedRecords {
+        objects,
+        managed_count,
+        names,
+    })
 }
 
 /// Buffers record writes and deletes of a link and flushes them in batches.

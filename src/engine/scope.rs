@@ -275,6 +275,82 @@ impl HiddenStage {
     }
 }
 
+/// The hidden stage of a full read, in two steps so the read can be mapped as it arrives (a large tenant is never
+/// held whole): [`begin_full_hidden`] asks Exchange for the hidden set before the read (`hidden = "exclude"`), the
+/// mapping notes every object only being hidden keeps out ([`FullHidden::note`]), and [`FullHidden::finish`] gives
+/// the same [`HiddenStage`] as [`read_hidden`] of a full read.
+pub struct FullHidden {
+    stage: HiddenStage,
+    rule: HiddenRule,
+    checked_at: DateTime<Utc>,
+    held: BTreeSet<String>,
+}
+
+/// Starts the hidden stage of a full read (see [`FullHidden`]); errors as [`read_hidden`]'s.
+pub async fn begin_full_hidden(
+    rules: &ScopeRules,
+    source_tenant: &str,
+    source: &dyn SourceDirectory,
+) -> Result<FullHidden, PortError> {
+    let rule = rules.hidden;
+    let mut stage = HiddenStage {
+        state: json!({"rule": rule.as_str()}),
+        ..HiddenStage::default()
+    };
+    let checked_at = Utc::now();
+    match rule {
+        HiddenRule::Include => {}
+        HiddenRule::Graph => stage.warning = Some(HIDDEN_GRAPH_WARNING),
+        HiddenRule::Exclude => {
+            stage.hidden = source
+                .hidden_ids()
+                .await
+                .map_err(|error| match error {
+                    PortError::Failed { service, message } => PortError::Failed {
+                        service,
+                        message: format!("source tenant {source_tenant:?}: {message}"),
+                    },
+                    other => other,
+                })?
+                .into_iter()
+                .collect();
+        }
+    }
+    Ok(FullHidden {
+        stage,
+        rule,
+        checked_at,
+        held: BTreeSet::new(),
+    })
+}
+
+impl FullHidden {
+    /// Who is hidden (the scope check's [`ScopeFacts::hidden`]).
+    pub fn hidden(&self) -> &HashSet<String> {
+        &self.stage.hidden
+    }
+
+    /// Notes an object read in this run and the scope's verdict on it: one only being hidden keeps out is held.
+    pub fn note(&mut self, object: &SourceObject, verdict: &Result<(), OutOfScope>) {
+        if self.rule == HiddenRule::Exclude && *verdict == Err(OutOfScope::Hidden) {
+            self.held.insert(object.id.to_ascii_lowercase());
+        }
+    }
+
+    /// The stage, as [`read_hidden`] of a full read gives it.
+    pub fn finish(self) -> HiddenStage {
+        let mut stage = self.stage;
+        if self.rule == HiddenRule::Exclude {
+            stage.state = json!({
+                "rule": self.rule.as_str(),
+                "checked_at": self.checked_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "held": self.held,
+            });
+        }
+        stage
+    }
+}
+
 /// The stored state of the hidden stage: the rule it ran with, when it last asked Exchange, and who it held out.
 struct HiddenState {
     rule: Option<String>,

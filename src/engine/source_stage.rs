@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::entry::{Entry, SourceKind, anchor_for};
+use super::entry::{Entry, SourceKind, SourceObject, anchor_for};
 use super::mapping::{Mapping, graph_select_for, group_select_for};
 use super::ports::{PortError, SourceDirectory, SourceRead};
 use super::scope::{
-    HiddenRun, HiddenStage, ScopeFacts, ScopeRules, hidden_needs_full, read_hidden,
+    FullHidden, HiddenRun, HiddenStage, OutOfScope, ScopeFacts, ScopeRules, begin_full_hidden,
+    hidden_needs_full, read_hidden,
 };
 use super::spec::{LinkSpec, ObjectOverride};
 use crate::state::LinkCheckpoint;
@@ -160,76 +161,175 @@ pub async fn read_source(
         || scope.include_org_contacts
         || hidden_needs_full(scope, checkpoint);
     let select = graph_select_for(rules.mapping, &scope.filter_attributes());
+    let group_select = group_select_for(&scope.group_filter_attributes());
     let from_checkpoint = if full {
         None
     } else {
         checkpoint.delta_link.clone()
     };
-    let mut read: SourceRead = match source.read_users(from_checkpoint.as_deref(), &select).await {
-        Ok(read) => read,
-        // Quirk (docs/microsoft-facts.md §2): delta tokens live about 7 days; 410 Gone means start over.
-        Err(PortError::DeltaExpired) => {
-            tracing::info!(link = %rules.link, "Delta token expired; reading the source in full.");
-            full = true;
-            source.read_users(None, &select).await?
-        }
-        Err(error) => return Err(error),
-    };
-    let mut groups_delta_link = None;
-    if scope.include_groups {
-        let group_select = group_select_for(&scope.group_filter_attributes());
-        let from = if full {
-            None
-        } else {
-            stored_groups_link.as_deref()
-        };
-        let groups = match source.read_groups(from, &group_select).await {
-            Ok(groups) => groups,
-            // Quirk (docs/microsoft-facts.md §2, §10): an expired groups/delta token means start over; the users read
-            // was incremental, so everything is read again in full (a full batch must be the whole scope).
+    // An incremental read is small: it is read whole, then the hidden stage looks at it. A full read (or one that
+    // falls back to full) is mapped as it arrives, page by page: the tenant's objects are never held all at once.
+    let mut incremental: Option<(SourceRead, Option<String>)> = None;
+    if let Some(from) = from_checkpoint.as_deref() {
+        match source.read_users(Some(from), &select).await {
+            Ok(mut read) => {
+                let mut groups_delta_link = None;
+                let mut groups_expired = false;
+                if scope.include_groups {
+                    match source
+                        .read_groups(stored_groups_link.as_deref(), &group_select)
+                        .await
+                    {
+                        Ok(groups) => {
+                            read.objects.extend(groups.objects);
+                            groups_delta_link = Some(groups.delta_link);
+                        }
+                        // Quirk (docs/microsoft-facts.md §2, §10): an expired groups/delta token means start over;
+                        // the users read was incremental, so everything is read again in full (a full batch must
+                        // be the whole scope).
+                        Err(PortError::DeltaExpired) => {
+                            tracing::info!(link = %rules.link, "Groups delta token expired; reading the source in full.");
+                            groups_expired = true;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                if groups_expired {
+                    full = true;
+                } else {
+                    incremental = Some((read, groups_delta_link));
+                }
+            }
+            // Quirk (docs/microsoft-facts.md §2): delta tokens live about 7 days; 410 Gone means start over.
             Err(PortError::DeltaExpired) => {
-                tracing::info!(link = %rules.link, "Groups delta token expired; reading the source in full.");
+                tracing::info!(link = %rules.link, "Delta token expired; reading the source in full.");
                 full = true;
-                read = source.read_users(None, &select).await?;
-                source.read_groups(None, &group_select).await?
             }
             Err(error) => return Err(error),
-        };
-        read.objects.extend(groups.objects);
-        groups_delta_link = Some(groups.delta_link);
+        }
     }
-    if scope.include_org_contacts {
-        read.objects.extend(source.read_org_contacts().await?);
-    }
-    let hidden = read_hidden(
-        HiddenRun {
-            rules: scope,
-            source_tenant: rules.source_tenant,
-            checkpoint,
-            full,
-            select: &select,
-            group_members: &group_members,
-        },
-        source,
-        &mut read,
-    )
-    .await?;
 
-    let facts = ScopeFacts {
+    let mut mapper = Mapper {
+        rules,
+        tenant_id: &tenant_id,
         group_members: &group_members,
-        hidden: &hidden.hidden,
+        desired: BTreeMap::new(),
+        gone: BTreeMap::new(),
+        groups: BTreeSet::new(),
+        read: 0,
     };
-    let mut desired = BTreeMap::new();
-    let mut gone = BTreeMap::new();
-    let mut groups = BTreeSet::new();
-    for object in &read.objects {
-        let anchor = anchor_for(&tenant_id, &object.id);
+    let (delta_link, groups_delta_link, hidden) = match incremental {
+        Some((mut read, groups_delta_link)) => {
+            if scope.include_org_contacts {
+                read.objects.extend(source.read_org_contacts().await?);
+            }
+            let hidden = read_hidden(
+                HiddenRun {
+                    rules: scope,
+                    source_tenant: rules.source_tenant,
+                    checkpoint,
+                    full,
+                    select: &select,
+                    group_members: &group_members,
+                },
+                source,
+                &mut read,
+            )
+            .await?;
+            for object in &read.objects {
+                let _verdict = mapper.map(object, &hidden.hidden);
+            }
+            (read.delta_link, groups_delta_link, hidden)
+        }
+        None => {
+            let mut stage = begin_full_hidden(scope, rules.source_tenant, source).await?;
+            let delta_link = {
+                let stage = &mut stage;
+                let mapper = &mut mapper;
+                source
+                    .read_users_each(None, &select, &mut |object| {
+                        mapper.map_noting(object, stage);
+                    })
+                    .await?
+            };
+            let mut groups_delta_link = None;
+            if scope.include_groups {
+                let groups = source.read_groups(None, &group_select).await?;
+                for object in groups.objects {
+                    mapper.map_noting(object, &mut stage);
+                }
+                groups_delta_link = Some(groups.delta_link);
+            }
+            if scope.include_org_contacts {
+                for object in source.read_org_contacts().await? {
+                    mapper.map_noting(object, &mut stage);
+                }
+            }
+            (delta_link, groups_delta_link, stage.finish())
+        }
+    };
+    let Mapper {
+        mut gone,
+        desired,
+        groups,
+        read,
+        ..
+    } = mapper;
+    // People hidden since the last run whom Graph's delta did not bring: leavers.
+    for id in &hidden.left {
+        gone.entry(anchor_for(&tenant_id, id))
+            .or_insert_with(|| "hidden".to_owned());
+    }
+    Ok(SourceBatch {
+        tenant_id,
+        full,
+        from_checkpoint,
+        delta_link,
+        read,
+        desired,
+        gone,
+        groups,
+        groups_delta_link,
+        groups_hash,
+        hidden,
+    })
+}
+
+/// Scope and map, one source object at a time, into the batch's maps.
+struct Mapper<'a, 'r> {
+    rules: &'a SourceRules<'r>,
+    tenant_id: &'a str,
+    group_members: &'a HashSet<String>,
+    desired: BTreeMap<String, Entry>,
+    gone: BTreeMap<String, String>,
+    groups: BTreeSet<String>,
+    read: u64,
+}
+
+impl Mapper<'_, '_> {
+    /// Maps an object of a full read, noting the hidden stage's held-out people.
+    fn map_noting(&mut self, object: SourceObject, stage: &mut FullHidden) {
+        let verdict = self.map(&object, stage.hidden());
+        stage.note(&object, &verdict);
+    }
+
+    /// Checks one object against the scope (with `hidden`, who is hidden) and renders it when in scope; returns
+    /// the scope's verdict.
+    fn map(&mut self, object: &SourceObject, hidden: &HashSet<String>) -> Result<(), OutOfScope> {
+        let facts = ScopeFacts {
+            group_members: self.group_members,
+            hidden,
+        };
+        let rules = self.rules;
+        self.read += 1;
+        let anchor = anchor_for(self.tenant_id, &object.id);
         let is_group = object.kind == SourceKind::Group;
         if is_group {
-            groups.insert(anchor.clone());
+            self.groups.insert(anchor.clone());
         }
         let object_override = rules.overrides.get(&object.id.to_ascii_lowercase());
-        let decision = match (scope.check(object, &facts), object_override) {
+        let verdict = rules.scope.check(object, &facts);
+        let decision = match (&verdict, object_override) {
             (Ok(()), Some(ObjectOverride::Exclude)) => Err("excluded".to_owned()),
             (Ok(()), _) => Ok(()),
             (Err(reason), _) => Err(serde_json::to_value(reason)
@@ -248,31 +348,14 @@ pub async fn read_source(
                 } else {
                     mapping.render(&anchor, object, rules.source_tenant)
                 };
-                desired.insert(anchor.clone(), entry);
+                self.desired.insert(anchor, entry);
             }
             Err(reason) => {
-                gone.insert(anchor, reason);
+                self.gone.insert(anchor, reason);
             }
         }
+        verdict
     }
-    // People hidden since the last run whom Graph's delta did not bring: leavers.
-    for id in &hidden.left {
-        gone.entry(anchor_for(&tenant_id, id))
-            .or_insert_with(|| "hidden".to_owned());
-    }
-    Ok(SourceBatch {
-        tenant_id,
-        full,
-        from_checkpoint,
-        delta_link: read.delta_link,
-        read: read.objects.len() as u64,
-        desired,
-        gone,
-        groups,
-        groups_delta_link,
-        groups_hash,
-        hidden,
-    })
 }
 
 /// A stable hash of a set of member ids.

@@ -319,9 +319,25 @@ impl ExchangeClient {
         parameters: Value,
         read_only: bool,
     ) -> Result<Vec<Value>, ExchangeError> {
+        let mut results = Vec::new();
+        self.invoke_each(cmdlet, parameters, read_only, &mut |value| {
+            results.push(value)
+        })
+        .await?;
+        Ok(results)
+    }
+
+    /// Runs `cmdlet` like [`ExchangeClient::invoke`], handing each result object to `each` as its page arrives: a
+    /// listing of a large tenant is cut down page by page instead of held whole.
+    pub async fn invoke_each(
+        &self,
+        cmdlet: &str,
+        parameters: Value,
+        read_only: bool,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), ExchangeError> {
         let body = json!({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters}});
         let mut url = self.endpoint.clone();
-        let mut results = Vec::new();
         loop {
             let request = ApiRequest::new(Method::POST, url.clone())
                 .json(&body)
@@ -342,27 +358,31 @@ impl ExchangeClient {
                 });
             }
             if response.body.is_empty() {
-                return Ok(results);
+                return Ok(());
             }
-            let page: Value = response.json().map_err(|error| ExchangeError::Decode {
+            let mut page: Value = response.json().map_err(|error| ExchangeError::Decode {
                 cmdlet: cmdlet.to_owned(),
                 message: error.to_string(),
             })?;
-            match page.get("value") {
-                Some(Value::Array(items)) => results.extend(items.iter().cloned()),
+            let next = page
+                .get("@odata.nextLink")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match page.get_mut("value").map(Value::take) {
+                Some(Value::Array(items)) => items.into_iter().for_each(&mut *each),
                 // [unverified] a cmdlet without output may answer without `value`.
                 None | Some(Value::Null) => {}
-                Some(other) => results.push(other.clone()),
+                Some(other) => each(other),
             }
-            match page.get("@odata.nextLink").and_then(Value::as_str) {
+            match next {
                 Some(next) => {
-                    let next = Url::parse(next)
+                    let next = Url::parse(&next)
                         .map_err(|error| ExchangeError::BadUrl(error.to_string()))?;
                     // A nextLink to another host is refused (allowlist), never followed with our token.
                     self.api.check_allowed(&next)?;
                     url = next;
                 }
-                None => return Ok(results),
+                None => return Ok(()),
             }
         }
     }

@@ -157,6 +157,20 @@ pub trait StateStore: Send + Sync {
         scope: &str,
         anchors: &[String],
     ) -> Result<Vec<ObjectRecord>, StateError>;
+    /// Hands every record of a (link, scope) to `visit`, one at a time, in no particular order: a store that can
+    /// stream (the file store reads its map record by record) never holds the whole map, so a caller that keeps a
+    /// digest of each record needs memory for the digests only. The default lists them all first.
+    async fn scan_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        visit: &mut (dyn FnMut(ObjectRecord) + Send),
+    ) -> Result<(), StateError> {
+        for record in self.list_objects(link, scope).await? {
+            visit(record);
+        }
+        Ok(())
+    }
     /// Inserts or replaces records (by anchor), atomically per call where the store allows (batches of ≤100).
     async fn put_objects(
         &self,

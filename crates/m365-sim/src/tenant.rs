@@ -104,6 +104,8 @@ pub(crate) struct Directory {
     user_exchange_changed: HashMap<String, String>,
     addresses: HashMap<String, AddressOwner>,
     contact_names: HashMap<String, String>,
+    /// Mail contacts per lowercase alias (New-MailContact picks a free one; a scan made a large tenant quadratic).
+    contact_aliases: HashMap<String, usize>,
 }
 
 fn user_addresses(u: &User) -> Vec<String> {
@@ -142,6 +144,23 @@ impl Directory {
     pub(crate) fn address_owner(&self, address: &str) -> Option<&AddressOwner> {
         self.addresses
             .get(&bare_address(address).to_ascii_lowercase())
+    }
+
+    /// Whether a mail contact has this alias (case-insensitively).
+    pub(crate) fn contact_alias_taken(&self, alias: &str) -> bool {
+        self.contact_aliases.contains_key(&alias.to_lowercase())
+    }
+
+    fn count_alias(&mut self, alias: &str, added: bool) {
+        let key = alias.to_lowercase();
+        if added {
+            *self.contact_aliases.entry(key).or_default() += 1;
+        } else if let Some(count) = self.contact_aliases.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.contact_aliases.remove(&key);
+            }
+        }
     }
 
     pub(crate) fn contact_by_name(&self, name: &str) -> Option<&str> {
@@ -282,6 +301,7 @@ impl Directory {
         let id = contact.external_directory_object_id.clone();
         self.contact_names
             .insert(contact.name.to_lowercase(), id.clone());
+        self.count_alias(&contact.alias, true);
         self.contact_replicated_at
             .insert(id.clone(), replicated_at_ms);
         self.contact_tombstones.remove(&id);
@@ -332,6 +352,7 @@ impl Directory {
         };
         let old_addresses = contact_addresses(&tracked.value);
         let old_name = tracked.value.name.to_lowercase();
+        let (old_alias, new_alias) = (tracked.value.alias.clone(), updated.alias.clone());
         tracked.value = updated;
         tracked.version = version;
         let new_addresses = contact_addresses(&tracked.value);
@@ -345,10 +366,13 @@ impl Directory {
         }
         self.contact_names.remove(&old_name);
         self.contact_names.insert(new_name, id);
+        self.count_alias(&old_alias, false);
+        self.count_alias(&new_alias, true);
     }
 
     pub(crate) fn remove_contact(&mut self, id: &str) -> Option<MailContact> {
         let tracked = self.contacts.remove(id)?;
+        self.count_alias(&tracked.value.alias, false);
         for a in contact_addresses(&tracked.value) {
             self.addresses.remove(&a);
         }

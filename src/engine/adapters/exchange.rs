@@ -3,14 +3,14 @@
 //! retries until the run's budget, the tenant's adaptive limit and `Retry-After` pause, error classification);
 //! this adapter only turns engine calls into cmdlets and client errors into [`PortError`]s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use super::shapes::{
-    contact_id, exchange_error, new_mail_contact_parameters, set_contact_parameters,
-    set_mail_contact_parameters, target_object,
+    contact_id, exchange_error, new_mail_contact_parameters, set_contact_parameter,
+    set_contact_parameters, set_mail_contact_parameters, target_object,
 };
 use crate::engine::diff::TargetObject;
 use crate::engine::entry::{Entry, Field};
@@ -26,6 +26,43 @@ pub fn port_error(error: ExchangeError) -> PortError {
             message: error.to_string(),
         },
     }
+}
+
+/// The `Get-MailContact` properties [`target_object`] reads.
+fn compared_mail_contact_properties(anchor_attribute: u8) -> Vec<String> {
+    let mut keys: Vec<String> = ID_PROPERTIES.iter().map(|k| (*k).to_owned()).collect();
+    keys.extend(
+        [
+            "ExternalEmailAddress",
+            "DisplayName",
+            "Name",
+            "HiddenFromAddressListsEnabled",
+        ]
+        .map(str::to_owned),
+    );
+    keys.push(format!("CustomAttribute{anchor_attribute}"));
+    keys
+}
+
+/// The `Get-Contact` properties [`target_object`] reads: the id and the person fields.
+fn compared_contact_properties() -> Vec<String> {
+    let mut keys: Vec<String> = ID_PROPERTIES.iter().map(|k| (*k).to_owned()).collect();
+    keys.extend(
+        Field::ALL
+            .into_iter()
+            .filter_map(set_contact_parameter)
+            .map(str::to_owned),
+    );
+    keys
+}
+
+/// The properties [`contact_id`] looks at.
+const ID_PROPERTIES: [&str; 3] = ["ExternalDirectoryObjectId", "Guid", "Identity"];
+
+/// `object` with only the `keys` properties.
+fn keep_only(mut object: Map<String, Value>, keys: &[String]) -> Map<String, Value> {
+    object.retain(|key, _| keys.iter().any(|kept| kept == key));
+    object
 }
 
 /// Mail contacts of one tenant.
@@ -50,29 +87,45 @@ impl ExchangeContacts {
 #[async_trait]
 impl MailContactTarget for ExchangeContacts {
     async fn list_contacts(&self, anchor_attribute: u8) -> Result<Vec<TargetObject>, PortError> {
+        // Each object is cut down to the properties compared as its page arrives (an Exchange object carries
+        // dozens more), so a large tenant's listing is never held whole as JSON.
         let mut unlimited = Map::new();
         unlimited.insert("ResultSize".into(), json!("Unlimited"));
-        let mail_contacts = self
-            .invoke("Get-MailContact", unlimited.clone(), true)
-            .await?;
+        let mail_contact_properties = compared_mail_contact_properties(anchor_attribute);
+        let mut mail_contacts = Vec::new();
+        self.exchange
+            .invoke_each(
+                "Get-MailContact",
+                Value::Object(unlimited.clone()),
+                true,
+                &mut |value| {
+                    if let Value::Object(object) = value {
+                        mail_contacts.push(keep_only(object, &mail_contact_properties));
+                    }
+                },
+            )
+            .await
+            .map_err(port_error)?;
+        let contact_properties = compared_contact_properties();
         let mut contact_view = unlimited;
         contact_view.insert("RecipientTypeDetails".into(), json!("MailContact"));
-        let contacts = self.invoke("Get-Contact", contact_view, true).await?;
-        let by_id: BTreeMap<String, &Map<String, Value>> = contacts
-            .iter()
-            .filter_map(Value::as_object)
-            .map(|object| (contact_id(object), object))
-            .collect();
+        let mut by_id: HashMap<String, Map<String, Value>> = HashMap::new();
+        self.exchange
+            .invoke_each(
+                "Get-Contact",
+                Value::Object(contact_view),
+                true,
+                &mut |value| {
+                    if let Value::Object(object) = value {
+                        by_id.insert(contact_id(&object), keep_only(object, &contact_properties));
+                    }
+                },
+            )
+            .await
+            .map_err(port_error)?;
         Ok(mail_contacts
             .iter()
-            .filter_map(Value::as_object)
-            .map(|object| {
-                target_object(
-                    object,
-                    by_id.get(&contact_id(object)).copied(),
-                    anchor_attribute,
-                )
-            })
+            .map(|object| target_object(object, by_id.get(&contact_id(object)), anchor_attribute))
             .collect())
     }
 

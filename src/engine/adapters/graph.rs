@@ -81,25 +81,42 @@ impl GraphSource {
         delta_link: Option<&str>,
         select: &[String],
     ) -> Result<SourceRead, PortError> {
+        let mut objects = Vec::new();
+        let delta_link = self
+            .read_delta_each(resource, kind, delta_link, select, &mut |object| {
+                objects.push(object)
+            })
+            .await?;
+        Ok(SourceRead {
+            objects,
+            delta_link,
+        })
+    }
+
+    /// Reads a delta like [`GraphSource::read_delta`], handing each object to `each` page by page; returns the
+    /// delta link.
+    async fn read_delta_each(
+        &self,
+        resource: &str,
+        kind: SourceKind,
+        delta_link: Option<&str>,
+        select: &[String],
+        each: &mut (dyn FnMut(SourceObject) + Send),
+    ) -> Result<String, PortError> {
         let first = match delta_link {
             Some(link) => link.to_owned(),
             None => self.url(&format!("{resource}/delta?$select={}", select.join(","))),
         };
-        let mut objects = Vec::new();
         let delta = self
             .pages(first, |value| {
                 if let Ok(object) = SourceObject::from_graph(value, kind) {
-                    objects.push(object);
+                    each(object);
                 }
             })
             .await?;
-        let delta_link = delta.ok_or_else(|| PortError::Failed {
+        delta.ok_or_else(|| PortError::Failed {
             service: "graph".into(),
             message: format!("{resource}/delta ended without an @odata.deltaLink"),
-        })?;
-        Ok(SourceRead {
-            objects,
-            delta_link,
         })
     }
 
@@ -229,6 +246,16 @@ impl SourceDirectory for GraphSource {
         // Quirk (docs/microsoft-facts.md §2): query options are encoded in the delta token, so a stored deltaLink is used
         // as is; only a fresh read names `$select` (no `$top`, `$expand` or `$orderby` on users/delta).
         self.read_delta("users", SourceKind::User, delta_link, select)
+            .await
+    }
+
+    async fn read_users_each(
+        &self,
+        delta_link: Option<&str>,
+        select: &[String],
+        each: &mut (dyn FnMut(SourceObject) + Send),
+    ) -> Result<String, PortError> {
+        self.read_delta_each("users", SourceKind::User, delta_link, select, each)
             .await
     }
 

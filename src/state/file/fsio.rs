@@ -10,7 +10,7 @@
 //! processes (or two tasks of one process: each opens its own file description) exclude each other.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +34,18 @@ pub(super) fn write_json_atomic<T: Serialize + ?Sized>(
     path: &Path,
     value: &T,
 ) -> Result<(), StateError> {
+    write_atomic(path, &mut |writer| {
+        serde_json::to_writer(writer, value)
+            .map_err(|e| StateError::Io(format!("serialising {}: {e}", path.display())))
+    })
+}
+
+/// Writes `path` atomically and durably, its content streamed by `write` (a temp file beside it, synced, renamed
+/// over, the directory synced): readers see the old file or the new one, never part of it.
+pub(super) fn write_atomic(
+    path: &Path,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<(), StateError>,
+) -> Result<(), StateError> {
     let dir = path
         .parent()
         .ok_or_else(|| StateError::Io(format!("{} has no parent directory", path.display())))?;
@@ -53,8 +65,7 @@ pub(super) fn write_json_atomic<T: Serialize + ?Sized>(
             .open(&temp)
             .map_err(|e| io_error(&temp, "creating", &e))?;
         let mut writer = BufWriter::with_capacity(256 * 1024, file);
-        serde_json::to_writer(&mut writer, value)
-            .map_err(|e| StateError::Io(format!("serialising {}: {e}", path.display())))?;
+        write(&mut writer)?;
         let file = writer
             .into_inner()
             .map_err(|e| io_error(&temp, "writing", e.error()))?;
@@ -71,7 +82,6 @@ pub(super) fn write_json_atomic<T: Serialize + ?Sized>(
     result
 }
 
-/// Makes a rename or unlink in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StateError> {
     #[cfg(unix)]
     {

@@ -247,6 +247,31 @@ impl StateStore for FileStore {
             .await
     }
 
+    async fn scan_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        visit: &mut (dyn FnMut(ObjectRecord) + Send),
+    ) -> Result<(), StateError> {
+        // The map is streamed on a blocking thread; records cross over a small channel, so only a few are in
+        // memory at once.
+        let files = self.object_map(link, scope);
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<ObjectRecord>(64);
+        let reader = self.blocking(move |_| {
+            files.scan(&mut |record| {
+                // A receiver that stopped listening only loses records nobody wants any more.
+                let _ = sender.blocking_send(record);
+            })
+        });
+        let visiting = async {
+            while let Some(record) = receiver.recv().await {
+                visit(record);
+            }
+        };
+        let (read, ()) = tokio::join!(reader, visiting);
+        read
+    }
+
     async fn put_objects(
         &self,
         link: &str,

@@ -17,15 +17,15 @@
 //! off before appending. Any other line that does not parse is damage, reported as [`StateError::Corrupt`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::fsio::{self, FileLock, io_error, read_json, remove_if_exists, write_json_atomic};
+use super::fsio::{self, FileLock, io_error, remove_if_exists, write_json_atomic};
 use crate::state::{ObjectRecord, StateError};
 
 /// A journal is compacted once it is larger than this and than its snapshot (amortised linear I/O).
@@ -43,13 +43,6 @@ pub(super) struct SnapshotFile {
 enum JournalLine<R> {
     Put(R),
     Delete(String),
-}
-
-/// A snapshot read without decoding its records.
-#[derive(Deserialize)]
-struct RawSnapshot<'a> {
-    #[serde(borrow)]
-    records: Vec<&'a RawValue>,
 }
 
 /// The one field of a record needed to decide whether to decode the rest.
@@ -90,7 +83,8 @@ impl ObjectMapFiles {
     }
 
     /// Reads only the records of `wanted` anchors, under a shared lock. Every record is still scanned, but only the
-    /// wanted ones are decoded (an incremental run needs a few people's records out of a mailbox of thousands).
+    /// wanted ones are decoded and kept (an incremental run needs a few people's records out of a map of thousands):
+    /// memory follows `wanted`, not the map.
     pub(super) fn read_selected(
         &self,
         wanted: &BTreeSet<String>,
@@ -102,66 +96,96 @@ impl ObjectMapFiles {
         self.read_locked_where(|anchor| wanted.contains(anchor))
     }
 
+    /// Hands every record of the map to `visit`, one at a time and in no particular order, under a shared lock:
+    /// memory follows the journal's anchors, never the map's records.
+    pub(super) fn scan(&self, visit: &mut dyn FnMut(ObjectRecord)) -> Result<(), StateError> {
+        if !self.snapshot.exists() {
+            return Ok(());
+        }
+        let _lock = FileLock::shared(&self.lock)?;
+        self.visit_locked(&|_| true, &mut |record| {
+            visit(record);
+            Ok(())
+        })
+    }
+
     fn read_locked_where(
         &self,
         keep: impl Fn(&str) -> bool,
     ) -> Result<BTreeMap<String, ObjectRecord>, StateError> {
         let mut map = BTreeMap::new();
-        let snapshot = match fs::read(&self.snapshot) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_error(&self.snapshot, "reading", &e)),
-        };
-        if let Some(bytes) = snapshot {
-            let corrupt = |e: serde_json::Error| StateError::Corrupt {
-                what: self.snapshot.display().to_string(),
-                reason: e.to_string(),
-            };
-            let raw: RawSnapshot<'_> = serde_json::from_slice(&bytes).map_err(corrupt)?;
-            for record in raw.records {
-                let anchor: AnchorOnly<'_> = serde_json::from_str(record.get()).map_err(corrupt)?;
-                if keep(&anchor.anchor) {
-                    let record: ObjectRecord =
-                        serde_json::from_str(record.get()).map_err(corrupt)?;
-                    map.insert(record.anchor.clone(), record);
-                }
-            }
-        }
-        let bytes = match fs::read(&self.journal) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(map),
-            Err(e) => return Err(io_error(&self.journal, "reading", &e)),
-        };
-        // Only whole lines count: a final line without its newline is an append that never returned.
-        let whole = match bytes.iter().rposition(|b| *b == b'\n') {
-            Some(end) => &bytes[..=end],
-            None => &[][..],
-        };
-        for (number, line) in whole.split(|b| *b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let corrupt = |e: serde_json::Error| StateError::Corrupt {
-                what: self.journal.display().to_string(),
-                reason: format!("line {}: {e}", number + 1),
-            };
-            let entry: JournalLine<&RawValue> = serde_json::from_slice(line).map_err(corrupt)?;
-            match entry {
-                JournalLine::Put(record) => {
-                    let anchor: AnchorOnly<'_> =
-                        serde_json::from_str(record.get()).map_err(corrupt)?;
-                    if keep(&anchor.anchor) {
-                        let record: ObjectRecord =
-                            serde_json::from_str(record.get()).map_err(corrupt)?;
-                        map.insert(record.anchor.clone(), record);
-                    }
-                }
-                JournalLine::Delete(anchor) => {
-                    map.remove(anchor.as_str());
-                }
-            }
-        }
+        self.visit_locked(&keep, &mut |record| {
+            map.insert(record.anchor.clone(), record);
+            Ok(())
+        })?;
         Ok(map)
+    }
+
+    /// The map's live records whose anchor `keep` accepts, decoded one at a time: the snapshot's not overridden by
+    /// the journal (streamed from disk), then the journal's last puts. The caller holds a lock.
+    fn visit_locked(
+        &self,
+        keep: &dyn Fn(&str) -> bool,
+        visit: &mut dyn FnMut(ObjectRecord) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut journal = JournalIndex::read(&self.journal)?;
+        stream_snapshot(&self.snapshot, &mut |raw| {
+            let anchor: AnchorOnly<'_> =
+                serde_json::from_str(raw.get()).map_err(|e| self.snapshot_corrupt(e))?;
+            if journal.last.contains_key(anchor.anchor.as_ref()) || !keep(&anchor.anchor) {
+                return Ok(());
+            }
+            let record: ObjectRecord =
+                serde_json::from_str(raw.get()).map_err(|e| self.snapshot_corrupt(e))?;
+            visit(record)
+        })?;
+        let puts: Vec<(String, JournalPut)> = journal
+            .last
+            .iter()
+            .filter_map(|(anchor, put)| put.map(|put| (anchor.clone(), put)))
+            .filter(|(anchor, _)| keep(anchor))
+            .collect();
+        for (_, put) in puts {
+            let record: ObjectRecord = journal.decode(&self.journal, put)?;
+            visit(record)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_corrupt(&self, e: serde_json::Error) -> StateError {
+        StateError::Corrupt {
+            what: self.snapshot.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// How many live records the map holds, and which of `anchors` are among them (anchors only, nothing decoded
+    /// beyond them). The caller holds a lock.
+    fn census_locked(&self, anchors: &[String]) -> Result<(usize, BTreeSet<String>), StateError> {
+        let wanted: BTreeSet<&str> = anchors.iter().map(String::as_str).collect();
+        let journal = JournalIndex::read(&self.journal)?;
+        let mut live = 0;
+        let mut present = BTreeSet::new();
+        stream_snapshot(&self.snapshot, &mut |raw| {
+            let anchor: AnchorOnly<'_> =
+                serde_json::from_str(raw.get()).map_err(|e| self.snapshot_corrupt(e))?;
+            if !journal.last.contains_key(anchor.anchor.as_ref()) {
+                live += 1;
+                if wanted.contains(anchor.anchor.as_ref()) {
+                    present.insert(anchor.anchor.into_owned());
+                }
+            }
+            Ok(())
+        })?;
+        for (anchor, put) in &journal.last {
+            if put.is_some() {
+                live += 1;
+                if wanted.contains(anchor.as_str()) {
+                    present.insert(anchor.clone());
+                }
+            }
+        }
+        Ok((live, present))
     }
 
     /// Inserts or replaces `records` (by anchor); durable when it returns.
@@ -175,9 +199,14 @@ impl ObjectMapFiles {
             }
             return self.write_snapshot(scope, map);
         }
-        // Validate the snapshot is readable before growing a journal on top of a damaged map.
+        // Validate the snapshot is readable before growing a journal on top of a damaged map (record by record:
+        // the snapshot is never held whole).
         if self.journal_len()? == 0 {
-            let _: Option<SnapshotFile> = read_json(&self.snapshot)?;
+            stream_snapshot(&self.snapshot, &mut |raw| {
+                let _: ObjectRecord =
+                    serde_json::from_str(raw.get()).map_err(|e| self.snapshot_corrupt(e))?;
+                Ok(())
+            })?;
         }
         let lines: Vec<JournalLine<&ObjectRecord>> = records.iter().map(JournalLine::Put).collect();
         self.append(&lines)?;
@@ -190,24 +219,15 @@ impl ObjectMapFiles {
             return Ok(());
         }
         let _lock = FileLock::exclusive(&self.lock)?;
-        let mut map = self.read_locked()?;
-        let present: Vec<&String> = anchors
-            .iter()
-            .filter(|anchor| map.contains_key(anchor.as_str()))
-            .collect();
+        let (live, present) = self.census_locked(anchors)?;
         if present.is_empty() {
             return Ok(());
         }
-        for anchor in &present {
-            map.remove(anchor.as_str());
+        if live == present.len() {
+            return self.write_snapshot(scope, BTreeMap::new());
         }
-        if map.is_empty() {
-            return self.write_snapshot(scope, map);
-        }
-        let lines: Vec<JournalLine<&ObjectRecord>> = present
-            .into_iter()
-            .map(|anchor| JournalLine::Delete(anchor.clone()))
-            .collect();
+        let lines: Vec<JournalLine<&ObjectRecord>> =
+            present.into_iter().map(JournalLine::Delete).collect();
         self.append(&lines)?;
         self.compact_if_large(scope)
     }
@@ -259,8 +279,69 @@ impl ObjectMapFiles {
         if journal <= snapshot {
             return Ok(());
         }
-        let map = self.read_locked()?;
-        self.write_snapshot(scope, map)
+        self.compact(scope)
+    }
+
+    /// Writes the snapshot with the journal merged in, then drops the journal. A merge of two sorted streams (the
+    /// snapshot's records, the journal's last puts sorted by anchor), written as it is read: records are copied as
+    /// JSON text, never decoded, and the map is never held whole. The caller holds the exclusive lock.
+    fn compact(&self, scope: &str) -> Result<(), StateError> {
+        let mut journal = JournalIndex::read(&self.journal)?;
+        let mut puts: Vec<(String, JournalPut)> = journal
+            .last
+            .iter()
+            .filter_map(|(anchor, put)| put.map(|put| (anchor.clone(), put)))
+            .collect();
+        puts.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut written = 0usize;
+        fsio::write_atomic(&self.snapshot, &mut |out| {
+            out.write_all(b"{\"scope\":")
+                .map_err(|e| io_error(&self.snapshot, "writing", &e))?;
+            serde_json::to_writer(&mut *out, scope).map_err(|e| {
+                StateError::Io(format!("serialising {}: {e}", self.snapshot.display()))
+            })?;
+            out.write_all(b",\"records\":[")
+                .map_err(|e| io_error(&self.snapshot, "writing", &e))?;
+            let mut next = 0;
+            let mut emit = |out: &mut dyn Write, text: &[u8]| -> Result<(), StateError> {
+                if written > 0 {
+                    out.write_all(b",")
+                        .map_err(|e| io_error(&self.snapshot, "writing", &e))?;
+                }
+                written += 1;
+                out.write_all(text)
+                    .map_err(|e| io_error(&self.snapshot, "writing", &e))
+            };
+            stream_snapshot(&self.snapshot, &mut |raw| {
+                let anchor: AnchorOnly<'_> =
+                    serde_json::from_str(raw.get()).map_err(|e| self.snapshot_corrupt(e))?;
+                while next < puts.len() && puts[next].0.as_str() < anchor.anchor.as_ref() {
+                    let text = journal.text(&self.journal, puts[next].1)?;
+                    emit(&mut *out, &text)?;
+                    next += 1;
+                }
+                if journal.last.contains_key(anchor.anchor.as_ref()) {
+                    // Overridden by the journal: its put (if any) is written in its place in the order.
+                    return Ok(());
+                }
+                emit(&mut *out, raw.get().as_bytes())
+            })?;
+            while next < puts.len() {
+                let text = journal.text(&self.journal, puts[next].1)?;
+                emit(&mut *out, &text)?;
+                next += 1;
+            }
+            out.write_all(b"]}")
+                .map_err(|e| io_error(&self.snapshot, "writing", &e))
+        })?;
+        let mut removed = remove_if_exists(&self.journal)?;
+        if written == 0 {
+            removed |= remove_if_exists(&self.snapshot)?;
+        }
+        if removed && let Some(dir) = self.snapshot.parent() {
+            fsio::sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Replaces the snapshot with `map`, then drops the journal (see the module header for why this order is safe);
@@ -285,6 +366,208 @@ impl ObjectMapFiles {
         }
         if removed && let Some(dir) = self.snapshot.parent() {
             fsio::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the journal holds a put: the record's JSON text (offset and length in the file) and its line number.
+#[derive(Clone, Copy)]
+struct JournalPut {
+    offset: u64,
+    len: usize,
+    line: usize,
+}
+
+/// The last operation on each anchor the journal names (`Some`: a put, `None`: a delete), read line by line: the
+/// records themselves stay on disk until asked for.
+struct JournalIndex {
+    last: HashMap<String, Option<JournalPut>>,
+    file: Option<File>,
+}
+
+impl JournalIndex {
+    fn read(path: &Path) -> Result<JournalIndex, StateError> {
+        let mut index = JournalIndex {
+            last: HashMap::new(),
+            file: None,
+        };
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(index),
+            Err(e) => return Err(io_error(path, "reading", &e)),
+        };
+        let mut reader = BufReader::with_capacity(256 * 1024, &file);
+        let mut line = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 0usize;
+        loop {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| io_error(path, "reading", &e))?;
+            // Only whole lines count: a final line without its newline is an append that never returned.
+            if read == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            number += 1;
+            let body = &line[..read - 1];
+            if !body.is_empty() {
+                let corrupt = |e: serde_json::Error| StateError::Corrupt {
+                    what: path.display().to_string(),
+                    reason: format!("line {number}: {e}"),
+                };
+                let entry: JournalLine<&RawValue> =
+                    serde_json::from_slice(body).map_err(corrupt)?;
+                match entry {
+                    JournalLine::Put(record) => {
+                        let anchor: AnchorOnly<'_> =
+                            serde_json::from_str(record.get()).map_err(corrupt)?;
+                        let start = record.get().as_ptr() as usize - body.as_ptr() as usize;
+                        index.last.insert(
+                            anchor.anchor.into_owned(),
+                            Some(JournalPut {
+                                offset: offset + start as u64,
+                                len: record.get().len(),
+                                line: number,
+                            }),
+                        );
+                    }
+                    JournalLine::Delete(anchor) => {
+                        index.last.insert(anchor, None);
+                    }
+                }
+            }
+            offset += read as u64;
+        }
+        drop(reader);
+        index.file = Some(file);
+        Ok(index)
+    }
+
+    /// The JSON text of a put.
+    fn text(&mut self, path: &Path, put: JournalPut) -> Result<Vec<u8>, StateError> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| StateError::Io(format!("{} is not open", path.display())))?;
+        let mut text = vec![0; put.len];
+        file.seek(SeekFrom::Start(put.offset))
+            .and_then(|_| file.read_exact(&mut text))
+            .map_err(|e| io_error(path, "reading", &e))?;
+        Ok(text)
+    }
+
+    /// The record of a put.
+    fn decode(&mut self, path: &Path, put: JournalPut) -> Result<ObjectRecord, StateError> {
+        let text = self.text(path, put)?;
+        serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+            what: path.display().to_string(),
+            reason: format!("line {}: {e}", put.line),
+        })
+    }
+}
+
+/// Streams the records of a snapshot file to `each` as JSON text, one at a time (the file is never read whole).
+/// A missing snapshot has no records.
+fn stream_snapshot(
+    path: &Path,
+    each: &mut dyn FnMut(&RawValue) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(path, "reading", &e)),
+    };
+    let mut stopped = None;
+    let mut deserializer =
+        serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, file));
+    let result = serde::de::DeserializeSeed::deserialize(
+        SnapshotSeed {
+            each,
+            stopped: &mut stopped,
+        },
+        &mut deserializer,
+    )
+    .and_then(|()| deserializer.end());
+    match (stopped, result) {
+        (Some(error), _) => Err(error),
+        (None, Ok(())) => Ok(()),
+        (None, Err(e)) => Err(StateError::Corrupt {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Deserialises `{"scope": …, "records": [...]}` handing each record to `each`; an error of `each` stops the read
+/// and is kept in `stopped`.
+struct SnapshotSeed<'a, 'b> {
+    each: &'a mut dyn FnMut(&RawValue) -> Result<(), StateError>,
+    stopped: &'b mut Option<StateError>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SnapshotSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SnapshotSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an object map snapshot")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut records = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "records" && !records {
+                records = true;
+                map.next_value_seed(RecordsSeed {
+                    each: &mut *self.each,
+                    stopped: &mut *self.stopped,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        if !records {
+            return Err(serde::de::Error::missing_field("records"));
+        }
+        Ok(())
+    }
+}
+
+struct RecordsSeed<'a, 'b> {
+    each: &'a mut dyn FnMut(&RawValue) -> Result<(), StateError>,
+    stopped: &'b mut Option<StateError>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RecordsSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordsSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a list of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(record) = seq.next_element::<Box<RawValue>>()? {
+            if let Err(error) = (self.each)(&record) {
+                *self.stopped = Some(error);
+                return Err(serde::de::Error::custom("stopped"));
+            }
         }
         Ok(())
     }

@@ -380,6 +380,22 @@ impl TableClient {
         select: Option<&str>,
     ) -> Result<Vec<Map<String, Value>>, StateError> {
         let mut entities = Vec::new();
+        self.query_each(filter, select, &mut |entity| {
+            entities.push(entity);
+            Ok(())
+        })
+        .await?;
+        Ok(entities)
+    }
+
+    /// Queries like [`TableClient::query`], handing each entity to `each` page by page (a page is at most 1,000
+    /// entities): a large partition is never held whole.
+    pub(super) async fn query_each(
+        &self,
+        filter: &str,
+        select: Option<&str>,
+        each: &mut (dyn FnMut(Map<String, Value>) -> Result<(), StateError> + Send),
+    ) -> Result<(), StateError> {
         let mut continuation: Option<(String, Option<String>)> = None;
         loop {
             // Spaces must travel as %20 (the service does not read '+' as a space in $filter).
@@ -420,18 +436,20 @@ impl TableClient {
                 .json()
                 .await
                 .map_err(|e| StateError::Io(format!("reading query page: {e}")))?;
-            let Some(Value::Array(items)) = page.get("value").cloned() else {
+            let mut page = page;
+            let Some(Value::Array(items)) = page.get_mut("value").map(Value::take) else {
                 return Err(StateError::Io(
                     "query answer has no 'value' array".to_owned(),
                 ));
             };
-            entities.extend(items.into_iter().filter_map(|item| match item {
-                Value::Object(map) => Some(map),
-                _ => None,
-            }));
+            for item in items {
+                if let Value::Object(map) = item {
+                    each(map)?;
+                }
+            }
             match next_partition {
                 Some(next_partition) => continuation = Some((next_partition, next_row)),
-                None => return Ok(entities),
+                None => return Ok(()),
             }
         }
     }

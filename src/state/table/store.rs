@@ -184,6 +184,25 @@ impl StateStore for TableStore {
         Ok(records)
     }
 
+    async fn scan_objects(
+        &self,
+        link: &str,
+        scope: &str,
+        visit: &mut (dyn FnMut(ObjectRecord) + Send),
+    ) -> Result<(), StateError> {
+        // Page by page: only one page of entities (≤ 1,000) is in memory at once.
+        self.client
+            .query_each(
+                &prefix_filter(&partition_of_scope(link, scope), OBJECT_PREFIX),
+                None,
+                &mut |entity| {
+                    visit(Self::object_from_entity(&entity)?);
+                    Ok(())
+                },
+            )
+            .await
+    }
+
     async fn get_objects(
         &self,
         link: &str,

@@ -416,11 +416,7 @@ fn new_mail_contact(
     let mut alias = param_str(params, "Alias").unwrap_or_else(|| alias_from(&name));
     let base_alias = alias.clone();
     let mut n = 1;
-    while dir
-        .contacts
-        .values()
-        .any(|t| t.value.alias.eq_ignore_ascii_case(&alias))
-    {
+    while dir.contact_alias_taken(&alias) {
         n += 1;
         alias = format!("{base_alias}{n}");
     }

@@ -63,6 +63,7 @@ pub fn diff_guests(
         target: anchored.as_deref(),
         anchor_prefix,
         policy: &policy(options),
+        names: None,
     });
     // A create intent whose guest is already anchored (a run died after the PATCH, before its record): the diff
     // sees the guest as ours and unchanged; claim it, so the record gets its id and the guest reaches the GAL.

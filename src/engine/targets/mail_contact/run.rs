@@ -10,10 +10,11 @@ use async_trait::async_trait;
 
 use super::MailContacts;
 use super::apply::{IntentResolution, MailContactApplier};
-use crate::engine::diff::{DiffInput, ManagedObject, SourceView, diff};
+use crate::engine::diff::{DiffInput, ManagedObject, SourceView, diff_lean};
 use crate::engine::entry::anchor_prefix_for;
+use crate::engine::entry::{Entry, Field};
 use crate::engine::plan::Plan;
-use crate::engine::records::load_managed;
+use crate::engine::records::{load_managed, load_touched};
 use crate::engine::safety;
 use crate::engine::source_stage::SourceBatch;
 use crate::engine::spec::MailContactOptions;
@@ -66,7 +67,29 @@ impl Target for MailContacts {
     ) -> Result<Planned<MailContactWork>, TargetError> {
         let link = run.link;
         let full = batch.full;
-        let mut managed = load_managed(run.store.as_ref(), &link.name).await?;
+        // A full run compares against every managed object; an incremental one loads only those it touches (see
+        // `load_touched`), so its memory follows the changes, not the directory.
+        // Managed objects not loaded (an incremental run): counted for the safety net, named for the name book.
+        let (mut managed, not_loaded, names) = if full {
+            (load_managed(run.store.as_ref(), &link.name).await?, 0, None)
+        } else {
+            let touched: Vec<String> = batch
+                .desired
+                .keys()
+                .chain(batch.gone.keys())
+                .cloned()
+                .collect();
+            let loaded = load_touched(run.store.as_ref(), &link.name, &touched, |objects| {
+                must_choose_a_name(&batch.desired, objects)
+            })
+            .await?;
+            let loaded_count = loaded.objects.values().filter(|m| !m.pending).count() as u64;
+            (
+                loaded.objects,
+                loaded.managed_count.saturating_sub(loaded_count),
+                loaded.names,
+            )
+        };
         let intents = if !run.options.dry_run && managed.values().any(|m| m.pending) {
             let (none, no_intents) = (BTreeMap::new(), BTreeSet::new());
             let resolution = self
@@ -80,7 +103,7 @@ impl Target for MailContacts {
             IntentResolution::default()
         };
 
-        let source_view = SourceView {
+        let mut source_view = SourceView {
             complete: full,
             desired: std::mem::take(&mut batch.desired),
             gone: std::mem::take(&mut batch.gone),
@@ -96,21 +119,25 @@ impl Target for MailContacts {
             None
         };
         let anchor_prefix = anchor_prefix_for(&batch.tenant_id);
-        let mut plan = diff(&DiffInput {
+        let mut plan = diff_lean(&DiffInput {
             source: &source_view,
             managed: &managed,
             target: target_objects.as_deref(),
             anchor_prefix: &anchor_prefix,
             policy: &self.options.policy,
+            names: names.as_ref(),
         });
+        drop(target_objects);
+        let in_scope = full.then_some(source_view.desired.len() as u64);
+        plan.take_entries(&mut source_view.desired);
+        drop(source_view);
         plan.link = link.name.clone();
         // A person whose interrupted create could not be looked up waits for the next run (creating now could
         // duplicate a contact that exists).
         plan.creates
             .retain(|create| !intents.held_back.contains(&create.anchor));
 
-        let managed_count = managed.values().filter(|m| !m.pending).count() as u64;
-        let in_scope = full.then_some(source_view.desired.len() as u64);
+        let managed_count = not_loaded + managed.values().filter(|m| !m.pending).count() as u64;
         let quarantine = safety::enforce(
             &mut plan,
             link.safety,
@@ -154,6 +181,23 @@ impl Target for MailContacts {
     async fn purge(&self, run: &RunContext<'_>, execute: bool) -> Result<Purged, String> {
         super::purge::purge(self, run, execute).await
     }
+}
+
+/// Whether an incremental diff of `desired` against the touched `objects` may give someone a new name (a person
+/// new to the link, a pending create, a changed display name): only then does it need every name in use.
+fn must_choose_a_name(
+    desired: &BTreeMap<String, Entry>,
+    objects: &BTreeMap<String, ManagedObject>,
+) -> bool {
+    desired.iter().any(|(anchor, entry)| {
+        match objects.get(anchor).filter(|object| !object.pending) {
+            None => true,
+            Some(object) => {
+                object.name.is_empty()
+                    || object.entry.get(Field::DisplayName) != entry.get(Field::DisplayName)
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -562,3 +562,23 @@ async fn purge_lists_then_removes_only_what_the_link_manages() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn an_incremental_run_names_a_newcomer_around_people_it_did_not_load() {
+    let w = world();
+    w.run().await;
+    // A second "Ada Lovelace" arrives; the first is not among the changes, so her record is not loaded, yet her
+    // name is taken.
+    let mut twin = user("u5", "Ada Lovelace", "Analyst");
+    twin["mail"] = json!("ada.l@acme.com");
+    w.source.put_user(twin);
+    let report = w.run().await;
+    assert_eq!(report.mode, RunMode::Incremental);
+    assert_eq!(report.applied.creates, 1, "{report:?}");
+    assert_eq!(w.contact("ada@acme.com").name, "Ada Lovelace");
+    let newcomer = w.contact("ada.l@acme.com").name;
+    assert!(
+        newcomer.starts_with("Ada Lovelace ") && newcomer.len() > "Ada Lovelace ".len(),
+        "{newcomer}"
+    );
+}
