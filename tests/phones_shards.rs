@@ -456,3 +456,86 @@ async fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_reconciled_b
         "an older run's poison is not this run's"
     );
 }
+
+/// A first try of an incremental shard reads only the changed people's snapshot entries (its memory follows the
+/// changes, not the directory), and still lands the change in every mailbox of the shard; a retry reads everyone,
+/// since it lists whole folders.
+#[tokio::test]
+async fn an_incremental_shard_reads_only_the_changed_peoples_snapshot_entries() {
+    let world = engine_support::world(&[("acme", 40), ("northern", 30)], &link_toml()).await;
+    let file: Arc<dyn StateStore> =
+        Arc::new(FileStore::open(world.state_dir.path()).expect("file store"));
+    let store = Arc::new(phones_support::counting_store::CountingStore::new(file));
+    let queue = Arc::new(MemoryQueue::new("phones-shards"));
+    let service = EngineService::new(
+        &world.config,
+        store.clone() as Arc<dyn StateStore>,
+        world.connector.clone(),
+    )
+    .with_shard_queue(queue.clone() as Arc<dyn ShardQueue>, TRIES)
+    .with_lease_ttl(chrono::Duration::seconds(2));
+    service
+        .run_link(LINK, RunOptions::default())
+        .await
+        .expect("the first run starts");
+    for text in drain(&queue) {
+        assert_eq!(deliver(&service, &text, 1).await.end, "done");
+    }
+    let everyone = people(&world);
+    assert!(everyone.len() > 20, "enough people to tell a partial read");
+
+    // Two people change: the next run is incremental.
+    let control = world.sim.control();
+    for person in everyone.iter().take(2) {
+        control
+            .update_user(
+                "acme",
+                person["id"].as_str().expect("id"),
+                serde_json::json!({"jobTitle": "Site Manager"}),
+            )
+            .expect("an update");
+    }
+    let run = service
+        .run_link(LINK, RunOptions::default())
+        .await
+        .expect("the run starts");
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{}", run.summary);
+    let messages = drain(&queue);
+    assert!(messages.len() >= 2, "the change reaches several shards");
+
+    let (first, rest) = messages.split_first().expect("a shard");
+    store.reset();
+    assert_eq!(deliver(&service, first, 1).await.end, "done");
+    assert_eq!(
+        store.snapshot_records_read(),
+        2,
+        "a first incremental try reads the two changed people's snapshot entries only"
+    );
+    // The same message again (a duplicate delivery after the first completed) finds the shard done.
+    assert_eq!(deliver(&service, first, 2).await.end, "done");
+    for text in rest {
+        assert_eq!(deliver(&service, text, 1).await.end, "done");
+    }
+    assert_every_mailbox_complete(&world.sim, FOLDER, &people(&world));
+    // The change landed: every copy of the two people carries the new job title.
+    let users = control.users("northern").expect("northern");
+    let acme_id = world.sim.tenant("acme").expect("acme").tenant_id;
+    for mailbox in writable_mailboxes(&users) {
+        let folder = folder_by_anchor(
+            &world.sim,
+            "northern",
+            mailbox["id"].as_str().expect("id"),
+            FOLDER,
+        );
+        for person in everyone.iter().take(2) {
+            let anchor = phones_support::anchor_of(&acme_id, person);
+            let copies = folder.get(&anchor).expect("the changed person's contact");
+            assert_eq!(copies.len(), 1);
+            assert_eq!(
+                copies[0].fields["jobTitle"], "Site Manager",
+                "{}",
+                copies[0].fields
+            );
+        }
+    }
+}

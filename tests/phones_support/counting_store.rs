@@ -15,6 +15,7 @@ pub struct CountingStore {
     inner: Arc<dyn StateStore>,
     mailbox_records_read: AtomicU64,
     mailbox_full_listings: AtomicU64,
+    snapshot_records_read: AtomicU64,
 }
 
 impl CountingStore {
@@ -23,6 +24,7 @@ impl CountingStore {
             inner,
             mailbox_records_read: AtomicU64::new(0),
             mailbox_full_listings: AtomicU64::new(0),
+            snapshot_records_read: AtomicU64::new(0),
         }
     }
 
@@ -36,12 +38,22 @@ impl CountingStore {
         self.mailbox_full_listings.load(Ordering::SeqCst)
     }
 
+    /// Records of the link's source snapshot (the link scope) returned since the last reset.
+    pub fn snapshot_records_read(&self) -> u64 {
+        self.snapshot_records_read.load(Ordering::SeqCst)
+    }
+
     pub fn reset(&self) {
+        self.snapshot_records_read.store(0, Ordering::SeqCst);
         self.mailbox_records_read.store(0, Ordering::SeqCst);
         self.mailbox_full_listings.store(0, Ordering::SeqCst);
     }
 
     fn count(&self, scope: &str, records: &[ObjectRecord]) {
+        if scope == LINK_SCOPE {
+            self.snapshot_records_read
+                .fetch_add(records.len() as u64, Ordering::SeqCst);
+        }
         if is_mailbox(scope) {
             self.mailbox_records_read
                 .fetch_add(records.len() as u64, Ordering::SeqCst);

@@ -56,6 +56,10 @@ pub struct Fanout {
     pub target: PhonesTarget,
     pub fill_blank: BTreeSet<&'static str>,
     pub desired: BTreeMap<String, Desired>,
+    /// Whether `desired` holds every person of the snapshot. An incremental shard loads only the people who changed
+    /// (its memory follows the changes, not the directory); such a fanout may only run [`SyncMode::Incremental`],
+    /// which looks at the changed people alone.
+    pub desired_complete: bool,
     /// People whose entry or photo changed in this run, and people who left the scope (incremental mailboxes look
     /// at these only).
     pub changed: BTreeSet<String>,

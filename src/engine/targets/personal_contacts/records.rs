@@ -80,6 +80,25 @@ pub async fn load_snapshot(
     Ok(snapshot)
 }
 
+/// The snapshot entries of `anchors` only (point reads; anchors not in the snapshot are absent).
+pub async fn load_snapshot_of(
+    store: &dyn StateStore,
+    link: &str,
+    anchors: &[String],
+) -> Result<BTreeMap<String, SnapshotEntry>, StateError> {
+    let mut snapshot = BTreeMap::new();
+    for record in store.get_objects(link, LINK_SCOPE, anchors).await? {
+        let data = record
+            .data
+            .clone()
+            .ok_or_else(|| corrupt(&record, "no data".into()))?;
+        let entry: SnapshotEntry =
+            serde_json::from_value(data).map_err(|e| corrupt(&record, e.to_string()))?;
+        snapshot.insert(record.anchor.clone(), entry);
+    }
+    Ok(snapshot)
+}
+
 /// Writes snapshot changes: `put` entries and `removed` anchors.
 pub async fn save_snapshot(
     store: &dyn StateStore,

@@ -16,15 +16,15 @@ use serde_json::json;
 
 use super::PersonalContacts;
 use super::contact::fill_blank_properties;
-use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
+use super::mailbox_sync::{Fanout, MailboxOutcome, PARTIAL_LOAD_MAX_ANCHORS, SyncMode};
 use super::mailboxes::{Selection, select_mailboxes};
 use super::photos::PhotoCache;
 use super::prepare::{SourceSide, absorb, desired_contacts};
-use super::records::{SnapshotEntry, load_mailbox, load_snapshot, save_snapshot};
+use super::records::{SnapshotEntry, load_mailbox, load_snapshot, load_snapshot_of, save_snapshot};
 use super::shards::{
     Generation, NewGeneration, POISON_PEEK, ShardEnd, ShardMailbox, ShardMessage, ShardRun,
-    ShardRunner, in_flight, is_mailbox_scope, load_anchor_set, load_generation, load_shards,
-    mark_dispatched, partition, poisoned_shards, record_generation, send_shards,
+    ShardRunner, in_flight, is_mailbox_scope, load_anchor_set, load_generation, load_shard,
+    load_shards, mark_dispatched, partition, poisoned_shards, record_generation, send_shards,
     unfinished_mailboxes,
 };
 use super::spec::OnPersonGone;
@@ -318,6 +318,7 @@ impl PersonalContacts {
             target: self.options.clone(),
             fill_blank: fill_blank_properties(&self.options.fill_blank),
             desired,
+            desired_complete: true,
             changed,
             held,
             anchor_prefix,
@@ -683,7 +684,21 @@ impl PersonalContacts {
         let changed =
             load_anchor_set(store.as_ref(), name, "changed", generation.changed_records).await?;
         let held = load_anchor_set(store.as_ref(), name, "held", generation.held_records).await?;
-        let mut snapshot = load_snapshot(store.as_ref(), name).await?;
+        // A first try of an incremental shard writes the changed people only: it loads just their snapshot entries,
+        // so an invocation's memory follows the changes, not the directory (docs/architecture.md, "Personal
+        // contacts"). Anything that compares whole folders loads everyone.
+        let partial = changed.len() <= PARTIAL_LOAD_MAX_ANCHORS
+            && load_shard(store.as_ref(), name, message.shard)
+                .await?
+                .is_some_and(|shard| {
+                    shard.generation == generation.id && !shard.needs_every_person(&generation)
+                });
+        let mut snapshot = if partial {
+            let wanted: Vec<String> = changed.iter().cloned().collect();
+            load_snapshot_of(store.as_ref(), name, &wanted).await?
+        } else {
+            load_snapshot(store.as_ref(), name).await?
+        };
         // People the safety net holds stay in the snapshot (so they are seen leaving again) but are not desired.
         snapshot.retain(|anchor, _| !held.contains(anchor));
         let desired = desired_contacts(&snapshot, &self.options.categories, self.options.photos);
@@ -692,7 +707,7 @@ impl PersonalContacts {
             .options
             .photos
             .then(|| Arc::new(PhotoCache::new(self.source_graph.clone()).with_source(source)));
-        let fanout = Arc::new(self.fanout(
+        let mut fanout = self.fanout(
             store,
             name,
             desired,
@@ -700,7 +715,9 @@ impl PersonalContacts {
             held,
             generation.anchor_prefix.clone(),
             photos,
-        ));
+        );
+        fanout.desired_complete = !partial;
+        let fanout = Arc::new(fanout);
         let holder = format!("{}:{}", self.holder, uuid::Uuid::new_v4());
         self.shard_runner(store, &holder, link.max_concurrency, None)
             .run(&fanout, &generation, message.shard, last_try)

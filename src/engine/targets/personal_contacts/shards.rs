@@ -168,6 +168,15 @@ impl ShardRecord {
     }
 
     /// The mailboxes not done yet.
+    /// Whether this shard's next try needs every person of the snapshot: a retry and a mailbox marked thorough list
+    /// their folders, and a reconcile or thorough generation compares whole folders; only a first try of an
+    /// incremental generation looks at the changed people alone.
+    pub fn needs_every_person(&self, generation: &Generation) -> bool {
+        generation.mode != SyncMode::Incremental
+            || self.attempts > 0
+            || self.remaining().any(|mailbox| mailbox.thorough)
+    }
+
     fn remaining(&self) -> impl Iterator<Item = &ShardMailbox> {
         self.mailboxes
             .iter()
@@ -656,6 +665,12 @@ impl ShardRunner<'_> {
             let mut run = ShardRun::ended(ShardEnd::Done);
             (run.mailboxes, run.mailboxes_done) = (total, total);
             return Ok(run);
+        }
+        if !fanout.desired_complete && shard.needs_every_person(generation) {
+            // This try loaded the changed people only, and another try has since made this one a retry (a
+            // duplicate delivery ran first): it must not compare whole folders against a partial list. The message
+            // comes back, and its next try loads everyone.
+            return Ok(ShardRun::ended(ShardEnd::Incomplete));
         }
         shard.attempts += 1;
         // A try after the first: the try before may have died between a write and its record.
