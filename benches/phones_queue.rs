@@ -21,7 +21,7 @@
 //! (Acme users seeded, default 180 → ~150 people in scope), `GALBRIDGE_BENCH_LATENCY_MS` (Graph latency, default
 //! 100), `GALBRIDGE_BENCH_PER_SHARD` (mailboxes per shard = mailboxes in flight per consumer, default 10),
 //! `GALBRIDGE_BENCH_CONSUMERS` (default `1,2,4`), `GALBRIDGE_BENCH_LIMITED_CONSUMERS` (default `2,4`; empty: no
-//! limited run), `GALBRIDGE_BENCH_APP_LIMIT` (requests per 10 s; default 1.5 × the one-consumer run's busiest 10 s),
+//! limited run), `GALBRIDGE_BENCH_APP_LIMIT` (requests per 10 s; default 1.5 × the one-consumer run's average rate),
 //! `GALBRIDGE_BENCH_TIMEOUT_SECS` (per run, default 1800).
 //!
 //! Needs Azurite (`bash .ci/azurite.sh`). Run: `cargo bench --bench phones_queue`.
@@ -461,9 +461,16 @@ fn print_run(figures: &Figures, base_rate: Option<f64>) {
         figures.load_before,
         figures.load_after
     );
+    let average = figures.app_requests as f64 / figures.secs;
+    let of_limit = figures.app_limit.map_or_else(String::new, |limit| {
+        format!(
+            " = {:.0}% of the limit",
+            average * 1000.0 / f64::from(limit)
+        )
+    });
     println!(
-        "  target app: {} Graph requests, busiest 10 s {} ({:.0}/s), {} per-app 429s; all 429s {}; deliveries \
-         not completed (retried) {}",
+        "  target app: {} Graph requests ({average:.0}/s on average{of_limit}), busiest 10 s {} ({:.0}/s), {} \
+         per-app 429s; all 429s {}; deliveries not completed (retried) {}",
         figures.app_requests,
         figures.busiest_10_s,
         f64::from(figures.busiest_10_s) / 10.0,
@@ -511,7 +518,7 @@ fn main() {
 
     let started = Instant::now();
     let mut base_rate = None;
-    let mut base_busiest = None;
+    let mut base_per_10_s = None;
     let mut results = Vec::new();
     for &consumers in &consumer_counts {
         let figures = run(&storage, shape, consumers, None, timeout);
@@ -527,7 +534,7 @@ fn main() {
         }
         if consumers == 1 {
             base_rate = Some(figures.rate());
-            base_busiest = Some(figures.busiest_10_s);
+            base_per_10_s = Some(figures.app_requests as f64 / figures.secs * 10.0);
         }
         print_run(&figures, base_rate);
         let waves = figures.shards.div_ceil(consumers);
@@ -542,7 +549,7 @@ fn main() {
     if !limited_counts.is_empty() {
         let limit = u32::try_from(env_number(
             "GALBRIDGE_BENCH_APP_LIMIT",
-            base_busiest.map_or(2_000, |b| u64::from(b) * 3 / 2),
+            base_per_10_s.map_or(2_000, |per_10_s| (per_10_s * 1.5) as u64),
         ))
         .expect("a limit within u32")
         .clamp(20, 130_000);
