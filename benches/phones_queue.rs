@@ -183,6 +183,7 @@ struct Figures {
     consumer_peaks_mib: Vec<f64>,
     consumer_cpu: Vec<f64>,
     sim_peak_mib: f64,
+    sim_start_mib: f64,
     sim_cpu: f64,
     azurite_peaks_mib: Vec<f64>,
     azurite_cpu: f64,
@@ -221,6 +222,7 @@ fn run(
 ) -> Figures {
     // This process's peak from here on: the simulator of this run (and the triggers), not the previous run's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let sim_start_mib = status_mib("self", "VmRSS:").unwrap_or(f64::NAN);
     let mut knobs = m365_sim::Knobs::default();
     knobs.latency.graph = m365_sim::Latency {
         fixed_ms: shape.latency_ms,
@@ -406,6 +408,7 @@ fn run(
         consumer_peaks_mib,
         consumer_cpu,
         sim_peak_mib,
+        sim_start_mib,
         sim_cpu,
         azurite_peaks_mib,
         azurite_cpu,
@@ -450,9 +453,11 @@ fn print_run(figures: &Figures, base_rate: Option<f64>) {
     );
     let consumer_cores: f64 = figures.consumer_cpu.iter().sum::<f64>() / figures.secs;
     println!(
-        "  peak RSS: consumers {} MiB; simulator process {:.0} MiB; Azurite (table / queue) {} MiB",
+        "  peak RSS: consumers {} MiB; simulator process {:.0} MiB ({:.0} MiB at the run's start: earlier runs' \
+         simulators freed); Azurite (table / queue, one process each for every run) {} MiB",
         mib_list(&figures.consumer_peaks_mib),
         figures.sim_peak_mib,
+        figures.sim_start_mib,
         mib_list(&figures.azurite_peaks_mib)
     );
     println!(
