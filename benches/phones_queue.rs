@@ -453,8 +453,9 @@ fn print_run(figures: &Figures, base_rate: Option<f64>) {
     );
     let consumer_cores: f64 = figures.consumer_cpu.iter().sum::<f64>() / figures.secs;
     println!(
-        "  peak RSS: consumers {} MiB; simulator process {:.0} MiB ({:.0} MiB at the run's start: earlier runs' \
-         simulators freed); Azurite (table / queue, one process each for every run) {} MiB",
+        "  peak RSS: consumers {} MiB; simulator process {:.0} MiB ({:.0} MiB at the run's start, held over \
+         from earlier runs: the run's own share is the difference); Azurite (table / queue, one process each for \
+         every run) {} MiB",
         mib_list(&figures.consumer_peaks_mib),
         figures.sim_peak_mib,
         figures.sim_start_mib,
