@@ -617,8 +617,8 @@ fn main() {
     }
     println!(
         "total {:.0} s. What limits the ratio here: the dispatch (source read and one message per shard) is serial; \
-         shards finish in whole waves per consumer; the consumers, the simulator and Azurite share this machine's \
-         cores (CPU figures above).",
+         shards finish in whole waves per consumer; one Azurite process serves every consumer's state, and it, the \
+         consumers and the simulator share this machine's cores (CPU figures above).",
         started.elapsed().as_secs_f64()
     );
 }
