@@ -123,6 +123,28 @@ impl Stand {
         status["links"][0]["shards"].clone()
     }
 
+    /// The link's `shards` in the CLI's `galbridge status --json` over the same configuration and settings.
+    fn cli_shards(&self) -> Value {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("galbridge.toml");
+        std::fs::write(&config, &self.toml).expect("config written");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_galbridge"))
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
+            .env("GALBRIDGE_LOG", "off")
+            .output()
+            .expect("galbridge status runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let status: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+        status["links"][0]["shards"].clone()
+    }
+
     fn trigger(&self, app: &TestApp, settings: QueueTriggerSettings) -> QueueTrigger {
         QueueTrigger::start(
             self.queue.clone(),
@@ -405,6 +427,13 @@ fn a_shard_that_keeps_failing_is_poisoned_shown_in_status_and_converges_after() 
             .as_str()
             .is_some_and(|error| error.contains("ErrorAccessDenied")),
         "{status:#}"
+    );
+    // The operator's `galbridge status` shows the poisoned shard too.
+    let cli = stand.cli_shards();
+    assert_eq!(
+        cli["poisoned"][0]["shard"].as_u64(),
+        Some(denied_shard),
+        "{cli:#}"
     );
     assert!(
         folder_by_anchor(&stand.sim.handle, "northern", &denied, FOLDER).is_empty(),

@@ -274,7 +274,14 @@ async fn with_config(command: Command, config: Config) -> Exit {
     if let Command::Serve(args) = command {
         return serve_command(config, &args).await;
     }
-    let service = match build_service(config.clone()).await {
+    // `status` also peeks the poison queue of a configured shard queue (what `serve` sends shards to); the CLI's
+    // own runs keep running a phones run's shards in this process.
+    let built = if matches!(command, Command::Status(_)) {
+        crate::engine::build_serving_service(config.clone()).await
+    } else {
+        build_service(config.clone()).await
+    };
+    let service = match built {
         Ok(service) => service,
         Err(error) => {
             eprintln!("galbridge: {error}");
