@@ -27,7 +27,9 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::{PoisonMessage, QueueError, ShardQueue};
-use crate::state::table::{RetryPolicy, TableAuth, TokenCache};
+use crate::state::table::{
+    RetryPolicy, TableAuth, TokenCache, encode_unreserved, is_transient, retry_after,
+};
 
 /// The REST version sent (bearer tokens need 2017-11-09 or later).
 pub const API_VERSION: &str = "2021-12-02";
@@ -530,7 +532,7 @@ impl AzureQueue {
     /// Deletes a taken message (Delete Message). Already gone (404) is fine: someone else finished it.
     pub async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
         let url = self.queue_url(
-            &format!("/messages/{}", encode_path(id)),
+            &format!("/messages/{}", encode_unreserved(id)),
             &[("popreceipt", pop_receipt)],
         )?;
         let response = self
@@ -552,7 +554,7 @@ impl AzureQueue {
     ) -> Result<String, QueueError> {
         let seconds = visibility.as_secs().to_string();
         let url = self.queue_url(
-            &format!("/messages/{}", encode_path(id)),
+            &format!("/messages/{}", encode_unreserved(id)),
             &[("popreceipt", pop_receipt), ("visibilitytimeout", &seconds)],
         )?;
         let response = self.send("update message", Method::PUT, &url, None).await?;
@@ -597,24 +599,6 @@ impl ShardQueue for AzureQueue {
             })
             .collect())
     }
-}
-
-fn is_transient(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("retry-after")?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn encode_path(segment: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(segment, SET).to_string()
 }
 
 /// The text of the first `<name>…</name>` in `xml` (raw: entities not decoded). The service's answers are small,

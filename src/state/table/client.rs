@@ -403,18 +403,18 @@ impl TableClient {
                 "{}/{}()?$filter={}",
                 self.endpoint,
                 self.table,
-                encode_query_value(filter)
+                encode_unreserved(filter)
             );
             if let Some(select) = select {
-                url.push_str(&format!("&$select={}", encode_query_value(select)));
+                url.push_str(&format!("&$select={}", encode_unreserved(select)));
             }
             if let Some((next_partition, next_row)) = &continuation {
                 url.push_str(&format!(
                     "&NextPartitionKey={}",
-                    encode_query_value(next_partition)
+                    encode_unreserved(next_partition)
                 ));
                 if let Some(next_row) = next_row {
-                    url.push_str(&format!("&NextRowKey={}", encode_query_value(next_row)));
+                    url.push_str(&format!("&NextRowKey={}", encode_unreserved(next_row)));
                 }
             }
             let response = self
@@ -476,17 +476,19 @@ impl TableClient {
     }
 }
 
-fn is_transient(status: StatusCode) -> bool {
+/// Whether Azure Storage (Table or Queue service) answered with a status worth retrying.
+pub(crate) fn is_transient(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// The `Retry-After` seconds of a Storage answer, if any.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get("retry-after")?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-fn encode_query_value(value: &str) -> String {
+/// Percent-encodes a query value or a path segment (everything but unreserved characters).
+pub(crate) fn encode_unreserved(value: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')

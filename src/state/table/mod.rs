@@ -38,6 +38,7 @@ pub use self::auth::{AccountKey, ConnectionString, STORAGE_SCOPE, TableAuth, Tok
 use self::batch::{BatchOperation, split_into_change_sets};
 pub use self::client::RetryPolicy;
 use self::client::{StoredEntity, TableClient};
+pub(crate) use self::client::{encode_unreserved, is_transient, retry_after};
 use self::keys::{check_entity_size, escape_key, get_chunked, put_chunked};
 use super::{Lease, ObjectRecord, StateError};
 use crate::report::RunReport;

@@ -67,17 +67,7 @@ pub async fn load_snapshot(
     store: &dyn StateStore,
     link: &str,
 ) -> Result<BTreeMap<String, SnapshotEntry>, StateError> {
-    let mut snapshot = BTreeMap::new();
-    for record in store.list_objects(link, LINK_SCOPE).await? {
-        let data = record
-            .data
-            .clone()
-            .ok_or_else(|| corrupt(&record, "no data".into()))?;
-        let entry: SnapshotEntry =
-            serde_json::from_value(data).map_err(|e| corrupt(&record, e.to_string()))?;
-        snapshot.insert(record.anchor.clone(), entry);
-    }
-    Ok(snapshot)
+    snapshot_entries(store.list_objects(link, LINK_SCOPE).await?)
 }
 
 /// The snapshot entries of `anchors` only (point reads; anchors not in the snapshot are absent).
@@ -86,15 +76,21 @@ pub async fn load_snapshot_of(
     link: &str,
     anchors: &[String],
 ) -> Result<BTreeMap<String, SnapshotEntry>, StateError> {
+    snapshot_entries(store.get_objects(link, LINK_SCOPE, anchors).await?)
+}
+
+fn snapshot_entries(
+    records: Vec<ObjectRecord>,
+) -> Result<BTreeMap<String, SnapshotEntry>, StateError> {
     let mut snapshot = BTreeMap::new();
-    for record in store.get_objects(link, LINK_SCOPE, anchors).await? {
+    for mut record in records {
         let data = record
             .data
-            .clone()
+            .take()
             .ok_or_else(|| corrupt(&record, "no data".into()))?;
         let entry: SnapshotEntry =
             serde_json::from_value(data).map_err(|e| corrupt(&record, e.to_string()))?;
-        snapshot.insert(record.anchor.clone(), entry);
+        snapshot.insert(record.anchor, entry);
     }
     Ok(snapshot)
 }
