@@ -21,15 +21,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rand::Rng as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::{PoisonMessage, QueueError, ShardQueue};
-use crate::state::table::{
-    RetryPolicy, TableAuth, TokenCache, encode_unreserved, is_transient, retry_after,
-};
+use crate::state::table::{RetryPolicy, TableAuth, TokenCache, encode_unreserved};
 
 /// The REST version sent (bearer tokens need 2017-11-09 or later).
 pub const API_VERSION: &str = "2021-12-02";
@@ -305,22 +302,9 @@ impl AzureQueue {
             }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = request.send().await;
-            let retry_after = match &outcome {
-                Ok(response) if is_transient(response.status()) => {
-                    Some(retry_after(response.headers()))
-                }
-                Ok(_) => None,
-                Err(error) if error.is_connect() || error.is_timeout() || error.is_request() => {
-                    Some(None)
-                }
-                Err(_) => None,
-            };
-            match (retry_after, outcome) {
-                (Some(hint), outcome) if attempt < self.retry.max_attempts => {
+            match self.retry.delay_after(attempt, &outcome) {
+                Some(delay) => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = hint
-                        .unwrap_or_else(|| self.backoff(attempt))
-                        .min(self.retry.max_delay);
                     let why = match &outcome {
                         Ok(response) => format!("HTTP {}", response.status().as_u16()),
                         Err(error) => error.to_string(),
@@ -328,22 +312,11 @@ impl AzureQueue {
                     tracing::debug!(queue = %self.name, operation, attempt, delay_ms = delay.as_millis() as u64, reason = %why, "Queue request retried.");
                     tokio::time::sleep(delay).await;
                 }
-                (_, Ok(response)) => return Ok(response),
-                (_, Err(error)) => {
-                    return Err(self.transport(operation, error.to_string()));
+                None => {
+                    return outcome.map_err(|error| self.transport(operation, error.to_string()));
                 }
             }
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exponential = self
-            .retry
-            .base_delay
-            .saturating_mul(1 << attempt.saturating_sub(1).min(10));
-        let capped = exponential.min(self.retry.max_delay);
-        let millis = capped.as_millis().max(2) as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
     }
 
     async fn service_error(

@@ -31,6 +31,37 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// How long to wait before trying again after attempt `attempt` ended in `outcome`: a transient answer (408,
+    /// 429, 5xx) or a connection failure waits the service's `Retry-After`, else a jittered exponential backoff, at
+    /// most `max_delay`. None: the outcome is final, or the attempts are spent. Shared by the Table and Queue clients.
+    pub(crate) fn delay_after(
+        &self,
+        attempt: u32,
+        outcome: &Result<reqwest::Response, reqwest::Error>,
+    ) -> Option<Duration> {
+        let hint = match outcome {
+            Ok(response) if is_transient(response.status()) => retry_after(response.headers()),
+            Err(error) if error.is_connect() || error.is_timeout() || error.is_request() => None,
+            _ => return None,
+        };
+        (attempt < self.max_attempts).then(|| {
+            hint.unwrap_or_else(|| self.backoff(attempt))
+                .min(self.max_delay)
+        })
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exponential = self
+            .base_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(10));
+        let capped = exponential.min(self.max_delay);
+        // Full jitter between half and all of the delay, so racing clients spread out.
+        let millis = capped.as_millis().max(2) as u64;
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -160,22 +191,9 @@ impl TableClient {
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = request.send().await;
-            let retry_after = match &outcome {
-                Ok(response) if is_transient(response.status()) => {
-                    Some(retry_after(response.headers()))
-                }
-                Ok(_) => None,
-                Err(error) if error.is_connect() || error.is_timeout() || error.is_request() => {
-                    Some(None)
-                }
-                Err(_) => None,
-            };
-            match (retry_after, outcome) {
-                (Some(hint), outcome) if attempt < self.retry.max_attempts => {
+            match self.retry.delay_after(attempt, &outcome) {
+                Some(delay) => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = hint
-                        .unwrap_or_else(|| self.backoff(attempt))
-                        .min(self.retry.max_delay);
                     let why = match &outcome {
                         Ok(response) => format!("HTTP {}", response.status().as_u16()),
                         Err(error) => error.to_string(),
@@ -183,24 +201,13 @@ impl TableClient {
                     tracing::debug!(operation, attempt, delay_ms = delay.as_millis() as u64, reason = %why, "Table request retried.");
                     tokio::time::sleep(delay).await;
                 }
-                (_, Ok(response)) => return Ok(response),
-                (_, Err(error)) => {
-                    // reqwest errors carry the URL (no secrets: keys and tokens travel in headers only).
-                    return Err(StateError::Io(format!("{operation}: {error}")));
+                // reqwest errors carry the URL (no secrets: keys and tokens travel in headers only).
+                None => {
+                    return outcome
+                        .map_err(|error| StateError::Io(format!("{operation}: {error}")));
                 }
             }
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exponential = self
-            .retry
-            .base_delay
-            .saturating_mul(1 << attempt.saturating_sub(1).min(10));
-        let capped = exponential.min(self.retry.max_delay);
-        // Full jitter between half and all of the delay, so racing clients spread out.
-        let millis = capped.as_millis().max(2) as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
     }
 
     async fn service_error(operation: &str, response: reqwest::Response) -> StateError {
@@ -477,12 +484,12 @@ impl TableClient {
 }
 
 /// Whether Azure Storage (Table or Queue service) answered with a status worth retrying.
-pub(crate) fn is_transient(status: StatusCode) -> bool {
+fn is_transient(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// The `Retry-After` seconds of a Storage answer, if any.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get("retry-after")?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
