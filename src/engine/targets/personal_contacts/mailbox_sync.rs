@@ -82,6 +82,33 @@ pub struct MailboxOutcome {
     pub mailbox: Option<String>,
 }
 
+impl MailboxOutcome {
+    /// The mailbox's failures as a run reports them: a mailbox skipped for not being REST-enabled is one more.
+    pub fn into_failures(self) -> Vec<Failure> {
+        let mut failures = self.failures;
+        if self.skipped {
+            failures.push(Failure {
+                anchor: None,
+                mailbox: self.mailbox,
+                kind: "mailbox_not_rest_enabled".into(),
+                reason:
+                    "the mailbox is not enabled for the REST API (MailboxNotEnabledForRESTAPI); skipped"
+                        .into(),
+            });
+        }
+        failures
+    }
+}
+
+/// Adds one mailbox's (or shard's) applied counts to a run's.
+pub fn add_counts(total: &mut PlanCounts, counts: &PlanCounts) {
+    total.creates += counts.creates;
+    total.updates += counts.updates;
+    total.deletes += counts.deletes;
+    total.adoptions += counts.adoptions;
+    total.unchanged += counts.unchanged;
+}
+
 pub(super) enum Op {
     /// The body is built when its batch is sent (a mailbox's first fill plans hundreds of creates at once).
     Create {

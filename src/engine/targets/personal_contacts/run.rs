@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::PersonalContacts;
 use super::contact::fill_blank_properties;
-use super::mailbox_sync::{Fanout, MailboxOutcome, PARTIAL_LOAD_MAX_ANCHORS, SyncMode};
+use super::mailbox_sync::{Fanout, MailboxOutcome, PARTIAL_LOAD_MAX_ANCHORS, SyncMode, add_counts};
 use super::mailboxes::{Selection, select_mailboxes};
 use super::photos::PhotoCache;
 use super::prepare::{SourceSide, absorb, desired_contacts};
@@ -599,11 +599,7 @@ impl PersonalContacts {
             while let Some((index, result)) = results.next().await {
                 match result {
                     Ok(shard) => {
-                        applied.creates += shard.applied.creates;
-                        applied.updates += shard.applied.updates;
-                        applied.deletes += shard.applied.deletes;
-                        applied.adoptions += shard.applied.adoptions;
-                        applied.unchanged += shard.applied.unchanged;
+                        add_counts(&mut applied, &shard.applied);
                         failures.extend(shard.failures);
                         not_started += shard.not_started;
                         if shard.end == ShardEnd::Busy {
@@ -860,20 +856,6 @@ async fn leave(
 }
 
 fn add(applied: &mut PlanCounts, failures: &mut Vec<Failure>, outcome: MailboxOutcome) {
-    applied.creates += outcome.applied.creates;
-    applied.updates += outcome.applied.updates;
-    applied.deletes += outcome.applied.deletes;
-    applied.adoptions += outcome.applied.adoptions;
-    applied.unchanged += outcome.applied.unchanged;
-    failures.extend(outcome.failures);
-    if outcome.skipped {
-        failures.push(Failure {
-            anchor: None,
-            mailbox: outcome.mailbox,
-            kind: "mailbox_not_rest_enabled".into(),
-            reason:
-                "the mailbox is not enabled for the REST API (MailboxNotEnabledForRESTAPI); skipped"
-                    .into(),
-        });
-    }
+    add_counts(applied, &outcome.applied);
+    failures.extend(outcome.into_failures());
 }

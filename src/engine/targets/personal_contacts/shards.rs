@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode};
+use super::mailbox_sync::{Fanout, MailboxOutcome, SyncMode, add_counts};
 use super::mailboxes::MailboxRef;
 use crate::engine::lease::HeldLease;
 use crate::queue::{PoisonMessage, ShardQueue};
@@ -798,27 +798,9 @@ impl ShardRunner<'_> {
             .failures
             .iter()
             .any(|failure| (self.is_hard)(failure));
-        run.failures.extend(outcome.failures);
-        if outcome.skipped {
-            run.failures.push(Failure {
-                anchor: None,
-                mailbox: outcome.mailbox,
-                kind: "mailbox_not_rest_enabled".into(),
-                reason:
-                    "the mailbox is not enabled for the REST API (MailboxNotEnabledForRESTAPI); skipped"
-                        .into(),
-            });
-        }
+        run.failures.extend(outcome.into_failures());
         !hard
     }
-}
-
-fn add_counts(total: &mut PlanCounts, counts: &PlanCounts) {
-    total.creates += counts.creates;
-    total.updates += counts.updates;
-    total.deletes += counts.deletes;
-    total.adoptions += counts.adoptions;
-    total.unchanged += counts.unchanged;
 }
 
 #[cfg(test)]
